@@ -1,0 +1,126 @@
+"""Settings: environment (``FREIGHT_*``) over ``freight.yaml`` over defaults.
+
+Validated with pydantic at start-up; a wrong setting fails with a message that
+names it (:func:`load_settings` raises ConfigError).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from freight.errors import ConfigError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+class Settings(BaseSettings):
+    """Every knob of freight. Units are in the names."""
+
+    model_config = SettingsConfigDict(env_prefix="FREIGHT_", extra="forbid")
+
+    project_dir: Path = Path(".")
+    state_dir: Path = Path(".freight")
+    database_url: str = ""  # default: sqlite:///<state_dir>/freight.db
+    storage_url: str = ""  # default: file://<state_dir>/objects
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    secret_key: str = ""  # HMAC key for signed URLs; default: generated into state_dir
+    public_url: str = ""  # base URL put in front of signed API routes; default from request
+
+    models: list[str] = Field(default_factory=list)  # "module:Class"; empty = discover
+    inline_output_max_bytes: int = Field(256 * KiB, ge=0)
+    inline_input_max_bytes: int = Field(256 * KiB, ge=0)
+    max_json_bytes: int = Field(32 * MiB, ge=1)
+    max_payload_bytes: int = Field(1 * GiB, ge=1)
+    max_run_s: float = Field(3600.0, gt=0)
+    max_queued_per_model: int = Field(100_000, ge=1)
+    max_attempts: int = Field(3, ge=1)
+    realtime_timeout_s: float = Field(60.0, gt=0)
+    max_wait_s: float = Field(300.0, gt=0)
+    lease_s: float = Field(30.0, gt=0)
+    reap_interval_s: float = Field(1.0, gt=0)
+    poll_interval_s: float = Field(0.5, gt=0)
+    drain_grace_s: float = Field(30.0, ge=0)
+    upload_url_expires_s: int = Field(3600, ge=1)
+    download_url_expires_s: int = Field(3600, ge=1)
+    default_ttl_s: float | None = Field(None, gt=0)  # queued longer than this -> expired
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # explicit arguments (CLI flags) > environment > freight.yaml (passed as init kwargs)
+        return (env_settings, init_settings)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.state_dir / 'freight.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.state_dir / 'objects').resolve()}"
+
+    def secret(self) -> bytes:
+        """The HMAC key: configured, or generated once and kept in the state directory."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.state_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+
+class ProjectFile(BaseModel):
+    """The parts of ``freight.yaml`` that are not plain settings."""
+
+    model_config = {"extra": "allow"}
+
+
+def _read_yaml(project_dir: Path) -> dict[str, Any]:
+    path = project_dir / "freight.yaml"
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}", path=str(path)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level", path=str(path))
+    return data
+
+
+# freight.yaml sections owned by later features (pipelines, notifications, ...)
+_NON_SETTINGS = {"pipelines", "notifications", "sinks"}
+
+
+def load_settings(project_dir: Path | str = ".", **overrides: Any) -> Settings:
+    """Build the settings for a project directory; raise ConfigError naming the bad field."""
+    project_dir = Path(project_dir)
+    data = {k: v for k, v in _read_yaml(project_dir).items() if k not in _NON_SETTINGS}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data.setdefault("project_dir", project_dir)
+    if "state_dir" not in data:
+        data["state_dir"] = Path(".freight")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '?'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}", errors=exc.errors()) from exc

@@ -1,0 +1,158 @@
+"""The contract between freight and a user's model: ``freight.Model``.
+
+A model implements ``load()`` (once per replica) and either ``predict(input)``
+or ``predict_batch(inputs)``. The input type follows the annotation of the
+first parameter: ``dict``/``list`` (parsed JSON), ``bytes``, ``pathlib.Path``
+(a file on local disk — the stored object itself on the local backend) or
+:class:`Payload` (all of it). Outputs are JSON-able values, ``bytes`` or
+:class:`File`.
+
+This module must stay import-light: runner processes import it before the
+user's model, and must not pay for the web stack.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from freight.errors import ModelDefinitionError
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """Dynamic batching: a free replica takes up to ``max_size`` queued predictions,
+    waiting at most ``max_wait_ms`` for more to arrive."""
+
+    max_size: int = 1
+    max_wait_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_size < 1:
+            raise ModelDefinitionError("batching.max_size must be >= 1")
+        if self.max_wait_ms < 0:
+            raise ModelDefinitionError("batching.max_wait_ms must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Replicas:
+    """How many runner processes serve the model (``min`` are started up front)."""
+
+    min: int = 1
+    max: int = 1
+    target_backlog: int = 8
+    idle_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.min < 0 or self.max < max(1, self.min):
+            raise ModelDefinitionError("replicas need 0 <= min <= max and max >= 1")
+
+
+@dataclass(slots=True)
+class Payload:
+    """A prediction's input as a file on local disk, with what is known about it."""
+
+    path: Path
+    content_type: str
+    size: int
+
+    def read_bytes(self) -> bytes:
+        return self.path.read_bytes()
+
+    def json(self) -> Any:
+        with self.path.open("rb") as f:
+            return json.load(f)
+
+    def open(self) -> typing.BinaryIO:
+        return self.path.open("rb")
+
+
+@dataclass(slots=True)
+class File:
+    """A file output. freight moves it into the object store (no copy on local disk)."""
+
+    path: Path | str
+    content_type: str = "application/octet-stream"
+
+
+class InputKind:
+    JSON = "json"
+    BYTES = "bytes"
+    PATH = "path"
+    PAYLOAD = "payload"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+class Model:
+    """Subclass this to serve a model. See the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    batching: ClassVar[Batching] = Batching()
+    replicas: ClassVar[Replicas] = Replicas()
+    timeout_s: ClassVar[float | None] = None  # default: the max_run_s setting
+    max_attempts: ClassVar[int | None] = None  # default: the max_attempts setting
+
+    def load(self) -> None:
+        """Load weights; called once per replica before any prediction."""
+
+    def predict(self, input: Any) -> Any:
+        raise NotImplementedError
+
+    def predict_batch(self, inputs: list[Any]) -> list[Any]:
+        return [self.predict(x) for x in inputs]
+
+    @classmethod
+    def model_name(cls) -> str:
+        return cls.name or _slug(cls.__name__)
+
+    @classmethod
+    def input_kind(cls) -> str:
+        """What the model wants as input, from the annotation of predict/predict_batch."""
+        batch = cls.predict_batch is not Model.predict_batch
+        method = cls.predict_batch if batch else cls.predict
+        params = list(inspect.signature(method).parameters.values())[1:]
+        if not params:
+            raise ModelDefinitionError(f"{cls.__qualname__}: predict takes no input")
+        try:
+            hints = typing.get_type_hints(method)
+        except Exception:  # unresolvable annotations: treat as JSON
+            hints = {}
+        ann = hints.get(params[0].name, Any)
+        if batch:
+            args = typing.get_args(ann)
+            ann = args[0] if args else Any
+        return _kind_of(ann)
+
+    @classmethod
+    def validate(cls) -> None:
+        """Raise ModelDefinitionError when the class cannot be served."""
+        if cls.predict is Model.predict and cls.predict_batch is Model.predict_batch:
+            raise ModelDefinitionError(
+                f"{cls.__qualname__} defines neither predict() nor predict_batch()",
+                model=cls.__qualname__,
+            )
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", cls.model_name()):
+            raise ModelDefinitionError(
+                f"model name {cls.model_name()!r} must be lowercase letters, digits, . _ -",
+                model=cls.__qualname__,
+            )
+        cls.input_kind()
+
+
+def _kind_of(ann: Any) -> str:
+    origin = typing.get_origin(ann) or ann
+    if origin is bytes:
+        return InputKind.BYTES
+    if isinstance(origin, type) and issubclass(origin, Path):
+        return InputKind.PATH
+    if origin is Payload:
+        return InputKind.PAYLOAD
+    return InputKind.JSON

@@ -1,0 +1,129 @@
+"""Domain types of the prediction lifecycle, shared by store, agent and api.
+
+A :class:`Prediction` is one row of the ``predictions`` table: the table is the
+queue, so this type is both the job and its status record. Times are epoch
+seconds (float) everywhere inside freight; the API renders them as ISO 8601.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Status(enum.StrEnum):
+    AWAITING_INPUT = "awaiting_input"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.EXPIRED})
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable codes of a failed / canceled / expired prediction."""
+
+    MODEL_ERROR = "model_error"
+    TIMEOUT = "timeout"
+    EXPIRED = "expired"
+    CANCELED = "canceled"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    INPUT_ERROR = "input_error"
+    OUTPUT_ERROR = "output_error"
+    REPLICA_FAILED = "replica_failed"
+
+
+@dataclass(slots=True)
+class Prediction:
+    """One prediction (a row of the queue table)."""
+
+    id: str
+    target: str
+    status: Status
+    created_at: float
+    kind: str = "model"
+    priority: int = 0
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    timeout_s: float = 3600.0
+    expires_at: float | None = None  # TTL: not started by then -> expired
+    upload_expires_at: float | None = None  # awaiting_input past this -> expired
+    lease_expires_at: float | None = None
+    worker_id: str | None = None
+    input_json: str | None = None  # JSON text when the input is small JSON
+    input_key: str | None = None  # object-store key of the input
+    input_content_type: str | None = None
+    input_bytes: int | None = None
+    output_json: str | None = None
+    output_key: str | None = None
+    output_content_type: str | None = None
+    output_bytes: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_detail: str | None = None  # JSON text
+    metadata: str | None = None  # JSON text
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    batch_size: int | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """The outcome of one claimed prediction, reported by the worker that holds it.
+
+    ``attempt`` and ``worker_id`` fence the write: a worker whose lease was lost
+    (and whose prediction was requeued and claimed again) cannot complete it.
+    """
+
+    id: str
+    attempt: int
+    worker_id: str
+    status: Status  # SUCCEEDED or FAILED
+    finished_at: float
+    output_json: str | None = None
+    output_key: str | None = None
+    output_content_type: str | None = None
+    output_bytes: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_detail: str | None = None
+    batch_size: int | None = None
+
+
+@dataclass(slots=True)
+class Release:
+    """Give a claimed prediction back: requeue it, or fail it when attempts are spent."""
+
+    id: str
+    attempt: int
+    worker_id: str
+    count_attempt: bool = True  # False: the attempt was not the prediction's fault
+    error_code: str = ErrorCode.ATTEMPTS_EXHAUSTED
+    error_message: str = "the replica running this prediction died"
+
+
+@dataclass(slots=True)
+class ReapResult:
+    """What one sweep of lease/TTL enforcement changed (ids per outcome)."""
+
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TargetStats:
+    queued: int = 0
+    running: int = 0
+    awaiting_input: int = 0

@@ -1,0 +1,55 @@
+"""The object-store seam: streaming put/get, stat, delete, presign.
+
+Implementations: :class:`freight.storage.local.LocalStorage` (a directory; its
+presigned URLs are HMAC-signed, expiring routes of freight's own API) and
+:class:`freight.storage.s3.S3Storage` (any S3-compatible store through obstore).
+Keys are relative, ``/``-separated (e.g. ``predictions/<id>/input``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    content_type: str | None = None
+
+
+class Storage(Protocol):
+    async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> int:
+        """Write a whole (small) object; returns its size."""
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str | None = None,
+        max_bytes: int | None = None,
+    ) -> int:
+        """Stream an object in; nothing is held whole in memory. Past ``max_bytes`` raise
+        PayloadTooLargeError and leave no object behind. Returns the size written."""
+
+    async def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> int:
+        """Store a local file (moved into place when the backend is local and ``path``
+        is on the same filesystem: no copy)."""
+
+    def get_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Stream an object out. NotFoundError if it does not exist."""
+
+    async def get(self, key: str) -> bytes:
+        """Read a whole (small) object."""
+
+    async def stat(self, key: str) -> ObjectInfo | None: ...
+
+    async def delete(self, key: str) -> None:
+        """Delete; deleting a missing object is not an error."""
+
+    async def presign_get(self, key: str, *, expires_s: int) -> str:
+        """A URL anyone can GET until it expires (absolute for S3; for local storage
+        a path of freight's API: the API prefixes its own base URL)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's file when the backend is a local directory, else None."""

@@ -1,0 +1,92 @@
+"""The job store seam: a narrow, domain-level protocol over SQL.
+
+The ``predictions`` table *is* the queue. Every method is one transaction.
+Implementations: :class:`freight.store.sqlite.SqliteStore` (one writer thread,
+group commit) and :class:`freight.store.postgres.PostgresStore` (psycopg 3,
+``FOR UPDATE SKIP LOCKED``). Both raise :class:`~freight.errors.StoreUnavailableError`
+when the database cannot be reached, never a driver exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
+
+
+class Store(Protocol):
+    #: True when this process is the only writer (SQLite): on start-up every
+    #: ``running`` row is an orphan of a previous crash and can be requeued at once.
+    exclusive: bool
+
+    async def open(self) -> None:
+        """Connect (and check the schema is at the current migration)."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailableError when the database does not answer."""
+
+    async def create(self, prediction: Prediction) -> tuple[Prediction, bool]:
+        """Insert a prediction. With an ``idempotency_key`` that exists already,
+        return ``(existing, False)`` when ``request_hash`` matches, else raise
+        ConflictError(code="idempotency_conflict"). Returns ``(row, True)`` when inserted."""
+
+    async def get(self, prediction_id: str) -> Prediction | None: ...
+
+    async def list(
+        self,
+        *,
+        target: str | None = None,
+        status: Status | None = None,
+        after_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Prediction]:
+        """Newest first; ``after_id`` is the last id of the previous page (ids < after_id)."""
+
+    async def mark_input_ready(
+        self, prediction_id: str, *, input_key: str, input_content_type: str,
+        input_bytes: int, now: float,
+    ) -> Prediction:
+        """``awaiting_input`` -> ``queued`` once its upload landed. Raises NotFoundError,
+        or ConflictError(code="invalid_state") when the prediction is in another status."""
+
+    async def claim(
+        self, target: str, limit: int, *, worker_id: str, lease_s: float, now: float,
+    ) -> list[Prediction]:
+        """Atomically move up to ``limit`` queued predictions of ``target`` to ``running``
+        (priority desc, then oldest first), stamping ``started_at``, ``worker_id``,
+        ``lease_expires_at = now + lease_s`` and incrementing ``attempts``."""
+
+    async def complete(self, completions: Sequence[Completion]) -> list[str]:
+        """Record outcomes; a completion applies only when the row is still ``running``
+        with the same ``worker_id`` and ``attempts``. Returns the ids that applied."""
+
+    async def release(self, releases: Sequence[Release], *, now: float) -> dict[str, Status]:
+        """Requeue claimed predictions (or fail them with the release's error code once
+        ``attempts >= max_attempts`` and ``count_attempt``). ``count_attempt=False``
+        gives the attempt back. Fenced like :meth:`complete`. Returns new status per id."""
+
+    async def heartbeat(
+        self, worker_id: str, ids: Sequence[str], *, lease_s: float, now: float,
+    ) -> list[str]:
+        """Extend the leases of ``ids`` held by ``worker_id``; return the ids this worker
+        no longer holds (canceled, requeued by someone else, finished)."""
+
+    async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
+        """Cancel a non-terminal prediction (error_code ``canceled``). Returns the row
+        after the change and the status it had before. A terminal prediction is
+        returned unchanged (previous status == its status). NotFoundError if unknown."""
+
+    async def reap(self, *, now: float) -> ReapResult:
+        """One sweep: running with an expired lease -> queued (or failed
+        ``attempts_exhausted`` when attempts are spent); queued past ``expires_at`` ->
+        expired; awaiting_input past ``upload_expires_at`` -> expired."""
+
+    async def recover_orphans(self, *, now: float) -> list[str]:
+        """Exclusive stores only: requeue every ``running`` row (without counting
+        the attempt against the prediction when its lease had not expired yet)."""
+
+    async def stats(self) -> dict[str, TargetStats]:
+        """Queued / running / awaiting_input counts per target."""

@@ -1,0 +1,6 @@
+"""Shared fixtures: each backend's fixtures live in tests/fixtures/ as plugins."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.s3",
+]
