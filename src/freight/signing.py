@@ -29,8 +29,13 @@ class UrlSigner:
         return f"{path}?{query}"
 
     def verify(
-        self, method: str, path: str, expires: str | None, sig: str | None,
-        *, now: float | None = None,
+        self,
+        method: str,
+        path: str,
+        expires: str | None,
+        sig: str | None,
+        *,
+        now: float | None = None,
     ) -> None:
         """Raise UrlError (``missing_signature`` / ``bad_signature`` / ``url_expired``)."""
         if not expires or not sig:

@@ -26,7 +26,11 @@ class Storage(Protocol):
         """Write a whole (small) object; returns its size."""
 
     async def put_stream(
-        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str | None = None,
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str | None = None,
         max_bytes: int | None = None,
     ) -> int:
         """Stream an object in; nothing is held whole in memory. Past ``max_bytes`` raise

@@ -35,25 +35,26 @@ class Store(Protocol):
 
     async def get(self, prediction_id: str) -> Prediction | None: ...
 
-    async def list(
-        self,
-        *,
-        target: str | None = None,
-        status: Status | None = None,
-        after_id: str | None = None,
-        limit: int = 50,
-    ) -> list[Prediction]:
-        """Newest first; ``after_id`` is the last id of the previous page (ids < after_id)."""
-
     async def mark_input_ready(
-        self, prediction_id: str, *, input_key: str, input_content_type: str,
-        input_bytes: int, now: float,
+        self,
+        prediction_id: str,
+        *,
+        input_key: str,
+        input_content_type: str,
+        input_bytes: int,
+        now: float,
     ) -> Prediction:
         """``awaiting_input`` -> ``queued`` once its upload landed. Raises NotFoundError,
         or ConflictError(code="invalid_state") when the prediction is in another status."""
 
     async def claim(
-        self, target: str, limit: int, *, worker_id: str, lease_s: float, now: float,
+        self,
+        target: str,
+        limit: int,
+        *,
+        worker_id: str,
+        lease_s: float,
+        now: float,
     ) -> list[Prediction]:
         """Atomically move up to ``limit`` queued predictions of ``target`` to ``running``
         (priority desc, then oldest first), stamping ``started_at``, ``worker_id``,
@@ -69,7 +70,12 @@ class Store(Protocol):
         gives the attempt back. Fenced like :meth:`complete`. Returns new status per id."""
 
     async def heartbeat(
-        self, worker_id: str, ids: Sequence[str], *, lease_s: float, now: float,
+        self,
+        worker_id: str,
+        ids: Sequence[str],
+        *,
+        lease_s: float,
+        now: float,
     ) -> list[str]:
         """Extend the leases of ``ids`` held by ``worker_id``; return the ids this worker
         no longer holds (canceled, requeued by someone else, finished)."""
@@ -90,3 +96,14 @@ class Store(Protocol):
 
     async def stats(self) -> dict[str, TargetStats]:
         """Queued / running / awaiting_input counts per target."""
+
+    # last: a method named ``list`` shadows the builtin in annotations below it
+    async def list(
+        self,
+        *,
+        target: str | None = None,
+        status: Status | None = None,
+        after_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Prediction]:
+        """Newest first; ``after_id`` is the last id of the previous page (ids < after_id)."""

@@ -1,0 +1,34 @@
+# The two commands of the README. Both create .venv in the repo root when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.examples: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[examples]'
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.examples
+
+run: $(VENV)/.examples  ## install, then serve examples/ on SQLite + ./.freight/
+	$(BIN)/freight serve examples/
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/mypy
+
+test: $(VENV)/.dev lint  ## install dev extras, lint, type-check, run every test
+	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+bench: $(VENV)/.examples  ## B1 + B3 of shared/BENCH.md, 3 rounds, JSON lines
+	$(BIN)/python bench/bench.py --rounds 3
+
+clean:
+	rm -rf $(VENV) .freight .pytest_cache .mypy_cache .ruff_cache

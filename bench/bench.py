@@ -1,0 +1,256 @@
+"""freight benchmarks B1 (async throughput) and B3 (real-time) of shared/BENCH.md.
+
+    .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B3]
+
+Starts ``freight serve examples/`` (embedded shape: SQLite + local directory) on
+a free port in a temporary state directory, runs each workload ``--rounds``
+times, prints one JSON line per workload and round, then one summary line per
+workload with the medians. Bounded: every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOB = "a" * 1000
+B1_N, B1_WARMUP, B1_CONCURRENCY = 2000, 50, 32
+B3_CONNECTIONS, B3_DURATION_S, B3_WARMUP_S = 32, 10, 3
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (the peers' definition)."""
+    s = sorted(values)
+    return s[max(1, math.ceil(q / 100 * len(s))) - 1] if s else float("nan")
+
+
+def emit(workload: str, **fields: Any) -> dict[str, Any]:
+    record = {
+        "system": "freight",
+        "workload": workload,
+        **{k: round(v, 2) if isinstance(v, float) else v for k, v in fields.items()},
+    }
+    print(json.dumps(record), flush=True)
+    return record
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, state: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "FREIGHT_STATE_DIR": str(state),
+            "FREIGHT_LOG_LEVEL": "warning",
+            "FREIGHT_CACHE_DIR": str(ROOT / ".freight" / "cache"),
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "freight.cli",
+                "serve",
+                str(ROOT / "examples"),
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            cwd=state,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=(state / "server.log").open("wb"),
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited: {(state / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        raise SystemExit("server not ready within 120 s")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+async def _b1_burst(url: str, n: int, id0: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=B1_CONCURRENCY, max_keepalive_connections=B1_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        submitted: dict[str, float] = {}
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(n):
+            queue.put_nowait(i)
+
+        async def submitter() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                t = time.time()
+                r = await client.post(
+                    "/v1/predictions",
+                    json={"target": "echo", "input": {"id": id0 + i, "blob": BLOB}},
+                )
+                r.raise_for_status()
+                submitted[r.json()["id"]] = t
+
+        t_first = time.time()
+        await asyncio.gather(*(submitter() for _ in range(B1_CONCURRENCY)))
+        t_submitted = time.time()
+        done: dict[str, dict[str, Any]] = {}
+        gate = asyncio.Semaphore(B1_CONCURRENCY)
+
+        async def collect(prediction_id: str) -> None:
+            async with gate:
+                while True:
+                    r = await client.get(f"/v1/predictions/{prediction_id}", params={"wait": 10})
+                    body = r.json()
+                    if body["status"] in ("succeeded", "failed", "canceled", "expired"):
+                        done[prediction_id] = body
+                        return
+
+        # completion times are the server's finished_at stamps: collecting them later
+        # does not change the figures
+        await asyncio.wait_for(asyncio.gather(*(collect(i) for i in submitted)), 300)
+        lat = [(_ts(b["finished_at"]) - submitted[i]) for i, b in done.items()]
+        queue_ms = [b["metrics"]["queue_ms"] for b in done.values()]
+        t_last = max(_ts(b["finished_at"]) for b in done.values())
+        ok = sum(1 for b in done.values() if b["status"] == "succeeded")
+        return {
+            "n": n,
+            "succeeded": ok,
+            "wall_s": t_last - t_first,
+            "completed_per_s": ok / (t_last - t_first),
+            "submit_s": t_submitted - t_first,
+            "submitted_per_s": n / (t_submitted - t_first),
+            "p50_ms": pct(lat, 50) * 1000,
+            "p99_ms": pct(lat, 99) * 1000,
+            "queue_p50_ms": pct(queue_ms, 50),
+        }
+
+
+def b1(url: str, round_: int) -> dict[str, Any]:
+    asyncio.run(_b1_burst(url, B1_WARMUP, 10**6))
+    result = asyncio.run(_b1_burst(url, B1_N, 0))
+    return emit("B1", round=round_, client=f"httpx async, {B1_CONCURRENCY} in flight", **result)
+
+
+def _wrk(url: str, lua: Path, duration_s: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{B3_CONNECTIONS}",
+            f"-d{duration_s}s",
+            "--latency",
+            "--timeout",
+            "5s",
+            "-s",
+            str(lua),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 30,
+    ).stdout
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    res: dict[str, Any] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else None
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        res[f"p{q}_ms"] = float(m.group(1)) * unit[m.group(2)] if m else None
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    return res
+
+
+def b3(url: str, round_: int, workdir: Path) -> dict[str, Any] | None:
+    if shutil.which("wrk") is None:
+        print("wrk not installed (apt-get install wrk): skipping B3", file=sys.stderr)
+        return None
+    lua = workdir / "b3.lua"
+    body = json.dumps({"id": 1, "blob": BLOB}).replace('"', '\\"')
+    lua.write_text(
+        f'wrk.method = "POST"\nwrk.body = "{body}"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    target = f"{url}/v1/models/echo/predict"
+    _wrk(target, lua, B3_WARMUP_S)
+    return emit(
+        "B3",
+        round=round_,
+        tool=f"wrk -t1 -c{B3_CONNECTIONS} -d{B3_DURATION_S}s",
+        **_wrk(target, lua, B3_DURATION_S),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="B1,B3")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    results: dict[str, list[dict[str, Any]]] = {"B1": [], "B3": []}
+    with tempfile.TemporaryDirectory(prefix="freight-bench-") as tmp:
+        for round_ in range(1, args.rounds + 1):
+            state = Path(tmp) / f"round{round_}"
+            state.mkdir()
+            server = ServerProcess(state)
+            try:
+                if "B1" in only:
+                    results["B1"].append(b1(server.url, round_))
+                if "B3" in only and (r := b3(server.url, round_, state)):
+                    results["B3"].append(r)
+            finally:
+                server.stop()
+    for workload, key in (("B1", "completed_per_s"), ("B3", "rps")):
+        rows = results[workload]
+        if rows:
+            emit(
+                f"{workload}-median",
+                rounds=len(rows),
+                **{
+                    k: statistics.median(r[k] for r in rows)
+                    for k in rows[0]
+                    if isinstance(rows[0][k], int | float) and k != "round"
+                },
+                headline=key,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""One runner process seen from the agent: spawn, wait ready, run a batch, kill.
+
+The agent never waits on a model without a deadline: a batch that overruns
+its timeout, or a prediction canceled while running, ends with a SIGKILL of
+the process (:meth:`Replica.kill`) and a fresh replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from freight.runner import protocol
+
+log = logging.getLogger("freight.replica")
+
+
+class ReplicaError(Exception):
+    """The runner died, failed to load, or broke the protocol."""
+
+
+class ReplicaLoadError(ReplicaError):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", "load failed"))
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerCommand:
+    """How to start a runner for a model."""
+
+    ref: str
+    project_dir: Path
+    storage_url: str
+    inline_output_max_bytes: int
+    env: dict[str, str] | None = None
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "freight.runner",
+            "--ref",
+            self.ref,
+            "--project",
+            str(self.project_dir),
+            "--storage",
+            self.storage_url,
+            "--inline-output-max-bytes",
+            str(self.inline_output_max_bytes),
+        ]
+
+
+class Replica:
+    def __init__(self, name: str, command: RunnerCommand) -> None:
+        self.name = name
+        self._command = command
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log_task: asyncio.Task[None] | None = None
+        self.load_ms: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> None:
+        """Spawn the runner and wait until its model is loaded."""
+        env = {**os.environ, **(self._command.env or {})}
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._command.argv(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            limit=protocol.MAX_FRAME_BYTES,
+        )
+        self._log_task = asyncio.create_task(self._pump_logs(), name=f"logs:{self.name}")
+        message = await self._read()
+        if message.get("type") == "load_failed":
+            await self.kill()
+            raise ReplicaLoadError(message.get("error", {}))
+        if message.get("type") != "ready":
+            await self.kill()
+            raise ReplicaError(f"unexpected first message {message.get('type')!r}")
+        self.load_ms = message.get("load_ms")
+        log.info("replica %s ready (pid %s, load %.0f ms)", self.name, self.pid, self.load_ms or 0)
+
+    async def _read(self) -> dict[str, Any]:
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            return await protocol.read_async(self._proc.stdout)
+        except protocol.ProtocolError as exc:
+            raise ReplicaError(f"replica {self.name} exited ({exc})") from exc
+
+    async def _pump_logs(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        while line := await self._proc.stderr.readline():
+            log.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
+
+    async def run(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Send one batch and wait for its result (no deadline here: the caller has one)."""
+        if not self.alive:
+            raise ReplicaError(f"replica {self.name} is not running")
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(protocol.encode({"type": "batch", "items": items}))
+            await self._proc.stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            raise ReplicaError(f"replica {self.name} closed its input") from exc
+        message = await self._read()
+        if message.get("type") != "result":
+            raise ReplicaError(f"unexpected message {message.get('type')!r}")
+        return message
+
+    async def kill(self) -> None:
+        """SIGKILL the runner and reap it (idempotent)."""
+        if self._proc is None:
+            return
+        if self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGKILL)
+        await self._proc.wait()
+        if self._log_task is not None:
+            try:
+                await asyncio.wait_for(self._log_task, 1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._log_task.cancel()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Ask the runner to exit after its current batch; kill it past the grace."""
+        if self._proc is None or self._proc.returncode is not None:
+            await self.kill()
+            return
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(protocol.encode({"type": "stop"}))
+            await self._proc.stdin.drain()
+            self._proc.stdin.close()
+            await asyncio.wait_for(self._proc.wait(), grace_s)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        await self.kill()

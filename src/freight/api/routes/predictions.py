@@ -1,0 +1,210 @@
+"""``/v1/predictions``: create (async), get / long-poll, list, cancel, upload, output."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from freight.api import deps
+from freight.api.bodies import body_stream, content_type_of, read_json
+from freight.api.render import json_response, prediction_dict
+from freight.api.schemas import ERRORS, CreatePrediction, PredictionOut, PredictionPage
+from freight.errors import InvalidRequestError
+from freight.prediction import Prediction, Status
+from freight.service import CreateOptions, NewInput, request_hash
+
+router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
+_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+async def respond(request: Request, row: Prediction, status_code: int | None = None) -> Response:
+    """Render a prediction with its presigned URLs made absolute."""
+    svc = deps.service(request)
+    output_url = await svc.output_url(row)
+    upload_url = None
+    if row.status == Status.AWAITING_INPUT and row.upload_expires_at is not None:
+        path = f"/v1/predictions/{row.id}/input"
+        upload_url = deps.signer(request).sign(
+            "PUT",
+            path,
+            expires_s=0,
+            now=row.upload_expires_at,
+        )
+    body = prediction_dict(
+        row,
+        output_url=deps.absolute(request, output_url) if output_url else None,
+        upload_url=deps.absolute(request, upload_url) if upload_url else None,
+    )
+    if status_code is None:
+        status_code = 200 if row.status.terminal else 202
+    return json_response(body, status_code)
+
+
+def prefer_wait(prefer: str | None) -> float | None:
+    match = _PREFER_WAIT.search(prefer or "")
+    return float(match.group(1)) if match else None
+
+
+def _validate(raw: Any) -> CreatePrediction:
+    try:
+        return CreatePrediction.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=PredictionOut,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CreatePrediction.model_json_schema()}},
+        }
+    },
+)
+async def create_prediction(
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Queue a prediction; answers 202 at once (or waits with ``Prefer: wait=N``)."""
+    svc = deps.service(request)
+    raw = await read_json(request, svc.settings.max_json_bytes)
+    body = _validate(raw)
+    has_json = "input" in body.model_fields_set
+    if has_json and body.input_uri is not None:
+        raise InvalidRequestError("give input or input_uri, not both", code="ambiguous_input")
+    row = await svc.create(
+        body.target,
+        NewInput(
+            json=body.input,
+            has_json=has_json,
+            uri=body.input_uri,
+            content_type=body.input_content_type,
+        ),
+        CreateOptions(
+            metadata=body.metadata,
+            priority=body.priority,
+            ttl_s=body.ttl_s,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash(raw) if idempotency_key else None,
+        ),
+    )
+    wait_s = prefer_wait(prefer)
+    if wait_s:
+        row = await svc.wait(row.id, wait_s)
+    return await respond(request, row)
+
+
+@router.get("/{prediction_id}", response_model=PredictionOut, responses=ERRORS)
+async def get_prediction(
+    request: Request,
+    prediction_id: str,
+    wait: Annotated[float | None, Query(ge=0, description="long-poll up to N s")] = None,
+) -> Response:
+    svc = deps.service(request)
+    row = await (svc.wait(prediction_id, wait) if wait else svc.get(prediction_id))
+    return await respond(request, row, 200)
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        after = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
+    except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        after = None
+    if not isinstance(after, str) or not _ID.match(after):
+        raise InvalidRequestError("the pagination cursor is not valid", code="invalid_cursor")
+    return after
+
+
+def _encode_cursor(after: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after})).decode()
+
+
+@router.get("", response_model=PredictionPage, responses=ERRORS)
+async def list_predictions(
+    request: Request,
+    target: str | None = None,
+    status: Status | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    """Newest first; follow ``next_cursor`` for older ones."""
+    svc = deps.service(request)
+    after = _decode_cursor(cursor) if cursor else None
+    rows = await svc.list(target=target, status=status, after_id=after, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    data = []
+    for row in page:
+        output_url = await svc.output_url(row)
+        data.append(
+            prediction_dict(
+                row, output_url=deps.absolute(request, output_url) if output_url else None
+            )
+        )
+    return json_response(
+        {"data": data, "next_cursor": _encode_cursor(page[-1].id) if more else None}
+    )
+
+
+@router.post("/{prediction_id}/cancel", response_model=PredictionOut, responses=ERRORS)
+async def cancel_prediction(request: Request, prediction_id: str) -> Response:
+    """Cancel a queued, waiting or running prediction (a running one is interrupted)."""
+    row = await deps.service(request).cancel(prediction_id)
+    return await respond(request, row, 200)
+
+
+@router.put(
+    "/{prediction_id}/input",
+    response_model=PredictionOut,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def upload_input(
+    request: Request,
+    prediction_id: str,
+    expires: str | None = None,
+    sig: str | None = None,
+) -> Response:
+    """The presigned upload URL: stream the input in; the prediction is queued at once."""
+    deps.signer(request).verify("PUT", request.url.path, expires, sig)
+    svc = deps.service(request)
+    content_type = content_type_of(request) or "application/octet-stream"
+    row = await svc.upload(
+        prediction_id,
+        body_stream(request, svc.settings.max_payload_bytes),
+        content_type,
+    )
+    return await respond(request, row, 200)
+
+
+@router.get("/{prediction_id}/output", responses=ERRORS)
+async def download_output(request: Request, prediction_id: str) -> Response:
+    """The output's bytes, streamed from the object store."""
+    svc = deps.service(request)
+    row = await svc.get(prediction_id)
+    chunks = await svc.open_output(row)
+    return StreamingResponse(
+        chunks,
+        media_type=row.output_content_type or "application/octet-stream",
+        headers={"Content-Length": str(row.output_bytes)} if row.output_bytes is not None else None,
+    )

@@ -1,0 +1,214 @@
+"""The ``freight`` commands: run the server, and drive it through the Python client.
+
+Server commands import ``freight.server`` only when run, so client-side
+commands start fast and work where the server's dependencies are absent.
+Client commands build their client through :data:`client_factory` — the seam
+tests use to point the CLI at a scripted server. Every client error becomes a
+red one-line message with its code and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import mimetypes
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from freight.cli import _render
+from freight.client import Client, FreightClientError, Prediction, PredictionHandle
+
+app = typer.Typer(
+    name="freight",
+    help="Self-hosted asynchronous ML inference.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+client_factory: Callable[[str | None], Client] = Client
+"""Builds the client for a command from the --url value (None: $FREIGHT_URL or default)."""
+
+# how long each status request may be held by the server while the spinner runs
+STATUS_POLL_S = 1.0
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="Server URL (default: global --url, $FREIGHT_URL, localhost)."),
+]
+HostOption = Annotated[str | None, typer.Option("--host", help="Interface to listen on.")]
+PortOption = Annotated[int | None, typer.Option("--port", help="Port to listen on.")]
+DirArgument = Annotated[Path, typer.Argument(help="Project directory holding the models.")]
+
+
+@app.callback()
+def _root(ctx: typer.Context, url: UrlOption = None) -> None:
+    ctx.obj = {"url": url}
+
+
+@contextmanager
+def _client(ctx: typer.Context, url: str | None) -> Iterator[Client]:
+    """The command's client, with client errors turned into a message and exit code 1."""
+    chosen = url or (ctx.obj or {}).get("url")
+    try:
+        with client_factory(chosen) as client:
+            yield client
+    except FreightClientError as exc:
+        err.print(f"[bold red]error[/] [red]{exc.code}[/]: {exc.message}")
+        raise typer.Exit(1) from None
+    except TimeoutError as exc:
+        err.print(f"[bold yellow]timeout[/]: {exc}")
+        raise typer.Exit(1) from None
+
+
+# -- server ----------------------------------------------------------------------------------
+
+
+def _serve(entry: str, project_dir: Path, host: str | None, port: int | None) -> None:
+    server: Any = importlib.import_module("freight.server")
+    code = getattr(server, entry)(project_dir=project_dir, host=host, port=port)
+    raise typer.Exit(int(code or 0))
+
+
+@app.command()
+def serve(
+    project_dir: DirArgument = Path("."), host: HostOption = None, port: PortOption = None
+) -> None:
+    """Serve a project on this machine: API, queue, and model runners in one command."""
+    _serve("serve", project_dir, host, port)
+
+
+@app.command()
+def api(
+    project_dir: DirArgument = Path("."), host: HostOption = None, port: PortOption = None
+) -> None:
+    """Run only the HTTP API (cluster shape: state in PostgreSQL, payloads in S3)."""
+    _serve("serve_api", project_dir, host, port)
+
+
+@app.command()
+def worker(
+    project_dir: DirArgument = Path("."), host: HostOption = None, port: PortOption = None
+) -> None:
+    """Run only a worker node: the agent and its model runners (cluster shape)."""
+    _serve("serve_worker", project_dir, host, port)
+
+
+# -- predictions ----------------------------------------------------------------------------
+
+
+def parse_input(value: str) -> tuple[Any, Path | None]:
+    """``--input``: inline JSON if it parses, else a file (JSON files are read as JSON).
+
+    Returns ``(json_value, None)`` or ``(None, path_to_upload)``.
+    """
+    try:
+        return json.loads(value), None
+    except ValueError:
+        pass
+    path = Path(value)
+    if not path.is_file():
+        raise typer.BadParameter(f"{value!r} is neither valid JSON nor an existing file")
+    if mimetypes.guess_type(path.name)[0] == "application/json":
+        try:
+            return json.loads(path.read_text()), None
+        except ValueError as exc:
+            raise typer.BadParameter(f"{path} is not valid JSON: {exc}") from exc
+    return None, path
+
+
+def _follow(client: Client, handle: PredictionHandle, timeout: float | None) -> Prediction:
+    """Wait for the prediction with a spinner that shows its live status."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    prediction = handle.prediction
+    with err.status(f"{handle.id}: {prediction.status}", spinner="dots") as spinner:
+        while not prediction.terminal:
+            left = STATUS_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"prediction {handle.id} still {prediction.status}")
+            prediction = client.get(handle.id, wait=min(STATUS_POLL_S, left))
+            spinner.update(f"{handle.id}: {prediction.status}")
+    handle.prediction = prediction
+    return prediction
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="Model or pipeline name.")],
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Inline JSON, or a file (sent as bytes).")
+    ],
+    content_type: Annotated[
+        str | None, typer.Option("--content-type", help="Content type of an input file.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the output.")] = True,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Give up waiting after S seconds.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Save the output to this file.")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Submit a prediction; with --wait, follow it and print its output."""
+    value, path = parse_input(input)
+    if path is None and value is None:
+        raise typer.BadParameter("a null input cannot be sent; give a JSON value or a file")
+    with _client(ctx, url) as client:
+        if path is None:
+            handle = client.predict(target, value)
+        else:
+            handle = client.predict(target, file=path, content_type=content_type)
+        if not wait:
+            out.print(_render.summary(handle.prediction))
+            return
+        prediction = _follow(client, handle, timeout)
+        err.print(_render.summary(prediction))
+        if output is not None:
+            saved = handle.download(output)
+            err.print(f"output saved to [bold]{saved}[/] ({saved.stat().st_size:,} bytes)")
+            return
+        result = handle.output()
+        if isinstance(result, bytes):
+            kind = prediction.output_content_type or "binary"
+            err.print(f"output is {kind}, {len(result):,} bytes: use --output FILE to save it")
+            return
+        out.print_json(json.dumps(result))
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    prediction_id: Annotated[str, typer.Argument(metavar="ID", help="Prediction id.")],
+    url: UrlOption = None,
+) -> None:
+    """Show a prediction: status, timings, attempts, error."""
+    with _client(ctx, url) as client:
+        out.print(_render.prediction_panel(client.get(prediction_id)))
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    prediction_id: Annotated[str, typer.Argument(metavar="ID", help="Prediction id.")],
+    url: UrlOption = None,
+) -> None:
+    """Cancel a prediction that has not finished yet."""
+    with _client(ctx, url) as client:
+        out.print(_render.summary(client.cancel(prediction_id)))
+
+
+@app.command()
+def models(ctx: typer.Context, url: UrlOption = None) -> None:
+    """List the served models with their batching, replicas and backlog."""
+    with _client(ctx, url) as client:
+        out.print(_render.models_table(client.models()))

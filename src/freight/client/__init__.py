@@ -1,0 +1,40 @@
+"""The Python client for freight's HTTP API, blocking (:class:`Client`) and asyncio
+(:class:`AsyncClient`), with the same methods.
+
+    with freight.Client() as client:                    # $FREIGHT_URL or localhost:8000
+        print(client.run("echo", {"x": 1}))             # real-time: the output
+        handle = client.predict("digits", file="7.png") # asynchronous: upload, queue
+        print(handle.wait(timeout=60).status, handle.output())
+
+Errors: every error the server reports, and every failure to reach it, is a
+:class:`FreightClientError` (a ``freight.errors.FreightError``) carrying the
+HTTP ``status`` (0 when there was no response), the API's stable ``code`` and
+its ``detail``; a 429 also carries ``retry_after_s``. ``handle.wait(timeout)``
+raises the built-in ``TimeoutError``; invalid arguments raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from freight.client._async import AsyncClient, AsyncPredictionHandle
+from freight.client._models import (
+    TERMINAL_STATUSES,
+    ErrorInfo,
+    FreightClientError,
+    Metrics,
+    ModelInfo,
+    Prediction,
+)
+from freight.client._sync import Client, PredictionHandle
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "AsyncClient",
+    "AsyncPredictionHandle",
+    "Client",
+    "ErrorInfo",
+    "FreightClientError",
+    "Metrics",
+    "ModelInfo",
+    "Prediction",
+    "PredictionHandle",
+]

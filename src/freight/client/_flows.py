@@ -1,0 +1,252 @@
+"""Every client operation, written once as a flow (see ``_protocol.py``).
+
+A flow is a generator: it yields the requests to make (and pauses), receives
+the responses, and returns the result. ``Client`` and ``AsyncClient`` run the
+same flows with blocking and async transports respectively.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from freight.client._models import FreightClientError, ModelInfo, Prediction
+from freight.client._protocol import (
+    Call,
+    Flow,
+    check,
+    held_for,
+    models_from,
+    number,
+    outcome_error,
+    output_from,
+    page_from,
+    pause,
+    prediction_from,
+    request,
+)
+
+# the longest a single long-poll asks the server to hold (its max_wait_s may be larger)
+LONG_POLL_S = 60.0
+OCTET_STREAM = "application/octet-stream"
+
+
+def _path(prediction_id: str) -> str:
+    return f"/v1/predictions/{quote(prediction_id, safe='')}"
+
+
+def create(
+    target: str,
+    input: Any = None,
+    *,
+    data: bytes | None = None,
+    file: Path | None = None,
+    content_type: str | None = None,
+    input_uri: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    priority: int | None = None,
+    ttl_s: float | None = None,
+    idempotency_key: str | None = None,
+    wait: float | None = None,
+) -> Flow[Prediction]:
+    """Create a prediction; for ``data``/``file``, create it awaiting input then upload.
+
+    ``wait`` asks the server to hold the answer until the prediction is
+    terminal or ``wait`` seconds pass (after the upload, when there is one).
+    """
+    given = [
+        name
+        for name, v in (("input", input), ("data", data), ("file", file), ("input_uri", input_uri))
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of input, data, file, input_uri (got {given})")
+    uploading = data is not None or file is not None
+    body: dict[str, Any] = {"target": target}
+    extras = {
+        "input": input,
+        "input_uri": input_uri,
+        "metadata": metadata,
+        "priority": priority,
+        "ttl_s": ttl_s,
+    }
+    body.update({k: v for k, v in extras.items() if v is not None})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    if wait is not None and not uploading:
+        headers["Prefer"] = f"wait={number(wait)}"
+    call = Call(
+        "POST",
+        "/v1/predictions",
+        headers=headers,
+        json=body,
+        has_json=True,
+        timeout=held_for(wait) if "Prefer" in headers else None,
+    )
+    prediction = prediction_from((yield from request(call)))
+    # a retried idempotent create may find the upload already done
+    if uploading and prediction.status == "awaiting_input":
+        prediction = yield from upload(prediction, data=data, file=file, content_type=content_type)
+        if wait is not None and not prediction.terminal:
+            prediction = yield from get(prediction.id, wait=wait)
+    return prediction
+
+
+def upload(
+    prediction: Prediction,
+    *,
+    data: bytes | None,
+    file: Path | None,
+    content_type: str | None,
+) -> Flow[Prediction]:
+    """PUT the input to the prediction's upload URL, with an explicit Content-Length."""
+    if not prediction.upload_url:
+        raise FreightClientError(
+            0,
+            "invalid_response",
+            f"prediction {prediction.id} is awaiting input without an upload_url",
+        )
+    if file is not None:
+        size = file.stat().st_size
+        kind = content_type or mimetypes.guess_type(file.name)[0] or OCTET_STREAM
+    else:
+        size = len(data or b"")
+        kind = content_type or OCTET_STREAM
+    headers = {"Content-Type": kind, "Content-Length": str(size)}
+    call = Call(
+        "PUT",
+        prediction.upload_url,
+        headers=headers,
+        content=data if file is None else None,
+        upload=file,
+        timeout=held_for(None),
+    )
+    return prediction_from((yield from request(call)))
+
+
+def get(prediction_id: str, *, wait: float | None = None) -> Flow[Prediction]:
+    params = {"wait": number(wait)} if wait else {}
+    timeout = held_for(wait) if wait else None
+    call = Call("GET", _path(prediction_id), params=params, timeout=timeout)
+    return prediction_from((yield from request(call)))
+
+
+def wait_for(
+    prediction_id: str, *, timeout: float | None = None, poll_s: float = 0.5
+) -> Flow[Prediction]:
+    """Long-poll until the prediction is terminal; TimeoutError after ``timeout`` seconds.
+
+    Each request asks the server to hold it until the prediction finishes. A
+    server that answers early anyway (a proxy, an older server) is polled every
+    ``poll_s`` seconds instead of hammered.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = LONG_POLL_S if deadline is None else deadline - time.monotonic()
+        hold = max(0.0, min(LONG_POLL_S, remaining))
+        asked = time.monotonic()
+        prediction = yield from get(prediction_id, wait=hold)
+        if prediction.terminal:
+            return prediction
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"prediction {prediction_id} still {prediction.status} after {timeout} s"
+            )
+        if time.monotonic() - asked < hold / 2:
+            left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            yield from pause(left)
+
+
+def cancel(prediction_id: str) -> Flow[Prediction]:
+    return prediction_from((yield from request(Call("POST", _path(prediction_id) + "/cancel"))))
+
+
+def page(
+    *, target: str | None, status: str | None, cursor: str | None, limit: int
+) -> Flow[tuple[list[Prediction], str | None]]:
+    params = {"target": target, "status": status, "cursor": cursor, "limit": str(limit)}
+    call = Call("GET", "/v1/predictions", params={k: v for k, v in params.items() if v})
+    return page_from((yield from request(call)))
+
+
+def models() -> Flow[list[ModelInfo]]:
+    return models_from((yield from request(Call("GET", "/v1/models"))))
+
+
+def health() -> Flow[dict[str, Any]]:
+    response = check((yield from request(Call("GET", "/healthz"))))
+    body = response.json()
+    return body if isinstance(body, dict) else {"status": body}
+
+
+def output(prediction: Prediction, *, timeout: float | None = None) -> Flow[Any]:
+    """The output of a prediction, waiting for it to finish first when it has not.
+
+    Inline JSON comes from the prediction object; anything else is fetched from
+    ``output_url`` (parsed when JSON, else returned as bytes). A prediction that
+    failed, was canceled or expired raises its error.
+    """
+    if not prediction.terminal:
+        prediction = yield from wait_for(prediction.id, timeout=timeout)
+    if not prediction.succeeded:
+        raise outcome_error(prediction)
+    if not prediction.output_url:
+        return prediction.output
+    return output_from((yield from request(Call("GET", prediction.output_url))))
+
+
+def download(prediction: Prediction, path: Path, *, timeout: float | None = None) -> Flow[Path]:
+    """Stream the output to ``path`` (inline JSON is written out as JSON)."""
+    if not prediction.terminal:
+        prediction = yield from wait_for(prediction.id, timeout=timeout)
+    if not prediction.succeeded:
+        raise outcome_error(prediction)
+    if not prediction.output_url:
+        path.write_bytes(json.dumps(prediction.output).encode())
+        return path
+    call = Call("GET", prediction.output_url, download_to=path, timeout=held_for(None))
+    check((yield from request(call)))
+    return path
+
+
+def run(
+    target: str,
+    input: Any = None,
+    *,
+    data: bytes | None = None,
+    content_type: str | None = None,
+    timeout: float | None = None,
+) -> Flow[Any]:
+    """Real-time predict: the output inline, or — past the server's deadline — awaited.
+
+    ``timeout`` is how long the server holds the request (its default when
+    None); a 202 means the prediction is still going, and the flow then follows
+    it through the asynchronous API until it finishes.
+    """
+    if input is not None and data is not None:
+        raise ValueError("give input or data, not both")
+    params = {"timeout": number(timeout)} if timeout is not None else {}
+    call_url = f"/v1/models/{quote(target, safe='')}/predict"
+    if data is not None:
+        headers = {"Content-Type": content_type or OCTET_STREAM}
+        call = Call(
+            "POST",
+            call_url,
+            params=params,
+            headers=headers,
+            content=data,
+            timeout=held_for(timeout),
+        )
+    else:
+        call = Call(
+            "POST", call_url, params=params, json=input, has_json=True, timeout=held_for(timeout)
+        )
+    response = yield from request(call)
+    if response.status_code == 202:
+        pending = prediction_from(response)
+        return (yield from output(pending))
+    check(response)
+    return output_from(response) if response.content else None

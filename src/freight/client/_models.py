@@ -1,0 +1,167 @@
+"""What the client hands back: the prediction object, model listings, the error.
+
+These mirror the HTTP API's JSON. They are pydantic models so that timestamps
+arrive as ``datetime`` and a malformed answer fails loudly here rather than as
+a ``KeyError`` somewhere in the caller's code. Unknown fields are kept (the
+API may add fields, and pipeline runs add ``steps``): a newer server never
+breaks an older client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from freight.errors import FreightError
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "expired"})
+
+
+class FreightClientError(FreightError):
+    """The server answered with an error, or could not be reached.
+
+    ``status`` is the HTTP status (0 when no response came back: connection
+    refused, network timeout), ``code`` the API's stable machine-readable code
+    (``not_found``, ``queue_full``, ``model_error``, ...), ``detail`` its
+    structured fields. A 429 sets ``retry_after_s`` from ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        detail: dict[str, Any] | None = None,
+        *,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.detail = dict(detail or {})
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status}" if self.status else "no response"
+        return f"{self.code}: {self.message} ({where})"
+
+    def __repr__(self) -> str:
+        return f"FreightClientError({self.status!r}, {self.code!r}, {self.message!r})"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Metrics(_Wire):
+    """Timings in milliseconds, and the size of the batch the prediction ran in."""
+
+    queue_ms: float | None = None
+    run_ms: float | None = None
+    total_ms: float | None = None
+    batch_size: int | None = None
+
+
+class ErrorInfo(_Wire):
+    """Why a prediction failed: a stable ``code`` plus a human ``message``."""
+
+    code: str
+    message: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Urls(_Wire):
+    self: str | None = None
+    cancel: str | None = None
+    events: str | None = None
+
+
+class Prediction(_Wire):
+    """One prediction as the API reports it, at the moment it was fetched."""
+
+    id: str
+    target: str
+    kind: str = "model"
+    status: str
+    created_at: datetime | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metrics: Metrics = Field(default_factory=Metrics)
+    attempts: int = 0
+    priority: int = 0
+    input: Any = None
+    input_content_type: str | None = None
+    input_bytes: int | None = None
+    output: Any = None
+    output_content_type: str | None = None
+    output_bytes: int | None = None
+    output_url: str | None = None
+    upload_url: str | None = None
+    error: ErrorInfo | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    urls: Urls = Field(default_factory=Urls)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the status can no longer change."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+class BatchingInfo(_Wire):
+    max_size: int
+    max_wait_ms: float
+
+
+class ReplicasInfo(_Wire):
+    min: int
+    max: int
+    running: int = 0
+
+
+class BacklogInfo(_Wire):
+    queued: int = 0
+    running: int = 0
+
+
+class ModelInfo(_Wire):
+    """A served model, its batching and scaling settings and its current backlog."""
+
+    name: str
+    input_kind: str = "json"
+    batching: BatchingInfo | None = None
+    replicas: ReplicasInfo | None = None
+    backlog: BacklogInfo = Field(default_factory=BacklogInfo)
+
+
+class HandleBase:
+    """What the sync and async prediction handles share: state, not I/O.
+
+    ``prediction`` is the latest state seen; ``refresh()``/``wait()`` update it.
+    """
+
+    __slots__ = ("prediction",)
+
+    def __init__(self, prediction: Prediction) -> None:
+        self.prediction = prediction
+
+    @property
+    def id(self) -> str:
+        return self.prediction.id
+
+    @property
+    def status(self) -> str:
+        """The status as of the last request."""
+        return self.prediction.status
+
+    @property
+    def terminal(self) -> bool:
+        return self.prediction.terminal
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.status}>"

@@ -1,0 +1,236 @@
+"""The blocking client: runs the shared flows over an ``httpx.Client``.
+
+All protocol logic lives in ``_flows.py``; this module only performs each
+step (send a request, stream a file up or down, sleep) and exposes the flows
+as methods. ``_async.py`` is its twin for asyncio.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, TypeVar
+
+import httpx
+
+from freight.client import _flows
+from freight.client._models import HandleBase, ModelInfo, Prediction
+from freight.client._protocol import (
+    CHUNK_BYTES,
+    Call,
+    Flow,
+    Sleep,
+    Step,
+    partial_path,
+    resolve_url,
+    send_kwargs,
+    transport_error,
+)
+
+T = TypeVar("T")
+
+
+class PredictionHandle(HandleBase):
+    """A prediction being followed with a :class:`Client`."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Client, prediction: Prediction) -> None:
+        super().__init__(prediction)
+        self._client = client
+
+    def refresh(self) -> Prediction:
+        self.prediction = self._client.get(self.id)
+        return self.prediction
+
+    def wait(self, timeout: float | None = None, poll_s: float = 0.5) -> Prediction:
+        """Block until terminal (TimeoutError after ``timeout`` seconds) and return it."""
+        if not self.prediction.terminal:
+            self.prediction = self._client.wait(self.id, timeout=timeout, poll_s=poll_s)
+        return self.prediction
+
+    def output(self, timeout: float | None = None) -> Any:
+        """The output (JSON value, or bytes), waiting for it; raises if the prediction failed."""
+        return self._client._drive(_flows.output(self.wait(timeout), timeout=timeout))
+
+    def download(self, path: str | Path, timeout: float | None = None) -> Path:
+        """Stream the output into ``path`` without holding it in memory."""
+        flow = _flows.download(self.wait(timeout), Path(path), timeout=timeout)
+        return self._client._drive(flow)
+
+    def cancel(self) -> Prediction:
+        self.prediction = self._client.cancel(self.id)
+        return self.prediction
+
+
+class Client:
+    """A blocking freight client. ``url``: argument, else ``$FREIGHT_URL``, else localhost:8000.
+
+    ``transport`` replaces the network (an ``httpx.MockTransport`` in tests).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = resolve_url(url)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout_s, headers=headers, transport=transport
+        )
+
+    # -- predictions ----------------------------------------------------------------------
+
+    def predict(
+        self,
+        target: str,
+        input: Any = None,
+        *,
+        data: bytes | None = None,
+        file: str | Path | None = None,
+        content_type: str | None = None,
+        input_uri: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        priority: int | None = None,
+        ttl_s: float | None = None,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> PredictionHandle:
+        """Queue a prediction (uploading ``data``/``file`` when given) and return its handle."""
+        flow = _flows.create(
+            target,
+            input,
+            data=data,
+            file=None if file is None else Path(file),
+            content_type=content_type,
+            input_uri=input_uri,
+            metadata=metadata,
+            priority=priority,
+            ttl_s=ttl_s,
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+        return PredictionHandle(self, self._drive(flow))
+
+    def run(
+        self,
+        target: str,
+        input: Any = None,
+        *,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Predict in real time and return the output (awaited if past the server deadline)."""
+        flow = _flows.run(target, input, data=data, content_type=content_type, timeout=timeout)
+        return self._drive(flow)
+
+    def get(self, prediction_id: str, *, wait: float | None = None) -> Prediction:
+        return self._drive(_flows.get(prediction_id, wait=wait))
+
+    def handle(self, prediction_id: str) -> PredictionHandle:
+        """A handle on an existing prediction (one request to fetch its state)."""
+        return PredictionHandle(self, self.get(prediction_id))
+
+    def wait(
+        self, prediction_id: str, *, timeout: float | None = None, poll_s: float = 0.5
+    ) -> Prediction:
+        return self._drive(_flows.wait_for(prediction_id, timeout=timeout, poll_s=poll_s))
+
+    def cancel(self, prediction_id: str) -> Prediction:
+        return self._drive(_flows.cancel(prediction_id))
+
+    def list(
+        self, *, target: str | None = None, status: str | None = None, limit: int = 50
+    ) -> Iterator[Prediction]:
+        """Every matching prediction, fetching pages of ``limit`` lazily via the cursor."""
+        cursor: str | None = None
+        while True:
+            flow = _flows.page(target=target, status=status, cursor=cursor, limit=limit)
+            items, cursor = self._drive(flow)
+            yield from items
+            if cursor is None:
+                return
+
+    def models(self) -> builtins.list[ModelInfo]:
+        return self._drive(_flows.models())
+
+    def health(self) -> dict[str, Any]:
+        return self._drive(_flows.health())
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _drive(self, flow: Flow[T]) -> T:
+        reply: httpx.Response | None = None
+        while True:
+            try:
+                step = flow.send(reply)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            reply = self._perform(step)
+
+    def _perform(self, step: Step) -> httpx.Response | None:
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            return None
+        try:
+            if step.upload is None:
+                return self._send(step, step.content)
+            with step.upload.open("rb") as f:
+                return self._send(step, _chunks(f))
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.url) from exc
+
+    def _send(self, call: Call, content: bytes | Iterator[bytes] | None) -> httpx.Response:
+        request = self._http.build_request(**send_kwargs(call), content=content)
+        response = self._http.send(request, stream=True)
+        try:
+            if call.download_to is not None and response.is_success:
+                _save(response, call.download_to)
+            else:
+                response.read()
+        finally:
+            response.close()
+        return response
+
+
+def _chunks(f: IO[bytes]) -> Iterator[bytes]:
+    while chunk := f.read(CHUNK_BYTES):
+        yield chunk
+
+
+def _save(response: httpx.Response, path: Path) -> None:
+    """Stream the body to a temporary file, renamed into place only when complete."""
+    part = partial_path(path)
+    try:
+        with part.open("wb") as f:
+            for chunk in response.iter_bytes(CHUNK_BYTES):
+                f.write(chunk)
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise

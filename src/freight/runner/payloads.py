@@ -1,0 +1,113 @@
+"""Turning stored inputs into what a model asked for, and its outputs into objects.
+
+Inputs arrive by reference: small JSON inline in the frame, anything else as an
+object-store key. On the local backend a ``Path`` input *is* the stored file
+(no copy); on S3 it is streamed to a temporary file first. Outputs are written
+to the object store under the prediction's id; small JSON also travels back
+inline so the database row can carry it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from freight.model import File, InputKind, Payload
+from freight.storage.base import Storage
+
+JSON_TYPES = ("application/json", "application/jsonl", "text/json")
+
+
+def output_key(prediction_id: str) -> str:
+    return f"predictions/{prediction_id}/output"
+
+
+def input_key(prediction_id: str) -> str:
+    return f"predictions/{prediction_id}/input"
+
+
+def is_json_type(content_type: str | None) -> bool:
+    base = (content_type or "").split(";")[0].strip().lower()
+    return base in JSON_TYPES or base.endswith("+json")
+
+
+class PayloadIO:
+    def __init__(self, storage: Storage, input_kind: str, inline_max_bytes: int) -> None:
+        self._storage = storage
+        self._kind = input_kind
+        self._inline_max = inline_max_bytes
+        self._temp: list[Path] = []
+
+    async def _local_file(self, key: str) -> Path:
+        path = self._storage.local_path(key)
+        if path is not None:
+            return path
+        fd, name = tempfile.mkstemp(prefix="freight-in-")
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in self._storage.get_stream(key):
+                f.write(chunk)
+        self._temp.append(Path(name))
+        return Path(name)
+
+    async def read_input(self, item: dict[str, Any]) -> Any:
+        inline: str | None = item.get("input_json")
+        key: str | None = item.get("input_key")
+        content_type = item.get("content_type") or "application/octet-stream"
+        if self._kind == InputKind.JSON:
+            if inline is not None:
+                return orjson.loads(inline)
+            if not is_json_type(content_type):
+                raise TypeError(f"this model takes JSON input, not {content_type}")
+            return orjson.loads(await self._storage.get(_required(key)))
+        if self._kind == InputKind.BYTES:
+            return (
+                inline.encode() if inline is not None else await self._storage.get(_required(key))
+            )
+        path = await self._local_file(_required(key))
+        if self._kind == InputKind.PATH:
+            return path
+        return Payload(path=path, content_type=content_type, size=path.stat().st_size)
+
+    async def write_output(self, prediction_id: str, output: Any) -> dict[str, Any]:
+        key = output_key(prediction_id)
+        if isinstance(output, File):
+            size = await self._storage.put_file(
+                key, Path(output.path), content_type=output.content_type
+            )
+            return {"output_key": key, "content_type": output.content_type, "bytes": size}
+        if isinstance(output, bytes | bytearray | memoryview):
+            data = bytes(output)
+            await self._storage.put(key, data, content_type="application/octet-stream")
+            return {
+                "output_key": key,
+                "content_type": "application/octet-stream",
+                "bytes": len(data),
+            }
+        data = orjson.dumps(output, option=orjson.OPT_SERIALIZE_NUMPY)
+        await self._storage.put(key, data, content_type="application/json")
+        inline = data.decode() if len(data) <= self._inline_max else None
+        return {
+            "output_key": key,
+            "content_type": "application/json",
+            "bytes": len(data),
+            "output_json": inline,
+        }
+
+    def cleanup(self) -> None:
+        """Remove temporary input files of the last batch."""
+        for path in self._temp:
+            path.unlink(missing_ok=True)
+        self._temp.clear()
+
+
+def _required(key: str | None) -> str:
+    if key is None:
+        raise ValueError("the prediction has no stored input")
+    return key
+
+
+__all__ = ["PayloadIO", "input_key", "is_json_type", "output_key"]

@@ -1,0 +1,43 @@
+"""The job store: the ``predictions`` table is the queue (see ``base.py``).
+
+:func:`open_store` picks the backend from the database URL; :func:`migrate`
+brings a database to the current schema and is safe to call at every start.
+
+    sqlite:///relative/path.db, sqlite:////abs/path.db   -> SqliteStore
+    postgresql://user@host:5432/db (or postgres://...)   -> PostgresStore
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from freight.errors import ConfigError
+from freight.store._migrate import check_schema_version, head_revision, migrate
+from freight.store.base import Store
+
+__all__ = ["Store", "check_schema_version", "head_revision", "migrate", "open_store"]
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///`` URL, SQLAlchemy-style (four slashes: absolute)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix or "?" in url:
+        raise ConfigError(f"expected sqlite:///<file path>, got {url!r}", setting="database_url")
+    return str(Path(url[len(prefix) :]).resolve())
+
+
+def open_store(url: str) -> Store:
+    """The store for ``url``, not yet opened (``await store.open()``)."""
+    scheme = url.partition("://")[0]
+    if scheme == "sqlite":
+        from freight.store.sqlite import SqliteStore
+
+        return SqliteStore(sqlite_path(url))
+    if scheme in ("postgresql", "postgres"):
+        from freight.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ConfigError(
+        f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)",
+        setting="database_url",
+    )

@@ -1,0 +1,287 @@
+"""The cluster job store: PostgreSQL through psycopg 3 async and a small pool.
+
+Many agents claim concurrently (``exclusive = False``): the claim takes rows
+with ``FOR UPDATE SKIP LOCKED`` so claimers partition the backlog instead of
+queueing on each other's row locks. Each method is one transaction on one
+pooled connection (``pool.connection()`` commits, or rolls back on error).
+
+Outages: every driver or pool failure to reach the server becomes
+:class:`~freight.errors.StoreUnavailableError` (the API answers 503). Connect
+and acquire timeouts are short so an outage surfaces within seconds, and the
+pool checks a connection before lending it, so after a server restart the dead
+connections are dropped and replaced without anyone restarting freight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from freight.errors import ConflictError, NotFoundError, StoreUnavailableError
+from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
+from freight.store import sql
+from freight.store._migrate import check_schema_version
+from freight.store.rows import (
+    check_idempotent,
+    claim_order,
+    completion_params,
+    not_awaiting_input,
+    prediction_params,
+    release_params,
+    row_to_prediction,
+    stats_from_rows,
+)
+
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+# Rendered once: ``{skip_locked}`` filled, ``:name`` -> ``%(name)s``.
+_R = {
+    name: sql.render(getattr(sql, name), "postgresql")
+    for name in (
+        "INSERT",
+        "GET",
+        "GET_FOR_UPDATE",
+        "GET_BY_IDEMPOTENCY_KEY",
+        "MARK_INPUT_READY",
+        "CLAIM",
+        "COMPLETE",
+        "RELEASE",
+        "CANCEL",
+        "REAP_TTL",
+        "REAP_UPLOAD",
+        "REAP_LEASE_FAIL",
+        "REAP_LEASE_REQUEUE",
+        "RECOVER_ORPHANS",
+        "STATS",
+    )
+}
+
+
+async def _ids(conn: Conn, statement: str, params: dict[str, Any]) -> list[str]:
+    cur = await conn.execute(statement, params)
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def _rows(conn: Conn, statement: str, params: dict[str, Any]) -> list[Prediction]:
+    cur = await conn.execute(statement, params)
+    return [row_to_prediction(r) for r in await cur.fetchall()]
+
+
+async def _executemany_ids(conn: Conn, statement: str, params: list[dict[str, Any]]) -> list[Any]:
+    """Run ``statement`` per parameter set in one pipeline; every returned row."""
+    rows: list[Any] = []
+    if not params:
+        return rows
+    async with conn.cursor() as cur:
+        await cur.executemany(statement, params, returning=True)
+        while True:
+            rows += await cur.fetchall()
+            if not cur.nextset():
+                break
+    return rows
+
+
+class PostgresStore:
+    """The :class:`~freight.store.base.Store` on PostgreSQL (the cluster shape)."""
+
+    exclusive = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        connect_timeout_s: float = 3.0,
+        acquire_timeout_s: float = 5.0,
+    ) -> None:
+        self.url = url
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            timeout=acquire_timeout_s,
+            kwargs={"connect_timeout": max(1, round(connect_timeout_s))},
+            check=AsyncConnectionPool.check_connection,
+            name="freight-store",
+        )
+        self._connect_timeout_s = connect_timeout_s
+
+    async def open(self) -> None:
+        try:
+            await self._pool.open(wait=True, timeout=self._connect_timeout_s)
+        except psycopg.Error as exc:
+            await self._pool.close()
+            raise StoreUnavailableError(f"PostgreSQL unreachable: {exc}") from exc
+        try:
+            async with self._connection() as conn:
+                version = await _schema_version(conn)
+            check_schema_version(version, self.url)
+        except BaseException:
+            await self._pool.close()
+            raise
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        """A pooled connection in a transaction; driver failures -> StoreUnavailableError."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.IntegrityError as exc:
+            raise ConflictError(f"constraint violated: {exc}") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.execute("SELECT 1")
+
+    async def create(self, prediction: Prediction) -> tuple[Prediction, bool]:
+        async with self._connection() as conn:
+            rows = await _rows(conn, _R["INSERT"], prediction_params(prediction))
+            if rows:
+                return rows[0], True
+            key = {"key": prediction.idempotency_key}
+            existing = await _rows(conn, _R["GET_BY_IDEMPOTENCY_KEY"], key)
+            if not existing:  # pragma: no cover - DO NOTHING only fires on this key
+                raise ConflictError("insert was ignored", code="conflict", id=prediction.id)
+            return check_idempotent(existing[0], prediction), False
+
+    async def get(self, prediction_id: str) -> Prediction | None:
+        async with self._connection() as conn:
+            rows = await _rows(conn, _R["GET"], {"id": prediction_id})
+        return rows[0] if rows else None
+
+    async def mark_input_ready(
+        self,
+        prediction_id: str,
+        *,
+        input_key: str,
+        input_content_type: str,
+        input_bytes: int,
+        now: float,
+    ) -> Prediction:
+        params = {
+            "id": prediction_id,
+            "input_key": input_key,
+            "input_bytes": input_bytes,
+            "input_content_type": input_content_type,
+            "now": now,
+        }
+        async with self._connection() as conn:
+            rows = await _rows(conn, _R["MARK_INPUT_READY"], params)
+            if rows:
+                return rows[0]
+            current = await _rows(conn, _R["GET"], {"id": prediction_id})
+            raise not_awaiting_input(prediction_id, current[0] if current else None)
+
+    async def claim(
+        self,
+        target: str,
+        limit: int,
+        *,
+        worker_id: str,
+        lease_s: float,
+        now: float,
+    ) -> list[Prediction]:
+        params = {
+            "target": target,
+            "limit": limit,
+            "worker_id": worker_id,
+            "now": now,
+            "lease_expires_at": now + lease_s,
+        }
+        async with self._connection() as conn:
+            return claim_order(await _rows(conn, _R["CLAIM"], params))
+
+    async def complete(self, completions: Sequence[Completion]) -> list[str]:
+        params = [completion_params(c) for c in completions]
+        async with self._connection() as conn:
+            return [row[0] for row in await _executemany_ids(conn, _R["COMPLETE"], params)]
+
+    async def release(self, releases: Sequence[Release], *, now: float) -> dict[str, Status]:
+        params = [release_params(r, now) for r in releases]
+        async with self._connection() as conn:
+            rows = await _executemany_ids(conn, _R["RELEASE"], params)
+        return {row[0]: Status(row[1]) for row in rows}
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        ids: Sequence[str],
+        *,
+        lease_s: float,
+        now: float,
+    ) -> list[str]:
+        in_list, params = sql.expand_in("id", ids)
+        statement = sql.render(sql.HEARTBEAT.format(ids=in_list), "postgresql")
+        params |= {"worker_id": worker_id, "lease_expires_at": now + lease_s}
+        async with self._connection() as conn:
+            held = set(await _ids(conn, statement, params))
+        return [i for i in ids if i not in held]
+
+    async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
+        async with self._connection() as conn:
+            current = await _rows(conn, _R["GET_FOR_UPDATE"], {"id": prediction_id})
+            if not current:
+                raise NotFoundError("prediction not found", id=prediction_id)
+            before = current[0]
+            if before.status.terminal:
+                return before, before.status
+            rows = await _rows(conn, _R["CANCEL"], {"id": prediction_id, "now": now})
+            return rows[0], before.status
+
+    async def reap(self, *, now: float) -> ReapResult:
+        params = {"now": now}
+        async with self._connection() as conn:
+            expired = await _ids(conn, _R["REAP_TTL"], params)
+            expired += await _ids(conn, _R["REAP_UPLOAD"], params)
+            failed = await _ids(conn, _R["REAP_LEASE_FAIL"], params)
+            requeued = await _ids(conn, _R["REAP_LEASE_REQUEUE"], params)
+        return ReapResult(requeued=requeued, failed=failed, expired=expired)
+
+    async def recover_orphans(self, *, now: float) -> list[str]:
+        """Implemented for completeness; a shared PostgreSQL store must not call it
+        (other live processes hold those ``running`` rows): the caller checks
+        :attr:`exclusive`."""
+        async with self._connection() as conn:
+            return await _ids(conn, _R["RECOVER_ORPHANS"], {"now": now})
+
+    async def stats(self) -> dict[str, TargetStats]:
+        async with self._connection() as conn:
+            cur = await conn.execute(_R["STATS"])
+            return stats_from_rows(await cur.fetchall())
+
+    # Last in the class on purpose: inside the class body this name shadows the
+    # builtin ``list`` used in the annotations of the methods above.
+    async def list(
+        self,
+        *,
+        target: str | None = None,
+        status: Status | None = None,
+        after_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Prediction]:
+        statement, params = sql.list_query(
+            target=target, status=status, after_id=after_id, limit=limit
+        )
+        async with self._connection() as conn:
+            return await _rows(conn, sql.render(statement, "postgresql"), params)
+
+
+async def _schema_version(conn: Conn) -> str | None:
+    cur = await conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+    row = await cur.fetchone()
+    if row is None or not row[0]:
+        return None
+    cur = await conn.execute("SELECT version_num FROM alembic_version")
+    version = await cur.fetchone()
+    return None if version is None else str(version[0])

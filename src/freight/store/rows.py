@@ -1,0 +1,90 @@
+"""Row <-> :class:`~freight.prediction.Prediction` mapping, and the small domain
+decisions both backends make on rows, kept in one place so they cannot drift.
+
+Every statement of ``sql.py`` selects whole rows as ``sql.COLS``, the field
+order of the dataclass, so one positional mapping serves both drivers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from freight.errors import ConflictError, NotFoundError
+from freight.prediction import Completion, Prediction, Release, Status, TargetStats
+from freight.store.sql import COLUMNS
+
+_STATUS_INDEX = COLUMNS.index("status")
+
+
+def row_to_prediction(row: Sequence[Any]) -> Prediction:
+    """A row selected as ``COLS`` -> Prediction (``status`` as :class:`Status`)."""
+    values = list(row)
+    values[_STATUS_INDEX] = Status(values[_STATUS_INDEX])
+    return Prediction(*values)
+
+
+def prediction_params(prediction: Prediction) -> dict[str, Any]:
+    """Insert parameters: every field, the status as its plain string.
+
+    Plain strings because drivers differ on enums (psycopg dumps an Enum's name).
+    """
+    params = {c: getattr(prediction, c) for c in COLUMNS}
+    params["status"] = Status(prediction.status).value
+    return params
+
+
+def completion_params(completion: Completion) -> dict[str, Any]:
+    params = dataclasses.asdict(completion)
+    params["status"] = Status(completion.status).value
+    return params
+
+
+def release_params(release: Release, now: float) -> dict[str, Any]:
+    return {
+        "id": release.id,
+        "attempt": release.attempt,
+        "worker_id": release.worker_id,
+        "count_attempt": release.count_attempt,
+        "error_code": str(release.error_code),
+        "error_message": release.error_message,
+        "now": now,
+    }
+
+
+def claim_order(rows: Iterable[Prediction]) -> list[Prediction]:
+    """UPDATE ... RETURNING promises no order: restore priority desc, then oldest."""
+    return sorted(rows, key=lambda p: (-p.priority, p.id))
+
+
+def check_idempotent(existing: Prediction, new: Prediction) -> Prediction:
+    """The row stored under ``new``'s idempotency key, if it is the same request."""
+    if existing.request_hash != new.request_hash:
+        raise ConflictError(
+            "idempotency key already used with a different request",
+            code="idempotency_conflict",
+            idempotency_key=new.idempotency_key,
+            id=existing.id,
+        )
+    return existing
+
+
+def not_awaiting_input(prediction_id: str, current: Prediction | None) -> Exception:
+    """The error for mark_input_ready on a row that is missing or in another status."""
+    if current is None:
+        return NotFoundError("prediction not found", id=prediction_id)
+    return ConflictError(
+        f"prediction is {current.status.value}, not awaiting_input",
+        code="invalid_state",
+        id=prediction_id,
+        status=current.status.value,
+    )
+
+
+def stats_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, TargetStats]:
+    """``(target, status, count)`` rows -> counts per target."""
+    result: dict[str, TargetStats] = {}
+    for target, status, count in rows:
+        setattr(result.setdefault(target, TargetStats()), status, int(count))
+    return result

@@ -1,0 +1,97 @@
+"""The one SQL schema of freight, declared once with SQLAlchemy Core.
+
+The ``predictions`` table *is* the queue: one row per prediction, its columns
+are exactly the fields of :class:`freight.prediction.Prediction` (same names,
+same order), so rows map to the dataclass positionally (see ``rows.py``).
+
+This module is the reference the migrations are checked against
+(``tests/contract/test_store_migrations.py``: autogenerate finds no difference); the
+hot path does not go through SQLAlchemy but through the hand-written SQL of
+``sql.py``, measured faster on both drivers (LIBRARIES.md).
+
+Index choices, each serving one statement:
+
+* ``ix_predictions_claim`` — the claim: ``WHERE status = 'queued' AND target = ?
+  ORDER BY priority DESC, id``. Partial, so it only holds the backlog; its
+  predicate is a *literal* because both SQLite and PostgreSQL generic plans
+  ignore a partial index whose predicate is matched by a bound parameter.
+* ``ix_predictions_lease`` / ``ix_predictions_ttl`` / ``ix_predictions_upload``
+  — the reaper's three sweeps, each partial on the status it scans.
+* ``ix_predictions_target_id`` — listing a target's predictions, newest first.
+* ``ux_predictions_idempotency_key`` — unique; NULLs are distinct on both
+  databases, so rows without a key never collide.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from freight.prediction import Status
+
+STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+
+metadata = sa.MetaData()
+
+
+def _status_check() -> str:
+    quoted = ", ".join(f"'{s}'" for s in STATUSES)
+    return f"status IN ({quoted})"
+
+
+def _partial_index(name: str, status: Status, *columns: sa.ColumnElement[Any]) -> sa.Index:
+    """An index over the rows of one status, with the status as a *literal* predicate."""
+    predicate = sa.text(f"status = '{status.value}'")
+    return sa.Index(name, *columns, sqlite_where=predicate, postgresql_where=predicate)
+
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # UUIDv7: time-ordered
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("queued_at", sa.Double),
+    sa.Column("started_at", sa.Double),
+    sa.Column("finished_at", sa.Double),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("timeout_s", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double),
+    sa.Column("upload_expires_at", sa.Double),
+    sa.Column("lease_expires_at", sa.Double),
+    sa.Column("worker_id", sa.Text),
+    sa.Column("input_json", sa.Text),
+    sa.Column("input_key", sa.Text),
+    sa.Column("input_content_type", sa.Text),
+    sa.Column("input_bytes", sa.BigInteger),
+    sa.Column("output_json", sa.Text),
+    sa.Column("output_key", sa.Text),
+    sa.Column("output_content_type", sa.Text),
+    sa.Column("output_bytes", sa.BigInteger),
+    sa.Column("error_code", sa.Text),
+    sa.Column("error_message", sa.Text),
+    sa.Column("error_detail", sa.Text),
+    sa.Column("metadata", sa.Text),
+    sa.Column("idempotency_key", sa.Text),
+    sa.Column("request_hash", sa.Text),
+    sa.Column("batch_size", sa.Integer),
+    sa.CheckConstraint(_status_check(), name="ck_predictions_status"),
+)
+
+_partial_index(
+    "ix_predictions_claim",
+    Status.QUEUED,
+    predictions.c.target,
+    predictions.c.priority.desc(),
+    predictions.c.id,
+)
+_partial_index("ix_predictions_lease", Status.RUNNING, predictions.c.lease_expires_at)
+_partial_index("ix_predictions_ttl", Status.QUEUED, predictions.c.expires_at)
+_partial_index("ix_predictions_upload", Status.AWAITING_INPUT, predictions.c.upload_expires_at)
+sa.Index("ix_predictions_target_id", predictions.c.target, predictions.c.id)
+sa.Index("ux_predictions_idempotency_key", predictions.c.idempotency_key, unique=True)

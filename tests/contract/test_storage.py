@@ -1,0 +1,377 @@
+"""One contract for every object-storage backend: a local directory and S3 (moto)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from freight.errors import (
+    ConfigError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UrlError,
+)
+from freight.signing import UrlSigner
+from freight.storage import LocalStorage, S3Storage, Storage, open_storage
+
+MiB = 1 << 20
+SECRET = b"contract-test-secret"
+
+
+@pytest.fixture
+def signer() -> UrlSigner:
+    return UrlSigner(SECRET)
+
+
+@pytest.fixture
+def storage(storage_url: str, signer: UrlSigner) -> Storage:
+    return open_storage(storage_url, signer=signer)
+
+
+async def chunks_of(total: int, chunk: int = MiB, byte: int = 0) -> AsyncIterator[bytes]:
+    """``total`` bytes in ``chunk``-sized pieces, each piece a distinct pattern."""
+    sent = 0
+    i = byte
+    while sent < total:
+        n = min(chunk, total - sent)
+        yield bytes([i % 251]) * n
+        sent += n
+        i += 1
+
+
+async def read_all(storage: Storage, key: str) -> bytes:
+    return b"".join([c async for c in storage.get_stream(key)])
+
+
+def rss_bytes() -> int:
+    """The process's resident set size now, from /proc (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+# -- round trips -------------------------------------------------------------
+
+
+async def test_put_get_stat_delete_round_trip(storage: Storage) -> None:
+    """A put object reads back byte for byte, stats its size, and is gone after delete."""
+    data = b'{"text": "hello"}'
+    assert await storage.put("predictions/p1/input", data, content_type="application/json") == 17
+    assert await storage.get("predictions/p1/input") == data
+    info = await storage.stat("predictions/p1/input")
+    assert info is not None
+    assert (info.key, info.size) == ("predictions/p1/input", len(data))
+    assert info.content_type in (None, "application/json")
+    await storage.delete("predictions/p1/input")
+    assert await storage.stat("predictions/p1/input") is None
+
+
+async def test_put_overwrites(storage: Storage) -> None:
+    """A second put under the same key replaces the object."""
+    await storage.put("k", b"first")
+    await storage.put("k", b"second, longer")
+    assert await storage.get("k") == b"second, longer"
+
+
+async def test_empty_object(storage: Storage) -> None:
+    """An empty object exists with size 0 and streams as no bytes."""
+    await storage.put("empty", b"")
+    info = await storage.stat("empty")
+    assert info is not None and info.size == 0
+    assert await read_all(storage, "empty") == b""
+
+
+async def test_large_put_goes_through(storage: Storage) -> None:
+    """A put above the synchronous-write threshold (here 3 MiB) reads back intact."""
+    data = os.urandom(3 * MiB)
+    await storage.put("big", data)
+    assert await storage.get("big") == data
+
+
+async def test_put_stream_multi_chunk_reads_back_identical(storage: Storage) -> None:
+    """20 MiB streamed in 1 MiB chunks comes back identical through get_stream."""
+    total = 20 * MiB
+    assert await storage.put_stream("stream/obj", chunks_of(total)) == total
+    expected = b"".join([c async for c in chunks_of(total)])
+    got = [c async for c in storage.get_stream("stream/obj", chunk_size=MiB)]
+    assert b"".join(got) == expected
+    assert len(got) > 1
+    info = await storage.stat("stream/obj")
+    assert info is not None and info.size == total
+
+
+async def test_put_stream_within_limit_succeeds(storage: Storage) -> None:
+    """A stream exactly at max_bytes is accepted."""
+    assert await storage.put_stream("k", chunks_of(2 * MiB), max_bytes=2 * MiB) == 2 * MiB
+
+
+async def test_put_stream_over_limit_leaves_nothing(storage: Storage) -> None:
+    """Past max_bytes put_stream raises PayloadTooLargeError and no object is left."""
+    with pytest.raises(PayloadTooLargeError) as info:
+        await storage.put_stream("too/big", chunks_of(12 * MiB), max_bytes=7 * MiB)
+    assert info.value.code == "payload_too_large"
+    assert await storage.stat("too/big") is None
+    local = storage.local_path("too/big")
+    if local is not None:  # no temp file left behind either
+        assert not local.parent.exists() or list(local.parent.iterdir()) == []
+
+
+async def test_failed_overwrite_keeps_old_object(storage: Storage) -> None:
+    """A put_stream that fails past max_bytes leaves the previous object untouched."""
+    await storage.put("k", b"old")
+    with pytest.raises(PayloadTooLargeError):
+        await storage.put_stream("k", chunks_of(6 * MiB), max_bytes=MiB)
+    assert await storage.get("k") == b"old"
+
+
+async def test_put_stream_source_error_propagates_and_leaves_nothing(storage: Storage) -> None:
+    """An error raised by the source iterator propagates and leaves no object."""
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x" * MiB
+        raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError, match="client went away"):
+        await storage.put_stream("broken", broken())
+    assert await storage.stat("broken") is None
+
+
+# -- missing objects ---------------------------------------------------------
+
+
+async def test_missing_key(storage: Storage) -> None:
+    """A missing key: get and get_stream raise NotFoundError, stat returns None."""
+    with pytest.raises(NotFoundError):
+        await storage.get("nope/missing")
+    with pytest.raises(NotFoundError):
+        await read_all(storage, "nope/missing")
+    assert await storage.stat("nope/missing") is None
+
+
+async def test_delete_missing_is_fine(storage: Storage) -> None:
+    """Deleting an object that does not exist is not an error."""
+    await storage.delete("never/was")
+
+
+async def test_prefix_is_not_an_object(storage: Storage) -> None:
+    """A key's parent 'directory' is not itself an object."""
+    await storage.put("a/b/c", b"1")
+    assert await storage.stat("a/b") is None
+    with pytest.raises(NotFoundError):
+        await storage.get("a/b")
+
+
+# -- keys --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "/abs", "a//b", "a/../b", "..", "./a", "a/", "sp ace", "q?x", "x" * 1025, "é"],
+)
+async def test_invalid_keys_rejected(storage: Storage, key: str) -> None:
+    """Keys that are empty, absolute, traverse, or leave the safe alphabet are refused."""
+    with pytest.raises(InvalidRequestError) as info:
+        await storage.put(key, b"x")
+    assert info.value.code == "invalid_key"
+    with pytest.raises(InvalidRequestError):
+        await storage.stat(key)
+
+
+# -- put_file ----------------------------------------------------------------
+
+
+async def test_put_file(storage: Storage, tmp_path: Path) -> None:
+    """put_file stores a file: moved into place locally (no copy), uploaded to S3."""
+    src = tmp_path / "upload.bin"
+    data = os.urandom(6 * MiB + 123)
+    src.write_bytes(data)
+    inode = src.stat().st_ino
+    assert await storage.put_file("files/upload", src) == len(data)
+    assert await read_all(storage, "files/upload") == data
+    local = storage.local_path("files/upload")
+    if isinstance(storage, LocalStorage):
+        assert local is not None
+        assert not src.exists()
+        assert local.stat().st_ino == inode  # renamed, not copied
+    else:
+        assert local is None
+        assert src.exists()
+
+
+async def test_local_put_file_across_filesystems_copies(
+    local_storage_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When a rename crosses filesystems (EXDEV), put_file streams a copy, then drops the source."""
+    storage = open_storage(local_storage_url)
+    src = tmp_path / "elsewhere.bin"
+    data = os.urandom(3 * MiB)
+    src.write_bytes(data)
+    real_replace = os.replace
+
+    def replace(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+        if Path(a) == src:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(a, b)
+
+    monkeypatch.setattr("freight.storage.local.os.replace", replace)
+    assert await storage.put_file("files/x", src) == len(data)
+    assert await storage.get("files/x") == data
+    assert not src.exists()
+
+
+async def test_put_file_missing_source(storage: Storage, tmp_path: Path) -> None:
+    """put_file of a file that does not exist raises NotFoundError."""
+    with pytest.raises(NotFoundError):
+        await storage.put_file("k", tmp_path / "absent")
+
+
+# -- presigned URLs ----------------------------------------------------------
+
+
+async def test_presign_get(storage: Storage, signer: UrlSigner) -> None:
+    """S3 presigns an absolute URL that serves the bytes; local a verifiable API path."""
+    await storage.put("out/result.bin", b"the output")
+    url = await storage.presign_get("out/result.bin", expires_s=60)
+    if isinstance(storage, S3Storage):
+        assert url.startswith("http")
+        async with httpx.AsyncClient() as client:
+            response = await client.get(url)
+        assert response.status_code == 200
+        assert response.content == b"the output"
+    else:
+        parts = urlsplit(url)
+        assert not parts.scheme and not parts.netloc
+        assert parts.path == "/v1/objects/out/result.bin"
+        query = parse_qs(parts.query)
+        signer.verify("GET", parts.path, query["expires"][0], query["sig"][0])
+
+
+def _split(url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    return parts.path, query["expires"][0], query["sig"][0]
+
+
+async def test_local_presign_tampered_and_expired(local_storage_url: str) -> None:
+    """A local signed URL fails verification when tampered with or expired."""
+    signer = UrlSigner(SECRET)
+    storage = open_storage(local_storage_url, signer=signer)
+    await storage.put("out/a", b"a")
+    path, expires, sig = _split(await storage.presign_get("out/a", expires_s=60))
+    with pytest.raises(UrlError) as other_key:
+        signer.verify("GET", "/v1/objects/out/b", expires, sig)
+    assert other_key.value.code == "bad_signature"
+    with pytest.raises(UrlError) as longer:
+        signer.verify("GET", path, str(int(expires) + 3600), sig)
+    assert longer.value.code == "bad_signature"
+    with pytest.raises(UrlError) as late:
+        signer.verify("GET", path, expires, sig, now=time.time() + 120)
+    assert late.value.code == "url_expired"
+    with pytest.raises(UrlError) as foreign:
+        UrlSigner(b"another secret").verify("GET", path, expires, sig)
+    assert foreign.value.code == "bad_signature"
+
+
+async def test_local_presign_without_signer_is_a_config_error(local_storage_url: str) -> None:
+    """Local storage opened without a signer refuses to presign."""
+    storage = open_storage(local_storage_url)
+    await storage.put("k", b"x")
+    with pytest.raises(ConfigError):
+        await storage.presign_get("k", expires_s=60)
+
+
+# -- concurrency and memory --------------------------------------------------
+
+
+async def test_concurrent_small_puts(storage: Storage) -> None:
+    """Many concurrent small puts under distinct keys all land intact."""
+    keys = [f"predictions/{i:04d}/output" for i in range(200)]
+    await asyncio.gather(*(storage.put(k, k.encode()) for k in keys))
+    results = await asyncio.gather(*(storage.get(k) for k in keys))
+    assert results == [k.encode() for k in keys]
+
+
+async def test_delete_prunes_empty_directories(local_storage_url: str) -> None:
+    """Deleting the last object of a local 'directory' removes the directory too."""
+    storage = open_storage(local_storage_url)
+    await storage.put("predictions/p9/input", b"x")
+    await storage.put("predictions/p8/input", b"y")
+    await storage.delete("predictions/p9/input")
+    assert isinstance(storage, LocalStorage)
+    assert not (storage.root / "predictions" / "p9").exists()
+    assert (storage.root / "predictions" / "p8" / "input").exists()
+
+
+async def test_streaming_200_mib_keeps_memory_flat(storage: Storage) -> None:
+    """200 MiB through put_stream then get_stream grows RSS far less than the payload."""
+    total = 200 * MiB
+    block = os.urandom(MiB)
+
+    before = rss_bytes()
+    peak = before
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal peak
+        for _ in range(total // MiB):
+            peak = max(peak, rss_bytes())  # sampled while the upload is in flight
+            yield block
+
+    assert await storage.put_stream("huge", source(), max_bytes=total) == total
+    peak = max(peak, rss_bytes())
+    seen = 0
+    async for chunk in storage.get_stream("huge", chunk_size=MiB):
+        seen += len(chunk)
+        peak = max(peak, rss_bytes())
+    assert seen == total
+    grown_mib = (peak - before) / MiB
+    assert grown_mib < 80, f"RSS grew by {grown_mib:.0f} MiB"
+
+
+# -- the factory -------------------------------------------------------------
+
+
+def test_open_storage_plain_path(tmp_path: Path) -> None:
+    """A plain path opens local storage rooted there."""
+    storage = open_storage(str(tmp_path / "objs"))
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == (tmp_path / "objs").resolve()
+
+
+def test_open_storage_file_url(tmp_path: Path) -> None:
+    """file:///abs/dir opens local storage rooted at /abs/dir."""
+    storage = open_storage((tmp_path / "o").as_uri())
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == (tmp_path / "o").resolve()
+
+
+@pytest.mark.parametrize("url", ["gs://bucket", "ftp://host/x", "file://remote-host/x", ""])
+def test_open_storage_unsupported(url: str) -> None:
+    """An unsupported URL raises ConfigError naming it."""
+    with pytest.raises(ConfigError) as info:
+        open_storage(url)
+    assert url.split("?")[0] in info.value.message
+
+
+def test_open_storage_s3_unknown_parameter() -> None:
+    """A typo in an s3:// URL's parameters is a ConfigError, not silently ignored."""
+    with pytest.raises(ConfigError, match="endpont"):
+        open_storage("s3://bucket?endpont=http://127.0.0.1:1")
+
+
+def test_open_storage_s3_from_url_only(s3_url: str) -> None:
+    """An s3:// URL carrying endpoint, region and credentials opens S3 storage."""
+    storage = open_storage(s3_url)
+    assert isinstance(storage, S3Storage)
+    assert storage.local_path("k") is None

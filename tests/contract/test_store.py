@@ -1,0 +1,415 @@
+"""The Store contract, pinned once and run on every backend (``store_url``).
+
+Time is passed explicitly (``now=``): leases, TTLs and upload deadlines are
+exercised by moving ``now`` forward, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from freight.errors import ConflictError, NotFoundError
+from freight.ids import new_id
+from freight.prediction import (
+    Completion,
+    ErrorCode,
+    Prediction,
+    Release,
+    Status,
+    TargetStats,
+)
+from freight.store import Store, open_store
+
+T0 = 1_000_000.0
+LEASE_S = 30.0
+
+
+def make(target: str = "m", *, status: Status = Status.QUEUED, **fields: Any) -> Prediction:
+    """A prediction as the API would create it (queued unless told otherwise)."""
+    queued_at = T0 if status is Status.QUEUED else None
+    return Prediction(
+        id=new_id(), target=target, status=status, created_at=T0, queued_at=queued_at, **fields
+    )
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def add(store: Store, *predictions: Prediction) -> list[Prediction]:
+    return [(await store.create(p))[0] for p in predictions]
+
+
+async def claim_one(store: Store, target: str = "m", worker: str = "w1") -> Prediction:
+    claimed = await store.claim(target, 1, worker_id=worker, lease_s=LEASE_S, now=T0 + 1)
+    assert len(claimed) == 1
+    return claimed[0]
+
+
+def done(p: Prediction, *, worker: str = "w1", attempt: int | None = None) -> Completion:
+    return Completion(
+        id=p.id,
+        attempt=p.attempts if attempt is None else attempt,
+        worker_id=worker,
+        status=Status.SUCCEEDED,
+        finished_at=T0 + 2,
+        output_json='{"y": 1}',
+        output_content_type="application/json",
+        output_bytes=8,
+        batch_size=1,
+    )
+
+
+async def test_create_get_round_trips_every_field(store: Store) -> None:
+    """Every field written by create comes back identical from get, status as Status."""
+    p = make(
+        kind="pipeline",
+        priority=5,
+        attempts=0,
+        max_attempts=7,
+        timeout_s=12.5,
+        expires_at=T0 + 60,
+        upload_expires_at=T0 + 30,
+        input_json='{"x": [1, 2]}',
+        input_key="in/k",
+        input_content_type="application/json",
+        input_bytes=2**40,
+        output_json="null",
+        output_key="out/k",
+        output_content_type="image/png",
+        output_bytes=3,
+        error_code="e",
+        error_message="msg",
+        error_detail='{"a": 1}',
+        metadata='{"tag": "t"}',
+        idempotency_key="k1",
+        request_hash="h1",
+        batch_size=4,
+        worker_id="w",
+        started_at=T0 + 0.25,
+        finished_at=T0 + 0.5,
+        lease_expires_at=T0 + 9,
+    )
+    created, inserted = await store.create(p)
+    assert inserted
+    assert created == p
+    got = await store.get(p.id)
+    assert got == p
+    assert got is not None and type(got.status) is Status
+
+
+async def test_get_unknown_returns_none(store: Store) -> None:
+    """get of an unknown id is None, not an error."""
+    assert await store.get(new_id()) is None
+
+
+async def test_idempotency_same_hash_returns_existing(store: Store) -> None:
+    """A repeated key with the same request hash returns the first row, not inserted."""
+    first = make(idempotency_key="k", request_hash="h")
+    await store.create(first)
+    again, inserted = await store.create(make(idempotency_key="k", request_hash="h"))
+    assert not inserted
+    assert again.id == first.id
+
+
+async def test_idempotency_different_hash_conflicts(store: Store) -> None:
+    """A repeated key with another request hash raises idempotency_conflict."""
+    await store.create(make(idempotency_key="k", request_hash="h"))
+    with pytest.raises(ConflictError) as info:
+        await store.create(make(idempotency_key="k", request_hash="other"))
+    assert info.value.code == "idempotency_conflict"
+
+
+async def test_rows_without_idempotency_key_never_collide(store: Store) -> None:
+    """Many predictions without a key coexist (NULLs are distinct in the unique index)."""
+    results = [await store.create(make()) for _ in range(3)]
+    assert all(inserted for _, inserted in results)
+
+
+async def test_list_filters_and_paginates_newest_first(store: Store) -> None:
+    """list filters by target and status, newest first, after_id continues the page."""
+    a = await add(store, *(make("a") for _ in range(5)))
+    await add(store, make("b"), make("a", status=Status.AWAITING_INPUT))
+    page1 = await store.list(target="a", status=Status.QUEUED, limit=3)
+    assert [p.id for p in page1] == [p.id for p in reversed(a)][:3]
+    page2 = await store.list(target="a", status=Status.QUEUED, after_id=page1[-1].id, limit=3)
+    assert [p.id for p in page2] == [a[1].id, a[0].id]
+    assert len(await store.list()) == 7
+    assert [p.target for p in await store.list(target="b")] == ["b"]
+    waiting = await store.list(status=Status.AWAITING_INPUT)
+    assert [p.status for p in waiting] == [Status.AWAITING_INPUT]
+
+
+async def test_mark_input_ready_queues_awaiting_prediction(store: Store) -> None:
+    """mark_input_ready moves awaiting_input to queued and records the upload."""
+    (p,) = await add(store, make(status=Status.AWAITING_INPUT, upload_expires_at=T0 + 60))
+    ready = await store.mark_input_ready(
+        p.id, input_key="k", input_content_type="text/plain", input_bytes=11, now=T0 + 5
+    )
+    assert (ready.status, ready.queued_at, ready.input_key) == (Status.QUEUED, T0 + 5, "k")
+    assert (ready.input_content_type, ready.input_bytes) == ("text/plain", 11)
+    assert await store.get(p.id) == ready
+
+
+async def test_mark_input_ready_rejects_other_states_and_unknown(store: Store) -> None:
+    """mark_input_ready on a queued row is invalid_state; on an unknown id NotFoundError."""
+    (p,) = await add(store, make())
+    with pytest.raises(ConflictError) as info:
+        await store.mark_input_ready(
+            p.id, input_key="k", input_content_type="x", input_bytes=1, now=T0
+        )
+    assert info.value.code == "invalid_state"
+    with pytest.raises(NotFoundError):
+        await store.mark_input_ready(
+            new_id(), input_key="k", input_content_type="x", input_bytes=1, now=T0
+        )
+
+
+async def test_claim_orders_by_priority_then_age_and_stamps(store: Store) -> None:
+    """claim takes the target's rows by priority desc then oldest, up to limit, stamped."""
+    low_old, high, low_new = await add(store, make(), make(priority=9), make())
+    await add(store, make("other", priority=99), make(status=Status.AWAITING_INPUT))
+    claimed = await store.claim("m", 2, worker_id="w1", lease_s=LEASE_S, now=T0 + 1)
+    assert [p.id for p in claimed] == [high.id, low_old.id]
+    for p in claimed:
+        assert (p.status, p.worker_id, p.attempts) == (Status.RUNNING, "w1", 1)
+        assert (p.started_at, p.lease_expires_at) == (T0 + 1, T0 + 1 + LEASE_S)
+    rest = await store.claim("m", 10, worker_id="w2", lease_s=LEASE_S, now=T0 + 1)
+    assert [p.id for p in rest] == [low_new.id]
+    assert await store.claim("m", 10, worker_id="w2", lease_s=LEASE_S, now=T0 + 1) == []
+
+
+async def test_concurrent_claims_on_one_store_never_overlap(store: Store) -> None:
+    """Concurrent claim() calls on one store hand out each row exactly once."""
+    created = await add(store, *(make() for _ in range(60)))
+    results = await asyncio.gather(
+        *(store.claim("m", 7, worker_id=f"w{i}", lease_s=LEASE_S, now=T0) for i in range(12))
+    )
+    ids = [p.id for batch in results for p in batch]
+    assert len(ids) == len(set(ids)) == len(created)
+
+
+async def test_complete_applies_once_and_is_fenced(store: Store) -> None:
+    """complete applies for the holder's current attempt only; stale or foreign ones do not."""
+    p = (await add(store, make()))[0]
+    claimed = await claim_one(store)
+    foreign = done(claimed, worker="intruder")
+    stale = done(claimed, attempt=claimed.attempts - 1)
+    assert await store.complete([foreign, stale]) == []
+    assert await store.complete([done(claimed)]) == [p.id]
+    got = await store.get(p.id)
+    assert got is not None
+    assert (got.status, got.finished_at, got.output_json) == (Status.SUCCEEDED, T0 + 2, '{"y": 1}')
+    assert (got.output_bytes, got.batch_size, got.lease_expires_at) == (8, 1, None)
+    assert await store.complete([done(claimed)]) == []
+
+
+async def test_complete_records_failure(store: Store) -> None:
+    """A FAILED completion stores the error fields."""
+    await add(store, make())
+    c = await claim_one(store)
+    failure = Completion(
+        id=c.id,
+        attempt=1,
+        worker_id="w1",
+        status=Status.FAILED,
+        finished_at=T0 + 3,
+        error_code=ErrorCode.MODEL_ERROR,
+        error_message="boom",
+        error_detail='{"where": "x"}',
+    )
+    assert await store.complete([failure]) == [c.id]
+    got = await store.get(c.id)
+    assert got is not None
+    assert (got.status, got.error_code, got.error_message) == (Status.FAILED, "model_error", "boom")
+
+
+async def test_release_requeues_then_fails_when_attempts_spent(store: Store) -> None:
+    """release requeues while attempts remain, then fails with the release's error code."""
+    (p,) = await add(store, make(max_attempts=2))
+    c = await claim_one(store)
+    assert await store.release([Release(c.id, 1, "w1")], now=T0 + 2) == {p.id: Status.QUEUED}
+    requeued = await store.get(p.id)
+    assert requeued is not None
+    assert (requeued.status, requeued.worker_id, requeued.attempts) == (Status.QUEUED, None, 1)
+    c = await claim_one(store)
+    assert c.attempts == 2
+    result = await store.release([Release(c.id, 2, "w1")], now=T0 + 3)
+    assert result == {p.id: Status.FAILED}
+    failed = await store.get(p.id)
+    assert failed is not None
+    assert (failed.error_code, failed.finished_at) == ("attempts_exhausted", T0 + 3)
+
+
+async def test_release_without_counting_gives_attempt_back(store: Store) -> None:
+    """count_attempt=False requeues even on the last attempt and restores the count."""
+    (p,) = await add(store, make(max_attempts=1))
+    c = await claim_one(store)
+    result = await store.release([Release(c.id, 1, "w1", count_attempt=False)], now=T0 + 2)
+    assert result == {p.id: Status.QUEUED}
+    got = await store.get(p.id)
+    assert got is not None and got.attempts == 0
+
+
+async def test_release_is_fenced(store: Store) -> None:
+    """release by another worker or for another attempt changes nothing."""
+    await add(store, make())
+    c = await claim_one(store)
+    assert await store.release([Release(c.id, 1, "other"), Release(c.id, 2, "w1")], now=T0) == {}
+    got = await store.get(c.id)
+    assert got is not None and got.status is Status.RUNNING
+
+
+async def test_heartbeat_extends_leases_and_reports_lost(store: Store) -> None:
+    """heartbeat extends the worker's leases and returns the ids it no longer holds."""
+    a, b, _ = await add(store, make(), make(), make())
+    await store.claim("m", 2, worker_id="w1", lease_s=LEASE_S, now=T0)
+    await store.cancel(b.id, now=T0 + 1)
+    unknown = new_id()
+    lost = await store.heartbeat("w1", [a.id, b.id, unknown], lease_s=60, now=T0 + 10)
+    assert lost == [b.id, unknown]
+    got = await store.get(a.id)
+    assert got is not None and got.lease_expires_at == T0 + 70
+    assert await store.heartbeat("w2", [a.id], lease_s=60, now=T0 + 10) == [a.id]
+    assert await store.heartbeat("w1", [], lease_s=60, now=T0 + 10) == []
+
+
+@pytest.mark.parametrize("before", [Status.QUEUED, Status.RUNNING, Status.AWAITING_INPUT])
+async def test_cancel_live_prediction(store: Store, before: Status) -> None:
+    """cancel of a live prediction makes it canceled and reports the status it had."""
+    (p,) = await add(store, make(status=Status.QUEUED if before is Status.RUNNING else before))
+    if before is Status.RUNNING:
+        await claim_one(store)
+    row, previous = await store.cancel(p.id, now=T0 + 5)
+    assert previous is before
+    assert (row.status, row.error_code, row.finished_at) == (Status.CANCELED, "canceled", T0 + 5)
+    assert await store.get(p.id) == row
+
+
+async def test_cancel_terminal_is_unchanged_and_unknown_raises(store: Store) -> None:
+    """cancel of a terminal prediction returns it as is; of an unknown id NotFoundError."""
+    await add(store, make())
+    c = await claim_one(store)
+    await store.complete([done(c)])
+    row, previous = await store.cancel(c.id, now=T0 + 9)
+    assert (row.status, previous) == (Status.SUCCEEDED, Status.SUCCEEDED)
+    assert row == await store.get(c.id)
+    with pytest.raises(NotFoundError):
+        await store.cancel(new_id(), now=T0)
+
+
+async def test_reap_expired_leases(store: Store) -> None:
+    """reap requeues expired leases with attempts left and fails those without."""
+    retry, spent, live = await add(store, make(), make(max_attempts=1), make())
+    await store.claim("m", 2, worker_id="w1", lease_s=10, now=T0)
+    await store.claim("m", 1, worker_id="w2", lease_s=100, now=T0)
+    result = await store.reap(now=T0 + 11)
+    assert (result.requeued, result.failed, result.expired) == ([retry.id], [spent.id], [])
+    failed = await store.get(spent.id)
+    assert failed is not None
+    assert (failed.status, failed.error_code) == (Status.FAILED, "attempts_exhausted")
+    requeued = await store.get(retry.id)
+    assert requeued is not None
+    assert (requeued.status, requeued.worker_id, requeued.lease_expires_at) == (
+        Status.QUEUED,
+        None,
+        None,
+    )
+    still = await store.get(live.id)
+    assert still is not None and still.status is Status.RUNNING
+
+
+async def test_reap_expires_ttl_and_uploads(store: Store) -> None:
+    """reap expires queued rows past expires_at and awaiting_input past upload_expires_at."""
+    ttl, fresh, upload = await add(
+        store,
+        make(expires_at=T0 + 5),
+        make(expires_at=T0 + 500),
+        make(status=Status.AWAITING_INPUT, upload_expires_at=T0 + 5),
+    )
+    result = await store.reap(now=T0 + 6)
+    assert sorted(result.expired) == sorted([ttl.id, upload.id])
+    for pid in (ttl.id, upload.id):
+        got = await store.get(pid)
+        assert got is not None
+        assert (got.status, got.error_code, got.finished_at) == (Status.EXPIRED, "expired", T0 + 6)
+    kept = await store.get(fresh.id)
+    assert kept is not None and kept.status is Status.QUEUED
+    assert await store.reap(now=T0 + 6) == type(result)()
+
+
+async def test_recover_orphans_requeues_running(store: Store) -> None:
+    """recover_orphans requeues every running row, giving back attempts of live leases."""
+    live, expired = await add(store, make(), make())
+    await store.claim("m", 1, worker_id="w1", lease_s=100, now=T0)
+    await store.claim("m", 1, worker_id="w1", lease_s=1, now=T0)
+    assert sorted(await store.recover_orphans(now=T0 + 10)) == sorted([live.id, expired.id])
+    got_live, got_expired = await store.get(live.id), await store.get(expired.id)
+    assert got_live is not None and got_expired is not None
+    assert (got_live.status, got_live.attempts) == (Status.QUEUED, 0)
+    assert (got_expired.status, got_expired.attempts) == (Status.QUEUED, 1)
+
+
+async def test_stats_counts_live_rows_per_target(store: Store) -> None:
+    """stats counts queued, running and awaiting_input per target; terminal rows are not counted."""
+    await add(store, make("a"), make("a"), make("a"), make("b", status=Status.AWAITING_INPUT))
+    c = await claim_one(store, "a")
+    c2 = await claim_one(store, "a")
+    await store.complete([done(c2)])
+    assert c.status is Status.RUNNING
+    assert await store.stats() == {
+        "a": TargetStats(queued=1, running=1, awaiting_input=0),
+        "b": TargetStats(queued=0, running=0, awaiting_input=1),
+    }
+
+
+async def test_ping_answers(store: Store) -> None:
+    """ping returns quietly while the database answers."""
+    await store.ping()
+
+
+async def test_domain_error_in_group_does_not_fail_others(store: Store) -> None:
+    """A conflicting create sent together with good writes fails alone; the others commit."""
+    await store.create(make(idempotency_key="k", request_hash="h"))
+    good = [make() for _ in range(5)]
+    results = await asyncio.gather(
+        *(store.create(p) for p in good),
+        store.create(make(idempotency_key="k", request_hash="other")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[-1], ConflictError)
+    for p in good:
+        assert await store.get(p.id) == dataclasses.replace(p)
+
+
+async def test_two_postgres_stores_partition_the_backlog(postgres_url: str) -> None:
+    """Two PostgresStore instances claiming concurrently never get the same row."""
+    stores = [open_store(postgres_url) for _ in range(2)]
+    for s in stores:
+        await s.open()
+    try:
+        await add(stores[0], *(make() for _ in range(200)))
+
+        async def drain(s: Store, worker: str) -> list[str]:
+            got: list[str] = []
+            while batch := await s.claim("m", 3, worker_id=worker, lease_s=LEASE_S, now=T0):
+                got += [p.id for p in batch]
+            return got
+
+        results = await asyncio.gather(*(drain(s, f"w{i}") for i, s in enumerate(stores)))
+        ids = [i for r in results for i in r]
+        assert len(ids) == len(set(ids)) == 200
+    finally:
+        for s in stores:
+            await s.close()

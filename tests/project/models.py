@@ -1,0 +1,97 @@
+"""Models for the integration tests: each one exercises a path of the platform."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import freight
+
+
+class Echo(freight.Model):
+    """Returns its JSON input unchanged, batched."""
+
+    name = "echo"
+    batching = freight.Batching(max_size=16, max_wait_ms=0)
+    replicas = freight.Replicas(min=2, max=2)
+
+    def predict_batch(self, inputs: list[Any]) -> list[Any]:
+        return inputs
+
+
+class Boom(freight.Model):
+    """Raises for every input whose "fail" is true; echoes the others."""
+
+    name = "boom"
+
+    def predict(self, input: dict[str, Any]) -> dict[str, Any]:
+        if input.get("fail"):
+            raise ValueError(f"asked to fail: {input.get('why', '')}")
+        return {"ok": True}
+
+
+class Hold(freight.Model):
+    """Writes its pid to input["pidfile"], then sleeps input["ms"] (default long):
+    lets a test find the runner and kill it mid-prediction."""
+
+    name = "hold"
+    max_attempts = 2
+
+    def predict(self, input: dict[str, Any]) -> dict[str, Any]:
+        pidfile = Path(input["pidfile"])
+        attempt = 1
+        while Path(f"{pidfile}.{attempt}").exists():
+            attempt += 1
+        Path(f"{pidfile}.{attempt}").write_text(str(os.getpid()))
+        time.sleep(
+            input.get("ms", 600_000) / 1000 if attempt <= input.get("hold_attempts", 99) else 0
+        )
+        return {"attempt": attempt, "pid": os.getpid()}
+
+
+class Slow(freight.Model):
+    """Sleeps input["ms"]; its timeout is one second."""
+
+    name = "slow"
+    timeout_s = 1.0
+
+    def predict(self, input: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(input["ms"] / 1000)
+        return {"slept_ms": input["ms"]}
+
+
+class Nap(freight.Model):
+    """Sleeps input["ms"] per batch; two replicas, batches of up to 8."""
+
+    name = "nap"
+    batching = freight.Batching(max_size=8, max_wait_ms=5)
+    replicas = freight.Replicas(min=2, max=2)
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        time.sleep(max(i.get("ms", 0) for i in inputs) / 1000)
+        return [{"n": i.get("n"), "batch": len(inputs)} for i in inputs]
+
+
+class Passthrough(freight.Model):
+    """Streams its input file to an output file (any size, constant memory)."""
+
+    name = "passthrough"
+
+    def predict(self, input: freight.Payload) -> freight.File:
+        fd, name = tempfile.mkstemp(prefix="passthrough-")
+        with os.fdopen(fd, "wb") as out, input.open() as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        return freight.File(name, content_type=input.content_type)
+
+
+class Reverse(freight.Model):
+    """Takes bytes, returns them reversed as bytes."""
+
+    name = "reverse"
+
+    def predict(self, input: bytes) -> bytes:
+        return input[::-1]

@@ -1,0 +1,234 @@
+"""The freight CLI with its client pointed at a scripted API (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from freight.cli import _app, app
+from freight.client import Client
+
+runner = CliRunner()
+
+
+def prediction(status: str = "queued", **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "p1",
+        "target": "digits",
+        "kind": "model",
+        "status": status,
+        "created_at": "2025-01-01T00:00:00Z",
+        "metrics": {"queue_ms": 12.5, "run_ms": 40.0, "total_ms": 55.0, "batch_size": 4},
+        "attempts": 1,
+        "priority": 0,
+        "urls": {"self": "/v1/predictions/p1"},
+    }
+    body.update(fields)
+    return body
+
+
+class Api:
+    """Scripted answers per (method, path); the last answer repeats. Records requests."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], list[httpx.Response]] = {}
+        self.requests: list[httpx.Request] = []
+        self.urls: list[str | None] = []
+
+    def on(self, method: str, path: str, *answers: httpx.Response) -> None:
+        self.answers[(method, path)] = list(answers)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        queue = self.answers.get((request.method, request.url.path))
+        if not queue:
+            body = {"error": {"code": "not_found", "message": "no such thing", "detail": {}}}
+            return httpx.Response(404, json=body)
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def client(self, url: str | None) -> Client:
+        self.urls.append(url)
+        return Client(url or "http://freight.test", transport=httpx.MockTransport(self))
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Api:
+    scripted = Api()
+    monkeypatch.setattr(_app, "client_factory", scripted.client)
+    return scripted
+
+
+def test_predict_waits_and_prints_json_output(api: Api) -> None:
+    """predict --wait follows the prediction to the end and prints its JSON output."""
+    api.on("POST", "/v1/predictions", httpx.Response(202, json=prediction("queued")))
+    api.on(
+        "GET",
+        "/v1/predictions/p1",
+        httpx.Response(200, json=prediction("running")),
+        httpx.Response(200, json=prediction("succeeded", output={"label": 3})),
+    )
+    result = runner.invoke(app, ["predict", "digits", "--input", '{"x": [1, 2]}', "--wait"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"label": 3}
+    assert "succeeded" in result.stderr
+    assert json.loads(api.requests[0].content) == {"target": "digits", "input": {"x": [1, 2]}}
+
+
+def test_predict_no_wait_prints_id_and_status(api: Api) -> None:
+    """predict --no-wait prints the id and the status, and asks nothing more."""
+    api.on("POST", "/v1/predictions", httpx.Response(202, json=prediction("queued")))
+    result = runner.invoke(app, ["predict", "digits", "-i", "[1]", "--no-wait"])
+    assert result.exit_code == 0, result.output
+    assert "p1" in result.stdout and "queued" in result.stdout
+    assert len(api.requests) == 1
+
+
+def test_predict_uploads_a_file_and_saves_binary_output(api: Api, tmp_path: Path) -> None:
+    """A non-JSON file is uploaded with a guessed type; --output saves a binary output."""
+    image = tmp_path / "seven.png"
+    image.write_bytes(b"\x89PNG fake")
+    awaiting = prediction("awaiting_input", upload_url="/v1/uploads/p1?sig=s")
+    done = prediction("succeeded", output_url="/v1/objects/out", output_content_type="image/png")
+    api.on("POST", "/v1/predictions", httpx.Response(202, json=awaiting))
+    api.on("PUT", "/v1/uploads/p1", httpx.Response(200, json=prediction("queued")))
+    api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=done))
+    api.on("GET", "/v1/objects/out", httpx.Response(200, content=b"result-bytes"))
+    saved = tmp_path / "out.png"
+    result = runner.invoke(
+        app, ["predict", "digits", "--input", str(image), "--output", str(saved)]
+    )
+    assert result.exit_code == 0, result.output
+    put = api.requests[1]
+    assert (put.method, put.headers["Content-Type"], put.content) == (
+        "PUT",
+        "image/png",
+        b"\x89PNG fake",
+    )
+    assert saved.read_bytes() == b"result-bytes"
+    assert "out.png" in result.stderr
+
+
+def test_predict_sends_a_json_file_as_json(api: Api, tmp_path: Path) -> None:
+    """A .json file is read and sent as the inline JSON input, not uploaded."""
+    rows = tmp_path / "rows.json"
+    rows.write_text('[{"a": 1}]')
+    api.on("POST", "/v1/predictions", httpx.Response(202, json=prediction("queued")))
+    result = runner.invoke(app, ["predict", "tabular", "--input", str(rows), "--no-wait"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(api.requests[0].content)["input"] == [{"a": 1}]
+
+
+def test_predict_rejects_an_input_that_is_neither_json_nor_a_file(api: Api) -> None:
+    """A bad --input is a usage error (exit 2) before any request."""
+    result = runner.invoke(app, ["predict", "digits", "--input", "no-such-file.png"])
+    assert result.exit_code == 2
+    assert api.requests == []
+
+
+def test_failed_prediction_exits_1_with_its_code(api: Api) -> None:
+    """A prediction that fails prints its error code in red and exits 1."""
+    failed = prediction("failed", error={"code": "model_error", "message": "boom", "detail": {}})
+    api.on("POST", "/v1/predictions", httpx.Response(200, json=failed))
+    result = runner.invoke(app, ["predict", "digits", "--input", "{}"])
+    assert result.exit_code == 1
+    assert "model_error" in result.stderr and "boom" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_status_shows_a_panel(api: Api) -> None:
+    """status shows the prediction's status, timings, attempts and error."""
+    failed = prediction(
+        "failed", attempts=3, error={"code": "attempts_exhausted", "message": "gave up"}
+    )
+    api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=failed))
+    result = runner.invoke(app, ["status", "p1"])
+    assert result.exit_code == 0, result.output
+    for expected in ("p1", "failed", "attempts", "3", "55.0 ms", "attempts_exhausted"):
+        assert expected in result.stdout
+
+
+def test_unknown_prediction_exits_1_without_traceback(api: Api) -> None:
+    """A client error is one red line with the code, exit status 1, no traceback."""
+    result = runner.invoke(app, ["status", "nope"])
+    assert result.exit_code == 1
+    assert "not_found" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unreachable_server_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No server at the URL: connection_error, exit 1."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    monkeypatch.setattr(
+        _app, "client_factory", lambda url: Client(url, transport=httpx.MockTransport(refuse))
+    )
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 1
+    assert "connection_error" in result.stderr
+
+
+def test_models_table_and_cancel(api: Api) -> None:
+    """models lists each model's settings and backlog; cancel reports the new status."""
+    listing = {
+        "data": [
+            {
+                "name": "echo",
+                "input_kind": "json",
+                "batching": {"max_size": 64, "max_wait_ms": 0},
+                "replicas": {"min": 2, "max": 2, "running": 2},
+                "backlog": {"queued": 7, "running": 1},
+            }
+        ]
+    }
+    api.on("GET", "/v1/models", httpx.Response(200, json=listing))
+    api.on("POST", "/v1/predictions/p1/cancel", httpx.Response(200, json=prediction("canceled")))
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "echo" in result.stdout and "7" in result.stdout
+    result = runner.invoke(app, ["cancel", "p1"])
+    assert result.exit_code == 0, result.output
+    assert "canceled" in result.stdout
+
+
+def test_url_option_global_and_per_command(api: Api) -> None:
+    """--url before the command applies to it; --url on the command wins."""
+    api.on("GET", "/v1/models", httpx.Response(200, json={"data": []}))
+    runner.invoke(app, ["--url", "http://global.test", "models"])
+    runner.invoke(app, ["--url", "http://global.test", "models", "--url", "http://mine.test"])
+    runner.invoke(app, ["models"])
+    assert api.urls == ["http://global.test", "http://mine.test", None]
+
+
+def test_serve_calls_the_server_lazily(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """serve/api/worker call freight.server's entry points and exit with their code."""
+    calls: list[tuple[str, Path, str | None, int | None]] = []
+    fake = types.ModuleType("freight.server")
+
+    def entry(name: str) -> Any:
+        def run(project_dir: Path, host: str | None, port: int | None) -> int:
+            calls.append((name, project_dir, host, port))
+            return 3 if name == "serve" else 0
+
+        return run
+
+    for name in ("serve", "serve_api", "serve_worker"):
+        setattr(fake, name, entry(name))
+    monkeypatch.setitem(sys.modules, "freight.server", fake)
+    result = runner.invoke(app, ["serve", str(tmp_path), "--port", "0"])
+    assert result.exit_code == 3
+    assert runner.invoke(app, ["worker"]).exit_code == 0
+    assert runner.invoke(app, ["api", "--host", "0.0.0.0"]).exit_code == 0
+    assert calls == [
+        ("serve", tmp_path, None, 0),
+        ("serve_worker", Path("."), None, None),
+        ("serve_api", Path("."), "0.0.0.0", None),
+    ]
