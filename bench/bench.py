@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+import freight
+
 ROOT = Path(__file__).resolve().parent.parent
 BLOB = "a" * 1000
 B1_N, B1_WARMUP, B1_CONCURRENCY = 2000, 50, 32
@@ -109,46 +111,35 @@ def _ts(iso: str) -> float:
 
 
 async def _b1_burst(url: str, n: int, id0: int) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=B1_CONCURRENCY, max_keepalive_connections=B1_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    """Submit ``n`` predictions with freight's AsyncClient, ``B1_CONCURRENCY`` in flight."""
+    async with freight.AsyncClient(url, timeout_s=60) as client:
         submitted: dict[str, float] = {}
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(n):
-            queue.put_nowait(i)
+        todo = iter(range(n))
 
         async def submitter() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
+            for i in todo:
                 t = time.time()
-                r = await client.post(
-                    "/v1/predictions",
-                    json={"target": "echo", "input": {"id": id0 + i, "blob": BLOB}},
-                )
-                r.raise_for_status()
-                submitted[r.json()["id"]] = t
+                handle = await client.predict("echo", {"id": id0 + i, "blob": BLOB})
+                submitted[handle.id] = t
 
         t_first = time.time()
         await asyncio.gather(*(submitter() for _ in range(B1_CONCURRENCY)))
         t_submitted = time.time()
-        done: dict[str, dict[str, Any]] = {}
+        done: dict[str, Any] = {}
         gate = asyncio.Semaphore(B1_CONCURRENCY)
 
         async def collect(prediction_id: str) -> None:
             async with gate:
-                while True:
-                    r = await client.get(f"/v1/predictions/{prediction_id}", params={"wait": 10})
-                    body = r.json()
-                    if body["status"] in ("succeeded", "failed", "canceled", "expired"):
-                        done[prediction_id] = body
-                        return
+                done[prediction_id] = await client.wait(prediction_id, timeout=120)
 
-        # completion times are the server's finished_at stamps: collecting them later
-        # does not change the figures
+        # completion times are the server's finished_at stamps: collecting them after
+        # the burst does not change the figures
         await asyncio.wait_for(asyncio.gather(*(collect(i) for i in submitted)), 300)
-        lat = [(_ts(b["finished_at"]) - submitted[i]) for i, b in done.items()]
-        queue_ms = [b["metrics"]["queue_ms"] for b in done.values()]
-        t_last = max(_ts(b["finished_at"]) for b in done.values())
-        ok = sum(1 for b in done.values() if b["status"] == "succeeded")
+        finished = {i: p.finished_at.timestamp() for i, p in done.items() if p.finished_at}
+        lat = [finished[i] - submitted[i] for i in done]
+        queue_ms = [p.metrics.queue_ms for p in done.values() if p.metrics.queue_ms is not None]
+        t_last = max(finished.values())
+        ok = sum(1 for p in done.values() if p.status == "succeeded")
         return {
             "n": n,
             "succeeded": ok,
@@ -165,7 +156,9 @@ async def _b1_burst(url: str, n: int, id0: int) -> dict[str, Any]:
 def b1(url: str, round_: int) -> dict[str, Any]:
     asyncio.run(_b1_burst(url, B1_WARMUP, 10**6))
     result = asyncio.run(_b1_burst(url, B1_N, 0))
-    return emit("B1", round=round_, client=f"httpx async, {B1_CONCURRENCY} in flight", **result)
+    return emit(
+        "B1", round=round_, client=f"freight.AsyncClient, {B1_CONCURRENCY} in flight", **result
+    )
 
 
 def _wrk(url: str, lua: Path, duration_s: int) -> dict[str, Any]:
@@ -225,7 +218,9 @@ def main() -> None:
     args = parser.parse_args()
     only = set(args.only.split(","))
     results: dict[str, list[dict[str, Any]]] = {"B1": [], "B3": []}
-    with tempfile.TemporaryDirectory(prefix="freight-bench-") as tmp:
+    # state under the repo, like `make run`: on this machine /tmp creates files ~10x slower
+    (ROOT / ".freight").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=ROOT / ".freight") as tmp:
         for round_ in range(1, args.rounds + 1):
             state = Path(tmp) / f"round{round_}"
             state.mkdir()

@@ -1,4 +1,4 @@
-"""The asyncio client: runs the shared flows over an ``httpx.AsyncClient``.
+"""The asyncio client: runs the shared flows over aiohttp (or an httpx transport in tests).
 
 The twin of ``_sync.py``; the protocol itself lives in ``_flows.py``. File
 uploads and downloads move their disk I/O to a thread chunk by chunk, so a
@@ -18,6 +18,7 @@ from typing import IO, Any, TypeVar
 import httpx
 
 from freight.client import _flows
+from freight.client._aiohttp import AiohttpTransport
 from freight.client._models import HandleBase, ModelInfo, Prediction
 from freight.client._protocol import (
     CHUNK_BYTES,
@@ -71,7 +72,8 @@ class AsyncPredictionHandle(HandleBase):
 class AsyncClient:
     """An asyncio freight client. ``url``: argument, else ``$FREIGHT_URL``, else localhost:8000.
 
-    ``transport`` replaces the network (an ``httpx.MockTransport`` in tests).
+    The network is aiohttp (see ``_aiohttp.py`` for why); ``transport`` replaces it
+    with an httpx transport (an ``httpx.MockTransport`` in tests).
     """
 
     def __init__(
@@ -83,9 +85,14 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = resolve_url(url)
-        self._http = httpx.AsyncClient(
-            base_url=self.url, timeout=timeout_s, headers=headers, transport=transport
-        )
+        self._http: httpx.AsyncClient | None = None
+        self._net: AiohttpTransport | None = None
+        if transport is not None:
+            self._http = httpx.AsyncClient(
+                base_url=self.url, timeout=timeout_s, headers=headers, transport=transport
+            )
+        else:
+            self._net = AiohttpTransport(self.url, timeout_s, dict(headers or {}))
 
     # -- predictions ----------------------------------------------------------------------
 
@@ -170,7 +177,10 @@ class AsyncClient:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._net is not None:
+            await self._net.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -210,6 +220,9 @@ class AsyncClient:
     async def _send(
         self, call: Call, content: bytes | AsyncIterator[bytes] | None
     ) -> httpx.Response:
+        if self._net is not None:
+            return await self._net.send(call, content)
+        assert self._http is not None
         request = self._http.build_request(**send_kwargs(call), content=content)
         response = await self._http.send(request, stream=True)
         try:

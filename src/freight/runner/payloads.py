@@ -2,9 +2,11 @@
 
 Inputs arrive by reference: small JSON inline in the frame, anything else as an
 object-store key. On the local backend a ``Path`` input *is* the stored file
-(no copy); on S3 it is streamed to a temporary file first. Outputs are written
-to the object store under the prediction's id; small JSON also travels back
-inline so the database row can carry it.
+(no copy); on S3 it is streamed to a temporary file first (removed after the
+batch). A ``File`` output is consumed: moved into place locally, uploaded from
+disk to S3 and then deleted. Outputs are written to the object store under the
+prediction's id; small JSON also travels back inline so the database row can
+carry it.
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ class PayloadIO:
         if path is not None:
             return path
         fd, name = tempfile.mkstemp(prefix="freight-in-")
+        self._temp.append(Path(name))  # before streaming: a failed download is cleaned too
         with os.fdopen(fd, "wb") as f:
-            async for chunk in self._storage.get_stream(key):
+            async for chunk in self._storage.get_stream(key):  # bounded chunks, never whole
                 f.write(chunk)
-        self._temp.append(Path(name))
         return Path(name)
 
     async def read_input(self, item: dict[str, Any]) -> Any:
@@ -75,9 +77,14 @@ class PayloadIO:
     async def write_output(self, prediction_id: str, output: Any) -> dict[str, Any]:
         key = output_key(prediction_id)
         if isinstance(output, File):
-            size = await self._storage.put_file(
-                key, Path(output.path), content_type=output.content_type
-            )
+            # A File output is handed over: the local backend moves it into place, S3
+            # uploads it from disk (multipart, in parts) and leaves it, so drop it here
+            # either way, or every large output would stay behind on the runner's disk.
+            source = Path(output.path)
+            try:
+                size = await self._storage.put_file(key, source, content_type=output.content_type)
+            finally:
+                source.unlink(missing_ok=True)
             return {"output_key": key, "content_type": output.content_type, "bytes": size}
         if isinstance(output, bytes | bytearray | memoryview):
             data = bytes(output)

@@ -1,9 +1,9 @@
-"""The embedded job store: one SQLite file, one writer thread, group commit.
+"""The embedded job store: one SQLite file, one writer connection, group commit.
 
 In the embedded shape this process is the only writer (``exclusive = True``):
-every write is a small function run by the writer thread inside the next group
-transaction (``_sqlite_threads.Writer``), reads go to read-only connections on
-their own threads. The functions below are synchronous on purpose: the stdlib
+every write is a small function run on the event loop's thread inside the next
+group transaction (``_sqlite_threads.LoopWriter``); point reads use a read-only
+connection on the same thread, scans a small pool of reader threads. The functions below are synchronous on purpose: the stdlib
 ``sqlite3`` driver called from one thread is ~5x faster than an async wrapper
 hopping threads per statement (LIBRARIES.md).
 """
@@ -19,7 +19,7 @@ from freight.errors import ConflictError, NotFoundError
 from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
 from freight.store import sql
 from freight.store._migrate import check_schema_version
-from freight.store._sqlite_threads import Readers, Writer
+from freight.store._sqlite_threads import LoopReader, LoopWriter, Readers
 from freight.store.rows import (
     check_idempotent,
     claim_order,
@@ -137,11 +137,13 @@ class SqliteStore:
 
     def __init__(self, path: str, *, readers: int = 2) -> None:
         self.path = path
-        self._writer = Writer(path)
+        self._writer = LoopWriter(path)
+        self._point = LoopReader(path)
         self._readers = Readers(path, readers)
 
     async def open(self) -> None:
         self._writer.start()
+        self._point.start()
         self._readers.start()
         try:
             version = await self._readers.run(_schema_version)
@@ -151,7 +153,8 @@ class SqliteStore:
             raise
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._writer.stop)
+        self._writer.stop()
+        self._point.stop()
         await asyncio.to_thread(self._readers.stop)
 
     async def ping(self) -> None:
@@ -161,7 +164,7 @@ class SqliteStore:
         return await self._writer.submit(lambda conn: _create(conn, prediction))
 
     async def get(self, prediction_id: str) -> Prediction | None:
-        return await self._readers.run(lambda conn: _get(conn, prediction_id))
+        return self._point.run(lambda conn: _get(conn, prediction_id))
 
     async def mark_input_ready(
         self,

@@ -1,0 +1,122 @@
+"""freight.api.render: the prediction object as every route returns it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from freight.api.render import iso, json_response, prediction_dict
+from freight.prediction import Prediction, Status
+
+T0 = 1_700_000_000.0
+
+
+def done(**fields: object) -> Prediction:
+    base: dict[str, object] = {
+        "id": "0193b7c2-0000-7000-8000-000000000001",
+        "target": "echo",
+        "status": Status.SUCCEEDED,
+        "created_at": T0,
+        "queued_at": T0 + 0.001,
+        "started_at": T0 + 0.011,
+        "finished_at": T0 + 0.051,
+        "attempts": 1,
+        "batch_size": 4,
+    }
+    base.update(fields)
+    return Prediction(**base)  # type: ignore[arg-type]
+
+
+def rendered(p: Prediction, **kwargs: str | None) -> dict[str, object]:
+    """Render, serialise with orjson and parse back: what a client receives."""
+    parsed: dict[str, object] = orjson.loads(orjson.dumps(prediction_dict(p, **kwargs)))
+    return parsed
+
+
+def test_timings_are_iso_stamps_and_millisecond_metrics() -> None:
+    """Stamps are ISO 8601 UTC; queue/run/total are milliseconds between them."""
+    body = rendered(done())
+    assert body["created_at"] == datetime.fromtimestamp(T0, UTC).isoformat()
+    assert body["metrics"] == {"queue_ms": 10.0, "run_ms": 40.0, "total_ms": 51.0, "batch_size": 4}
+    assert body["status"] == "succeeded"
+    assert iso(None) is None
+
+
+def test_unfinished_prediction_has_null_metrics() -> None:
+    """Before it starts, a prediction's timings are null."""
+    body = rendered(done(status=Status.QUEUED, started_at=None, finished_at=None, batch_size=None))
+    assert body["metrics"] == {
+        "queue_ms": None,
+        "run_ms": None,
+        "total_ms": None,
+        "batch_size": None,
+    }
+    assert body["started_at"] is None and body["finished_at"] is None
+
+
+def test_inline_json_fragments_round_trip() -> None:
+    """Stored JSON text for input, output and metadata is spliced in as values."""
+    body = rendered(
+        done(
+            input_json='{"x": [1, 2.5, "é"]}',
+            output_json='{"y":null}',
+            metadata='{"ref":"r1"}',
+        )
+    )
+    assert body["input"] == {"x": [1, 2.5, "é"]}
+    assert body["output"] == {"y": None}
+    assert body["metadata"] == {"ref": "r1"}
+
+
+def test_absent_payloads_are_null_and_metadata_empty() -> None:
+    """No inline input/output gives nulls; no metadata gives an empty object."""
+    body = rendered(done(output_key="k", output_bytes=10), output_url="http://x/o")
+    assert body["input"] is None and body["output"] is None
+    assert body["metadata"] == {}
+    assert body["output_url"] == "http://x/o" and body["upload_url"] is None
+    assert body["error"] is None
+
+
+def test_error_object_with_detail() -> None:
+    """A failure renders {code, message, detail} with the stored detail parsed."""
+    body = rendered(
+        done(
+            status=Status.FAILED,
+            error_code="model_error",
+            error_message="boom",
+            error_detail='{"type":"ValueError"}',
+        )
+    )
+    assert body["error"] == {
+        "code": "model_error",
+        "message": "boom",
+        "detail": {"type": "ValueError"},
+    }
+
+
+def test_error_without_detail_has_an_empty_detail() -> None:
+    """An error stored without detail renders detail as {}."""
+    body = rendered(done(status=Status.CANCELED, error_code="canceled", error_message="x"))
+    assert body["error"] == {"code": "canceled", "message": "x", "detail": {}}
+
+
+def test_urls_point_at_the_prediction_routes() -> None:
+    """urls holds the self, cancel, events and output paths of the prediction."""
+    p = done()
+    base = f"/v1/predictions/{p.id}"
+    assert rendered(p)["urls"] == {
+        "self": base,
+        "cancel": f"{base}/cancel",
+        "events": f"{base}/events",
+        "output": f"{base}/output",
+    }
+
+
+def test_json_response_serialises_with_orjson() -> None:
+    """json_response renders a body with status, media type and headers."""
+    response = json_response({"a": 1}, 202, {"X-Test": "1"})
+    assert response.status_code == 202
+    assert response.body == b'{"a":1}'
+    assert response.media_type == "application/json"
+    assert response.headers["x-test"] == "1"
