@@ -7,6 +7,7 @@ names it (:func:`load_settings` raises ConfigError).
 from __future__ import annotations
 
 import secrets
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # explicit arguments (CLI flags) > environment > freight.yaml (passed as init kwargs)
-        return (env_settings, init_settings)
+        # explicit arguments (CLI flags) > environment > freight.yaml > defaults
+        return (init_settings, env_settings, _YamlSource(settings_cls))
 
     @property
     def resolved_database_url(self) -> str:
@@ -84,6 +85,19 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_hex(32))
             path.chmod(0o600)
         return path.read_text().strip().encode()
+
+
+_yaml_values: ContextVar[dict[str, Any] | None] = ContextVar("freight_yaml_values", default=None)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """The settings read from ``freight.yaml`` by :func:`load_settings` (lowest precedence)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return (_yaml_values.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_yaml_values.get() or {})
 
 
 class ProjectFile(BaseModel):
@@ -112,15 +126,16 @@ _NON_SETTINGS = {"pipelines", "notifications", "sinks"}
 def load_settings(project_dir: Path | str = ".", **overrides: Any) -> Settings:
     """Build the settings for a project directory; raise ConfigError naming the bad field."""
     project_dir = Path(project_dir)
-    data = {k: v for k, v in _read_yaml(project_dir).items() if k not in _NON_SETTINGS}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    data.setdefault("project_dir", project_dir)
-    if "state_dir" not in data:
-        data["state_dir"] = Path(".freight")
+    from_yaml = {k: v for k, v in _read_yaml(project_dir).items() if k not in _NON_SETTINGS}
+    from_yaml.setdefault("project_dir", project_dir)
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    token = _yaml_values.set(from_yaml)
     try:
-        return Settings(**data)
+        return Settings(**explicit)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '?'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}", errors=exc.errors()) from exc
+    finally:
+        _yaml_values.reset(token)

@@ -68,11 +68,6 @@ def test_overrides_win_over_yaml_and_none_is_ignored(tmp_path: Path) -> None:
     assert (settings.host, settings.port) == ("0.0.0.0", 9300)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py settings_customise_sources returns (env, init): FREIGHT_PORT beats --port, "
-    "contrary to its own comment 'explicit arguments (CLI flags) > environment'",
-)
 def test_cli_flag_overrides_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An explicit override (``freight serve --port``) beats FREIGHT_PORT."""
     monkeypatch.setenv("FREIGHT_PORT", "9200")

@@ -71,7 +71,6 @@ def prediction_dict(
         "urls": {
             "self": base,
             "cancel": f"{base}/cancel",
-            "events": f"{base}/events",
             "output": f"{base}/output",
         },
     }

@@ -33,10 +33,21 @@ def read_sync(stream: BinaryIO) -> dict[str, Any] | None:
     if len(header) < _HEADER.size:
         raise ProtocolError("truncated frame header")
     (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {size} bytes is over the limit")
     body = stream.read(size)
     if len(body) < size:
         raise ProtocolError("truncated frame body")
-    message: dict[str, Any] = orjson.loads(body)
+    return _decode(body)
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError("frame is not a JSON object")
     return message
 
 
@@ -50,5 +61,4 @@ async def read_async(reader: asyncio.StreamReader) -> dict[str, Any]:
         body = await reader.readexactly(size)
     except (asyncio.IncompleteReadError, ConnectionError) as exc:
         raise ProtocolError("runner closed its pipe") from exc
-    message: dict[str, Any] = orjson.loads(body)
-    return message
+    return _decode(body)

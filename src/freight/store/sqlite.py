@@ -3,9 +3,10 @@
 In the embedded shape this process is the only writer (``exclusive = True``):
 every write is a small function run on the event loop's thread inside the next
 group transaction (``_sqlite_threads.LoopWriter``); point reads use a read-only
-connection on the same thread, scans a small pool of reader threads. The functions below are synchronous on purpose: the stdlib
-``sqlite3`` driver called from one thread is ~5x faster than an async wrapper
-hopping threads per statement (LIBRARIES.md).
+connection on the same thread, scans a small pool of reader threads. The
+functions below are synchronous on purpose: the stdlib ``sqlite3`` driver called
+from one thread is ~5x faster than an async wrapper hopping threads per
+statement (LIBRARIES.md).
 """
 
 from __future__ import annotations
