@@ -20,14 +20,21 @@ pytestmark = pytest.mark.slow
 def cluster(postgres_url: str, s3_url: str, tmp_path: Path) -> Iterator[tuple[Server, Path]]:
     """One API process and two worker processes serving Echo and Hold."""
     env = {
-        **os.environ, **FAST, "FREIGHT_DATABASE_URL": postgres_url,
-        "FREIGHT_STORAGE_URL": s3_url, "FREIGHT_STATE_DIR": str(tmp_path / "state"),
-        "FREIGHT_MODELS": '["models:Echo", "models:Hold"]', "FREIGHT_SECRET_KEY": "k" * 32,
+        **os.environ,
+        **FAST,
+        "FREIGHT_DATABASE_URL": postgres_url,
+        "FREIGHT_STORAGE_URL": s3_url,
+        "FREIGHT_STATE_DIR": str(tmp_path / "state"),
+        "FREIGHT_MODELS": '["models:Echo", "models:Hold"]',
+        "FREIGHT_SECRET_KEY": "k" * 32,
     }
     workers = [
         subprocess.Popen(
-            [*FREIGHT, "worker", str(PROJECT)], env=env, cwd=tmp_path,
-            stdout=(tmp_path / f"worker{i}.log").open("wb"), stderr=subprocess.STDOUT,
+            [*FREIGHT, "worker", str(PROJECT)],
+            env=env,
+            cwd=tmp_path,
+            stdout=(tmp_path / f"worker{i}.log").open("wb"),
+            stderr=subprocess.STDOUT,
         )
         for i in range(2)
     ]
@@ -35,8 +42,12 @@ def cluster(postgres_url: str, s3_url: str, tmp_path: Path) -> Iterator[tuple[Se
     api.port = free_port()
     api.log_path = tmp_path / "api.log"
     api.proc = subprocess.Popen(
-        [*FREIGHT, "api", str(PROJECT), "--port", str(api.port)], env=env, cwd=tmp_path,
-        stdout=api.log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        [*FREIGHT, "api", str(PROJECT), "--port", str(api.port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=api.log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_until(api._ready, timeout_s=60)

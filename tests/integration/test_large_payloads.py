@@ -152,9 +152,10 @@ def test_large_payload_streams_through_every_freight_process(
     """Upload, pass-through and download of a large payload: same bytes out, no
     freight process's peak RSS reaches the limit (none holds the payload), and no
     temporary copy is left on the runner's disk."""
-    scratch = tmp_path / "scratch"  # the runners' temp files: inputs from S3, model outputs
-    scratch.mkdir()
-    server = make_server(models=["Passthrough"], TMPDIR=str(scratch))
+    server = make_server(models=["Passthrough"])
+    # the runners' temp files (inputs from S3, model outputs) go to <state_dir>/tmp
+    scratch = Path(server.env["FREIGHT_STATE_DIR"]) / "tmp"
+    assert scratch.is_dir()
     source = tmp_path / "payload.bin"
     expected = write_payload(source, PAYLOAD_BYTES)
     assert server.proc is not None

@@ -102,13 +102,12 @@ def test_error_without_detail_has_an_empty_detail() -> None:
 
 
 def test_urls_point_at_the_prediction_routes() -> None:
-    """urls holds the self, cancel, events and output paths of the prediction."""
+    """urls holds the self, cancel and output paths of the prediction."""
     p = done()
     base = f"/v1/predictions/{p.id}"
     assert rendered(p)["urls"] == {
         "self": base,
         "cancel": f"{base}/cancel",
-        "events": f"{base}/events",
         "output": f"{base}/output",
     }
 

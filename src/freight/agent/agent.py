@@ -49,6 +49,10 @@ class Agent:
         self._stopping = False
         self._persist = Persist(store, hub.publish, lambda: self._stopping)
         self._tasks: list[asyncio.Task[None]] = []
+        # runners' temporary files (S3 inputs, File outputs) live beside the state, on
+        # disk rather than a tmpfs, and on the local store's filesystem: moved, not copied
+        scratch = (settings.state_dir / "tmp").resolve()
+        scratch.mkdir(parents=True, exist_ok=True)
         self.workers = {
             name: ModelWorker(
                 spec,
@@ -57,6 +61,7 @@ class Agent:
                     Path(settings.project_dir).resolve(),
                     storage_url,
                     settings.inline_output_max_bytes,
+                    env={"TMPDIR": str(scratch)},
                 ),
                 store=store,
                 signal=signal,

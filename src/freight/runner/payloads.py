@@ -25,11 +25,11 @@ JSON_TYPES = ("application/json", "application/jsonl", "text/json")
 
 
 def output_key(prediction_id: str) -> str:
-    return f"predictions/{prediction_id}/output"
+    return f"outputs/{prediction_id}"
 
 
 def input_key(prediction_id: str) -> str:
-    return f"predictions/{prediction_id}/input"
+    return f"inputs/{prediction_id}"
 
 
 def is_json_type(content_type: str | None) -> bool:

@@ -3,7 +3,7 @@
 Implementations: :class:`freight.storage.local.LocalStorage` (a directory; its
 presigned URLs are HMAC-signed, expiring routes of freight's own API) and
 :class:`freight.storage.s3.S3Storage` (any S3-compatible store through obstore).
-Keys are relative, ``/``-separated (e.g. ``predictions/<id>/input``).
+Keys are relative, ``/``-separated (e.g. ``inputs/<id>``, ``outputs/<id>``).
 """
 
 from __future__ import annotations

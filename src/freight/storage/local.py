@@ -30,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import os
 import re
 import shutil
 import stat
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -59,6 +59,7 @@ SYNC_IO_MAX_BYTES = 64 * 1024
 
 _FLUSH_BYTES = 1 << 20  # put_stream buffers this much before a (threaded) write
 _TMP_SUFFIX = ".freight-tmp"
+_TMP_COUNTER = itertools.count()
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]{1,255}")
 _MAX_KEY_CHARS = 1024  # S3's limit, so both backends accept the same keys
 
@@ -111,7 +112,8 @@ class LocalStorage:
 
     def _open_temp(self, dest: Path) -> tuple[Path, BinaryIO]:
         """Create a temporary file next to ``dest`` (same filesystem: replace is atomic)."""
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+        # unique per process (pid) and per write (counter): cheaper than a uuid4's urandom
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{next(_TMP_COUNTER)}{_TMP_SUFFIX}")
         for _ in range(3):  # a concurrent delete may prune the directory in between
             try:
                 return tmp, open(tmp, "xb")
