@@ -106,6 +106,35 @@ class ServerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int, *, children_only: bool = False) -> float:
+    """CPU seconds of ``root`` and its live descendants (the server and its runners)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                raw = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = raw[raw.rindex(")") + 2 :].split()
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+    total = 0.0
+    for pid, (ppid, cpu) in stats.items():
+        p, hops = pid, 0
+        while p != root and p in stats and hops < 32:
+            p, hops = stats[p][0], hops + 1
+        if p == root and not (children_only and pid == root):
+            total += cpu
+    return total
+
+
+def self_cpu_s() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
 def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
@@ -153,9 +182,20 @@ async def _b1_burst(url: str, n: int, id0: int) -> dict[str, Any]:
         }
 
 
-def b1(url: str, round_: int) -> dict[str, Any]:
+def b1(url: str, round_: int, server_pid: int) -> dict[str, Any]:
     asyncio.run(_b1_burst(url, B1_WARMUP, 10**6))
+    server0, client0, wall0 = tree_cpu_s(server_pid), self_cpu_s(), time.monotonic()
+    runners0 = tree_cpu_s(server_pid, children_only=True)
     result = asyncio.run(_b1_burst(url, B1_N, 0))
+    wall = time.monotonic() - wall0
+    server_cpu, client_cpu = tree_cpu_s(server_pid) - server0, self_cpu_s() - client0
+    runners_cpu = tree_cpu_s(server_pid, children_only=True) - runners0
+    result.update(
+        server_cpu_ms_per_prediction=server_cpu * 1000 / B1_N,
+        runners_cpu_ms_per_prediction=runners_cpu * 1000 / B1_N,
+        client_cpu_ms_per_prediction=client_cpu * 1000 / B1_N,
+        server_cores_busy=server_cpu / wall, client_cores_busy=client_cpu / wall,
+    )
     return emit(
         "B1", round=round_, client=f"freight.AsyncClient, {B1_CONCURRENCY} in flight", **result
     )
@@ -227,7 +267,7 @@ def main() -> None:
             server = ServerProcess(state)
             try:
                 if "B1" in only:
-                    results["B1"].append(b1(server.url, round_))
+                    results["B1"].append(b1(server.url, round_, server.proc.pid))
                 if "B3" in only and (r := b3(server.url, round_, state)):
                     results["B3"].append(r)
             finally:

@@ -64,6 +64,7 @@ async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
             settings,
             parts.specs,
             store,
+            storage,
             signal=signal_,
             hub=hub,
             storage_url=settings.resolved_storage_url,

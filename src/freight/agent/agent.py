@@ -23,6 +23,7 @@ from freight.config import Settings
 from freight.errors import StoreUnavailableError
 from freight.events import CompletionHub, WorkSignal
 from freight.registry import ModelSpec
+from freight.storage.base import Storage
 from freight.store.base import Store
 
 log = logging.getLogger("freight.agent")
@@ -36,6 +37,7 @@ class Agent:
         settings: Settings,
         specs: dict[str, ModelSpec],
         store: Store,
+        storage: Storage,
         *,
         signal: WorkSignal,
         hub: CompletionHub,
@@ -64,6 +66,7 @@ class Agent:
                     env={"TMPDIR": str(scratch)},
                 ),
                 store=store,
+                storage=storage,
                 signal=signal,
                 worker_id=self.worker_id,
                 lease_s=settings.lease_s,

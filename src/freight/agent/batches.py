@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
 
 from freight.prediction import Completion, ErrorCode, Prediction, Status
+from freight.runner.payloads import output_key
 
 
 def item_message(row: Prediction) -> dict[str, Any]:
@@ -18,6 +20,24 @@ def item_message(row: Prediction) -> dict[str, Any]:
         "content_type": row.input_content_type,
         "size": row.input_bytes,
     }
+
+
+def handback_objects(result: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """Small outputs the runner handed back instead of storing them: ``(key, data)``
+    for each, and the result's items updated to point at those keys."""
+    objects: list[tuple[str, bytes]] = []
+    for item in result.get("items", []):
+        if not item.get("ok") or item.get("output_key"):
+            continue
+        if item.get("output_b64") is not None:
+            data = base64.b64decode(item.pop("output_b64"))
+        elif item.get("output_json") is not None:
+            data = item["output_json"].encode()
+        else:
+            continue
+        item["output_key"] = output_key(item["id"])
+        objects.append((item["output_key"], data))
+    return objects
 
 
 def completions_from_result(

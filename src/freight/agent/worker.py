@@ -20,6 +20,7 @@ from freight.errors import StoreUnavailableError
 from freight.events import WorkSignal
 from freight.prediction import Completion, ErrorCode, Prediction, Release
 from freight.registry import ModelSpec
+from freight.storage.base import Storage
 from freight.store.base import Store
 
 log = logging.getLogger("freight.agent")
@@ -47,6 +48,7 @@ class ModelWorker:
         command: RunnerCommand,
         *,
         store: Store,
+        storage: Storage,
         signal: WorkSignal,
         worker_id: str,
         lease_s: float,
@@ -57,6 +59,7 @@ class ModelWorker:
         self.spec = spec
         self._command = command
         self._store = store
+        self._storage = storage
         self._signal = signal
         self._worker_id = worker_id
         self._lease_s = lease_s
@@ -189,6 +192,7 @@ class ModelWorker:
             await slot.replica.kill()
             await self._after_crash(slot, rows, exc)
         else:
+            await self._storage.put_many(batches.handback_objects(result))
             await self._persist.complete(
                 batches.completions_from_result(rows, result, self._worker_id, time.time())
             )

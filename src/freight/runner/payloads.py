@@ -11,6 +11,7 @@ carry it.
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +23,10 @@ from freight.model import File, InputKind, Payload
 from freight.storage.base import Storage
 
 JSON_TYPES = ("application/json", "application/jsonl", "text/json")
+
+#: outputs up to this size go back to the agent in the result frame, and the agent
+#: stores those of a whole batch at once (one transaction on the local backend)
+HANDBACK_MAX_BYTES = 64 * 1024
 
 
 def output_key(prediction_id: str) -> str:
@@ -88,21 +93,26 @@ class PayloadIO:
             return {"output_key": key, "content_type": output.content_type, "bytes": size}
         if isinstance(output, bytes | bytearray | memoryview):
             data = bytes(output)
-            await self._storage.put(key, data, content_type="application/octet-stream")
-            return {
-                "output_key": key,
-                "content_type": "application/octet-stream",
-                "bytes": len(data),
-            }
+            content_type = "application/octet-stream"
+            if len(data) <= HANDBACK_MAX_BYTES:
+                return {
+                    "output_b64": base64.b64encode(data).decode(),
+                    "content_type": content_type,
+                    "bytes": len(data),
+                }
+            await self._storage.put(key, data, content_type=content_type)
+            return {"output_key": key, "content_type": content_type, "bytes": len(data)}
         data = orjson.dumps(output, option=orjson.OPT_SERIALIZE_NUMPY)
-        await self._storage.put(key, data, content_type="application/json")
         inline = data.decode() if len(data) <= self._inline_max else None
-        return {
-            "output_key": key,
+        result: dict[str, Any] = {
             "content_type": "application/json",
             "bytes": len(data),
             "output_json": inline,
         }
+        if inline is None or len(data) > HANDBACK_MAX_BYTES:
+            await self._storage.put(key, data, content_type="application/json")
+            result["output_key"] = key
+        return result
 
     def cleanup(self) -> None:
         """Remove temporary input files of the last batch."""

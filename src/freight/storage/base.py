@@ -25,6 +25,10 @@ class Storage(Protocol):
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> int:
         """Write a whole (small) object; returns its size."""
 
+    async def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Write several small objects at once (one transaction / concurrent requests):
+        how an agent stores the small outputs of a whole batch."""
+
     async def put_stream(
         self,
         key: str,

@@ -23,6 +23,7 @@ optional ``access_key_id``/``secret_access_key``/``session_token`` (else the usu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from datetime import timedelta
@@ -119,6 +120,16 @@ class S3Storage:
         with _mapped(key):
             await obstore.put_async(self._store, key, data, attributes=_attributes(content_type))
         return len(data)
+
+    async def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Write several small objects concurrently (a few in flight at a time)."""
+        gate = asyncio.Semaphore(16)
+
+        async def one(key: str, data: bytes) -> None:
+            async with gate:
+                await self.put(key, data)
+
+        await asyncio.gather(*(one(key, data) for key, data in items))
 
     async def put_stream(
         self,
