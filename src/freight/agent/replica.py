@@ -65,6 +65,7 @@ class Replica:
         self._proc: asyncio.subprocess.Process | None = None
         self._log_task: asyncio.Task[None] | None = None
         self.load_ms: float | None = None
+        self.ready = False  # the model is loaded and the runner takes batches
 
     @property
     def pid(self) -> int | None:
@@ -73,6 +74,11 @@ class Replica:
     @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def serving(self) -> bool:
+        """Loaded and still running: what readiness and replica counts mean."""
+        return self.ready and self.alive
 
     async def start(self) -> None:
         """Spawn the runner and wait until its model is loaded."""
@@ -94,6 +100,7 @@ class Replica:
             await self.kill()
             raise ReplicaError(f"unexpected first message {message.get('type')!r}")
         self.load_ms = message.get("load_ms")
+        self.ready = True
         log.info("replica %s ready (pid %s, load %.0f ms)", self.name, self.pid, self.load_ms or 0)
 
     async def _read(self) -> dict[str, Any]:

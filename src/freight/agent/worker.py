@@ -94,7 +94,7 @@ class ModelWorker:
 
     @property
     def ready_replicas(self) -> int:
-        return sum(1 for s in self.slots if s.replica is not None and s.replica.alive)
+        return sum(1 for s in self.slots if s.replica is not None and s.replica.serving)
 
     def running_ids(self) -> list[str]:
         return [row.id for slot in self.slots for row in slot.running]
