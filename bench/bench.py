@@ -121,7 +121,7 @@ def tree_cpu_s(root: int, *, children_only: bool = False) -> float:
             fields = raw[raw.rindex(")") + 2 :].split()
             stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
     total = 0.0
-    for pid, (ppid, cpu) in stats.items():
+    for pid, (_ppid, cpu) in stats.items():
         p, hops = pid, 0
         while p != root and p in stats and hops < 32:
             p, hops = stats[p][0], hops + 1
