@@ -194,7 +194,8 @@ def b1(url: str, round_: int, server_pid: int) -> dict[str, Any]:
         server_cpu_ms_per_prediction=server_cpu * 1000 / B1_N,
         runners_cpu_ms_per_prediction=runners_cpu * 1000 / B1_N,
         client_cpu_ms_per_prediction=client_cpu * 1000 / B1_N,
-        server_cores_busy=server_cpu / wall, client_cores_busy=client_cpu / wall,
+        server_cores_busy=server_cpu / wall,
+        client_cores_busy=client_cpu / wall,
     )
     return emit(
         "B1", round=round_, client=f"freight.AsyncClient, {B1_CONCURRENCY} in flight", **result

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     upload_url_expires_s: int = Field(3600, ge=1)
     download_url_expires_s: int = Field(3600, ge=1)
     default_ttl_s: float | None = Field(None, gt=0)  # queued longer than this -> expired
+    # finished predictions (rows and their stored input/output) are deleted this long
+    # after they finished; 0 or None keeps them forever
+    retention_s: float | None = Field(7 * 24 * 3600.0, ge=0)
+    retention_interval_s: float = Field(60.0, gt=0)  # how often the agents purge
+    retention_batch: int = Field(500, ge=1)  # rows deleted per transaction
     log_level: str = "info"
 
     @classmethod

@@ -18,12 +18,18 @@ from typing import Any
 import orjson
 
 from freight.config import Settings
-from freight.errors import ConflictError, InvalidRequestError, NotFoundError, QueueFullError
+from freight.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    QueueFullError,
+)
 from freight.events import CompletionHub, WorkSignal
 from freight.ids import new_id
 from freight.prediction import Prediction, Status
 from freight.registry import ModelSpec
-from freight.runner.payloads import input_key, is_json_type
+from freight.runner.payloads import input_key
 from freight.storage.base import Storage
 from freight.store.base import Store
 
@@ -123,7 +129,12 @@ class PredictionService:
         if new_input.has_json:
             data = orjson.dumps(new_input.json)
             if len(data) > self.settings.max_payload_bytes:
-                raise_too_large(len(data), self.settings.max_payload_bytes)
+                raise PayloadTooLargeError(
+                    f"the input is {len(data)} bytes, over the limit of "
+                    f"{self.settings.max_payload_bytes}",
+                    size=len(data),
+                    limit=self.settings.max_payload_bytes,
+                )
             await self.storage.put(key, data, content_type=JSON)
             if len(data) <= self.settings.inline_input_max_bytes:
                 row.input_json = data.decode()
@@ -140,7 +151,7 @@ class PredictionService:
             row.input_key, row.input_content_type, row.input_bytes = key, content_type, size
             return key
         if new_input.uri is not None:
-            info = await self.storage.stat(_key_of_uri(new_input.uri))
+            info = await self.storage.stat(self._key_of_uri(new_input.uri))
             if info is None:
                 raise NotFoundError(f"no object at {new_input.uri}", code="input_not_found")
             row.input_key, row.input_bytes = info.key, info.size
@@ -149,6 +160,19 @@ class PredictionService:
         row.status, row.queued_at = Status.AWAITING_INPUT, None
         row.upload_expires_at = row.created_at + self.settings.upload_url_expires_s
         return None
+
+    def _key_of_uri(self, uri: str) -> str:
+        """``freight://<key>``, or a URI of the configured store (``s3://bucket/key``,
+        ``file:///root/key``): inputs are read where they are, not copied."""
+        prefix = "freight://"
+        key = uri[len(prefix) :] if uri.startswith(prefix) else self.storage.key_for_uri(uri)
+        if not key:
+            raise InvalidRequestError(
+                f"input_uri {uri!r} is not in freight's object store: give freight://<key> "
+                "or a URI of the configured store",
+                code="unsupported_input_uri",
+            )
+        return key
 
     async def upload(
         self,
@@ -249,27 +273,6 @@ class PredictionService:
         )
 
 
-def raise_too_large(size: int, limit: int) -> None:
-    from freight.errors import PayloadTooLargeError
-
-    raise PayloadTooLargeError(
-        f"the payload is {size} bytes, over the limit of {limit}",
-        size=size,
-        limit=limit,
-    )
-
-
-def _key_of_uri(uri: str) -> str:
-    """``freight://<key>`` names an object already in freight's store."""
-    prefix = "freight://"
-    if not uri.startswith(prefix) or len(uri) == len(prefix):
-        raise InvalidRequestError(
-            f"input_uri must be freight://<key> of an object in freight's store, not {uri!r}",
-            code="unsupported_input_uri",
-        )
-    return uri[len(prefix) :]
-
-
 class _BacklogGauge:
     """Queued counts per target, refreshed from the store at most every ``refresh_s``
     and bumped locally in between: a bound, not an exact count."""
@@ -300,4 +303,4 @@ class _BacklogGauge:
             )
 
 
-__all__ = ["CreateOptions", "NewInput", "PredictionService", "is_json_type", "request_hash"]
+__all__ = ["CreateOptions", "NewInput", "PredictionService", "request_hash"]

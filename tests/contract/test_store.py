@@ -374,6 +374,60 @@ async def test_stats_counts_live_rows_per_target(store: Store) -> None:
     }
 
 
+def finished(status: Status, at: float, **fields: Any) -> Prediction:
+    """A terminal prediction as it would be once it finished at ``at``."""
+    return make(status=status, finished_at=at, **fields)
+
+
+async def test_purge_deletes_old_terminal_rows_oldest_first(store: Store) -> None:
+    """purge deletes terminal rows finished before the cut-off, oldest first, and
+    returns the whole rows; recent and live rows stay."""
+    old = await add(
+        store,
+        finished(Status.SUCCEEDED, T0 + 3, input_key="inputs/a", output_key="outputs/a"),
+        finished(Status.FAILED, T0 + 1, error_code="model_error"),
+        finished(Status.CANCELED, T0 + 2),
+        finished(Status.EXPIRED, T0 + 4),
+    )
+    recent = await add(store, finished(Status.SUCCEEDED, T0 + 100))
+    # live rows are never purged, whatever their finished_at says
+    live = await add(
+        store,
+        make(finished_at=T0),
+        make(status=Status.RUNNING, finished_at=T0),
+        make(status=Status.AWAITING_INPUT, finished_at=T0),
+    )
+    purged = await store.purge(before=T0 + 50, limit=100)
+    assert purged == sorted(old, key=lambda p: p.finished_at or 0.0)
+    for p in old:
+        assert await store.get(p.id) is None
+    for p in recent + live:
+        assert await store.get(p.id) == p
+    assert await store.purge(before=T0 + 50, limit=100) == []
+
+
+async def test_purge_respects_limit(store: Store) -> None:
+    """purge deletes at most ``limit`` rows per call, the oldest; later calls take the rest."""
+    rows = await add(store, *(finished(Status.SUCCEEDED, T0 + i) for i in (5, 3, 1, 4, 2)))
+    by_age = sorted(rows, key=lambda p: p.finished_at or 0.0)
+    assert await store.purge(before=T0 + 10, limit=2) == by_age[:2]
+    assert await store.purge(before=T0 + 10, limit=2) == by_age[2:4]
+    assert await store.purge(before=T0 + 10, limit=2) == by_age[4:]
+    assert await store.purge(before=T0 + 10, limit=2) == []
+
+
+async def test_purge_takes_rows_finished_by_complete(store: Store) -> None:
+    """A prediction completed through the store is purged once its finished_at is old."""
+    await add(store, make())
+    c = await claim_one(store)
+    await store.complete([done(c)])
+    assert await store.purge(before=T0 + 2, limit=10) == []  # finished_at == T0 + 2
+    purged = await store.purge(before=T0 + 3, limit=10)
+    assert [(p.id, p.status, p.output_json) for p in purged] == [
+        (c.id, Status.SUCCEEDED, '{"y": 1}')
+    ]
+
+
 async def test_ping_answers(store: Store) -> None:
     """ping returns quietly while the database answers."""
     await store.ping()
@@ -408,6 +462,28 @@ async def test_two_postgres_stores_partition_the_backlog(postgres_url: str) -> N
             return got
 
         results = await asyncio.gather(*(drain(s, f"w{i}") for i, s in enumerate(stores)))
+        ids = [i for r in results for i in r]
+        assert len(ids) == len(set(ids)) == 200
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_two_postgres_stores_purge_disjoint_rows(postgres_url: str) -> None:
+    """Two PostgresStore instances purging concurrently never return the same row."""
+    stores = [open_store(postgres_url) for _ in range(2)]
+    for s in stores:
+        await s.open()
+    try:
+        await add(stores[0], *(finished(Status.SUCCEEDED, T0 + i) for i in range(200)))
+
+        async def purge_all(s: Store) -> list[str]:
+            got: list[str] = []
+            while batch := await s.purge(before=T0 + 1000, limit=3):
+                got += [p.id for p in batch]
+            return got
+
+        results = await asyncio.gather(*(purge_all(s) for s in stores))
         ids = [i for r in results for i in r]
         assert len(ids) == len(set(ids)) == 200
     finally:

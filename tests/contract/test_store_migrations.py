@@ -36,7 +36,7 @@ def test_migrations_match_schema(store_url: str) -> None:
 
 
 def test_partial_indexes_have_literal_predicates(store_url: str) -> None:
-    """The claim and reaper indexes are partial on literal statuses, on both databases."""
+    """The claim, reaper and purge indexes are partial on literal statuses, on both databases."""
     engine = _engine(store_url)
     try:
         with engine.connect() as conn:
@@ -52,6 +52,10 @@ def test_partial_indexes_have_literal_predicates(store_url: str) -> None:
     assert "status = 'running'" in defs["ix_predictions_lease"]
     assert "status = 'awaiting_input'" in defs["ix_predictions_upload"]
     assert "UNIQUE" in defs["ux_predictions_idempotency_key"].upper()
+    finished = defs["ix_predictions_finished"]
+    assert "finished_at" in finished
+    assert all(f"'{s}'" in finished for s in ("succeeded", "failed", "canceled", "expired"))
+    assert "'queued'" not in finished and "'running'" not in finished
 
 
 def test_migrate_is_idempotent(store_url: str) -> None:

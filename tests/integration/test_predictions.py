@@ -366,3 +366,33 @@ def test_models_health_and_docs(server: Server) -> None:
         assert client.get("/docs").status_code == 200
         paths = client.get("/openapi.json").json()["paths"]
         assert "/v1/predictions" in paths and "/v1/models/{name}/predict" in paths
+
+
+def test_input_by_uri_reads_a_stored_object(server: Server) -> None:
+    """input_uri names an object of freight's store (freight://key, or the store's own
+    s3:// / file:// URI) and the prediction reads it in place."""
+    with server.client() as client:
+        first = create(client, "reverse")
+        put = httpx.put(
+            first["upload_url"],
+            content=b"hello",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert put.status_code == 200
+        key = f"inputs/{first['id']}"
+        storage_url = server.env.get("FREIGHT_STORAGE_URL")
+        if storage_url:  # s3://bucket?endpoint=... -> s3://bucket/key
+            native = storage_url.split("?")[0].rstrip("/") + "/" + key
+        else:
+            native = (Path(server.env["FREIGHT_STATE_DIR"]) / "objects" / key).resolve().as_uri()
+        for uri in (f"freight://{key}", native):
+            created = create(
+                client, "reverse", input_uri=uri, input_content_type="application/octet-stream"
+            )
+            done = wait_done(client, created["id"])
+            assert done["status"] == "succeeded", done
+            assert client.get(f"/v1/predictions/{created['id']}/output").content == b"olleh"
+        elsewhere = client.post(
+            "/v1/predictions", json={"target": "reverse", "input_uri": "s3://some-other-bucket/x"}
+        )
+        assert elsewhere.status_code == 400 and error_code(elsewhere) == "unsupported_input_uri"

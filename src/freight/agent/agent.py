@@ -1,9 +1,11 @@
 """The agent of one worker node: model workers plus the periodic duties.
 
 Duties besides claiming: renew the leases of what this node runs (heartbeat),
-enforce leases and TTLs for everyone (reap), and interrupt predictions that
-were canceled or lost. In the embedded shape the SQLite store is exclusive, so
-at start-up every ``running`` row is an orphan of a crash and is requeued.
+enforce leases and TTLs for everyone (reap), interrupt predictions that were
+canceled or lost, and delete finished predictions past their retention (purge:
+rows first, then their objects). In the embedded shape the SQLite store is
+exclusive, so at start-up every ``running`` row is an orphan of a crash and is
+requeued.
 """
 
 from __future__ import annotations
@@ -22,13 +24,20 @@ from freight.agent.worker import ModelWorker, Persist
 from freight.config import Settings
 from freight.errors import StoreUnavailableError
 from freight.events import CompletionHub, WorkSignal
+from freight.prediction import Prediction
 from freight.registry import ModelSpec
+from freight.runner.payloads import input_key, output_key
 from freight.storage.base import Storage
 from freight.store.base import Store
 
 log = logging.getLogger("freight.agent")
 
 Duty = Callable[[], Awaitable[None]]
+
+#: one purge run stops after this long even with more rows due (the next run goes on)
+PURGE_BUDGET_S = 10.0
+#: object deletions in flight at once during a purge
+PURGE_DELETE_CONCURRENCY = 16
 
 
 class Agent:
@@ -45,6 +54,7 @@ class Agent:
     ) -> None:
         self._settings = settings
         self._store = store
+        self._storage = storage
         self._signal = signal
         self._hub = hub
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -92,6 +102,13 @@ class Agent:
                 self._every(self._settings.reap_interval_s, self._reap), name="agent:reap"
             ),
         ]
+        if self._settings.retention_s:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self._settings.retention_interval_s, self._purge),
+                    name="agent:purge",
+                )
+            )
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop claiming, let running work finish within the grace, requeue the rest."""
@@ -140,3 +157,41 @@ class Agent:
         finished = result.failed + result.expired
         if finished:
             self._hub.publish(finished)
+
+    async def _purge(self) -> None:
+        """Delete predictions finished more than ``retention_s`` ago, batch by batch,
+        then their objects. Rows go first: a leftover object is harmless, a row
+        pointing at a deleted object is not."""
+        retention_s = self._settings.retention_s
+        if not retention_s:
+            return
+        batch = self._settings.retention_batch
+        deadline = time.monotonic() + PURGE_BUDGET_S
+        total = 0
+        while not self._stopping:
+            rows = await self._store.purge(before=time.time() - retention_s, limit=batch)
+            total += len(rows)
+            await self._delete_objects(rows)
+            if len(rows) < batch or time.monotonic() >= deadline:
+                break
+        if total:
+            log.info("retention: deleted %d predictions finished over %ss ago", total, retention_s)
+
+    async def _delete_objects(self, rows: list[Prediction]) -> None:
+        keys: list[str] = []
+        for row in rows:
+            # an input named by input_uri is the caller's object: only ours is deleted
+            if row.input_key is not None and row.input_key == input_key(row.id):
+                keys.append(row.input_key)
+            if row.output_key is not None and row.output_key == output_key(row.id):
+                keys.append(row.output_key)
+        limit = asyncio.Semaphore(PURGE_DELETE_CONCURRENCY)
+
+        async def delete(key: str) -> None:
+            async with limit:
+                try:
+                    await self._storage.delete(key)
+                except Exception as exc:  # a leftover object is harmless
+                    log.warning("retention: could not delete object %s: %s", key, exc)
+
+        await asyncio.gather(*(delete(k) for k in keys))

@@ -59,5 +59,9 @@ class Storage(Protocol):
         """A URL anyone can GET until it expires (absolute for S3; for local storage
         a path of freight's API: the API prefixes its own base URL)."""
 
+    def key_for_uri(self, uri: str) -> str | None:
+        """The key of an object named by a URI of this store (``s3://bucket/…`` for S3,
+        ``file:///…`` under the root for a directory); None when the URI is elsewhere."""
+
     def local_path(self, key: str) -> Path | None:
         """The object's file when the backend is a local directory, else None."""

@@ -37,6 +37,7 @@ import stat
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
 
 from freight.errors import (
     ConfigError,
@@ -107,6 +108,17 @@ class LocalStorage:
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
+
+    def key_for_uri(self, uri: str) -> str | None:
+        """``file:///<root>/<key>`` -> ``<key>``; None for files outside the root."""
+        parts = urlsplit(uri)
+        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+            return None
+        try:
+            relative = Path(unquote(parts.path)).resolve().relative_to(self.root)
+        except ValueError:
+            return None
+        return validate_key(relative.as_posix())
 
     def local_path(self, key: str) -> Path | None:
         """The object's file; None when it is a small object (a row) or missing."""

@@ -74,9 +74,30 @@ def _attributes(content_type: str | None) -> Attributes | None:
 class S3Storage:
     """A bucket (optionally a prefix in it) of an S3-compatible store."""
 
-    def __init__(self, store: S3Store, *, description: str = "s3") -> None:
+    def __init__(
+        self,
+        store: S3Store,
+        *,
+        description: str = "s3",
+        bucket: str = "",
+        prefix: str = "",
+    ) -> None:
         self._store = store
         self._description = description
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+
+    def key_for_uri(self, uri: str) -> str | None:
+        """``s3://<this bucket>/<prefix>/<key>`` -> ``<key>``; None for other buckets."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or parts.netloc != self._bucket:
+            return None
+        path = parts.path.lstrip("/")
+        if self._prefix:
+            if not path.startswith(self._prefix + "/"):
+                return None
+            path = path[len(self._prefix) + 1 :]
+        return validate_key(path)
 
     def __repr__(self) -> str:
         return f"S3Storage({self._description!r})"
@@ -111,7 +132,7 @@ class S3Storage:
         description = f"s3://{parts.netloc}/{prefix or ''}"
         if endpoint:
             description += f" at {endpoint}"
-        return cls(store, description=description)
+        return cls(store, description=description, bucket=parts.netloc, prefix=prefix or "")
 
     # -- writes --------------------------------------------------------------
 

@@ -94,6 +94,11 @@ class Store(Protocol):
         """Exclusive stores only: requeue every ``running`` row (without counting
         the attempt against the prediction when its lease had not expired yet)."""
 
+    async def purge(self, *, before: float, limit: int) -> list[Prediction]:
+        """Retention: delete up to ``limit`` terminal predictions whose ``finished_at``
+        is before ``before``, oldest first, and return the deleted rows (their object
+        keys are the caller's to delete). Concurrent purgers skip each other's rows."""
+
     async def stats(self) -> dict[str, TargetStats]:
         """Queued / running / awaiting_input counts per target."""
 

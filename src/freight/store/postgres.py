@@ -57,6 +57,7 @@ _R = {
         "REAP_LEASE_REQUEUE",
         "RECOVER_ORPHANS",
         "STATS",
+        "PURGE",
     )
 }
 
@@ -254,6 +255,13 @@ class PostgresStore:
         :attr:`exclusive`."""
         async with self._connection() as conn:
             return await _ids(conn, _R["RECOVER_ORPHANS"], {"now": now})
+
+    async def purge(self, *, before: float, limit: int) -> list[Prediction]:
+        params = {"before": before, "limit": limit}
+        async with self._connection() as conn:
+            rows = await _rows(conn, _R["PURGE"], params)
+        # RETURNING's order is not the subquery's: oldest first, as documented
+        return sorted(rows, key=lambda p: (p.finished_at or 0.0, p.id))
 
     async def stats(self) -> dict[str, TargetStats]:
         async with self._connection() as conn:

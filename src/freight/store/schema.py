@@ -17,6 +17,8 @@ Index choices, each serving one statement:
   ignore a partial index whose predicate is matched by a bound parameter.
 * ``ix_predictions_lease`` / ``ix_predictions_ttl`` / ``ix_predictions_upload``
   — the reaper's three sweeps, each partial on the status it scans.
+* ``ix_predictions_finished`` — retention's purge: terminal rows, oldest
+  ``finished_at`` first; partial on the literal list of terminal statuses.
 * ``ix_predictions_target_id`` — listing a target's predictions, newest first.
 * ``ux_predictions_idempotency_key`` — unique; NULLs are distinct on both
   databases, so rows without a key never collide.
@@ -28,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from freight.prediction import Status
+from freight.prediction import TERMINAL, Status
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 
@@ -93,5 +95,14 @@ _partial_index(
 _partial_index("ix_predictions_lease", Status.RUNNING, predictions.c.lease_expires_at)
 _partial_index("ix_predictions_ttl", Status.QUEUED, predictions.c.expires_at)
 _partial_index("ix_predictions_upload", Status.AWAITING_INPUT, predictions.c.upload_expires_at)
+_terminal = sa.text(
+    "status IN (" + ", ".join(f"'{s.value}'" for s in Status if s in TERMINAL) + ")"
+)
+sa.Index(
+    "ix_predictions_finished",
+    predictions.c.finished_at,
+    sqlite_where=_terminal,
+    postgresql_where=_terminal,
+)
 sa.Index("ix_predictions_target_id", predictions.c.target, predictions.c.id)
 sa.Index("ux_predictions_idempotency_key", predictions.c.idempotency_key, unique=True)

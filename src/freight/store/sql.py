@@ -156,6 +156,18 @@ UPDATE predictions SET status = 'queued', worker_id = NULL, lease_expires_at = N
 WHERE status = 'running'
 RETURNING id"""
 
+# Retention: the oldest terminal rows finished before a cut-off, deleted in one
+# statement. The IN list is the literal predicate of ``ix_predictions_finished``.
+PURGE = f"""
+DELETE FROM predictions
+WHERE id IN (
+    SELECT id FROM predictions
+    WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND finished_at < :before
+    ORDER BY finished_at
+    LIMIT :limit {{skip_locked}}
+)
+{RETURNING}"""
+
 STATS = """
 SELECT target, status, count(*) FROM predictions
 WHERE status IN ('queued', 'running', 'awaiting_input')

@@ -50,6 +50,7 @@ _R = {
         "REAP_LEASE_REQUEUE",
         "RECOVER_ORPHANS",
         "STATS",
+        "PURGE",
     )
 }
 
@@ -129,6 +130,16 @@ def _reap(conn: sqlite3.Connection, now: float) -> ReapResult:
     failed = _ids(conn, _R["REAP_LEASE_FAIL"], params)
     requeued = _ids(conn, _R["REAP_LEASE_REQUEUE"], params)
     return ReapResult(requeued=requeued, failed=failed, expired=expired)
+
+
+def _purge(conn: sqlite3.Connection, before: float, limit: int) -> list[Prediction]:
+    rows = conn.execute(_R["PURGE"], {"before": before, "limit": limit}).fetchall()
+    # RETURNING gives no order on SQLite: oldest first, as on PostgreSQL
+    return sorted((row_to_prediction(r) for r in rows), key=_finished_order)
+
+
+def _finished_order(p: Prediction) -> tuple[float, str]:
+    return (p.finished_at or 0.0, p.id)
 
 
 class SqliteStore:
@@ -230,6 +241,9 @@ class SqliteStore:
         return await self._writer.submit(
             lambda conn: _ids(conn, _R["RECOVER_ORPHANS"], {"now": now})
         )
+
+    async def purge(self, *, before: float, limit: int) -> list[Prediction]:
+        return await self._writer.submit(lambda conn: _purge(conn, before, limit))
 
     async def stats(self) -> dict[str, TargetStats]:
         rows = await self._readers.run(lambda conn: conn.execute(_R["STATS"]).fetchall())
