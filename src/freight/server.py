@@ -81,12 +81,20 @@ async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
         hub=hub,
         interrupt=agent.interrupt if agent else None,
     )
+    # other processes' work and completions wake this one (PostgreSQL LISTEN/NOTIFY)
+    listener = asyncio.create_task(
+        store.listen(signal_.notify, lambda prediction_id: hub.publish([prediction_id])),
+        name="store:listen",
+    )
     try:
         if with_api:
             return await _serve_http(settings, service, signer, agent)
         assert agent is not None
         return await _serve_agent_only(agent)
     finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
         await store.close()
 
 
@@ -167,6 +175,19 @@ def _main(project_dir: Path, with_api: bool, with_agent: bool, **overrides: obje
     except FreightError as exc:
         print(f"freight: error: {exc.message}", file=sys.stderr)
         return 2
+
+
+def migrate_only(project_dir: Path) -> int:
+    """``freight migrate``: the schema at head, nothing else."""
+    try:
+        settings = load_settings(project_dir)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        migrate(settings.resolved_database_url)
+    except FreightError as exc:
+        print(f"freight: error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"freight: schema of {settings.resolved_database_url.split('@')[-1]} is current")
+    return 0
 
 
 def serve(project_dir: Path, host: str | None = None, port: int | None = None) -> int:

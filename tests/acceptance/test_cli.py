@@ -123,3 +123,28 @@ def test_serve_refuses_two_models_of_one_name(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "first_mod:First" in result.stderr and "second_mod:Second" in result.stderr
     assert "'twin'" in result.stderr
+
+
+def test_serve_names_an_unreachable_database(tmp_path: Path) -> None:
+    """serve against a database nobody listens on exits 2 naming it, no traceback."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "ok_model.py").write_text(textwrap.dedent(MODEL.format(cls="Ok", name="ok")))
+    (project / "freight.yaml").write_text("database_url: postgresql://postgres@127.0.0.1:1/x\n")
+    result = serve_project(project, tmp_path, "--port", "0")
+    assert result.returncode == 2
+    assert "cannot reach the database 127.0.0.1:1/x" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_brings_a_fresh_database_to_head(tmp_path: Path) -> None:
+    """`freight migrate` creates the schema and says so; running it again is harmless."""
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FREIGHT_")}
+    env["FREIGHT_STATE_DIR"] = str(tmp_path / "state")
+    for _ in range(2):
+        result = run_cli("migrate", str(project), env=env, cwd=tmp_path, timeout_s=60)
+        assert result.returncode == 0, result.stderr
+        assert "is current" in result.stdout
+    assert (tmp_path / "state" / "freight.db").exists()

@@ -102,6 +102,14 @@ def worker(
     _serve("serve_worker", project_dir, host, port)
 
 
+@app.command()
+def migrate(project_dir: DirArgument = Path(".")) -> None:
+    """Bring the database schema to this version of freight, then exit (servers also
+    migrate at start-up; run this first when several start at once)."""
+    server: Any = importlib.import_module("freight.server")
+    raise typer.Exit(int(server.migrate_only(project_dir=project_dir)))
+
+
 # -- predictions ----------------------------------------------------------------------------
 
 

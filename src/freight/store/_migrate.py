@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from freight.errors import ConfigError
+from freight.errors import ConfigError, StoreUnavailableError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: pg_advisory_lock key held while migrating: "freight" in ASCII.
@@ -62,7 +62,7 @@ def check_schema_version(version: str | None, url: str) -> None:
     if version != head_revision():
         raise ConfigError(
             f"database schema is at revision {version!r}, this freight needs "
-            f"{head_revision()!r}: run `freight migrate` (or start with migrations on)",
+            f"{head_revision()!r}: run `freight migrate DIR` (servers migrate at start-up)",
             setting="database_url",
             url=url,
             revision=version,
@@ -70,7 +70,20 @@ def check_schema_version(version: str | None, url: str) -> None:
 
 
 def migrate(url: str) -> None:
-    """Bring the database at ``url`` to the head revision (idempotent; concurrency-safe)."""
+    """Bring the database at ``url`` to the head revision (idempotent; concurrency-safe).
+
+    An unreachable database raises StoreUnavailableError naming it (no traceback
+    for the operator to decode)."""
+    try:
+        _upgrade(url)
+    except sa.exc.DBAPIError as exc:
+        where = url.split("@")[-1]  # never echo a password
+        raise StoreUnavailableError(
+            f"cannot reach the database {where}: {exc.orig}", setting="database_url"
+        ) from exc
+
+
+def _upgrade(url: str) -> None:
     config = alembic_config(url)
     engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.NullPool)
     try:

@@ -9,7 +9,7 @@ when the database cannot be reached, never a driver exception.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
@@ -24,6 +24,11 @@ class Store(Protocol):
         """Connect (and check the schema is at the current migration)."""
 
     async def close(self) -> None: ...
+
+    async def listen(self, on_work: Callable[[str], None], on_done: Callable[[str], None]) -> None:
+        """Until cancelled, call ``on_work(target)`` when another process queues work and
+        ``on_done(id)`` when a prediction becomes terminal (PostgreSQL LISTEN/NOTIFY).
+        Returns at once where there is nothing to listen to (SQLite)."""
 
     async def ping(self) -> None:
         """Raise StoreUnavailableError when the database does not answer."""

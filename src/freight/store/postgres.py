@@ -14,7 +14,9 @@ connections are dropped and replaced without anyone restarting freight.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,6 +39,10 @@ from freight.store.rows import (
 )
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+OnWork = Callable[[str], None]  # called with a target that has new queued work
+OnDone = Callable[[str], None]  # called with the id of a prediction now terminal
+
+log = logging.getLogger(__name__)
 
 # Rendered once: ``{skip_locked}`` filled, ``:name`` -> ``%(name)s``.
 _R = {
@@ -140,6 +146,32 @@ class PostgresStore:
             raise ConflictError(f"constraint violated: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
+
+    async def listen(self, on_work: OnWork, on_done: OnDone) -> None:
+        """Forward ``freight_work`` / ``freight_done`` notifications (see migration 0003)
+        until cancelled; reconnects with back-off. A notification missed during an
+        outage costs latency only: claim loops and waiters also poll."""
+        backoff_s = 0.5
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=max(1, round(self._connect_timeout_s)),
+                )
+                async with conn:
+                    await conn.execute("LISTEN freight_work")
+                    await conn.execute("LISTEN freight_done")
+                    backoff_s = 0.5
+                    async for note in conn.notifies():
+                        if note.channel == "freight_work":
+                            on_work(note.payload)
+                        else:
+                            on_done(note.payload)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                log.warning("LISTEN connection lost (%s); retrying in %.1fs", exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 10.0)
 
     async def ping(self) -> None:
         async with self._connection() as conn:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from freight.errors import ConflictError, NotFoundError
@@ -168,6 +168,10 @@ class SqliteStore:
         self._writer.stop()
         self._point.stop()
         await asyncio.to_thread(self._readers.stop)
+
+    async def listen(self, on_work: Callable[[str], None], on_done: Callable[[str], None]) -> None:
+        """Nothing to listen to: the only writer is this process, whose in-memory
+        events already wake claim loops and waiters."""
 
     async def ping(self) -> None:
         await self._readers.run(lambda conn: conn.execute("SELECT 1").fetchall())
