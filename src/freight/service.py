@@ -274,29 +274,43 @@ class PredictionService:
 
 
 class _BacklogGauge:
-    """Queued counts per target, refreshed from the store at most every ``refresh_s``
-    and bumped locally in between: a bound, not an exact count."""
+    """Queued counts per target: a bound, not an exact count.
+
+    Refreshed from the store in the background at most every ``refresh_s`` and
+    bumped locally in between, so no create ever waits for a count (only the
+    very first one, before any count is known)."""
 
     def __init__(self, store: Store, refresh_s: float) -> None:
         self._store = store
         self._refresh_s = refresh_s
-        self._counts: dict[str, int] = {}
+        self._counts: dict[str, int] | None = None
         self._at = 0.0
-        self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
 
     def add(self, target: str) -> None:
-        self._counts[target] = self._counts.get(target, 0) + 1
+        if self._counts is not None:
+            self._counts[target] = self._counts.get(target, 0) + 1
+
+    async def _refresh(self) -> None:
+        stats = await self._store.stats()
+        self._counts = {t: s.queued + s.awaiting_input for t, s in stats.items()}
+        self._at = time.monotonic()
+
+    def _refresh_done(self, task: asyncio.Task[None]) -> None:
+        self._refreshing = None
+        if not task.cancelled() and task.exception() is not None:
+            self._at = time.monotonic()  # store trouble: creates will say so; retry later
 
     async def check(self, target: str, limit: int) -> None:
-        if time.monotonic() - self._at > self._refresh_s:
-            async with self._lock:
-                if time.monotonic() - self._at > self._refresh_s:
-                    stats = await self._store.stats()
-                    self._counts = {t: s.queued + s.awaiting_input for t, s in stats.items()}
-                    self._at = time.monotonic()
-        if self._counts.get(target, 0) >= limit:
+        if self._counts is None:
+            await self._refresh()
+        elif time.monotonic() - self._at > self._refresh_s and self._refreshing is None:
+            self._refreshing = asyncio.create_task(self._refresh(), name="backlog-refresh")
+            self._refreshing.add_done_callback(self._refresh_done)
+        count = (self._counts or {}).get(target, 0)
+        if count >= limit:
             raise QueueFullError(
-                f"model {target!r} has {self._counts[target]} predictions queued (limit {limit})",
+                f"model {target!r} has {count} predictions queued (limit {limit})",
                 retry_after_s=max(1, int(self._refresh_s * 2)),
                 target=target,
                 limit=limit,

@@ -17,6 +17,10 @@ Index choices, each serving one statement:
   ignore a partial index whose predicate is matched by a bound parameter.
 * ``ix_predictions_lease`` / ``ix_predictions_ttl`` / ``ix_predictions_upload``
   — the reaper's three sweeps, each partial on the status it scans.
+* ``ix_predictions_running_target`` / ``ix_predictions_awaiting_target`` — the
+  backlog counts per target (``STATS``): without them the planner counted
+  running and waiting rows by scanning the whole table (18 ms at 4,000 rows,
+  0.1 ms with them).
 * ``ix_predictions_finished`` — retention's purge: terminal rows, oldest
   ``finished_at`` first; partial on the literal list of terminal statuses.
 * ``ix_predictions_target_id`` — listing a target's predictions, newest first.
@@ -95,6 +99,8 @@ _partial_index(
 _partial_index("ix_predictions_lease", Status.RUNNING, predictions.c.lease_expires_at)
 _partial_index("ix_predictions_ttl", Status.QUEUED, predictions.c.expires_at)
 _partial_index("ix_predictions_upload", Status.AWAITING_INPUT, predictions.c.upload_expires_at)
+_partial_index("ix_predictions_running_target", Status.RUNNING, predictions.c.target)
+_partial_index("ix_predictions_awaiting_target", Status.AWAITING_INPUT, predictions.c.target)
 _terminal = sa.text(
     "status IN (" + ", ".join(f"'{s.value}'" for s in Status if s in TERMINAL) + ")"
 )

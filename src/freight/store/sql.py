@@ -168,10 +168,16 @@ WHERE id IN (
 )
 {RETURNING}"""
 
+# One branch per status, each with a literal predicate, so that each counts only
+# its own partial index instead of scanning the whole table (which grows forever
+# until retention): an IN (...) over statuses made both engines scan everything.
 STATS = """
-SELECT target, status, count(*) FROM predictions
-WHERE status IN ('queued', 'running', 'awaiting_input')
-GROUP BY target, status"""
+SELECT target, 'queued', count(*) FROM predictions WHERE status = 'queued' GROUP BY target
+UNION ALL
+SELECT target, 'running', count(*) FROM predictions WHERE status = 'running' GROUP BY target
+UNION ALL
+SELECT target, 'awaiting_input', count(*) FROM predictions
+WHERE status = 'awaiting_input' GROUP BY target"""
 
 
 def list_query(
