@@ -24,7 +24,12 @@ class UrlSigner:
 
     def sign(self, method: str, path: str, *, expires_s: int, now: float | None = None) -> str:
         """Return ``path?expires=…&sig=…`` valid for ``expires_s`` seconds."""
-        expires = int((time.time() if now is None else now) + expires_s)
+        return self.sign_until(method, path, (time.time() if now is None else now) + expires_s)
+
+    def sign_until(self, method: str, path: str, expires_at: float) -> str:
+        """Return ``path?expires=…&sig=…`` valid until the epoch second ``expires_at``
+        (the same URL every time for one deadline, e.g. a prediction's upload URL)."""
+        expires = int(expires_at)
         query = urlencode({"expires": expires, "sig": self._sig(method, path, expires)})
         return f"{path}?{query}"
 

@@ -45,27 +45,7 @@ OnDone = Callable[[str], None]  # called with the id of a prediction now termina
 log = logging.getLogger(__name__)
 
 # Rendered once: ``{skip_locked}`` filled, ``:name`` -> ``%(name)s``.
-_R = {
-    name: sql.render(getattr(sql, name), "postgresql")
-    for name in (
-        "INSERT",
-        "GET",
-        "GET_FOR_UPDATE",
-        "GET_BY_IDEMPOTENCY_KEY",
-        "MARK_INPUT_READY",
-        "CLAIM",
-        "COMPLETE",
-        "RELEASE",
-        "CANCEL",
-        "REAP_TTL",
-        "REAP_UPLOAD",
-        "REAP_LEASE_FAIL",
-        "REAP_LEASE_REQUEUE",
-        "RECOVER_ORPHANS",
-        "STATS",
-        "PURGE",
-    )
-}
+_R = sql.rendered("postgresql")
 
 
 async def _ids(conn: Conn, statement: str, params: dict[str, Any]) -> list[str]:

@@ -38,6 +38,11 @@ def render(sql: str, dialect: Dialect) -> str:
     return to_pyformat(filled)
 
 
+def rendered(dialect: Dialect) -> dict[str, str]:
+    """Every fixed statement of this module by name, rendered once for ``dialect``."""
+    return {name: render(globals()[name], dialect) for name in STATEMENTS}
+
+
 def to_pyformat(sql: str) -> str:
     """``:name`` -> ``%(name)s``; literal ``%`` doubled; ``::type`` casts left alone."""
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
@@ -197,3 +202,24 @@ def list_query(
         params["after_id"] = after_id
     clause = f"WHERE {' AND '.join(where)} " if where else ""
     return f"SELECT {COLS} FROM predictions {clause}ORDER BY id DESC LIMIT :limit", params
+
+
+#: the fixed statements both stores render once at import (``rendered``)
+STATEMENTS = (
+    "INSERT",
+    "GET",
+    "GET_FOR_UPDATE",
+    "GET_BY_IDEMPOTENCY_KEY",
+    "MARK_INPUT_READY",
+    "CLAIM",
+    "COMPLETE",
+    "RELEASE",
+    "CANCEL",
+    "REAP_TTL",
+    "REAP_UPLOAD",
+    "REAP_LEASE_FAIL",
+    "REAP_LEASE_REQUEUE",
+    "RECOVER_ORPHANS",
+    "STATS",
+    "PURGE",
+)

@@ -32,27 +32,7 @@ from freight.store.rows import (
     stats_from_rows,
 )
 
-_R = {
-    name: sql.render(getattr(sql, name), "sqlite")
-    for name in (
-        "INSERT",
-        "GET",
-        "GET_FOR_UPDATE",
-        "GET_BY_IDEMPOTENCY_KEY",
-        "MARK_INPUT_READY",
-        "CLAIM",
-        "COMPLETE",
-        "RELEASE",
-        "CANCEL",
-        "REAP_TTL",
-        "REAP_UPLOAD",
-        "REAP_LEASE_FAIL",
-        "REAP_LEASE_REQUEUE",
-        "RECOVER_ORPHANS",
-        "STATS",
-        "PURGE",
-    )
-}
+_R = sql.rendered("sqlite")
 
 
 def _ids(conn: sqlite3.Connection, statement: str, params: dict[str, Any]) -> list[str]:

@@ -34,12 +34,7 @@ async def respond(request: Request, row: Prediction, status_code: int | None = N
     upload_url = None
     if row.status == Status.AWAITING_INPUT and row.upload_expires_at is not None:
         path = f"/v1/predictions/{row.id}/input"
-        upload_url = deps.signer(request).sign(
-            "PUT",
-            path,
-            expires_s=0,
-            now=row.upload_expires_at,
-        )
+        upload_url = deps.signer(request).sign_until("PUT", path, row.upload_expires_at)
     body = prediction_dict(
         row,
         output_url=deps.absolute(request, output_url) if output_url else None,
