@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from freight import metrics
 from freight.config import Settings
 from freight.errors import (
     ConflictError,
@@ -81,7 +82,7 @@ class PredictionService:
         self._signal = signal
         self._hub = hub
         self._interrupt = interrupt
-        self._backlog = _BacklogGauge(store, refresh_s=0.5)
+        self.backlog = _BacklogGauge(store, refresh_s=0.5)
 
     # -- create --------------------------------------------------------------------
     def spec(self, target: str) -> ModelSpec:
@@ -92,7 +93,7 @@ class PredictionService:
 
     async def create(self, target: str, new_input: NewInput, options: CreateOptions) -> Prediction:
         spec = self.spec(target)
-        await self._backlog.check(target, self.settings.max_queued_per_model)
+        await self.backlog.check(target, self.settings.max_queued_per_model)
         now = time.time()
         row = Prediction(
             id=new_id(),
@@ -118,8 +119,10 @@ class PredictionService:
             raise
         if not inserted and written:
             await self.storage.delete(written)  # an idempotent replay: keep the original
+        if inserted:
+            metrics.created.labels(target).inc()
         if inserted and stored.status == Status.QUEUED:
-            self._backlog.add(target)
+            self.backlog.add(target)
             self._signal.notify(target)
         return stored
 
@@ -206,7 +209,7 @@ class PredictionService:
         except BaseException:
             await self.storage.delete(key)
             raise
-        self._backlog.add(updated.target)
+        self.backlog.add(updated.target)
         self._signal.notify(updated.target)
         return updated
 
@@ -286,6 +289,16 @@ class _BacklogGauge:
         self._counts: dict[str, int] | None = None
         self._at = 0.0
         self._refreshing: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts as last known (never queries)."""
+        return dict(self._counts or {})
+
+    async def fresh(self) -> dict[str, int]:
+        """The counts, counted now (a metrics scrape, every few seconds at most, may
+        wait for the partial-index counts)."""
+        await self._refresh()
+        return self.snapshot()
 
     def add(self, target: str) -> None:
         if self._counts is not None:

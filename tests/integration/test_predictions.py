@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -396,3 +397,54 @@ def test_input_by_uri_reads_a_stored_object(server: Server) -> None:
             "/v1/predictions", json={"target": "reverse", "input_uri": "s3://some-other-bucket/x"}
         )
         assert elsewhere.status_code == 400 and error_code(elsewhere) == "unsupported_input_uri"
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample in an exposition text (0 when absent)."""
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+        if metric == name and found == labels:
+            return float(value)
+    return 0.0
+
+
+def test_metrics_count_predictions_and_expose_state(server: Server) -> None:
+    """/metrics counts created and finished predictions with their timings, and reports
+    backlog and ready replicas."""
+    with server.client() as client:
+        for i in range(3):
+            wait_done(client, create(client, "echo", {"i": i})["id"])
+        wait_done(client, create(client, "boom", {"fail": True})["id"])
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        text = response.text
+        assert _sample(text, "freight_predictions_created_total", target="echo") == 3
+        assert (
+            _sample(
+                text,
+                "freight_predictions_finished_total",
+                target="echo",
+                status="succeeded",
+                code="",
+            )
+            == 3
+        )
+        assert (
+            _sample(
+                text,
+                "freight_predictions_finished_total",
+                target="boom",
+                status="failed",
+                code="model_error",
+            )
+            == 1
+        )
+        assert _sample(text, "freight_prediction_queue_seconds_count", target="echo") == 3
+        assert _sample(text, "freight_prediction_run_seconds_count", target="echo") == 3
+        assert _sample(text, "freight_replicas_ready", model="echo") == 2
+        create(client, "reverse")  # awaiting its upload: part of the backlog
+        backlog = client.get("/metrics").text
+        assert _sample(backlog, "freight_backlog", target="reverse") == 1

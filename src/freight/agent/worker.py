@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from freight import metrics
 from freight.agent import batches
 from freight.agent.replica import Replica, ReplicaError, ReplicaLoadError, RunnerCommand
 from freight.errors import StoreUnavailableError
@@ -179,23 +180,23 @@ class ModelWorker:
             )
         except TimeoutError:
             await slot.replica.kill()
-            await self._persist.complete(
-                batches.failed(
-                    rows,
-                    self._worker_id,
-                    time.time(),
-                    ErrorCode.TIMEOUT,
-                    f"the model did not finish within {timeout_s:g} s",
-                )
+            outcomes = batches.failed(
+                rows,
+                self._worker_id,
+                time.time(),
+                ErrorCode.TIMEOUT,
+                f"the model did not finish within {timeout_s:g} s",
             )
+            await self._persist.complete(outcomes)
+            metrics.record_batch(self.spec.name, rows, outcomes)
         except ReplicaError as exc:
             await slot.replica.kill()
             await self._after_crash(slot, rows, exc)
         else:
             await self._storage.put_many(batches.handback_objects(result))
-            await self._persist.complete(
-                batches.completions_from_result(rows, result, self._worker_id, time.time())
-            )
+            outcomes = batches.completions_from_result(rows, result, self._worker_id, time.time())
+            await self._persist.complete(outcomes)
+            metrics.record_batch(self.spec.name, rows, outcomes)
         finally:
             slot.running = []
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
-from freight import __version__
+from freight import __version__, metrics
 from freight.api import errors
 from freight.api.routes import health, models, objects, predictions
 
@@ -36,6 +36,14 @@ def create_app(
     app.state.signer = signer
     app.state.agent = agent
     errors.install(app)
+    metrics.install(
+        metrics.StateCollector(
+            backlog=service.backlog.snapshot,
+            replicas=lambda: (
+                {name: w.ready_replicas for name, w in agent.workers.items()} if agent else {}
+            ),
+        )
+    )
     for module in (predictions, models, objects, health):
         app.include_router(module.router)
     return app

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
+from freight import metrics
 from freight.api import deps
 from freight.api.errors import error_response
 from freight.api.render import json_response
@@ -17,6 +21,14 @@ router = APIRouter(tags=["health"])
 async def healthz() -> Response:
     """The process is up and serving HTTP."""
     return json_response({"status": "ok"})
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus exposition: counters, timings, backlog and ready replicas."""
+    with contextlib.suppress(StoreUnavailableError):  # a scrape still gets the counters
+        await deps.service(request).backlog.fresh()
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz")

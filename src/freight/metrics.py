@@ -1,0 +1,113 @@
+"""Prometheus metrics of one freight process (``GET /metrics``).
+
+Single-process ``prometheus_client`` on a private registry: observations cost
+microseconds (LIBRARIES.md), and the backlog is read at scrape time from what
+the process already knows (no extra query per scrape). Multiprocess mode is
+avoided on purpose: its files pile up as runners restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from freight.prediction import Completion, Prediction
+
+registry = CollectorRegistry(auto_describe=True)
+
+_SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+created = Counter(
+    "freight_predictions_created",
+    "Predictions accepted, by target.",
+    ["target"],
+    registry=registry,
+)
+finished = Counter(
+    "freight_predictions_finished",
+    "Predictions run to an outcome by this process's agent.",
+    ["target", "status", "code"],
+    registry=registry,
+)
+queue_seconds = Histogram(
+    "freight_prediction_queue_seconds",
+    "Time from queued to started.",
+    ["target"],
+    buckets=_SECONDS,
+    registry=registry,
+)
+run_seconds = Histogram(
+    "freight_prediction_run_seconds",
+    "Time from started to finished.",
+    ["target"],
+    buckets=_SECONDS,
+    registry=registry,
+)
+batch_size = Histogram(
+    "freight_batch_size",
+    "Predictions per batch handed to a replica.",
+    ["target"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=registry,
+)
+
+
+def record_batch(target: str, rows: list[Prediction], outcomes: list[Completion]) -> None:
+    """Timings and outcomes of one batch a replica ran."""
+    batch_size.labels(target).observe(len(rows))
+    started = {row.id: row for row in rows}
+    for outcome in outcomes:
+        row = started.get(outcome.id)
+        if row is not None and row.started_at is not None:
+            if row.queued_at is not None:
+                queue_seconds.labels(target).observe(max(0.0, row.started_at - row.queued_at))
+            run_seconds.labels(target).observe(max(0.0, outcome.finished_at - row.started_at))
+        finished.labels(target, str(outcome.status), outcome.error_code or "").inc()
+
+
+class StateCollector(Collector):
+    """Gauges read at scrape time: backlog per target and ready replicas per model."""
+
+    def __init__(
+        self,
+        backlog: Callable[[], Mapping[str, int]],
+        replicas: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._backlog = backlog
+        self._replicas = replicas
+
+    def collect(self) -> Iterable[Metric]:
+        queued = GaugeMetricFamily(
+            "freight_backlog",
+            "Queued and awaiting-input predictions per target "
+            "(as last counted; the autoscaling signal).",
+            labels=["target"],
+        )
+        for target, count in sorted(self._backlog().items()):
+            queued.add_metric([target], count)
+        ready = GaugeMetricFamily(
+            "freight_replicas_ready",
+            "Replicas with their model loaded, per model.",
+            labels=["model"],
+        )
+        for model, count in sorted(self._replicas().items()):
+            ready.add_metric([model], count)
+        return [queued, ready]
+
+
+_installed: list[StateCollector] = []
+
+
+def install(collector: StateCollector) -> None:
+    """Make ``collector`` the one that reports state (replacing an earlier app's)."""
+    while _installed:
+        registry.unregister(_installed.pop())
+    registry.register(collector)
+    _installed.append(collector)
+
+
+def exposition() -> bytes:
+    return generate_latest(registry)
