@@ -199,6 +199,24 @@ def test_file_is_streamed_to_the_upload_url(api: Api, tmp_path: Path) -> None:
     assert spy.streamed == [False, True]
 
 
+def test_upload_progress_reports_every_chunk_up_to_the_size(api: Api, tmp_path: Path) -> None:
+    """upload_progress(sent, total) rises with each streamed chunk and ends at the size."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"x" * 300_000)
+    api.on("POST", "/v1/predictions", _awaiting())
+    api.on("PUT", "/v1/uploads/p1", httpx.Response(200, json=prediction(status="queued")))
+    seen: list[tuple[int, int]] = []
+    with Client(
+        "http://freight.test",
+        transport=httpx.MockTransport(api),
+        upload_progress=lambda sent, total: seen.append((sent, total)),
+    ) as client:
+        client.predict("reverse", file=path)
+    assert len(seen) > 1
+    assert [sent for sent, _ in seen] == sorted(sent for sent, _ in seen)
+    assert seen[-1] == (300_000, 300_000)
+
+
 def test_bytes_upload_then_wait(api: Api, client: Client) -> None:
     """data= uploads the bytes with the given type; wait= then long-polls the prediction."""
     api.on("POST", "/v1/predictions", _awaiting())

@@ -20,6 +20,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from freight.cli import _render
 from freight.client import Client, FreightClientError, Prediction, PredictionHandle
@@ -148,6 +156,28 @@ def _follow(client: Client, handle: PredictionHandle, timeout: float | None) -> 
     return prediction
 
 
+@contextmanager
+def _upload_bar(client: Client, path: Path) -> Iterator[None]:
+    """A Rich progress bar on stderr while a file uploads (files of 1 MiB and more)."""
+    if path.stat().st_size < 1 << 20:
+        yield
+        return
+    columns = (
+        TextColumn("upload"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("upload", total=path.stat().st_size)
+        client.upload_progress = lambda sent, total: bar.update(task, completed=sent)
+        try:
+            yield
+        finally:
+            client.upload_progress = None
+
+
 @app.command()
 def predict(
     ctx: typer.Context,
@@ -175,7 +205,8 @@ def predict(
         if path is None:
             handle = client.predict(target, value)
         else:
-            handle = client.predict(target, file=path, content_type=content_type)
+            with _upload_bar(client, path):
+                handle = client.predict(target, file=path, content_type=content_type)
         if not wait:
             out.print(_render.summary(handle.prediction))
             return

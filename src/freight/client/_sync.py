@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
@@ -70,7 +70,8 @@ class PredictionHandle(HandleBase):
 class Client:
     """A blocking freight client. ``url``: argument, else ``$FREIGHT_URL``, else localhost:8000.
 
-    ``transport`` replaces the network (an ``httpx.MockTransport`` in tests).
+    ``transport`` replaces the network (an ``httpx.MockTransport`` in tests);
+    ``upload_progress(sent, total)`` is called as file uploads stream (the CLI's bar).
     """
 
     def __init__(
@@ -80,8 +81,10 @@ class Client:
         timeout_s: float = 30.0,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        upload_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.url = resolve_url(url)
+        self.upload_progress = upload_progress
         self._http = httpx.Client(
             base_url=self.url, timeout=timeout_s, headers=headers, transport=transport
         )
@@ -201,7 +204,8 @@ class Client:
             if step.upload is None:
                 return self._send(step, step.content)
             with step.upload.open("rb") as f:
-                return self._send(step, _chunks(f))
+                total = os.fstat(f.fileno()).st_size
+                return self._send(step, _chunks(f, total, self.upload_progress))
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from exc
 
@@ -218,9 +222,15 @@ class Client:
         return response
 
 
-def _chunks(f: IO[bytes]) -> Iterator[bytes]:
+def _chunks(
+    f: IO[bytes], total: int, progress: Callable[[int, int], None] | None
+) -> Iterator[bytes]:
+    sent = 0
     while chunk := f.read(CHUNK_BYTES):
         yield chunk
+        sent += len(chunk)
+        if progress is not None:
+            progress(sent, total)
 
 
 def _save(response: httpx.Response, path: Path) -> None:
