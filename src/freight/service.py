@@ -207,7 +207,11 @@ class PredictionService:
                 now=time.time(),
             )
         except BaseException:
-            await self.storage.delete(key)
+            # expired or canceled meanwhile: the object is nobody's. But when a concurrent
+            # upload to the same URL won the race, the object is that prediction's input.
+            current = await self.store.get(prediction_id)
+            if current is None or current.input_key is None:
+                await self.storage.delete(key)
             raise
         self.backlog.add(updated.target)
         self._signal.notify(updated.target)
