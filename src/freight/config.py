@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     realtime_timeout_s: float = Field(60.0, gt=0)
     max_wait_s: float = Field(300.0, gt=0)
     lease_s: float = Field(30.0, gt=0)
+    load_timeout_s: float = Field(600.0, gt=0)  # a replica's load() longer than this fails
     reap_interval_s: float = Field(1.0, gt=0)
     poll_interval_s: float = Field(0.5, gt=0)
     drain_grace_s: float = Field(30.0, ge=0)

@@ -74,6 +74,7 @@ class Agent:
                     storage_url,
                     settings.inline_output_max_bytes,
                     env={"TMPDIR": str(scratch)},
+                    load_timeout_s=settings.load_timeout_s,
                 ),
                 store=store,
                 storage=storage,

@@ -41,6 +41,7 @@ class RunnerCommand:
     storage_url: str
     inline_output_max_bytes: int
     env: dict[str, str] | None = None
+    load_timeout_s: float = 600.0
 
     def argv(self) -> list[str]:
         return [
@@ -92,7 +93,7 @@ class Replica:
             limit=protocol.MAX_FRAME_BYTES,
         )
         self._log_task = asyncio.create_task(self._pump_logs(), name=f"logs:{self.name}")
-        message = await self._read()
+        message = await self._first_message()
         if message.get("type") == "load_failed":
             await self.kill()
             raise ReplicaLoadError(message.get("error", {}))
@@ -102,6 +103,30 @@ class Replica:
         self.load_ms = message.get("load_ms")
         self.ready = True
         log.info("replica %s ready (pid %s, load %.0f ms)", self.name, self.pid, self.load_ms or 0)
+
+    async def _first_message(self) -> dict[str, Any]:
+        """The runner's first frame, within the load timeout; a runner that dies or hangs
+        while loading is a load failure (reported on /v1/models, retried with back-off)."""
+        timeout_s = self._command.load_timeout_s
+        try:
+            return await asyncio.wait_for(self._read(), timeout_s)
+        except TimeoutError:
+            await self.kill()
+            raise ReplicaLoadError(
+                {
+                    "code": "load_timeout",
+                    "message": f"load() did not finish within {timeout_s:g} s",
+                }
+            ) from None
+        except ReplicaError:
+            await self.kill()
+            code = self._proc.returncode if self._proc else None
+            raise ReplicaLoadError(
+                {
+                    "code": "load_crashed",
+                    "message": f"the runner exited while loading (exit status {code})",
+                }
+            ) from None
 
     async def _read(self) -> dict[str, Any]:
         assert self._proc is not None and self._proc.stdout is not None
