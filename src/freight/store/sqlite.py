@@ -2,7 +2,7 @@
 
 In the embedded shape this process is the only writer (``exclusive = True``):
 every write is a small function run on the event loop's thread inside the next
-group transaction (``_sqlite_threads.LoopWriter``); point reads use a read-only
+group transaction (``_sqlite_io.LoopWriter``); point reads use a read-only
 connection on the same thread, scans a small pool of reader threads. The
 functions below are synchronous on purpose: the stdlib ``sqlite3`` driver called
 from one thread is ~5x faster than an async wrapper hopping threads per
@@ -20,7 +20,7 @@ from freight.errors import ConflictError, NotFoundError
 from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
 from freight.store import sql
 from freight.store._migrate import check_schema_version
-from freight.store._sqlite_threads import LoopReader, LoopWriter, Readers
+from freight.store._sqlite_io import LoopReader, LoopWriter, Readers
 from freight.store.rows import (
     check_idempotent,
     claim_order,
