@@ -8,7 +8,8 @@ model (Payload input streamed to a File output), in a temporary state directory
 under ``--dir`` (default: the system temp dir). Then: create a prediction
 without input, PUT ``--size-mib`` MiB through the presigned upload URL (explicit
 Content-Length, streamed from disk), long-poll until it succeeds, stream the
-output down from its ``output_url`` to disk, and check the sha256 (untimed).
+output down from its ``output_url`` to disk, and check the sha256 (untimed). The
+client is freight's own ``AsyncClient`` (as BENCH.md asks).
 
 A thread samples ``VmHWM`` (the kernel's peak RSS) of ``freight serve`` and of
 every descendant (runners) all along. The physical reference is ``cp`` of the
@@ -19,6 +20,7 @@ Bounded: the whole run fails past ``--deadline-s`` (300 s).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -30,12 +32,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
+
+import freight
 
 MiB = 1024 * 1024
 CHUNK = 1 * MiB
@@ -225,50 +228,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            yield chunk
-
-
-def wait_succeeded(client: httpx.Client, prediction_id: str, deadline: float) -> dict[str, Any]:
-    while time.monotonic() < deadline:
-        wait = max(0.1, min(5.0, deadline - time.monotonic()))
-        body: dict[str, Any] = client.get(
-            f"/v1/predictions/{prediction_id}", params={"wait": wait}
-        ).json()
-        if body["status"] in {"succeeded", "failed", "canceled", "expired"}:
-            if body["status"] != "succeeded":
-                raise SystemExit(f"prediction {prediction_id}: {body['status']}: {body}")
-            return body
-    raise SystemExit(f"prediction {prediction_id} not done before the deadline")
-
-
-def one_pass(
-    client: httpx.Client, source: Path, size: int, dest: Path, deadline: float
-) -> dict[str, float]:
+async def one_pass(url: str, source: Path, dest: Path, deadline: float) -> dict[str, float]:
+    """Upload (create + presigned PUT), wait, download: freight's AsyncClient all along."""
     timeout = max(1.0, deadline - time.monotonic())
-    t0 = time.perf_counter()
-    created = client.post("/v1/predictions", json={"target": "passthrough"})
-    assert created.status_code == 202, created.text
-    body = created.json()
-    uploaded = httpx.put(
-        body["upload_url"],
-        content=file_chunks(source),
-        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-        timeout=timeout,
-    )
-    if uploaded.status_code != 200:
-        raise SystemExit(f"upload failed: {uploaded.status_code} {uploaded.text[:2000]}")
-    t1 = time.perf_counter()
-    done = wait_succeeded(client, body["id"], deadline)
-    t2 = time.perf_counter()
-    with httpx.stream("GET", done["output_url"], timeout=timeout) as response, dest.open("wb") as f:
-        if response.status_code != 200:
-            raise SystemExit(f"download failed: {response.status_code} {response.read()[:2000]!r}")
-        for chunk in response.iter_bytes(CHUNK):
-            f.write(chunk)
-    t3 = time.perf_counter()
+    async with freight.AsyncClient(url, timeout_s=timeout) as client:
+        t0 = time.perf_counter()
+        handle = await client.predict("passthrough", file=source)
+        t1 = time.perf_counter()
+        done = await handle.wait(timeout)
+        if done.status != "succeeded":
+            raise SystemExit(f"prediction {handle.id}: {done.status}: {done.error}")
+        t2 = time.perf_counter()
+        await handle.download(dest)
+        t3 = time.perf_counter()
     return {"upload_s": t1 - t0, "run_s": t2 - t1, "download_s": t3 - t2, "total_s": t3 - t0}
 
 
@@ -313,13 +285,12 @@ def main() -> None:
         server = ServerProcess(work, env_extra, deadline)
         rss = PeakRss(server.proc.pid)
         try:
-            with httpx.Client(base_url=server.url, timeout=30) as client:
-                # warm-up: a tiny payload, so the timed pass does not include the runner's start
-                small = work / "small.bin"
-                write_payload(small, 1024)
-                one_pass(client, small, 1024, work / "small-out.bin", deadline)
-                rss.start()
-                times = one_pass(client, source, size, work / "out.bin", deadline)
+            # warm-up: a tiny payload, so the timed pass does not include the runner's start
+            small = work / "small.bin"
+            write_payload(small, 1024)
+            asyncio.run(one_pass(server.url, small, work / "small-out.bin", deadline))
+            rss.start()
+            times = asyncio.run(one_pass(server.url, source, work / "out.bin", deadline))
             rss.stop()
         finally:
             server.stop()

@@ -211,7 +211,7 @@ def outcome_error(prediction: Prediction) -> FreightClientError:
 
 # -- what both transports share ----------------------------------------------------------
 
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 1 << 20  # large payloads move in 1 MiB pieces: 16x fewer reads, writes, hops
 
 
 def send_kwargs(call: Call) -> dict[str, Any]:

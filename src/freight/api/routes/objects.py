@@ -8,6 +8,7 @@ from starlette.responses import Response, StreamingResponse
 from freight.api import deps
 from freight.api.schemas import ERRORS
 from freight.errors import NotFoundError
+from freight.service import DOWNLOAD_CHUNK_BYTES
 
 router = APIRouter(prefix="/v1/objects", tags=["objects"])
 
@@ -25,7 +26,7 @@ async def download(
     if info is None:
         raise NotFoundError(f"no object {key}", code="object_not_found")
     return StreamingResponse(
-        storage.get_stream(key),
+        storage.get_stream(key, chunk_size=DOWNLOAD_CHUNK_BYTES),
         media_type=info.content_type or "application/octet-stream",
         headers={"Content-Length": str(info.size)},
     )
