@@ -181,7 +181,7 @@ def test_file_is_streamed_to_the_upload_url(api: Api, tmp_path: Path) -> None:
     """file= creates the prediction without input, then PUTs the file as a stream,
     with Content-Length and a content type guessed from the name."""
     path = tmp_path / "rows.csv"
-    content = b"a,b\n" + b"1,2\n" * 50_000  # several chunks
+    content = b"a,b\n" + b"1,2\n" * 800_000  # several 1 MiB chunks
     path.write_bytes(content)
     api.on("POST", "/v1/predictions", _awaiting())
     api.on("PUT", "/v1/uploads/p1", httpx.Response(200, json=prediction(status="queued")))
@@ -202,7 +202,7 @@ def test_file_is_streamed_to_the_upload_url(api: Api, tmp_path: Path) -> None:
 def test_upload_progress_reports_every_chunk_up_to_the_size(api: Api, tmp_path: Path) -> None:
     """upload_progress(sent, total) rises with each streamed chunk and ends at the size."""
     path = tmp_path / "big.bin"
-    path.write_bytes(b"x" * 300_000)
+    path.write_bytes(b"x" * 3_000_000)
     api.on("POST", "/v1/predictions", _awaiting())
     api.on("PUT", "/v1/uploads/p1", httpx.Response(200, json=prediction(status="queued")))
     seen: list[tuple[int, int]] = []
@@ -214,7 +214,7 @@ def test_upload_progress_reports_every_chunk_up_to_the_size(api: Api, tmp_path: 
         client.predict("reverse", file=path)
     assert len(seen) > 1
     assert [sent for sent, _ in seen] == sorted(sent for sent, _ in seen)
-    assert seen[-1] == (300_000, 300_000)
+    assert seen[-1] == (3_000_000, 3_000_000)
 
 
 def test_bytes_upload_then_wait(api: Api, client: Client) -> None:
