@@ -88,12 +88,10 @@ def _free_port() -> int:
 
 
 async def test_open_unreachable_server_raises_store_unavailable() -> None:
-    """Opening a store on a port nobody listens on raises StoreUnavailableError quickly."""
+    """Opening a store on a port nobody listens on raises StoreUnavailableError (no hang)."""
     store = PostgresStore(f"postgresql://postgres@127.0.0.1:{_free_port()}/x", connect_timeout_s=1)
-    started = time.monotonic()
     with pytest.raises(StoreUnavailableError):
-        await store.open()
-    assert time.monotonic() - started < OUTAGE_DEADLINE_S
+        await asyncio.wait_for(store.open(), OUTAGE_DEADLINE_S)
 
 
 async def test_outage_raises_store_unavailable_then_recovers(
@@ -108,10 +106,9 @@ async def test_outage_raises_store_unavailable_then_recovers(
         await store.create(p)
         await proxy.stop()
         for call in (store.ping, lambda: store.get(p.id), store.stats):
-            started = time.monotonic()
+            # the outage must surface as an error, not a hang: wait_for is the liveness guard
             with pytest.raises(StoreUnavailableError):
-                await call()
-            assert time.monotonic() - started < OUTAGE_DEADLINE_S
+                await asyncio.wait_for(call(), OUTAGE_DEADLINE_S)
         await proxy.start()
         deadline = time.monotonic() + OUTAGE_DEADLINE_S
         while True:  # the pool reconnects in the background: poll with a deadline
