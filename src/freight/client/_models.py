@@ -74,7 +74,7 @@ class ErrorInfo(_Wire):
 class Urls(_Wire):
     self: str | None = None
     cancel: str | None = None
-    events: str | None = None
+    output: str | None = None
 
 
 class Prediction(_Wire):
