@@ -2,9 +2,10 @@
 
 The ``predictions`` table *is* the queue. Every method is one transaction.
 Implementations: :class:`freight.store.sqlite.SqliteStore` (one writer
-connection on the event loop, group commit) and :class:`freight.store.postgres.PostgresStore` (psycopg 3,
-``FOR UPDATE SKIP LOCKED``). Both raise :class:`~freight.errors.StoreUnavailableError`
-when the database cannot be reached, never a driver exception.
+connection on the event loop, group commit) and
+:class:`freight.store.postgres.PostgresStore` (psycopg 3, ``FOR UPDATE SKIP
+LOCKED``). Both raise :class:`~freight.errors.StoreUnavailableError` when the
+database cannot be reached, never a driver exception.
 """
 
 from __future__ import annotations
