@@ -314,6 +314,23 @@ def test_download_streams_to_disk(api: Api, client: Client, tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
+def test_download_progress_ends_at_the_size(api: Api, tmp_path: Path) -> None:
+    """download_progress(received, total) is called as the body lands, ending complete."""
+    big = prediction(status="succeeded", output_url="/v1/objects/p1-out")
+    api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=big))
+    body = b"y" * 2_500_000
+    api.on("GET", "/v1/objects/p1-out", httpx.Response(200, content=body))
+    seen: list[tuple[int, int]] = []
+    with Client(
+        "http://freight.test",
+        transport=httpx.MockTransport(api),
+        download_progress=lambda received, total: seen.append((received, total)),
+    ) as client:
+        client.handle("p1").download(tmp_path / "out.bin")
+    assert seen and seen[-1] == (len(body), len(body))
+    assert (tmp_path / "out.bin").read_bytes() == body
+
+
 def test_run_returns_output_or_follows_a_202(api: Api, client: Client) -> None:
     """run() returns a 200 body (JSON or bytes); on 202 it waits for the prediction."""
     path = "/v1/models/echo/predict"

@@ -157,25 +157,29 @@ def _follow(client: Client, handle: PredictionHandle, timeout: float | None) -> 
 
 
 @contextmanager
-def _upload_bar(client: Client, path: Path) -> Iterator[None]:
-    """A Rich progress bar on stderr while a file uploads (files of 1 MiB and more)."""
-    if path.stat().st_size < 1 << 20:
+def _transfer_bar(client: Client, what: str, size: int | None) -> Iterator[None]:
+    """A Rich progress bar on stderr while a file uploads or downloads (1 MiB and more)."""
+    if size is not None and size < 1 << 20:
         yield
         return
     columns = (
-        TextColumn("upload"),
+        TextColumn(what),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("upload", total=path.stat().st_size)
-        client.upload_progress = lambda sent, total: bar.update(task, completed=sent)
+        task = bar.add_task(what, total=size)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        setattr(client, f"{what}_progress", update)
         try:
             yield
         finally:
-            client.upload_progress = None
+            setattr(client, f"{what}_progress", None)
 
 
 @app.command()
@@ -205,7 +209,7 @@ def predict(
         if path is None:
             handle = client.predict(target, value)
         else:
-            with _upload_bar(client, path):
+            with _transfer_bar(client, "upload", path.stat().st_size):
                 handle = client.predict(target, file=path, content_type=content_type)
         if not wait:
             out.print(_render.summary(handle.prediction))
@@ -213,7 +217,8 @@ def predict(
         prediction = _follow(client, handle, timeout)
         err.print(_render.summary(prediction))
         if output is not None:
-            saved = handle.download(output)
+            with _transfer_bar(client, "download", prediction.output_bytes):
+                saved = handle.download(output)
             err.print(f"output saved to [bold]{saved}[/] ({saved.stat().st_size:,} bytes)")
             return
         result = handle.output()
