@@ -30,7 +30,9 @@ from freight.store._migrate import check_schema_version
 from freight.store.rows import (
     check_idempotent,
     claim_order,
+    claim_params,
     completion_params,
+    input_ready_params,
     not_awaiting_input,
     prediction_params,
     release_params,
@@ -182,13 +184,13 @@ class PostgresStore:
         input_bytes: int,
         now: float,
     ) -> Prediction:
-        params = {
-            "id": prediction_id,
-            "input_key": input_key,
-            "input_bytes": input_bytes,
-            "input_content_type": input_content_type,
-            "now": now,
-        }
+        params = input_ready_params(
+            prediction_id,
+            input_key=input_key,
+            input_content_type=input_content_type,
+            input_bytes=input_bytes,
+            now=now,
+        )
         async with self._connection() as conn:
             rows = await _rows(conn, _R["MARK_INPUT_READY"], params)
             if rows:
@@ -205,13 +207,7 @@ class PostgresStore:
         lease_s: float,
         now: float,
     ) -> list[Prediction]:
-        params = {
-            "target": target,
-            "limit": limit,
-            "worker_id": worker_id,
-            "now": now,
-            "lease_expires_at": now + lease_s,
-        }
+        params = claim_params(target, limit, worker_id=worker_id, lease_s=lease_s, now=now)
         async with self._connection() as conn:
             return claim_order(await _rows(conn, _R["CLAIM"], params))
 

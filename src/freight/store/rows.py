@@ -53,6 +53,30 @@ def release_params(release: Release, now: float) -> dict[str, Any]:
     }
 
 
+def input_ready_params(
+    prediction_id: str, *, input_key: str, input_content_type: str, input_bytes: int, now: float
+) -> dict[str, Any]:
+    return {
+        "id": prediction_id,
+        "input_key": input_key,
+        "input_bytes": input_bytes,
+        "input_content_type": input_content_type,
+        "now": now,
+    }
+
+
+def claim_params(
+    target: str, limit: int, *, worker_id: str, lease_s: float, now: float
+) -> dict[str, Any]:
+    return {
+        "target": target,
+        "limit": limit,
+        "worker_id": worker_id,
+        "now": now,
+        "lease_expires_at": now + lease_s,
+    }
+
+
 def claim_order(rows: Iterable[Prediction]) -> list[Prediction]:
     """UPDATE ... RETURNING promises no order: restore priority desc, then oldest."""
     return sorted(rows, key=lambda p: (-p.priority, p.id))

@@ -24,7 +24,9 @@ from freight.store._sqlite_io import LoopReader, LoopWriter, Readers
 from freight.store.rows import (
     check_idempotent,
     claim_order,
+    claim_params,
     completion_params,
+    input_ready_params,
     not_awaiting_input,
     prediction_params,
     release_params,
@@ -171,13 +173,13 @@ class SqliteStore:
         input_bytes: int,
         now: float,
     ) -> Prediction:
-        params = {
-            "id": prediction_id,
-            "input_key": input_key,
-            "input_bytes": input_bytes,
-            "input_content_type": input_content_type,
-            "now": now,
-        }
+        params = input_ready_params(
+            prediction_id,
+            input_key=input_key,
+            input_content_type=input_content_type,
+            input_bytes=input_bytes,
+            now=now,
+        )
         return await self._writer.submit(lambda conn: _mark_input_ready(conn, params))
 
     async def claim(
@@ -189,13 +191,7 @@ class SqliteStore:
         lease_s: float,
         now: float,
     ) -> list[Prediction]:
-        params = {
-            "target": target,
-            "limit": limit,
-            "worker_id": worker_id,
-            "now": now,
-            "lease_expires_at": now + lease_s,
-        }
+        params = claim_params(target, limit, worker_id=worker_id, lease_s=lease_s, now=now)
         return await self._writer.submit(lambda conn: _claim(conn, params))
 
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
