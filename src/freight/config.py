@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from freight.errors import ConfigError
@@ -104,12 +104,6 @@ class _YamlSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return dict(_yaml_values.get() or {})
-
-
-class ProjectFile(BaseModel):
-    """The parts of ``freight.yaml`` that are not plain settings."""
-
-    model_config = {"extra": "allow"}
 
 
 def _read_yaml(project_dir: Path) -> dict[str, Any]:

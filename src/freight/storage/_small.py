@@ -105,9 +105,3 @@ class SmallObjects:
         with self._lock:
             cursor = self._db().execute("DELETE FROM objects WHERE key = ?", (key,))
         return cursor.rowcount > 0
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
