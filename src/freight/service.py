@@ -28,9 +28,9 @@ from freight.errors import (
 )
 from freight.events import CompletionHub, WorkSignal
 from freight.ids import new_id
+from freight.keys import input_key
 from freight.prediction import Prediction, Status
 from freight.registry import ModelSpec
-from freight.runner.payloads import input_key
 from freight.storage.base import Storage
 from freight.store.base import Store
 

@@ -24,9 +24,9 @@ from freight.agent.worker import ModelWorker, Persist
 from freight.config import Settings
 from freight.errors import StoreUnavailableError
 from freight.events import CompletionHub, WorkSignal
+from freight.keys import input_key, is_own_input, is_own_output, output_key
 from freight.prediction import Prediction
 from freight.registry import ModelSpec
-from freight.runner.payloads import input_key, output_key
 from freight.storage.base import Storage
 from freight.store.base import Store
 
@@ -182,10 +182,10 @@ class Agent:
         keys: list[str] = []
         for row in rows:
             # an input named by input_uri is the caller's object: only ours is deleted
-            if row.input_key is not None and row.input_key == input_key(row.id):
-                keys.append(row.input_key)
-            if row.output_key is not None and row.output_key == output_key(row.id):
-                keys.append(row.output_key)
+            if is_own_input(row.id, row.input_key):
+                keys.append(input_key(row.id))
+            if is_own_output(row.id, row.output_key):
+                keys.append(output_key(row.id))
         limit = asyncio.Semaphore(PURGE_DELETE_CONCURRENCY)
 
         async def delete(key: str) -> None:

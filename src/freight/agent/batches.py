@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
+from freight.keys import output_key
 from freight.prediction import Completion, ErrorCode, Prediction, Status
-from freight.runner.payloads import output_key
 
 
 def item_message(row: Prediction) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import orjson
 from starlette.requests import Request
 
 from freight.errors import InvalidRequestError, PayloadTooLargeError
-from freight.runner.payloads import is_json_type
+from freight.media import is_json_type
 
 
 def content_type_of(request: Request) -> str:

@@ -19,27 +19,15 @@ from typing import Any
 
 import orjson
 
+from freight.keys import output_key
+from freight.media import is_json_type
 from freight.model import File, InputKind, Payload
 from freight.storage.base import Storage
-
-JSON_TYPES = ("application/json", "application/jsonl", "text/json")
 
 #: outputs up to this size go back to the agent in the result frame, and the agent
 #: stores those of a whole batch at once (one transaction on the local backend)
 HANDBACK_MAX_BYTES = 64 * 1024
 
-
-def output_key(prediction_id: str) -> str:
-    return f"outputs/{prediction_id}"
-
-
-def input_key(prediction_id: str) -> str:
-    return f"inputs/{prediction_id}"
-
-
-def is_json_type(content_type: str | None) -> bool:
-    base = (content_type or "").split(";")[0].strip().lower()
-    return base in JSON_TYPES or base.endswith("+json")
 
 
 class PayloadIO:
@@ -127,4 +115,4 @@ def _required(key: str | None) -> str:
     return key
 
 
-__all__ = ["PayloadIO", "input_key", "is_json_type", "output_key"]
+__all__ = ["PayloadIO"]

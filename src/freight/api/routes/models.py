@@ -14,9 +14,9 @@ from freight.api.errors import error_response
 from freight.api.routes.predictions import respond
 from freight.api.schemas import ERRORS, ModelList
 from freight.errors import InvalidRequestError
+from freight.media import is_json_type
 from freight.model import InputKind
 from freight.prediction import Prediction, Status
-from freight.runner.payloads import is_json_type
 from freight.service import CreateOptions, NewInput
 
 router = APIRouter(prefix="/v1/models", tags=["models"])

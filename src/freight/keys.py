@@ -1,0 +1,30 @@
+"""The object-key scheme: where a prediction's input and output live in the store.
+
+Flat keys (``inputs/<id>``, ``outputs/<id>``), no directory per prediction:
+creating a directory costs as much as creating the file on the local backend.
+Every layer that names an object imports these two functions, so the scheme
+lives in one place.
+"""
+
+from __future__ import annotations
+
+
+def input_key(prediction_id: str) -> str:
+    return f"inputs/{prediction_id}"
+
+
+def output_key(prediction_id: str) -> str:
+    return f"outputs/{prediction_id}"
+
+
+def is_own_input(prediction_id: str, key: str | None) -> bool:
+    """True when ``key`` is the input freight stored for the prediction (not an
+    ``input_uri`` object of the caller's, which retention must never delete)."""
+    return key is not None and key == input_key(prediction_id)
+
+
+def is_own_output(prediction_id: str, key: str | None) -> bool:
+    return key is not None and key == output_key(prediction_id)
+
+
+__all__ = ["input_key", "is_own_input", "is_own_output", "output_key"]
