@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(300.0, gt=0)
     lease_s: float = Field(30.0, gt=0)
     load_timeout_s: float = Field(600.0, gt=0)  # a replica's load() longer than this fails
+    # failed loads in a row after which a model's queued predictions fail
+    # model_unavailable (loading is still retried); 0 = never give up
+    max_load_attempts: int = Field(5, ge=0)
     reap_interval_s: float = Field(1.0, gt=0)
     poll_interval_s: float = Field(0.5, gt=0)
     drain_grace_s: float = Field(30.0, ge=0)

@@ -4,16 +4,23 @@ Every error carries a stable machine-readable ``code`` and structured fields;
 ``api/errors.py`` is the only place that maps them to HTTP statuses.
 
     FreightError
-    ├── ConfigError              a setting is wrong (start-up)
-    ├── ModelDefinitionError     a model class or project is wrong (start-up)
-    ├── NotFoundError            unknown prediction / model / object
-    ├── InvalidRequestError      malformed body, wrong content type, bad cursor, ...
-    ├── PayloadTooLargeError     body over the configured limit
-    ├── ConflictError            idempotency key reused with another body, wrong state
-    ├── QueueFullError           backlog bound reached (429 + Retry-After)
-    ├── UrlError                 missing, expired or tampered signed URL
-    ├── StoreUnavailableError    the database cannot be reached (503)
-    └── StorageError             the object store failed
+    ├── ConfigError                a setting is wrong (start-up)
+    ├── ModelDefinitionError       a model class or project is wrong (start-up)
+    ├── NotFoundError              unknown prediction / model / object
+    ├── InvalidRequestError        malformed body, bad cursor, ambiguous input, ...
+    ├── UnsupportedMediaTypeError  a content type the route or model does not take
+    ├── PayloadTooLargeError       body over the configured limit
+    ├── ConflictError              idempotency key reused with another body, wrong state
+    ├── QueueFullError             backlog bound reached (429 + Retry-After)
+    ├── UrlError                   missing, expired or tampered signed URL
+    ├── PredictionFailedError      a real-time prediction ended failed/canceled/expired
+    ├── NotReadyError              a model has no ready replica (readiness probe)
+    ├── StoreUnavailableError      the database cannot be reached
+    ├── StorageError               the object store failed
+    └── PipelineDefinitionError    a pipeline declaration is wrong (start-up, freight check)
+
+One exception per outcome: ``api/errors.py`` maps each class (never a code) to
+one HTTP status, and the OpenAPI document is generated from that same table.
 """
 
 from __future__ import annotations
@@ -50,6 +57,10 @@ class InvalidRequestError(FreightError):
     code = "invalid_request"
 
 
+class UnsupportedMediaTypeError(FreightError):
+    code = "unsupported_media_type"
+
+
 class PayloadTooLargeError(FreightError):
     code = "payload_too_large"
 
@@ -70,9 +81,33 @@ class UrlError(FreightError):
     code = "bad_signature"
 
 
+class PredictionFailedError(FreightError):
+    """A real-time call whose prediction ended without an output: the prediction's own
+    error code and message, and its id (so the caller can fetch the record)."""
+
+    code = "model_error"
+
+    def __init__(
+        self, message: str, *, code: str, prediction_id: str, **detail: Any
+    ) -> None:
+        super().__init__(message, code=code, prediction_id=prediction_id, **detail)
+        self.prediction_id = prediction_id
+
+
+class NotReadyError(FreightError):
+    code = "not_ready"
+
+
 class StoreUnavailableError(FreightError):
     code = "store_unavailable"
 
 
 class StorageError(FreightError):
     code = "storage_error"
+
+
+class PipelineDefinitionError(FreightError):
+    """A pipeline declaration is wrong: the message names the pipeline and the fault;
+    ``detail`` holds ``pipeline``, ``step`` (or None) and ``fault`` (a stable kind)."""
+
+    code = "pipeline_definition_error"

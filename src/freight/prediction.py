@@ -39,6 +39,8 @@ class ErrorCode(enum.StrEnum):
     INPUT_ERROR = "input_error"
     OUTPUT_ERROR = "output_error"
     REPLICA_FAILED = "replica_failed"
+    BATCH_MISMATCH = "batch_mismatch"  # predict_batch returned the wrong number of outputs
+    MODEL_UNAVAILABLE = "model_unavailable"  # the model failed to load max_load_attempts times
 
 
 @dataclass(slots=True)

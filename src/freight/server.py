@@ -13,15 +13,18 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
 
 from freight.agent import Agent
-from freight.api import create_app
+from freight.api import create_app, create_probe_app
+from freight.api.routes import objects
+from freight.backlog import BacklogGauge
 from freight.config import Settings, load_settings
 from freight.errors import FreightError
 from freight.events import CompletionHub, WorkSignal
@@ -29,7 +32,8 @@ from freight.registry import ModelSpec, discover
 from freight.service import PredictionService
 from freight.signing import UrlSigner
 from freight.storage import open_storage
-from freight.store import migrate, open_store
+from freight.store import Store, migrate, open_store
+from freight.system import SystemService
 
 log = logging.getLogger("freight")
 
@@ -38,6 +42,7 @@ log = logging.getLogger("freight")
 class Parts:
     settings: Settings
     specs: dict[str, ModelSpec]
+    worker_port: int | None = None  # freight worker --port: serve probes and metrics
 
 
 def prepare(project_dir: Path, **overrides: object) -> Parts:
@@ -53,12 +58,22 @@ def prepare(project_dir: Path, **overrides: object) -> Parts:
     return Parts(settings, specs)
 
 
-async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
+@dataclass
+class Services:
+    """What one process hosts, wired together: the faces get the services only."""
+
+    predictions: PredictionService
+    system: SystemService
+    signer: UrlSigner
+    agent: Agent | None
+    signal: WorkSignal
+    hub: CompletionHub
+
+
+def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
     settings = parts.settings
-    store = open_store(settings.resolved_database_url)
-    await store.open()
     signer = UrlSigner(settings.secret())
-    storage = open_storage(settings.resolved_storage_url, signer=signer)
+    storage = open_storage(settings.resolved_storage_url, presign=objects.presigner(signer))
     signal_, hub = WorkSignal(), CompletionHub()
     agent = (
         Agent(
@@ -73,7 +88,8 @@ async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
         if with_agent
         else None
     )
-    service = PredictionService(
+    backlog = BacklogGauge(store, refresh_s=0.5)
+    predictions = PredictionService(
         settings,
         parts.specs,
         store,
@@ -81,17 +97,26 @@ async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
         signal=signal_,
         hub=hub,
         interrupt=agent.interrupt if agent else None,
+        backlog=backlog,
     )
+    system = SystemService(parts.specs, store, backlog, fleet=agent)
+    return Services(predictions, system, signer, agent, signal_, hub)
+
+
+async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
+    store = open_store(parts.settings.resolved_database_url)
+    await store.open()
+    services = _wire(parts, store, with_agent=with_agent)
+    hub = services.hub
     # other processes' work and completions wake this one (PostgreSQL LISTEN/NOTIFY)
     listener = asyncio.create_task(
-        store.listen(signal_.notify, lambda prediction_id: hub.publish([prediction_id])),
+        store.listen(services.signal.notify, lambda prediction_id: hub.publish([prediction_id])),
         name="store:listen",
     )
     try:
         if with_api:
-            return await _serve_http(settings, service, signer, agent)
-        assert agent is not None
-        return await _serve_agent_only(agent)
+            return await _serve_http(parts, services)
+        return await _serve_worker(parts, services)
     finally:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -99,12 +124,11 @@ async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
         await store.close()
 
 
-async def _serve_http(
-    settings: Settings,
-    service: PredictionService,
-    signer: UrlSigner,
-    agent: Agent | None,
-) -> int:
+def _lifespan(
+    parts: Parts, agent: Agent | None
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    settings = parts.settings
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if agent is not None:
@@ -116,11 +140,45 @@ async def _serve_http(
             )
             await agent.drain()
 
-    app = create_app(service, signer, agent, lifespan=lifespan)
+    return lifespan
+
+
+async def _serve_http(parts: Parts, services: Services) -> int:
+    app = create_app(
+        services.predictions,
+        services.system,
+        services.signer,
+        lifespan=_lifespan(parts, services.agent),
+    )
+    return await _uvicorn(app, parts, services, parts.settings.host, parts.settings.port)
+
+
+async def _serve_worker(parts: Parts, services: Services) -> int:
+    """An agent and its replicas; with ``--port``, its probes and metrics over HTTP."""
+    agent = services.agent
+    assert agent is not None
+    if parts.worker_port is not None:
+        app = create_probe_app(services.system, lifespan=_lifespan(parts, agent))
+        return await _uvicorn(app, parts, services, parts.settings.host, parts.worker_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.start()
+    announce = asyncio.create_task(_announce(parts, services, None), name="announce")
+    await stop.wait()
+    announce.cancel()
+    await agent.drain()
+    return 0
+
+
+async def _uvicorn(
+    app: FastAPI, parts: Parts, services: Services, host: str, port: int
+) -> int:
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=host,
+        port=port,
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=5,
@@ -130,7 +188,7 @@ async def _serve_http(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_exit)
-    announce = asyncio.create_task(_announce(server), name="announce")
+    announce = asyncio.create_task(_announce(parts, services, server), name="announce")
     await server.serve()
     announce.cancel()
     return 0 if server.started else 1
@@ -148,25 +206,46 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def _announce(server: uvicorn.Server) -> None:
-    while not server.started:
-        await asyncio.sleep(0.05)
-    for sock in server.servers[0].sockets if server.servers else []:
-        host, port = sock.getsockname()[:2]
-        url = f"http://{host}:{port}"
-        print(f"freight: API {url}  docs {url}/docs", flush=True)
+async def _announce(parts: Parts, services: Services, server: uvicorn.Server | None) -> None:
+    """One line per fact a user needs at start: where to reach it, where its state
+    lives, and (once loaded) which models are ready here."""
+    if server is not None:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        for sock in server.servers[0].sockets if server.servers else []:
+            host, port = sock.getsockname()[:2]
+            url = f"http://{host}:{port}"
+            what = "API" if services.agent is None or parts.worker_port is None else "probes"
+            docs = f"  docs {url}/docs" if what == "API" else ""
+            print(f"freight: {what} {url}{docs}", flush=True)
+    settings = parts.settings
+    print(
+        f"freight: state {_shown(settings.resolved_database_url)}"
+        f"  objects {_shown(settings.resolved_storage_url)}",
+        flush=True,
+    )
+    agent = services.agent
+    if agent is None:
+        return
+    if server is None or parts.worker_port is not None:
+        print(f"freight: worker {agent.worker_id}", flush=True)
+    while True:
+        states = agent.model_states()
+        pending = [n for n, s in states.items() if s.ready_replicas == 0 and s.load_error is None]
+        if not pending:
+            break
+        await asyncio.sleep(0.1)
+    ready = sorted(n for n, s in states.items() if s.ready_replicas)
+    failed = sorted(n for n, s in states.items() if s.load_error is not None)
+    print(f"freight: models ready: {', '.join(ready) or 'none'}", flush=True)
+    if failed:
+        print(f"freight: models failing to load: {', '.join(failed)}", flush=True)
 
 
-async def _serve_agent_only(agent: Agent) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await agent.start()
-    print(f"freight: worker {agent.worker_id} serving {', '.join(agent.workers)}", flush=True)
-    await stop.wait()
-    await agent.drain()
-    return 0
+def _shown(url: str) -> str:
+    """A URL without its credentials or query (which may hold secrets)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def _tune_gc() -> None:
@@ -178,9 +257,16 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
-def _main(project_dir: Path, with_api: bool, with_agent: bool, **overrides: object) -> int:
+def _main(
+    project_dir: Path,
+    with_api: bool,
+    with_agent: bool,
+    worker_port: int | None = None,
+    **overrides: object,
+) -> int:
     try:
         parts = prepare(project_dir, **overrides)
+        parts.worker_port = worker_port
         _tune_gc()
         return asyncio.run(_run(parts, with_api=with_api, with_agent=with_agent))
     except FreightError as exc:
@@ -212,5 +298,6 @@ def serve_api(project_dir: Path, host: str | None = None, port: int | None = Non
 
 
 def serve_worker(project_dir: Path, host: str | None = None, port: int | None = None) -> int:
-    """Cluster shape: an agent and its replicas, no HTTP."""
-    return _main(project_dir, False, True)
+    """Cluster shape: an agent and its replicas; with ``port``, ``/healthz``, ``/readyz``
+    and ``/metrics`` on ``host:port`` for Kubernetes probes and Prometheus."""
+    return _main(project_dir, False, True, worker_port=port, host=host)

@@ -49,7 +49,9 @@ class UrlSigner:
             expires_at = int(expires)
         except ValueError:
             raise UrlError("the URL's expiry is not a number", code="bad_signature") from None
-        if not hmac.compare_digest(self._sig(method, path, expires_at), sig):
+        # compare bytes: compare_digest raises TypeError on a non-ASCII str
+        expected = self._sig(method, path, expires_at).encode()
+        if not hmac.compare_digest(expected, sig.encode("utf-8", "surrogateescape")):
             raise UrlError("the URL's signature does not match", code="bad_signature")
         if (time.time() if now is None else now) > expires_at:
             raise UrlError("the URL has expired", code="url_expired", expired_at=expires_at)

@@ -1,4 +1,5 @@
-"""One contract for every object-storage backend: a local directory and S3 (moto)."""
+"""One contract for every object-storage backend: a local directory, S3 (moto), and
+the in-memory fake that the unit tests stand on."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from freight.api.routes.objects import presigner
 from freight.errors import (
     ConfigError,
     InvalidRequestError,
@@ -21,7 +23,14 @@ from freight.errors import (
     UrlError,
 )
 from freight.signing import UrlSigner
-from freight.storage import LocalStorage, S3Storage, Storage, open_storage
+from freight.storage import (
+    LocalStorage,
+    MemoryStorage,
+    ObjectInfo,
+    S3Storage,
+    Storage,
+    open_storage,
+)
 from freight.storage.local import SYNC_IO_MAX_BYTES
 
 MiB = 1 << 20
@@ -35,7 +44,7 @@ def signer() -> UrlSigner:
 
 @pytest.fixture
 def storage(storage_url: str, signer: UrlSigner) -> Storage:
-    return open_storage(storage_url, signer=signer)
+    return open_storage(storage_url, presign=presigner(signer))
 
 
 async def chunks_of(total: int, chunk: int = MiB, byte: int = 0) -> AsyncIterator[bytes]:
@@ -268,7 +277,7 @@ def _split(url: str) -> tuple[str, str, str]:
 async def test_local_presign_tampered_and_expired(local_storage_url: str) -> None:
     """A local signed URL fails verification when tampered with or expired."""
     signer = UrlSigner(SECRET)
-    storage = open_storage(local_storage_url, signer=signer)
+    storage = open_storage(local_storage_url, presign=presigner(signer))
     await storage.put("out/a", b"a")
     path, expires, sig = _split(await storage.presign_get("out/a", expires_s=60))
     with pytest.raises(UrlError) as other_key:
@@ -318,6 +327,8 @@ async def test_delete_prunes_empty_directories(local_storage_url: str) -> None:
 
 async def test_streaming_200_mib_keeps_memory_flat(storage: Storage) -> None:
     """200 MiB through put_stream then get_stream grows RSS far less than the payload."""
+    if isinstance(storage, MemoryStorage):
+        pytest.skip("an in-memory object is held in memory by definition")
     total = 200 * MiB
     block = os.urandom(MiB)
 
@@ -408,3 +419,42 @@ async def test_put_many_writes_every_object(storage: Storage) -> None:
     await storage.put_many(items)
     for key, data in items:
         assert await storage.get(key) == data
+
+
+# -- the in-memory fake --------------------------------------------------------
+
+
+async def test_memory_presign_without_signer_is_a_config_error(memory_storage_url: str) -> None:
+    """Memory storage opened without a signer refuses to presign, like local storage."""
+    storage = open_storage(memory_storage_url)
+    await storage.put("k", b"x")
+    with pytest.raises(ConfigError):
+        await storage.presign_get("k", expires_s=60)
+
+
+async def test_memory_keeps_content_type_and_names_its_uris(memory_storage_url: str) -> None:
+    """Memory storage stats the content type it was given; memory:///key is its URI."""
+    storage = open_storage(memory_storage_url)
+    assert isinstance(storage, MemoryStorage)
+    await storage.put_stream("in/a", chunks_of(10), content_type="text/csv")
+    assert await storage.stat("in/a") == ObjectInfo("in/a", 10, "text/csv")
+    assert storage.key_for_uri("memory:///in/a") == "in/a"
+    assert storage.key_for_uri("file:///in/a") is None
+    assert storage.local_path("in/a") is None
+    assert storage.keys() == ["in/a"]
+
+
+async def test_memory_put_many_with_a_bad_key_writes_nothing(memory_storage_url: str) -> None:
+    """put_many checks every key first: one invalid key and no object is written."""
+    storage = open_storage(memory_storage_url)
+    assert isinstance(storage, MemoryStorage)
+    with pytest.raises(InvalidRequestError):
+        await storage.put_many([("good", b"1"), ("../bad", b"2")])
+    assert storage.keys() == []
+
+
+async def test_memory_urls_open_separate_storages(memory_storage_url: str) -> None:
+    """Each open_storage("memory://") is a new, empty storage."""
+    first, second = open_storage(memory_storage_url), open_storage(memory_storage_url)
+    await first.put("k", b"x")
+    assert await second.stat("k") is None

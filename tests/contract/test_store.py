@@ -1,4 +1,5 @@
-"""The Store contract, pinned once and run on every backend (``store_url``).
+"""The Store contract, pinned once and run on every backend (``store_url``):
+SQLite, PostgreSQL, and the in-memory fake that the unit tests stand on.
 
 Time is passed explicitly (``now=``): leases, TTLs and upload deadlines are
 exercised by moving ``now`` forward, never by sleeping.
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from freight.errors import ConflictError, NotFoundError
+from freight.errors import ConflictError, NotFoundError, StoreUnavailableError
 from freight.ids import new_id
 from freight.prediction import (
     Completion,
@@ -23,7 +24,8 @@ from freight.prediction import (
     Status,
     TargetStats,
 )
-from freight.store import Store, open_store
+from freight.store import Store, migrate, open_store
+from freight.store.memory import MemoryStore
 
 T0 = 1_000_000.0
 LEASE_S = 30.0
@@ -428,6 +430,23 @@ async def test_purge_takes_rows_finished_by_complete(store: Store) -> None:
     ]
 
 
+async def test_purged_idempotency_key_is_free_again(store: Store) -> None:
+    """Once its prediction is purged, an idempotency key inserts a new prediction."""
+    (old,) = await add(store, finished(Status.SUCCEEDED, T0, idempotency_key="k", request_hash="h"))
+    assert [p.id for p in await store.purge(before=T0 + 1, limit=10)] == [old.id]
+    again, inserted = await store.create(make(idempotency_key="k", request_hash="other"))
+    assert inserted and again.id != old.id
+
+
+async def test_rows_read_back_are_copies(store: Store) -> None:
+    """Mutating a returned prediction changes nothing stored."""
+    (p,) = await add(store, make())
+    got = await store.get(p.id)
+    assert got is not None
+    got.status, got.priority = Status.FAILED, 99
+    assert await store.get(p.id) == p
+
+
 async def test_ping_answers(store: Store) -> None:
     """ping returns quietly while the database answers."""
     await store.ping()
@@ -489,3 +508,28 @@ async def test_two_postgres_stores_purge_disjoint_rows(postgres_url: str) -> Non
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_memory_store_closed_is_unavailable(memory_url: str) -> None:
+    """A closed in-memory store raises StoreUnavailableError, and keeps its rows."""
+    store = open_store(memory_url)
+    assert isinstance(store, MemoryStore)
+    with pytest.raises(StoreUnavailableError):
+        await store.ping()
+    await store.open()
+    (p,) = await add(store, make())
+    await store.close()
+    with pytest.raises(StoreUnavailableError):
+        await store.get(p.id)
+    await store.open()
+    assert await store.get(p.id) == p
+
+
+async def test_memory_urls_open_separate_stores(memory_url: str) -> None:
+    """Each open_store("memory://") is a new, empty store; migrating one is a no-op."""
+    migrate(memory_url)
+    first, second = open_store(memory_url), open_store(memory_url)
+    await first.open()
+    await second.open()
+    await add(first, make())
+    assert await second.list() == []

@@ -25,9 +25,9 @@ def _engine(url: str) -> sa.Engine:
     return sa.create_engine(sqlalchemy_url(url), poolclass=sa.NullPool)
 
 
-def test_migrations_match_schema(store_url: str) -> None:
+def test_migrations_match_schema(sql_store_url: str) -> None:
     """Autogenerate finds no difference between the migrated database and schema.py."""
-    engine = _engine(store_url)
+    engine = _engine(sql_store_url)
     try:
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
@@ -35,9 +35,9 @@ def test_migrations_match_schema(store_url: str) -> None:
         engine.dispose()
 
 
-def test_partial_indexes_have_literal_predicates(store_url: str) -> None:
+def test_partial_indexes_have_literal_predicates(sql_store_url: str) -> None:
     """The claim, reaper and purge indexes are partial on literal statuses, on both databases."""
-    engine = _engine(store_url)
+    engine = _engine(sql_store_url)
     try:
         with engine.connect() as conn:
             if conn.dialect.name == "sqlite":
@@ -58,11 +58,11 @@ def test_partial_indexes_have_literal_predicates(store_url: str) -> None:
     assert "'queued'" not in finished and "'running'" not in finished
 
 
-def test_migrate_is_idempotent(store_url: str) -> None:
+def test_migrate_is_idempotent(sql_store_url: str) -> None:
     """migrate() on a database already at head changes nothing and does not fail."""
-    migrate(store_url)
-    migrate(store_url)
-    engine = _engine(store_url)
+    migrate(sql_store_url)
+    migrate(sql_store_url)
+    engine = _engine(sql_store_url)
     try:
         with engine.connect() as conn:
             version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()

@@ -1,8 +1,14 @@
-"""PostgreSQL wake-ups: a change committed by one process reaches another's listener."""
+"""PostgreSQL wake-ups: a change committed by one process reaches another's listener.
+
+Single-writer stores (SQLite, memory) have nothing to listen to: their listen
+returns at once, so the server's listener task ends instead of spinning.
+"""
 
 from __future__ import annotations
 
 import asyncio
+
+import pytest
 
 from freight.prediction import Completion, Status
 from freight.store.postgres import PostgresStore
@@ -58,11 +64,14 @@ async def _next_other_than(queue: asyncio.Queue[str], skip: str) -> str:
     return value
 
 
-async def test_sqlite_listen_returns_at_once(sqlite_url: str) -> None:
-    """SQLite has nothing to listen to: listen() returns immediately."""
+@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+async def test_single_writer_listen_returns_at_once(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """SQLite and memory have nothing to listen to: listen() returns immediately."""
     from freight.store import open_store
 
-    store = open_store(sqlite_url)
+    store = open_store(request.getfixturevalue(f"{backend}_url"))
     await store.open()
     try:
         await asyncio.wait_for(store.listen(print, print), 1.0)

@@ -380,7 +380,9 @@ def test_input_by_uri_reads_a_stored_object(server: Server) -> None:
             headers={"Content-Type": "application/octet-stream"},
         )
         assert put.status_code == 200
-        key = f"inputs/{first['id']}"
+        uri = put.json()["input_uri"]
+        assert uri.startswith(f"freight://inputs/{first['id']}")
+        key = uri.removeprefix("freight://")
         storage_url = server.env.get("FREIGHT_STORAGE_URL")
         if storage_url:  # s3://bucket?endpoint=... -> s3://bucket/key
             native = storage_url.split("?")[0].rstrip("/") + "/" + key

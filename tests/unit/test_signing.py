@@ -129,3 +129,11 @@ def test_default_clock_is_now(signer: UrlSigner) -> None:
     path, expires, sig = split(signer.sign("GET", PATH, expires_s=60))
     signer.verify("GET", path, expires, sig)
     assert code_of(signer, "GET", path, expires, sig, now=float(expires) + 1) == "url_expired"
+
+
+@pytest.mark.parametrize("sig", ["é" * 64, "\udcff", "🙂", "\x00"])
+def test_non_ascii_signature_is_bad_not_a_crash(signer: UrlSigner, sig: str) -> None:
+    """A signature with non-ASCII characters is ``bad_signature`` (compare_digest of two
+    str raises TypeError on non-ASCII, which reached the client as a 500)."""
+    _, expires, _ = split(signer.sign("GET", PATH, expires_s=60, now=NOW))
+    assert code_of(signer, "GET", PATH, expires, sig) == "bad_signature"

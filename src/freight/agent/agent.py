@@ -24,7 +24,8 @@ from freight.agent.worker import ModelWorker, Persist
 from freight.config import Settings
 from freight.errors import StoreUnavailableError
 from freight.events import CompletionHub, WorkSignal
-from freight.keys import input_key, is_own_input, is_own_output, output_key
+from freight.fleet import ModelState
+from freight.keys import is_own_input, is_own_output
 from freight.prediction import Prediction
 from freight.registry import ModelSpec
 from freight.storage.base import Storage
@@ -83,6 +84,7 @@ class Agent:
                 lease_s=settings.lease_s,
                 poll_interval_s=settings.poll_interval_s,
                 replicas=max(1, spec.replicas.min),
+                max_load_attempts=settings.max_load_attempts,
                 on_finished=self._persist,
             )
             for name, spec in specs.items()
@@ -119,6 +121,13 @@ class Agent:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def model_states(self) -> dict[str, ModelState]:
+        """The :class:`~freight.fleet.Fleet` view of this node's replicas."""
+        return {
+            name: ModelState(ready_replicas=w.ready_replicas, load_error=w.load_error)
+            for name, w in self.workers.items()
+        }
 
     async def interrupt(self, prediction_id: str) -> None:
         """A running prediction was canceled: kill the runner that holds it."""
@@ -182,10 +191,10 @@ class Agent:
         keys: list[str] = []
         for row in rows:
             # an input named by input_uri is the caller's object: only ours is deleted
-            if is_own_input(row.id, row.input_key):
-                keys.append(input_key(row.id))
-            if is_own_output(row.id, row.output_key):
-                keys.append(output_key(row.id))
+            if row.input_key is not None and is_own_input(row.id, row.input_key):
+                keys.append(row.input_key)
+            if row.output_key is not None and is_own_output(row.id, row.output_key):
+                keys.append(row.output_key)
         limit = asyncio.Semaphore(PURGE_DELETE_CONCURRENCY)
 
         async def delete(key: str) -> None:

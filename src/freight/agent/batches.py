@@ -1,99 +1,125 @@
-"""Pure translation between claimed rows, runner frames and completions (no I/O)."""
+"""Pure translation between claimed rows, runner frames and completions (no I/O).
+
+Why pure: what a batch's result means for the queue (which rows succeed, which
+objects the agent must store, what fails and with which code) is the core of
+the engine, so it is a function of its inputs alone, tested without processes.
+"""
 
 from __future__ import annotations
 
-import base64
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from freight.keys import output_key
+from freight.media import JSON
 from freight.prediction import Completion, ErrorCode, Prediction, Status
+from freight.runner.protocol import (
+    Batch,
+    BatchItem,
+    Failed,
+    Inline,
+    Result,
+    ResultItem,
+    Stored,
+)
+
+#: objects the agent writes for a batch (``storage.put_many``): ``(key, data)``
+Objects = list[tuple[str, bytes]]
 
 
-def item_message(row: Prediction) -> dict[str, Any]:
+def batch_item(row: Prediction) -> BatchItem:
     """What a runner needs to read one input: inline JSON or an object key."""
-    return {
-        "id": row.id,
-        "input_json": row.input_json,
-        "input_key": row.input_key,
-        "content_type": row.input_content_type,
-        "size": row.input_bytes,
-    }
+    return BatchItem(
+        id=row.id,
+        input_json=row.input_json,
+        input_key=row.input_key,
+        content_type=row.input_content_type,
+        size=row.input_bytes,
+    )
 
 
-def handback_objects(result: dict[str, Any]) -> list[tuple[str, bytes]]:
-    """Small outputs the runner handed back instead of storing them: ``(key, data)``
-    for each, and the result's items updated to point at those keys."""
-    objects: list[tuple[str, bytes]] = []
-    for item in result.get("items", []):
-        if not item.get("ok") or item.get("output_key"):
-            continue
-        if item.get("output_b64") is not None:
-            data = base64.b64decode(item.pop("output_b64"))
-        elif item.get("output_json") is not None:
-            data = item["output_json"].encode()
-        else:
-            continue
-        item["output_key"] = output_key(item["id"])
-        objects.append((item["output_key"], data))
-    return objects
+def batch(rows: Sequence[Prediction]) -> Batch:
+    return Batch(tuple(batch_item(row) for row in rows))
 
 
-def completions_from_result(
-    rows: list[Prediction],
-    result: dict[str, Any],
+def _apply(done: Completion, item: ResultItem, objects: Objects) -> None:
+    """Fill a fresh completion from its result item (appending what must be stored)."""
+    if isinstance(item, Failed):
+        done.error_code = item.code
+        done.error_message = item.message
+        done.error_detail = orjson.dumps(item.detail).decode()
+        return
+    done.status = Status.SUCCEEDED
+    if isinstance(item, Stored):
+        done.output_key, done.output_content_type = item.key, item.content_type
+        done.output_bytes, done.output_json = item.size, item.inline_json
+        return
+    if isinstance(item, Inline):
+        data = item.json.encode()
+        done.output_json, done.output_content_type = item.json, JSON
+    else:  # HandedBack
+        data = item.data
+        done.output_content_type = item.content_type
+    done.output_key = output_key(item.id)
+    done.output_bytes = len(data)
+    objects.append((done.output_key, data))
+
+
+def outcome(
+    rows: Sequence[Prediction],
+    result: Result,
     worker_id: str,
     now: float,
-) -> list[Completion]:
-    """One completion per claimed row; a row the runner did not answer for fails."""
-    by_id = {item["id"]: item for item in result.get("items", [])}
+) -> tuple[list[Completion], Objects]:
+    """One completion per claimed row (a row the runner did not answer for fails), and
+    the small outputs the runner handed back, to store *before* completing."""
+    by_id: dict[str, ResultItem] = {item.id: item for item in result.items}
     done: list[Completion] = []
+    objects: Objects = []
     for row in rows:
+        completion = _base(row, worker_id, now, len(rows))
         item = by_id.get(row.id)
-        base = Completion(
-            id=row.id,
-            attempt=row.attempts,
-            worker_id=worker_id,
-            status=Status.FAILED,
-            finished_at=now,
-            batch_size=len(rows),
-        )
         if item is None:
-            base.error_code = ErrorCode.MODEL_ERROR
-            base.error_message = "the runner returned no result for this prediction"
-        elif item.get("ok"):
-            base.status = Status.SUCCEEDED
-            base.output_json = item.get("output_json")
-            base.output_key = item.get("output_key")
-            base.output_content_type = item.get("content_type")
-            base.output_bytes = item.get("bytes")
+            completion.error_code = ErrorCode.MODEL_ERROR
+            completion.error_message = "the runner returned no result for this prediction"
         else:
-            error = item.get("error") or {}
-            base.error_code = error.get("code", ErrorCode.MODEL_ERROR)
-            base.error_message = error.get("message", "the model failed")
-            base.error_detail = orjson.dumps(error.get("detail") or {}).decode()
-        done.append(base)
-    return done
+            _apply(completion, item, objects)
+        done.append(completion)
+    return done, objects
+
+
+def _base(row: Prediction, worker_id: str, now: float, size: int | None) -> Completion:
+    return Completion(
+        id=row.id,
+        attempt=row.attempts,
+        worker_id=worker_id,
+        status=Status.FAILED,
+        finished_at=now,
+        batch_size=size,
+    )
 
 
 def failed(
-    rows: list[Prediction],
+    rows: Sequence[Prediction],
     worker_id: str,
     now: float,
     code: str,
     message: str,
+    detail: dict[str, Any] | None = None,
+    *,
+    ran: bool = True,
 ) -> list[Completion]:
-    return [
-        Completion(
-            id=row.id,
-            attempt=row.attempts,
-            worker_id=worker_id,
-            status=Status.FAILED,
-            finished_at=now,
-            error_code=code,
-            error_message=message,
-            batch_size=len(rows),
-        )
-        for row in rows
-    ]
+    """Every row failed with one code (timeout, model unavailable, ...); rows that never
+    reached a model (``ran=False``) have no batch size."""
+    size = len(rows) if ran else None
+    text = orjson.dumps(detail).decode() if detail is not None else None
+    completions = [_base(row, worker_id, now, size) for row in rows]
+    for completion in completions:
+        completion.error_code, completion.error_message = code, message
+        completion.error_detail = text
+    return completions
+
+
+__all__ = ["Objects", "batch", "batch_item", "failed", "outcome"]

@@ -13,11 +13,12 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from freight.runner import protocol
+from freight.runner.protocol import Batch, Frame, LoadFailed, Ready, Result, Stop
 
 log = logging.getLogger("freight.replica")
 
@@ -27,9 +28,43 @@ class ReplicaError(Exception):
 
 
 class ReplicaLoadError(ReplicaError):
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(error.get("message", "load failed"))
-        self.error = error
+    """The model did not load: ``failure`` says why (code, message, detail)."""
+
+    def __init__(self, failure: LoadFailed) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+    @property
+    def error(self) -> dict[str, Any]:
+        """The failure as reported on /v1/models (``load_error``)."""
+        return asdict(self.failure)
+
+
+class ReplicaHandle(Protocol):
+    """What a model worker needs of a replica: the seam that lets its loop be tested
+    without processes. :class:`Replica` is the real one (a runner subprocess)."""
+
+    name: str
+    load_ms: float | None
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def serving(self) -> bool:
+        """Loaded and still running."""
+
+    async def start(self) -> None:
+        """Start and load the model; ReplicaLoadError when it does not load."""
+
+    async def run(self, batch: Batch) -> Result:
+        """Run one batch; ReplicaError when the replica dies (or is killed) meanwhile."""
+
+    async def kill(self) -> None:
+        """Stop it now, interrupting a running batch (idempotent)."""
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop it after its current batch, or kill it past the grace."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,18 +128,20 @@ class Replica:
             limit=protocol.MAX_FRAME_BYTES,
         )
         self._log_task = asyncio.create_task(self._pump_logs(), name=f"logs:{self.name}")
-        message = await self._first_message()
-        if message.get("type") == "load_failed":
+        frame = await self._first_frame()
+        if isinstance(frame, LoadFailed):
             await self.kill()
-            raise ReplicaLoadError(message.get("error", {}))
-        if message.get("type") != "ready":
+            raise ReplicaLoadError(frame)
+        if not isinstance(frame, Ready):
             await self.kill()
-            raise ReplicaError(f"unexpected first message {message.get('type')!r}")
-        self.load_ms = message.get("load_ms")
+            raise ReplicaLoadError(
+                LoadFailed("load_crashed", f"the runner sent {type(frame).__name__} first")
+            )
+        self.load_ms = frame.load_ms
         self.ready = True
         log.info("replica %s ready (pid %s, load %.0f ms)", self.name, self.pid, self.load_ms or 0)
 
-    async def _first_message(self) -> dict[str, Any]:
+    async def _first_frame(self) -> Frame:
         """The runner's first frame, within the load timeout; a runner that dies or hangs
         while loading is a load failure (reported on /v1/models, retried with back-off)."""
         timeout_s = self._command.load_timeout_s
@@ -113,22 +150,20 @@ class Replica:
         except TimeoutError:
             await self.kill()
             raise ReplicaLoadError(
-                {
-                    "code": "load_timeout",
-                    "message": f"load() did not finish within {timeout_s:g} s",
-                }
+                LoadFailed("load_timeout", f"load() did not finish within {timeout_s:g} s")
             ) from None
-        except ReplicaError:
+        except ReplicaError as exc:
             await self.kill()
             code = self._proc.returncode if self._proc else None
             raise ReplicaLoadError(
-                {
-                    "code": "load_crashed",
-                    "message": f"the runner exited while loading (exit status {code})",
-                }
+                LoadFailed(
+                    "load_crashed",
+                    f"the runner exited while loading (exit status {code})",
+                    {"reason": str(exc.__cause__ or exc)},
+                )
             ) from None
 
-    async def _read(self) -> dict[str, Any]:
+    async def _read(self) -> Frame:
         assert self._proc is not None and self._proc.stdout is not None
         try:
             return await protocol.read_async(self._proc.stdout)
@@ -140,20 +175,20 @@ class Replica:
         while line := await self._proc.stderr.readline():
             log.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
 
-    async def run(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    async def run(self, batch: Batch) -> Result:
         """Send one batch and wait for its result (no deadline here: the caller has one)."""
         if not self.alive:
             raise ReplicaError(f"replica {self.name} is not running")
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            self._proc.stdin.write(protocol.encode({"type": "batch", "items": items}))
+            self._proc.stdin.write(protocol.encode(batch))
             await self._proc.stdin.drain()
         except (ConnectionError, RuntimeError) as exc:
             raise ReplicaError(f"replica {self.name} closed its input") from exc
-        message = await self._read()
-        if message.get("type") != "result":
-            raise ReplicaError(f"unexpected message {message.get('type')!r}")
-        return message
+        frame = await self._read()
+        if not isinstance(frame, Result):
+            raise ReplicaError(f"unexpected frame {type(frame).__name__}")
+        return frame
 
     async def kill(self) -> None:
         """SIGKILL the runner and reap it (idempotent)."""
@@ -176,7 +211,7 @@ class Replica:
             return
         try:
             assert self._proc.stdin is not None
-            self._proc.stdin.write(protocol.encode({"type": "stop"}))
+            self._proc.stdin.write(protocol.encode(Stop()))
             await self._proc.stdin.drain()
             self._proc.stdin.close()
             await asyncio.wait_for(self._proc.wait(), grace_s)

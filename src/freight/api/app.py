@@ -1,4 +1,4 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factories: the whole API, and the probes of a worker."""
 
 from __future__ import annotations
 
@@ -8,21 +8,28 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from freight import __version__, metrics
-from freight.api import errors
+from freight.api import docs, errors
 from freight.api.routes import health, models, objects, predictions
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from freight.agent import Agent
     from freight.service import PredictionService
     from freight.signing import UrlSigner
+    from freight.system import SystemService
+
+
+
+def _install_metrics(system: SystemService) -> None:
+    metrics.install(
+        metrics.StateCollector(backlog=system.backlog_snapshot, replicas=system.ready_replicas)
+    )
 
 
 def create_app(
     service: PredictionService,
+    system: SystemService,
     signer: UrlSigner,
-    agent: Agent | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -33,17 +40,33 @@ def create_app(
         "inputs and outputs in object storage.",
     )
     app.state.service = service
+    app.state.system = system
     app.state.signer = signer
-    app.state.agent = agent
+    app.state.public_url = service.public_url
     errors.install(app)
-    metrics.install(
-        metrics.StateCollector(
-            backlog=service.backlog.snapshot,
-            replicas=lambda: (
-                {name: w.ready_replicas for name, w in agent.workers.items()} if agent else {}
-            ),
-        )
-    )
+    docs.install(app)
+    _install_metrics(system)
     for module in (predictions, models, objects, health):
         app.include_router(module.router)
+    return app
+
+
+def create_probe_app(
+    system: SystemService,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+) -> FastAPI:
+    """A worker's own HTTP face (``freight worker --port``): ``/healthz``, ``/readyz``
+    and ``/metrics`` for Kubernetes probes and Prometheus, nothing else."""
+    app = FastAPI(
+        title="freight worker",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.system = system
+    errors.install(app)
+    _install_metrics(system)
+    app.include_router(health.router)
     return app

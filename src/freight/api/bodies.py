@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from freight.errors import InvalidRequestError, PayloadTooLargeError
+from freight.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from freight.media import is_json_type
 
 
@@ -53,9 +53,8 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 def require_json(request: Request) -> None:
     if not is_json_type(content_type_of(request)):
-        raise InvalidRequestError(
-            f"expected Content-Type application/json, got {content_type_of(request) or 'none'!r}",
-            code="unsupported_media_type",
+        raise UnsupportedMediaTypeError(
+            f"expected Content-Type application/json, got {content_type_of(request) or 'none'!r}"
         )
 
 

@@ -1,4 +1,10 @@
-"""The only place that maps errors to HTTP: ``{"error": {code, message, detail}}``."""
+"""The only place that maps errors to HTTP: ``{"error": {code, message, detail}}``.
+
+One table, :data:`STATUS`, from exception class to status. The handlers answer
+from it and :func:`responses` documents routes from it, so the OpenAPI document
+cannot drift from the behaviour. A route lists the exceptions it can raise;
+the ones any route can meet (validation, the store down) are added to all.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +16,89 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from freight import errors
+from freight.api.schemas import ErrorBody
 
 log = logging.getLogger("freight.api")
 
+
+class RequestInvalid(errors.FreightError):
+    """The request does not match the route's schema (FastAPI's validation): 422."""
+
+    code = "validation_error"
+
+
 STATUS: dict[type[errors.FreightError], int] = {
-    errors.NotFoundError: 404,
     errors.InvalidRequestError: 400,
-    errors.PayloadTooLargeError: 413,
-    errors.ConflictError: 409,
-    errors.QueueFullError: 429,
     errors.UrlError: 403,
-    errors.StoreUnavailableError: 503,
+    errors.NotFoundError: 404,
+    errors.ConflictError: 409,
+    errors.PayloadTooLargeError: 413,
+    errors.UnsupportedMediaTypeError: 415,
+    RequestInvalid: 422,
+    errors.PredictionFailedError: 424,
+    errors.QueueFullError: 429,
     errors.StorageError: 502,
-    errors.ConfigError: 500,
-    errors.ModelDefinitionError: 500,
+    errors.StoreUnavailableError: 503,
+    errors.NotReadyError: 503,
 }
 
-#: codes whose HTTP status differs from their class's
-CODE_STATUS = {"unsupported_media_type": 415, "url_expired": 403, "failed": 424}
+#: what each status means to a caller, with the codes it carries (the OpenAPI text)
+MEANING: dict[type[errors.FreightError], str] = {
+    errors.InvalidRequestError: "invalid request (`invalid_json`, `invalid_cursor`, "
+    "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`)",
+    errors.UrlError: "missing, tampered or expired signed URL "
+    "(`missing_signature`, `bad_signature`, `url_expired`)",
+    errors.NotFoundError: "unknown model, prediction or object "
+    "(`unknown_target`, `prediction_not_found`, `object_not_found`, `input_not_found`)",
+    errors.ConflictError: "idempotency key reused with another body "
+    "(`idempotency_conflict`), or the prediction is in another state (`invalid_state`; "
+    "`not_finished`, `no_output` for its output)",
+    errors.PayloadTooLargeError: "payload over the limit (`payload_too_large`)",
+    errors.UnsupportedMediaTypeError: "content type not taken (`unsupported_media_type`)",
+    RequestInvalid: "the request does not match the schema (`validation_error`)",
+    errors.PredictionFailedError: "the prediction failed; `error.code` is its own "
+    "(`model_error`, `timeout`, `attempts_exhausted`, `canceled`, `expired`, …)",
+    errors.QueueFullError: "the model's queue is full; retry after `Retry-After` "
+    "seconds (`queue_full`)",
+    errors.StorageError: "the object store failed (`storage_error`)",
+    errors.StoreUnavailableError: "the database is unavailable; retry "
+    "(`store_unavailable`)",
+    errors.NotReadyError: "a model has no ready replica (`not_ready`)",
+}
+
+#: every route can meet these
+COMMON: tuple[type[errors.FreightError], ...] = (RequestInvalid, errors.StoreUnavailableError)
+
+
+def status_of(exc: errors.FreightError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def responses(*raises: type[errors.FreightError]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route that can raise ``raises`` (plus COMMON)."""
+    by_status: dict[int, list[str]] = {}
+    for cls in dict.fromkeys((*raises, *COMMON)):
+        by_status.setdefault(STATUS[cls], []).append(MEANING[cls])
+    return {
+        status: {"model": ErrorBody, "description": "; ".join(texts)}
+        for status, texts in sorted(by_status.items())
+    }
+
+
+def _headers(exc: errors.FreightError) -> dict[str, str] | None:
+    if isinstance(exc, errors.QueueFullError):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, errors.StoreUnavailableError | errors.NotReadyError):
+        return {"Retry-After": "1"}
+    if isinstance(exc, errors.PredictionFailedError):
+        return {"X-Freight-Prediction-Id": exc.prediction_id}
+    return None
 
 
 def error_response(
@@ -48,26 +117,12 @@ def error_response(
     )
 
 
-def status_of(exc: errors.FreightError) -> int:
-    if exc.code in CODE_STATUS:
-        return CODE_STATUS[exc.code]
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
-
-
 async def _freight_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.FreightError)
     status = status_of(exc)
-    headers = None
-    if isinstance(exc, errors.QueueFullError):
-        headers = {"Retry-After": str(exc.retry_after_s)}
-    if isinstance(exc, errors.StoreUnavailableError):
-        headers = {"Retry-After": "1"}
-    if status >= 500:
+    if status >= 500 and not isinstance(exc, errors.NotReadyError):  # probes ask often
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc)
-    return error_response(status, exc.code, exc.message, exc.detail, headers)
+    return error_response(status, exc.code, exc.message, exc.detail, _headers(exc))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -76,13 +131,32 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
         for e in exc.errors()
     ]
-    return error_response(422, "validation_error", "the request is not valid", {"errors": problems})
+    invalid = RequestInvalid("the request is not valid", errors=problems)
+    return error_response(STATUS[RequestInvalid], invalid.code, invalid.message, invalid.detail)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path takes, over all routes: Starlette's 405 names only the
+    first route whose path matched (``POST`` for ``/v1/predictions``, not ``GET``)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})
+        if match is Match.PARTIAL:
+            methods |= getattr(route, "methods", None) or set()
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no such route, method not allowed), in our shape and
+    with their headers (``Allow`` on a 405, listing every method of the path)."""
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

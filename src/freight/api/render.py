@@ -59,6 +59,7 @@ def prediction_dict(
         "attempts": p.attempts,
         "priority": p.priority,
         "input": _fragment(p.input_json),
+        "input_uri": None if p.input_key is None else f"freight://{p.input_key}",
         "input_content_type": p.input_content_type,
         "input_bytes": p.input_bytes,
         "output": _fragment(p.output_json),

@@ -63,6 +63,9 @@ class PredictionOut(BaseModel):
     attempts: int
     priority: int
     input: Any
+    input_uri: str | None = Field(
+        None, description="where the input is stored: give it as input_uri to reuse it"
+    )
     input_content_type: str | None
     input_bytes: int | None
     output: Any
@@ -91,19 +94,3 @@ class ModelOut(BaseModel):
 
 class ModelList(BaseModel):
     data: list[ModelOut]
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
-        400: "invalid request (`invalid_json`, `invalid_cursor`, …)",
-        403: "missing, expired or tampered signed URL",
-        404: "unknown model or prediction",
-        409: "idempotency key reused with another body; wrong state",
-        413: "payload over the limit",
-        415: "unsupported content type",
-        422: "validation error",
-        429: "queue full (see Retry-After)",
-        503: "store unavailable",
-    }.items()
-}

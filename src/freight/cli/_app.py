@@ -104,7 +104,16 @@ def api(
 
 @app.command()
 def worker(
-    project_dir: DirArgument = Path("."), host: HostOption = None, port: PortOption = None
+    project_dir: DirArgument = Path("."),
+    host: HostOption = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            help="Serve /healthz, /readyz and /metrics on this port (Kubernetes probes, "
+            "Prometheus); without it the worker opens no port.",
+        ),
+    ] = None,
 ) -> None:
     """Run only a worker node: the agent and its model runners (cluster shape)."""
     _serve("serve_worker", project_dir, host, port)

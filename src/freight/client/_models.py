@@ -92,6 +92,7 @@ class Prediction(_Wire):
     attempts: int = 0
     priority: int = 0
     input: Any = None
+    input_uri: str | None = None
     input_content_type: str | None = None
     input_bytes: int | None = None
     output: Any = None

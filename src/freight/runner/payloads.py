@@ -4,14 +4,16 @@ Inputs arrive by reference: small JSON inline in the frame, anything else as an
 object-store key. On the local backend a ``Path`` input *is* the stored file
 (no copy); on S3 it is streamed to a temporary file first (removed after the
 batch). A ``File`` output is consumed: moved into place locally, uploaded from
-disk to S3 and then deleted. Outputs are written to the object store under the
-prediction's id; small JSON also travels back inline so the database row can
-carry it.
+disk to S3 and then deleted. Every output ends up in the object store under the
+prediction's id: small ones are handed back in the result frame for the agent
+to store with the rest of the batch (:class:`~freight.runner.protocol.Inline`,
+:class:`~freight.runner.protocol.HandedBack`), larger ones are written here
+(:class:`~freight.runner.protocol.Stored`); JSON under the inline limit also
+travels back as text so the database row can carry it.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import tempfile
 from pathlib import Path
@@ -20,17 +22,21 @@ from typing import Any
 import orjson
 
 from freight.keys import output_key
-from freight.media import is_json_type
+from freight.media import JSON, OCTET_STREAM, is_json_type
 from freight.model import File, InputKind, Payload
+from freight.runner.protocol import BatchItem, HandedBack, Inline, Stored
 from freight.storage.base import Storage
 
 #: outputs up to this size go back to the agent in the result frame, and the agent
 #: stores those of a whole batch at once (one transaction on the local backend)
 HANDBACK_MAX_BYTES = 64 * 1024
 
+Output = Inline | HandedBack | Stored
 
 
 class PayloadIO:
+    """Reads one batch's inputs and writes its outputs (one per runner process)."""
+
     def __init__(self, storage: Storage, input_kind: str, inline_max_bytes: int) -> None:
         self._storage = storage
         self._kind = input_kind
@@ -48,10 +54,9 @@ class PayloadIO:
                 f.write(chunk)
         return Path(name)
 
-    async def read_input(self, item: dict[str, Any]) -> Any:
-        inline: str | None = item.get("input_json")
-        key: str | None = item.get("input_key")
-        content_type = item.get("content_type") or "application/octet-stream"
+    async def read_input(self, item: BatchItem) -> Any:
+        inline, key = item.input_json, item.input_key
+        content_type = item.content_type or OCTET_STREAM
         if self._kind == InputKind.JSON:
             if inline is not None:
                 return orjson.loads(inline)
@@ -67,7 +72,9 @@ class PayloadIO:
             return path
         return Payload(path=path, content_type=content_type, size=path.stat().st_size)
 
-    async def write_output(self, prediction_id: str, output: Any) -> dict[str, Any]:
+    async def write_output(self, prediction_id: str, output: Any) -> Output:
+        """Small outputs are handed back to the agent; the others stored here. A value
+        that is not JSON-able raises TypeError (that prediction's ``output_error``)."""
         key = output_key(prediction_id)
         if isinstance(output, File):
             # A File output is handed over: the local backend moves it into place, S3
@@ -78,29 +85,19 @@ class PayloadIO:
                 size = await self._storage.put_file(key, source, content_type=output.content_type)
             finally:
                 source.unlink(missing_ok=True)
-            return {"output_key": key, "content_type": output.content_type, "bytes": size}
+            return Stored(prediction_id, key, output.content_type, size)
         if isinstance(output, bytes | bytearray | memoryview):
             data = bytes(output)
-            content_type = "application/octet-stream"
             if len(data) <= HANDBACK_MAX_BYTES:
-                return {
-                    "output_b64": base64.b64encode(data).decode(),
-                    "content_type": content_type,
-                    "bytes": len(data),
-                }
-            await self._storage.put(key, data, content_type=content_type)
-            return {"output_key": key, "content_type": content_type, "bytes": len(data)}
+                return HandedBack(prediction_id, data, OCTET_STREAM)
+            await self._storage.put(key, data, content_type=OCTET_STREAM)
+            return Stored(prediction_id, key, OCTET_STREAM, len(data))
         data = orjson.dumps(output, option=orjson.OPT_SERIALIZE_NUMPY)
-        inline = data.decode() if len(data) <= self._inline_max else None
-        result: dict[str, Any] = {
-            "content_type": "application/json",
-            "bytes": len(data),
-            "output_json": inline,
-        }
-        if inline is None or len(data) > HANDBACK_MAX_BYTES:
-            await self._storage.put(key, data, content_type="application/json")
-            result["output_key"] = key
-        return result
+        inline = len(data) <= self._inline_max
+        if inline and len(data) <= HANDBACK_MAX_BYTES:
+            return Inline(prediction_id, data.decode())
+        await self._storage.put(key, data, content_type=JSON)
+        return Stored(prediction_id, key, JSON, len(data), data.decode() if inline else None)
 
     def cleanup(self) -> None:
         """Remove temporary input files of the last batch."""
@@ -115,4 +112,4 @@ def _required(key: str | None) -> str:
     return key
 
 
-__all__ = ["PayloadIO"]
+__all__ = ["HANDBACK_MAX_BYTES", "Output", "PayloadIO"]

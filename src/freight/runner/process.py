@@ -19,8 +19,18 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from freight.model import Model
+from freight.prediction import ErrorCode
 from freight.runner import protocol
 from freight.runner.payloads import PayloadIO
+from freight.runner.protocol import Batch, BatchItem, Failed, LoadFailed, Ready, Result, Stop
+from freight.runner.tracebacks import error_detail, error_message
+
+#: the code of a load that raised (the agent adds load_timeout and load_crashed)
+LOAD_ERROR = "load_error"
+
+
+class BatchMismatchError(Exception):
+    """predict_batch did not return a list of one output per input."""
 
 
 def _die_with_parent() -> None:
@@ -41,100 +51,104 @@ def _private_pipes() -> tuple[BinaryIO, BinaryIO]:
     return sys.stdin.buffer, proto_out
 
 
-def _error(exc: BaseException, code: str) -> dict[str, Any]:
-    return {
-        "code": code,
-        "message": f"{type(exc).__name__}: {exc}",
-        "detail": {
-            "type": type(exc).__name__,
-            "traceback": "".join(traceback.format_exception(exc)[-8:]),
-        },
-    }
-
-
 def _call_model(model: Any, batch_mode: bool, inputs: list[Any]) -> list[Any]:
     """Outputs (or BaseException instances) per input, in input order."""
-    if batch_mode:
-        try:
-            outputs = model.predict_batch(inputs)
-        except Exception as exc:
-            return [exc] * len(inputs)
-        if not isinstance(outputs, list) or len(outputs) != len(inputs):
-            err = TypeError(
-                f"predict_batch returned {type(outputs).__name__} of "
-                f"{len(outputs) if hasattr(outputs, '__len__') else '?'} items "
-                f"for {len(inputs)} inputs"
-            )
-            return [err] * len(inputs)
-        return outputs
-    results: list[Any] = []
-    for value in inputs:
-        try:
-            results.append(model.predict(value))
-        except Exception as exc:
-            results.append(exc)
-    return results
+    if not batch_mode:
+        results: list[Any] = []
+        for value in inputs:
+            try:
+                results.append(model.predict(value))
+            except Exception as exc:
+                results.append(exc)
+        return results
+    try:
+        outputs = model.predict_batch(inputs)
+    except Exception as exc:
+        return [exc] * len(inputs)
+    if not isinstance(outputs, list) or len(outputs) != len(inputs):
+        count = f"{len(outputs)} items" if isinstance(outputs, list) else "no list"
+        mismatch = BatchMismatchError(
+            f"predict_batch returned {type(outputs).__name__} ({count}) for {len(inputs)} "
+            "inputs: it must return a list of one output per input, in order"
+        )
+        return [mismatch] * len(inputs)
+    return outputs
 
 
-async def _serve_batch(
-    model: Any,
-    batch_mode: bool,
-    io: PayloadIO,
-    items: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    results: list[dict[str, Any] | None] = [None] * len(items)
-    inputs: list[Any] = []
-    positions: list[int] = []
-    for i, item in enumerate(items):
-        try:
-            inputs.append(await io.read_input(item))
-            positions.append(i)
-        except Exception as exc:
-            results[i] = {"id": item["id"], "ok": False, "error": _error(exc, "input_error")}
-    outputs = _call_model(model, batch_mode, inputs) if inputs else []
-    for pos, output in zip(positions, outputs, strict=True):
-        item_id = items[pos]["id"]
+class BatchServer:
+    """Runs batches through the loaded model; every failure is its item's ``Failed``."""
+
+    def __init__(self, model: Any, io: PayloadIO, project_dir: Path) -> None:
+        self._model = model
+        self._batch_mode = type(model).predict_batch is not Model.predict_batch
+        self._io = io
+        self._project = project_dir
+
+    def _failed(self, item_id: str, exc: BaseException, code: str) -> Failed:
+        return Failed(item_id, code, error_message(exc), error_detail(exc, self._project))
+
+    async def _output(self, item_id: str, output: Any) -> protocol.ResultItem:
+        if isinstance(output, BatchMismatchError):
+            return self._failed(item_id, output, ErrorCode.BATCH_MISMATCH)
         if isinstance(output, BaseException):
-            results[pos] = {"id": item_id, "ok": False, "error": _error(output, "model_error")}
-            continue
+            return self._failed(item_id, output, ErrorCode.MODEL_ERROR)
         try:
-            results[pos] = {"id": item_id, "ok": True, **await io.write_output(item_id, output)}
-        except Exception as exc:
-            results[pos] = {"id": item_id, "ok": False, "error": _error(exc, "output_error")}
-    io.cleanup()
-    return [r for r in results if r is not None]
+            return await self._io.write_output(item_id, output)
+        except Exception as exc:  # not JSON-able, storage failed: this item only
+            return self._failed(item_id, exc, ErrorCode.OUTPUT_ERROR)
+
+    async def serve(self, batch: Batch) -> Result:
+        started = time.perf_counter()
+        results: dict[str, protocol.ResultItem] = {}
+        inputs: list[Any] = []
+        accepted: list[BatchItem] = []
+        for item in batch.items:
+            try:
+                inputs.append(await self._io.read_input(item))
+                accepted.append(item)
+            except Exception as exc:
+                results[item.id] = self._failed(item.id, exc, ErrorCode.INPUT_ERROR)
+        try:
+            outputs = _call_model(self._model, self._batch_mode, inputs) if inputs else []
+            for item, output in zip(accepted, outputs, strict=True):
+                results[item.id] = await self._output(item.id, output)
+        finally:
+            self._io.cleanup()
+        items = tuple(results[i.id] for i in batch.items if i.id in results)
+        return Result(items, (time.perf_counter() - started) * 1000)
 
 
-async def _run(args: argparse.Namespace, proto_in: BinaryIO, proto_out: BinaryIO) -> int:
+def _load(args: argparse.Namespace) -> tuple[BatchServer, float]:
+    """Import and load the model: the server of its batches and load()'s duration."""
     from freight.registry import import_model
     from freight.storage import open_storage
 
+    project = Path(args.project)
+    model_cls = import_model(args.ref, project)
+    model = model_cls()
+    started = time.perf_counter()
+    model.load()
+    load_ms = (time.perf_counter() - started) * 1000
+    io = PayloadIO(open_storage(args.storage), model_cls.input_kind(), args.inline_output_max_bytes)
+    return BatchServer(model, io, project), load_ms
+
+
+async def _run(args: argparse.Namespace, proto_in: BinaryIO, proto_out: BinaryIO) -> int:
     try:
-        model_cls = import_model(args.ref, Path(args.project))
-        model = model_cls()
-        started = time.perf_counter()
-        model.load()
-        load_ms = (time.perf_counter() - started) * 1000
-        io = PayloadIO(
-            open_storage(args.storage),
-            model_cls.input_kind(),
-            args.inline_output_max_bytes,
-        )
+        server, load_ms = _load(args)
     except Exception as exc:
-        proto_out.write(
-            protocol.encode({"type": "load_failed", "error": _error(exc, "load_error")})
-        )
+        traceback.print_exc()  # the whole story for the server's log; the frame is trimmed
+        detail = error_detail(exc, Path(args.project))
+        proto_out.write(protocol.encode(LoadFailed(LOAD_ERROR, error_message(exc), detail)))
         return 1
-    batch_mode = type(model).predict_batch is not Model.predict_batch
-    proto_out.write(protocol.encode({"type": "ready", "load_ms": load_ms, "pid": os.getpid()}))
+    proto_out.write(protocol.encode(Ready(load_ms, os.getpid())))
     while True:
-        message = protocol.read_sync(proto_in)
-        if message is None or message.get("type") == "stop":
+        frame = protocol.read_sync(proto_in)
+        if frame is None or isinstance(frame, Stop):
             return 0
-        started = time.perf_counter()
-        results = await _serve_batch(model, batch_mode, io, message["items"])
-        run_ms = (time.perf_counter() - started) * 1000
-        proto_out.write(protocol.encode({"type": "result", "items": results, "run_ms": run_ms}))
+        if not isinstance(frame, Batch):
+            raise protocol.ProtocolError(f"a runner takes batches, not {type(frame).__name__}")
+        proto_out.write(protocol.encode(await server.serve(frame)))
 
 
 def main(argv: list[str] | None = None) -> int:

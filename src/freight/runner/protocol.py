@@ -1,13 +1,29 @@
-"""Framing between agent and runner: a 4-byte big-endian length, then a JSON object.
+"""The frames between agent and runner, as types, and their wire encoding.
 
-Only small data crosses this pipe: object-store keys, inline JSON inputs and
-outputs under the inline limit, and results. Payloads move by reference.
+Why named types: the agent and the runner are two programs that must agree on
+every field; a typo in a dict key used to be a silent ``None``. Here each frame
+is a frozen dataclass, encoding is explicit, and decoding validates every field
+and raises :class:`ProtocolError` on anything malformed, so a broken runner is a
+crashed replica, never a half-read result.
+
+Wire: a 4-byte big-endian length, then one orjson object with a ``type`` tag
+(result items carry a ``kind`` tag). Bytes travel base64 in the JSON. Only
+small data crosses this pipe: object-store keys, inline JSON inputs and outputs
+under the inline limits, handed-back small outputs, errors. Payloads move by
+reference (object keys).
+
+    agent  -> runner   Batch, Stop
+    runner -> agent    Ready | LoadFailed (first frame), then one Result per Batch
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import orjson
@@ -15,50 +31,329 @@ import orjson
 _HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
+Wire = dict[str, Any]
+
 
 class ProtocolError(Exception):
-    """The peer sent something that is not a frame (or closed the pipe)."""
+    """The peer sent something that is not a valid frame (or closed the pipe)."""
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    body = orjson.dumps(message)
+# -- frames ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The model is loaded; the runner takes batches."""
+
+    load_ms: float
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailed:
+    """Importing or loading the model failed; the runner exits after this frame."""
+
+    code: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One prediction's input, by reference: inline JSON text or an object key."""
+
+    id: str
+    input_json: str | None = None
+    input_key: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    items: tuple[BatchItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Exit after the current batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inline:
+    """A small JSON output as text: it goes on the row, and the agent stores it."""
+
+    id: str
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandedBack:
+    """Small non-JSON bytes the agent stores, with the rest of the batch, in one go."""
+
+    id: str
+    data: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An output the runner already wrote under ``key``. ``inline_json`` is a copy for
+    the row when the output is JSON under the inline limit (too big to hand back)."""
+
+    id: str
+    key: str
+    content_type: str
+    size: int
+    inline_json: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The prediction failed in the runner (``code`` is an ErrorCode value)."""
+
+    id: str
+    code: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+ResultItem = Inline | HandedBack | Stored | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one Batch: at most one item per batch item."""
+
+    items: tuple[ResultItem, ...]
+    run_ms: float
+
+
+Frame = Ready | LoadFailed | Batch | Stop | Result
+
+
+# -- encoding -------------------------------------------------------------------------
+
+
+def _item_wire(item: ResultItem) -> Wire:
+    if isinstance(item, Inline):
+        return {"kind": "inline", "id": item.id, "json": item.json}
+    if isinstance(item, HandedBack):
+        return {
+            "kind": "handed_back",
+            "id": item.id,
+            "b64": base64.b64encode(item.data).decode("ascii"),
+            "content_type": item.content_type,
+        }
+    if isinstance(item, Stored):
+        return {
+            "kind": "stored",
+            "id": item.id,
+            "key": item.key,
+            "content_type": item.content_type,
+            "size": item.size,
+            "json": item.inline_json,
+        }
+    return {
+        "kind": "failed",
+        "id": item.id,
+        "code": item.code,
+        "message": item.message,
+        "detail": item.detail,
+    }
+
+
+def _wire(frame: Frame) -> Wire:
+    if isinstance(frame, Batch):
+        return {
+            "type": "batch",
+            "items": [
+                {
+                    "id": i.id,
+                    "input_json": i.input_json,
+                    "input_key": i.input_key,
+                    "content_type": i.content_type,
+                    "size": i.size,
+                }
+                for i in frame.items
+            ],
+        }
+    if isinstance(frame, Result):
+        return {
+            "type": "result",
+            "run_ms": frame.run_ms,
+            "items": [_item_wire(i) for i in frame.items],
+        }
+    if isinstance(frame, Ready):
+        return {"type": "ready", "load_ms": frame.load_ms, "pid": frame.pid}
+    if isinstance(frame, LoadFailed):
+        return {
+            "type": "load_failed",
+            "code": frame.code,
+            "message": frame.message,
+            "detail": frame.detail,
+        }
+    return {"type": "stop"}
+
+
+def encode(frame: Frame) -> bytes:
+    """The frame as length-prefixed JSON, ready to write to the pipe."""
+    try:
+        body = orjson.dumps(_wire(frame))
+    except TypeError as exc:  # e.g. a detail that is not JSON-able: a bug of the sender
+        raise ProtocolError(f"cannot encode {type(frame).__name__}: {exc}") from exc
     return _HEADER.pack(len(body)) + body
 
 
-def read_sync(stream: BinaryIO) -> dict[str, Any] | None:
+# -- decoding -------------------------------------------------------------------------
+
+
+def _get(obj: Wire, name: str, kinds: type | tuple[type, ...], optional: bool = False) -> Any:
+    value = obj.get(name)
+    if type(value) is kinds or (value is None and optional):  # the hot path: exact type
+        return value
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        raise ProtocolError(f"field {name!r} is missing or not {_names(kinds)}")
+    return value
+
+
+def _names(kinds: type | tuple[type, ...]) -> str:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _number(obj: Wire, name: str) -> float:
+    return float(_get(obj, name, (int, float)))
+
+
+def _detail(obj: Wire) -> dict[str, Any]:
+    detail: dict[str, Any] | None = _get(obj, "detail", dict, optional=True)
+    return detail or {}
+
+
+def _b64(obj: Wire) -> bytes:
+    try:
+        return base64.b64decode(_get(obj, "b64", str), validate=True)
+    except binascii.Error as exc:
+        raise ProtocolError(f"field 'b64' is not base64: {exc}") from exc
+
+
+_ITEMS: dict[str, Callable[[Wire], ResultItem]] = {
+    "inline": lambda o: Inline(_get(o, "id", str), _get(o, "json", str)),
+    "handed_back": lambda o: HandedBack(_get(o, "id", str), _b64(o), _get(o, "content_type", str)),
+    "stored": lambda o: Stored(
+        _get(o, "id", str),
+        _get(o, "key", str),
+        _get(o, "content_type", str),
+        _get(o, "size", int),
+        _get(o, "json", str, optional=True),
+    ),
+    "failed": lambda o: Failed(
+        _get(o, "id", str), _get(o, "code", str), _get(o, "message", str), _detail(o)
+    ),
+}
+
+
+def _objects(obj: Wire) -> list[Wire]:
+    items: list[Any] = _get(obj, "items", list)
+    if not all(isinstance(i, dict) for i in items):
+        raise ProtocolError("field 'items' holds something that is not an object")
+    return items
+
+
+def _result_item(obj: Wire) -> ResultItem:
+    kind = obj.get("kind")
+    decode = _ITEMS.get(kind) if isinstance(kind, str) else None
+    if decode is None:
+        raise ProtocolError(f"unknown result item kind {obj.get('kind')!r}")
+    return decode(obj)
+
+
+def _batch_item(obj: Wire) -> BatchItem:
+    return BatchItem(
+        _get(obj, "id", str),
+        _get(obj, "input_json", str, optional=True),
+        _get(obj, "input_key", str, optional=True),
+        _get(obj, "content_type", str, optional=True),
+        _get(obj, "size", int, optional=True),
+    )
+
+
+_FRAMES: dict[str, Callable[[Wire], Frame]] = {
+    "ready": lambda o: Ready(_number(o, "load_ms"), _get(o, "pid", int)),
+    "load_failed": lambda o: LoadFailed(_get(o, "code", str), _get(o, "message", str), _detail(o)),
+    "batch": lambda o: Batch(tuple(_batch_item(i) for i in _objects(o))),
+    "stop": lambda o: Stop(),
+    "result": lambda o: Result(tuple(_result_item(i) for i in _objects(o)), _number(o, "run_ms")),
+}
+
+
+def decode(body: bytes) -> Frame:
+    """One frame from its JSON body; ProtocolError when it is not a valid frame."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("frame is not a JSON object")
+    kind = obj.get("type")
+    decoder = _FRAMES.get(kind) if isinstance(kind, str) else None
+    if decoder is None:
+        raise ProtocolError(f"unknown frame type {obj.get('type')!r}")
+    return decoder(obj)
+
+
+# -- framing --------------------------------------------------------------------------
+
+
+def _size(header: bytes) -> int:
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {size} bytes is over the limit")
+    return int(size)
+
+
+def read_sync(stream: BinaryIO) -> Frame | None:
     """Read one frame from a blocking stream; None at end of stream."""
     header = stream.read(_HEADER.size)
     if not header:
         return None
     if len(header) < _HEADER.size:
         raise ProtocolError("truncated frame header")
-    (size,) = _HEADER.unpack(header)
-    if size > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {size} bytes is over the limit")
+    size = _size(header)
     body = stream.read(size)
     if len(body) < size:
         raise ProtocolError("truncated frame body")
-    return _decode(body)
+    return decode(body)
 
 
-def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        message = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"frame is not JSON: {exc}") from exc
-    if not isinstance(message, dict):
-        raise ProtocolError("frame is not a JSON object")
-    return message
-
-
-async def read_async(reader: asyncio.StreamReader) -> dict[str, Any]:
+async def read_async(reader: asyncio.StreamReader) -> Frame:
     """Read one frame; raise ProtocolError when the runner has gone away."""
     try:
-        header = await reader.readexactly(_HEADER.size)
-        (size,) = _HEADER.unpack(header)
-        if size > MAX_FRAME_BYTES:
-            raise ProtocolError(f"frame of {size} bytes is over the limit")
+        size = _size(await reader.readexactly(_HEADER.size))
         body = await reader.readexactly(size)
     except (asyncio.IncompleteReadError, ConnectionError) as exc:
         raise ProtocolError("runner closed its pipe") from exc
-    return _decode(body)
+    return decode(body)
+
+
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "Batch",
+    "BatchItem",
+    "Failed",
+    "Frame",
+    "HandedBack",
+    "Inline",
+    "LoadFailed",
+    "ProtocolError",
+    "Ready",
+    "Result",
+    "ResultItem",
+    "Stop",
+    "Stored",
+    "decode",
+    "encode",
+    "read_async",
+    "read_sync",
+]

@@ -2,16 +2,23 @@
 
 Implementations: :class:`freight.storage.local.LocalStorage` (a directory; its
 presigned URLs are HMAC-signed, expiring routes of freight's own API) and
-:class:`freight.storage.s3.S3Storage` (any S3-compatible store through obstore).
+:class:`freight.storage.s3.S3Storage` (any S3-compatible store through obstore);
+:class:`freight.storage.memory.MemoryStorage` (a dict, for tests) passes the same
+contract suite.
 Keys are relative, ``/``-separated (e.g. ``inputs/<id>``, ``outputs/<id>``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+Presign = Callable[[str, int], str]
+"""``(key, expires_s) -> URL``: how a backend without URLs of its own (a local
+directory, memory) presigns a download. The server passes one built on its own
+signed route; the backend knows no HTTP."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,12 @@ Design choices, each for a reason:
   prediction row carries the content type. (S3 keeps it as object metadata,
   because presigned downloads are served by S3 itself.)
 - **Keys are a restricted alphabet** (:func:`validate_key`) so that a key is
-  its own URL path: the signed ``/v1/objects/{key}`` path is the same string
-  whether read raw or percent-decoded, and no key can escape the root.
-- **Presigned URLs** are freight API paths signed with :class:`UrlSigner`
-  (obstore cannot presign a ``LocalStore``); the API verifies them with the same
-  secret and serves the file from :meth:`LocalStorage.local_path`.
+  its own URL path: a signed API path naming it is the same string whether
+  read raw or percent-decoded, and no key can escape the root.
+- **Presigned URLs** come from the ``presign`` callable the server passes in
+  (obstore cannot presign a ``LocalStore``): a signed, expiring route of
+  freight's API, which verifies it and streams the object. This backend knows
+  no HTTP route.
 """
 
 from __future__ import annotations
@@ -46,14 +47,10 @@ from freight.errors import (
     PayloadTooLargeError,
     StorageError,
 )
-from freight.signing import UrlSigner
 from freight.storage._small import SmallObjects
-from freight.storage.base import ObjectInfo
+from freight.storage.base import ObjectInfo, Presign
 
-__all__ = ["OBJECTS_ROUTE", "LocalStorage", "validate_key"]
-
-OBJECTS_ROUTE = "/v1/objects/"
-"""The API route prefix that serves local objects through signed URLs."""
+__all__ = ["LocalStorage", "validate_key"]
 
 SYNC_IO_MAX_BYTES = 64 * 1024
 """Reads and writes up to this size run on the event loop; larger ones in a thread."""
@@ -95,10 +92,10 @@ def validate_key(key: str) -> str:
 class LocalStorage:
     """A directory of objects: small ones rows of one table, others files. See above."""
 
-    def __init__(self, root: Path, signer: UrlSigner | None = None) -> None:
+    def __init__(self, root: Path, presign: Presign | None = None) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._signer = signer
+        self._presign = presign
         self._small = SmallObjects(self.root)
 
     def __repr__(self) -> str:
@@ -318,15 +315,12 @@ class LocalStorage:
     # -- URLs ----------------------------------------------------------------
 
     async def presign_get(self, key: str, *, expires_s: int) -> str:
-        """``/v1/objects/{key}?expires=…&sig=…``: a path of freight's API, signed for GET.
-
-        The API prefixes its public base URL and verifies with ``UrlSigner.verify``
-        against ``request.url.path`` (keys need no percent-encoding, see validate_key).
-        """
+        """A URL of freight's API that serves the object until it expires (a path: the
+        API puts its public base URL in front; keys need no percent-encoding)."""
         validate_key(key)
-        if self._signer is None:
-            raise ConfigError("local storage was opened without a URL signer: cannot presign")
-        return self._signer.sign("GET", OBJECTS_ROUTE + key, expires_s=expires_s)
+        if self._presign is None:
+            raise ConfigError("local storage was opened without a presigner: cannot presign")
+        return self._presign(key, expires_s)
 
 
 def _unlink(path: Path) -> None:

@@ -5,6 +5,8 @@ brings a database to the current schema and is safe to call at every start.
 
     sqlite:///relative/path.db, sqlite:////abs/path.db   -> SqliteStore
     postgresql://user@host:5432/db (or postgres://...)   -> PostgresStore
+    memory://                                            -> MemoryStore (tests; one
+                                                            fresh store per call)
 """
 
 from __future__ import annotations
@@ -12,10 +14,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from freight.errors import ConfigError
-from freight.store._migrate import check_schema_version, head_revision, migrate
-from freight.store.base import Store
+from freight.store import _migrate
+from freight.store._migrate import check_schema_version, head_revision
+from freight.store.base import Lifecycle, Queue, Records, Store
 
-__all__ = ["Store", "check_schema_version", "head_revision", "migrate", "open_store"]
+__all__ = [
+    "Lifecycle",
+    "Queue",
+    "Records",
+    "Store",
+    "check_schema_version",
+    "head_revision",
+    "migrate",
+    "open_store",
+]
+
+MEMORY_URL = "memory://"
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the head revision (see ``_migrate.migrate``).
+
+    An in-memory store has no schema: nothing to do, so that a server started on
+    ``memory://`` in a test goes through the same start-up as on a real database.
+    """
+    if url == MEMORY_URL:
+        return
+    _migrate.migrate(url)
 
 
 def sqlite_path(url: str) -> str:
@@ -37,7 +62,11 @@ def open_store(url: str) -> Store:
         from freight.store.postgres import PostgresStore
 
         return PostgresStore(url)
+    if url == MEMORY_URL:
+        from freight.store.memory import MemoryStore
+
+        return MemoryStore()
     raise ConfigError(
-        f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)",
+        f"unsupported database URL {url!r} (use sqlite:///, postgresql:// or memory://)",
         setting="database_url",
     )

@@ -6,11 +6,18 @@ processes may start at once (``freight api`` x N), so the upgrade runs under a
 session-level advisory lock: the first process migrates, the others wait, then
 find the database at head and do nothing. Upgrading an up-to-date database is a
 no-op, so calling :func:`migrate` on every start is safe.
+
+Alembic narrates each step at INFO ("Context impl SQLiteImpl.", "Running
+upgrade 0001 -> 0002, ..."); a server start should not, so while migrating its
+loggers only pass warnings and errors (a failed migration still raises).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,6 +30,8 @@ from freight.errors import ConfigError, StoreUnavailableError
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: pg_advisory_lock key held while migrating: "freight" in ASCII.
 ADVISORY_LOCK_KEY = int.from_bytes(b"freight", "big")
+#: The logger Alembic's own messages go to (``alembic.runtime.migration`` and the like).
+ALEMBIC_LOGGER = "alembic"
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -75,12 +84,26 @@ def migrate(url: str) -> None:
     An unreachable database raises StoreUnavailableError naming it (no traceback
     for the operator to decode)."""
     try:
-        _upgrade(url)
+        with quiet_alembic():
+            _upgrade(url)
     except sa.exc.DBAPIError as exc:
         where = url.split("@")[-1]  # never echo a password
         raise StoreUnavailableError(
             f"cannot reach the database {where}: {exc.orig}", setting="database_url"
         ) from exc
+
+
+@contextlib.contextmanager
+def quiet_alembic() -> Iterator[None]:
+    """Drop Alembic's INFO narration for the duration; warnings and errors still show."""
+    logger = logging.getLogger(ALEMBIC_LOGGER)
+    previous = logger.level
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _upgrade(url: str) -> None:

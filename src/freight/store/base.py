@@ -1,11 +1,24 @@
-"""The job store seam: a narrow, domain-level protocol over SQL.
+"""The job store seam: narrow, domain-level protocols over SQL.
 
 The ``predictions`` table *is* the queue. Every method is one transaction.
 Implementations: :class:`freight.store.sqlite.SqliteStore` (one writer
-connection on the event loop, group commit) and
+connection on the event loop, group commit),
 :class:`freight.store.postgres.PostgresStore` (psycopg 3, ``FOR UPDATE SKIP
-LOCKED``). Both raise :class:`~freight.errors.StoreUnavailableError` when the
-database cannot be reached, never a driver exception.
+LOCKED``) and :class:`freight.store.memory.MemoryStore` (dicts, for tests of
+the logic above the store). All raise :class:`~freight.errors.StoreUnavailableError`
+when the database cannot be reached, never a driver exception.
+
+The protocol is split by role so that each consumer names only what it uses,
+and so that features that add methods (pipelines, batch jobs) widen one role
+instead of every fake and every backend at once:
+
+- :class:`Lifecycle`: connect, disconnect, health, cross-process wake-ups
+  (the process entry points);
+- :class:`Queue`: the claim/lease cycle (workers claim and finish, the agent
+  renews, reaps and recovers);
+- :class:`Records`: the prediction records as the API sees them, plus
+  retention (the service, the models listing, the agent's purge);
+- :class:`Store`: all of them, what a backend implements.
 """
 
 from __future__ import annotations
@@ -16,10 +29,8 @@ from typing import Protocol
 from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
 
 
-class Store(Protocol):
-    #: True when this process is the only writer (SQLite): on start-up every
-    #: ``running`` row is an orphan of a previous crash and can be requeued at once.
-    exclusive: bool
+class Lifecycle(Protocol):
+    """Connection and notifications: what only the process hosting the store calls."""
 
     async def open(self) -> None:
         """Connect (and check the schema is at the current migration)."""
@@ -29,29 +40,18 @@ class Store(Protocol):
     async def listen(self, on_work: Callable[[str], None], on_done: Callable[[str], None]) -> None:
         """Until cancelled, call ``on_work(target)`` when another process queues work and
         ``on_done(id)`` when a prediction becomes terminal (PostgreSQL LISTEN/NOTIFY).
-        Returns at once where there is nothing to listen to (SQLite)."""
+        Returns at once where there is nothing to listen to (SQLite, memory)."""
 
     async def ping(self) -> None:
         """Raise StoreUnavailableError when the database does not answer."""
 
-    async def create(self, prediction: Prediction) -> tuple[Prediction, bool]:
-        """Insert a prediction. With an ``idempotency_key`` that exists already,
-        return ``(existing, False)`` when ``request_hash`` matches, else raise
-        ConflictError(code="idempotency_conflict"). Returns ``(row, True)`` when inserted."""
 
-    async def get(self, prediction_id: str) -> Prediction | None: ...
+class Queue(Protocol):
+    """The claim/lease cycle of queued predictions, fenced by ``worker_id`` + ``attempts``."""
 
-    async def mark_input_ready(
-        self,
-        prediction_id: str,
-        *,
-        input_key: str,
-        input_content_type: str,
-        input_bytes: int,
-        now: float,
-    ) -> Prediction:
-        """``awaiting_input`` -> ``queued`` once its upload landed. Raises NotFoundError,
-        or ConflictError(code="invalid_state") when the prediction is in another status."""
+    #: True when this process is the only writer (SQLite): on start-up every
+    #: ``running`` row is an orphan of a previous crash and can be requeued at once.
+    exclusive: bool
 
     async def claim(
         self,
@@ -86,11 +86,6 @@ class Store(Protocol):
         """Extend the leases of ``ids`` held by ``worker_id``; return the ids this worker
         no longer holds (canceled, requeued by someone else, finished)."""
 
-    async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
-        """Cancel a non-terminal prediction (error_code ``canceled``). Returns the row
-        after the change and the status it had before. A terminal prediction is
-        returned unchanged (previous status == its status). NotFoundError if unknown."""
-
     async def reap(self, *, now: float) -> ReapResult:
         """One sweep: running with an expired lease -> queued (or failed
         ``attempts_exhausted`` when attempts are spent); queued past ``expires_at`` ->
@@ -100,13 +95,41 @@ class Store(Protocol):
         """Exclusive stores only: requeue every ``running`` row (without counting
         the attempt against the prediction when its lease had not expired yet)."""
 
+
+class Records(Protocol):
+    """Predictions as records: created, read, listed, fed their input, canceled, purged."""
+
+    async def create(self, prediction: Prediction) -> tuple[Prediction, bool]:
+        """Insert a prediction. With an ``idempotency_key`` that exists already,
+        return ``(existing, False)`` when ``request_hash`` matches, else raise
+        ConflictError(code="idempotency_conflict"). Returns ``(row, True)`` when inserted."""
+
+    async def get(self, prediction_id: str) -> Prediction | None: ...
+
+    async def mark_input_ready(
+        self,
+        prediction_id: str,
+        *,
+        input_key: str,
+        input_content_type: str,
+        input_bytes: int,
+        now: float,
+    ) -> Prediction:
+        """``awaiting_input`` -> ``queued`` once its upload landed. Raises NotFoundError,
+        or ConflictError(code="invalid_state") when the prediction is in another status."""
+
+    async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
+        """Cancel a non-terminal prediction (error_code ``canceled``). Returns the row
+        after the change and the status it had before. A terminal prediction is
+        returned unchanged (previous status == its status). NotFoundError if unknown."""
+
+    async def stats(self) -> dict[str, TargetStats]:
+        """Queued / running / awaiting_input counts per target."""
+
     async def purge(self, *, before: float, limit: int) -> list[Prediction]:
         """Retention: delete up to ``limit`` terminal predictions whose ``finished_at``
         is before ``before``, oldest first, and return the deleted rows (their object
         keys are the caller's to delete). Concurrent purgers skip each other's rows."""
-
-    async def stats(self) -> dict[str, TargetStats]:
-        """Queued / running / awaiting_input counts per target."""
 
     # last: a method named ``list`` shadows the builtin in annotations below it
     async def list(
@@ -118,3 +141,10 @@ class Store(Protocol):
         limit: int = 50,
     ) -> list[Prediction]:
         """Newest first; ``after_id`` is the last id of the previous page (ids < after_id)."""
+
+
+class Store(Lifecycle, Queue, Records, Protocol):
+    """The whole job store: what every backend implements and a server opens."""
+
+
+__all__ = ["Lifecycle", "Queue", "Records", "Store"]

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes."""
+"""Liveness, readiness and the Prometheus exposition."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from starlette.responses import Response
 
 from freight import metrics
 from freight.api import deps
-from freight.api.errors import error_response
+from freight.api.errors import responses
 from freight.api.render import json_response
-from freight.errors import StoreUnavailableError
+from freight.errors import NotReadyError, StoreUnavailableError
 
 router = APIRouter(tags=["health"])
 
@@ -23,30 +23,20 @@ async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus exposition: counters, timings, backlog and ready replicas."""
     with contextlib.suppress(StoreUnavailableError):  # a scrape still gets the counters
-        await deps.service(request).backlog.fresh()
+        await deps.system(request).refresh_backlog()
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=responses(NotReadyError))
 async def readyz(request: Request) -> Response:
-    """The store answers and (when this process runs an agent) replicas are up."""
-    try:
-        await deps.service(request).store.ping()
-    except StoreUnavailableError as exc:
-        return error_response(503, exc.code, exc.message)
-    agent = deps.agent(request)
-    if agent is not None:
-        missing = [
-            name
-            for name, worker in agent.workers.items()
-            if worker.spec.replicas.min > 0 and worker.ready_replicas == 0
-        ]
-        if missing:
-            return error_response(
-                503, "not_ready", "models without a ready replica", {"models": missing}
-            )
+    """The store answers and (where this process runs replicas) every model has one."""
+    await deps.system(request).check_ready()
     return json_response({"status": "ready"})

@@ -15,9 +15,20 @@ from starlette.responses import Response, StreamingResponse
 
 from freight.api import deps
 from freight.api.bodies import body_stream, content_type_of, read_json
+from freight.api.errors import responses
 from freight.api.render import json_response, prediction_dict
-from freight.api.schemas import ERRORS, CreatePrediction, PredictionOut, PredictionPage
-from freight.errors import InvalidRequestError
+from freight.api.schemas import CreatePrediction, PredictionOut, PredictionPage
+from freight.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    QueueFullError,
+    StorageError,
+    UnsupportedMediaTypeError,
+    UrlError,
+)
+from freight.media import OCTET_STREAM
 from freight.prediction import Prediction, Status
 from freight.service import CreateOptions, NewInput, request_hash
 
@@ -57,11 +68,22 @@ def _validate(raw: Any) -> CreatePrediction:
         raise RequestValidationError(exc.errors()) from None
 
 
+_CREATE_ERRORS = responses(
+    InvalidRequestError,
+    NotFoundError,
+    ConflictError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    QueueFullError,
+    StorageError,
+)
+
+
 @router.post(
     "",
     status_code=202,
     response_model=PredictionOut,
-    responses=ERRORS,
+    responses={**_CREATE_ERRORS, 200: {"model": PredictionOut, "description": "terminal"}},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -76,7 +98,7 @@ async def create_prediction(
 ) -> Response:
     """Queue a prediction; answers 202 at once (or waits with ``Prefer: wait=N``)."""
     svc = deps.service(request)
-    raw = await read_json(request, svc.settings.max_json_bytes)
+    raw = await read_json(request, svc.limits.max_json_bytes)
     body = _validate(raw)
     has_json = "input" in body.model_fields_set
     if has_json and body.input_uri is not None:
@@ -103,7 +125,7 @@ async def create_prediction(
     return await respond(request, row)
 
 
-@router.get("/{prediction_id}", response_model=PredictionOut, responses=ERRORS)
+@router.get("/{prediction_id}", response_model=PredictionOut, responses=responses(NotFoundError))
 async def get_prediction(
     request: Request,
     prediction_id: str,
@@ -128,7 +150,7 @@ def _encode_cursor(after: str) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"after": after})).decode()
 
 
-@router.get("", response_model=PredictionPage, responses=ERRORS)
+@router.get("", response_model=PredictionPage, responses=responses(InvalidRequestError))
 async def list_predictions(
     request: Request,
     target: str | None = None,
@@ -154,7 +176,9 @@ async def list_predictions(
     )
 
 
-@router.post("/{prediction_id}/cancel", response_model=PredictionOut, responses=ERRORS)
+@router.post(
+    "/{prediction_id}/cancel", response_model=PredictionOut, responses=responses(NotFoundError)
+)
 async def cancel_prediction(request: Request, prediction_id: str) -> Response:
     """Cancel a queued, waiting or running prediction (a running one is interrupted)."""
     row = await deps.service(request).cancel(prediction_id)
@@ -164,7 +188,14 @@ async def cancel_prediction(request: Request, prediction_id: str) -> Response:
 @router.put(
     "/{prediction_id}/input",
     response_model=PredictionOut,
-    responses=ERRORS,
+    responses=responses(
+        InvalidRequestError,
+        UrlError,
+        NotFoundError,
+        ConflictError,
+        PayloadTooLargeError,
+        StorageError,
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -183,23 +214,25 @@ async def upload_input(
     """The presigned upload URL: stream the input in; the prediction is queued at once."""
     deps.signer(request).verify("PUT", request.url.path, expires, sig)
     svc = deps.service(request)
-    content_type = content_type_of(request) or "application/octet-stream"
+    content_type = content_type_of(request) or OCTET_STREAM
     row = await svc.upload(
         prediction_id,
-        body_stream(request, svc.settings.max_payload_bytes),
+        body_stream(request, svc.limits.max_payload_bytes),
         content_type,
     )
     return await respond(request, row, 200)
 
 
-@router.get("/{prediction_id}/output", responses=ERRORS)
+@router.get(
+    "/{prediction_id}/output",
+    responses={
+        **responses(NotFoundError, ConflictError, StorageError),
+        200: {"description": "the output's bytes", "content": {OCTET_STREAM: {}}},
+    },
+)
 async def download_output(request: Request, prediction_id: str) -> Response:
     """The output's bytes, streamed from the object store."""
     svc = deps.service(request)
-    row = await svc.get(prediction_id)
-    chunks = await svc.open_output(row)
-    return StreamingResponse(
-        chunks,
-        media_type=row.output_content_type or "application/octet-stream",
-        headers={"Content-Length": str(row.output_bytes)} if row.output_bytes is not None else None,
-    )
+    output = svc.open_output(await svc.get(prediction_id))
+    headers = {"Content-Length": str(output.size)} if output.size is not None else None
+    return StreamingResponse(output.chunks, media_type=output.content_type, headers=headers)

@@ -1,0 +1,98 @@
+"""Declaring pipelines in Python: ``freight.Pipeline`` and ``freight.Step``.
+
+For users who prefer code to ``freight.yaml``. A declaration is only data: it is
+turned into the very dict ``freight.yaml`` would hold (:meth:`Pipeline.to_dict`),
+so both kinds go through one parser and one set of checks, and a Python pipeline
+reports its faults exactly as a YAML one does. Nothing is checked here, so that
+``freight check`` can list every fault at once instead of the first one raised.
+
+    claim = freight.Pipeline(
+        "claim-estimate",
+        steps={
+            "damage": freight.Step(model="damage-classifier", input="$input.image"),
+            "estimate": freight.Step(
+                model="estimator",
+                input={"damage": "$steps.damage.output"},
+                when="steps.damage.output.severity != 'none'",
+            ),
+        },
+        output="$steps.estimate.output",
+    )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+#: a template left out (``input`` of a step: the run's whole input; ``output`` of a
+#: pipeline: every step's output by name); distinct from None, a literal null
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step: a model or a nested pipeline, with its input template and options."""
+
+    model: str | None = None
+    pipeline: str | None = None
+    input: Any = UNSET
+    when: str | None = None
+    for_each: str | None = None
+    max_concurrency: int | None = None
+    optional: bool = False
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``freight.yaml`` form: only the keys that were given."""
+        out: dict[str, Any] = {}
+        for key in ("model", "pipeline", "when", "for_each", "max_concurrency"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.input is not UNSET:
+            out["input"] = self.input
+        if self.optional is not False:
+            out["optional"] = self.optional
+        for key in ("timeout_s", "max_attempts"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A named DAG of steps, its output template and an optional whole-run timeout."""
+
+    name: str
+    steps: Mapping[str, Step | Mapping[str, Any]] = field(default_factory=dict)
+    output: Any = UNSET
+    timeout_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``freight.yaml`` form (the value under ``pipelines: NAME:``)."""
+        steps = {
+            name: step.to_dict() if isinstance(step, Step) else step
+            for name, step in self.steps.items()
+        }
+        out: dict[str, Any] = {"steps": steps}
+        if self.output is not UNSET:
+            out["output"] = self.output
+        if self.timeout_s is not None:
+            out["timeout_s"] = self.timeout_s
+        return out
+
+
+def as_raw(value: Any) -> Any:
+    """A pipeline's ``freight.yaml`` form, whether it was declared in YAML or in Python
+    (``{p.name: p for p in declared}`` can be parsed with the YAML section merged in)."""
+    return value.to_dict() if isinstance(value, Pipeline) else value

@@ -1,0 +1,139 @@
+"""Pipeline specs: what a checked pipeline declaration is, compiled once.
+
+:func:`parse_pipelines` checks a ``pipelines:`` section (every fault at once, see
+``validate.py``) and only then builds specs, so a spec is always runnable: its
+targets exist, its references name real steps, its steps form a DAG. Templates
+and conditions are compiled into the spec, so planning a run only evaluates.
+
+Defaults (decided here, documented for users): a step without ``input`` gets the
+run's whole input (``$input``); a pipeline without ``output`` outputs every step's
+output by step name. A step's dependencies are the steps its ``input``, ``when``
+and ``for_each`` reference, never declared twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from freight.pipelines import graph
+from freight.pipelines.declare import as_raw
+from freight.pipelines.template import Expression, Template, expression, reference_text
+from freight.pipelines.validate import TargetKind, Targets, check_pipelines, raise_for
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """One checked step. ``needs`` are inferred from its references."""
+
+    name: str
+    target: str
+    kind: TargetKind
+    input: Any = field(hash=False)  # the template as declared (``$input`` if left out)
+    when: str | None
+    for_each: str | None  # a reference (``$input.photos``)
+    max_concurrency: int | None  # None: as many at once as the target takes
+    optional: bool
+    timeout_s: float | None  # None: the target's own
+    max_attempts: int | None  # None: the target's own
+    needs: frozenset[str]  # the steps it references: its dependencies
+    input_template: Template = field(compare=False, hash=False, repr=False)
+    when_expression: Expression | None = field(compare=False, hash=False, repr=False)
+    for_each_expression: Expression | None = field(compare=False, hash=False, repr=False)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the step may be skipped (it has ``when:``)."""
+        return self.when is not None
+
+    @property
+    def fan_out(self) -> bool:
+        """Whether the step runs once per element of ``for_each``."""
+        return self.for_each is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    """One checked pipeline: steps by name (declaration order) and their DAG."""
+
+    name: str
+    steps: Mapping[str, StepSpec] = field(hash=False)
+    output: Any = field(hash=False)  # the template as declared (or the default)
+    timeout_s: float | None
+    order: tuple[str, ...]  # dependencies first; declaration order among equals
+    dependants: Mapping[str, frozenset[str]] = field(hash=False)
+    output_template: Template = field(compare=False, hash=False, repr=False)
+
+    @property
+    def nested(self) -> frozenset[str]:
+        """The pipelines this one runs as steps."""
+        return frozenset(s.target for s in self.steps.values() if s.kind == "pipeline")
+
+    @property
+    def output_needs(self) -> frozenset[str]:
+        """The steps the output template references."""
+        return self.output_template.steps
+
+
+def default_output(step_names: list[str]) -> dict[str, str]:
+    """Every step's output by name: what a pipeline without ``output:`` returns."""
+    return {name: f'$steps."{name}".output' for name in step_names}
+
+
+def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
+    """A spec from a step that passed the checks (unchecked input raises anything)."""
+    kind: TargetKind = "model" if raw.get("model") is not None else "pipeline"
+    target = raw[kind]
+    template = Template(raw.get("input", "$input"))
+    when = raw.get("when")
+    for_each = raw.get("for_each")
+    when_expression = expression(when) if when is not None else None
+    for_each_text = reference_text(for_each) if for_each is not None else None
+    for_each_expression = expression(for_each_text) if for_each_text is not None else None
+    needs = set(template.steps)
+    for extra in (when_expression, for_each_expression):
+        if extra is not None:
+            needs |= extra.steps
+    return StepSpec(
+        name=name,
+        target=target,
+        kind=kind,
+        input=raw.get("input", "$input"),
+        when=when,
+        for_each=for_each,
+        max_concurrency=raw.get("max_concurrency"),
+        optional=bool(raw.get("optional", False)),
+        timeout_s=raw.get("timeout_s"),
+        max_attempts=raw.get("max_attempts"),
+        needs=frozenset(needs),
+        input_template=template,
+        when_expression=when_expression,
+        for_each_expression=for_each_expression,
+    )
+
+
+def build_pipeline(name: str, raw: Mapping[str, Any]) -> PipelineSpec:
+    """A spec from a pipeline that passed the checks."""
+    steps = {str(s): build_step(str(s), spec) for s, spec in raw["steps"].items()}
+    needs = {s: spec.needs for s, spec in steps.items()}
+    output = raw.get("output", default_output(list(steps)))
+    return PipelineSpec(
+        name=name,
+        steps=MappingProxyType(steps),
+        output=output,
+        timeout_s=raw.get("timeout_s"),
+        order=graph.topological(needs),
+        dependants=MappingProxyType(graph.dependants(needs)),
+        output_template=Template(output),
+    )
+
+
+def parse_pipelines(raw: Mapping[str, Any], *, targets: Targets) -> dict[str, PipelineSpec]:
+    """Check a ``pipelines:`` section and build its specs; raises one
+    PipelineDefinitionError listing every fault. Values may be dicts (``freight.yaml``)
+    or :class:`freight.Pipeline` declarations. ``targets``: the runnable names and their
+    kinds, or just the model names (the pipelines declared here are added)."""
+    raise_for(check_pipelines(raw, targets=targets))
+    return {name: build_pipeline(name, as_raw(value)) for name, value in raw.items()}

@@ -1,0 +1,312 @@
+"""The job store in memory: dicts, for tests of everything above the store.
+
+Why it exists: the service and agent logic (rollbacks, races, retention) is
+tested without sockets or files against this fake, and the fake is kept honest
+by running the *same* contract suite as SQLite and PostgreSQL
+(``tests/contract/test_store.py``), the way procrastinate tests against its
+in-memory connector.
+
+Why it is safe without locks: every method does all its reads and writes in
+one synchronous stretch, with no ``await`` in between, so on one event loop
+each call is atomic, which is what a transaction gives the SQL backends. No
+threads touch it. Rows are copied on the way in and out: a caller mutating a
+:class:`~freight.prediction.Prediction` it got back cannot change the "database".
+
+Like SQLite it is ``exclusive`` (this process is the only writer) and has
+nothing to listen to. A closed store raises StoreUnavailableError, which makes
+an outage one ``await store.close()`` away in a unit test. URL: ``memory://``
+(a fresh, empty store per :func:`~freight.store.open_store` call).
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+
+from freight.errors import ConflictError, NotFoundError, StoreUnavailableError
+from freight.prediction import (
+    Completion,
+    ErrorCode,
+    Prediction,
+    ReapResult,
+    Release,
+    Status,
+    TargetStats,
+)
+from freight.store.rows import check_idempotent, not_awaiting_input
+
+_Rows = builtins.list[Prediction]
+_COUNTED = (Status.QUEUED, Status.RUNNING, Status.AWAITING_INPUT)
+
+
+def _copy(prediction: Prediction) -> Prediction:
+    """A detached copy, its status as :class:`Status` (as the SQL row mapping gives)."""
+    return dataclasses.replace(prediction, status=Status(prediction.status))
+
+
+def _expired(at: float | None, now: float) -> bool:
+    """``at < now`` with SQL's NULL semantics: no deadline never expires."""
+    return at is not None and at < now
+
+
+class MemoryStore:
+    """The :class:`~freight.store.base.Store` in a dict; semantics of ``sql.py``."""
+
+    exclusive = True
+
+    def __init__(self) -> None:
+        self._rows: dict[str, Prediction] = {}
+        self._by_key: dict[str, str] = {}  # idempotency_key -> id: the unique index
+        self._open = False
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._rows)} predictions)"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Nothing to connect to and no schema to check; rows survive close/open."""
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def listen(self, on_work: Callable[[str], None], on_done: Callable[[str], None]) -> None:
+        """Nothing to listen to: no other process can write to this store."""
+
+    async def ping(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if not self._open:
+            raise StoreUnavailableError("the in-memory store is not open")
+
+    def _where(self, status: Status, target: str | None = None) -> _Rows:
+        """The stored rows (not copies) in ``status``, oldest id first."""
+        rows = (
+            p
+            for p in self._rows.values()
+            if p.status is status and (target is None or p.target == target)
+        )
+        return sorted(rows, key=lambda p: p.id)
+
+    def _held(self, prediction_id: str, worker_id: str, attempt: int) -> Prediction | None:
+        """The row when it is running under this worker and attempt (the fence)."""
+        row = self._rows.get(prediction_id)
+        if row is None or row.status is not Status.RUNNING:
+            return None
+        if row.worker_id != worker_id or row.attempts != attempt:
+            return None
+        return row
+
+    # -- records -------------------------------------------------------------
+
+    async def create(self, prediction: Prediction) -> tuple[Prediction, bool]:
+        self._check()
+        key = prediction.idempotency_key
+        if key is not None and key in self._by_key:
+            existing = self._rows[self._by_key[key]]
+            return _copy(check_idempotent(existing, prediction)), False
+        if prediction.id in self._rows:
+            raise ConflictError("a prediction with this id exists", id=prediction.id)
+        row = _copy(prediction)
+        self._rows[row.id] = row
+        if key is not None:
+            self._by_key[key] = row.id
+        return _copy(row), True
+
+    async def get(self, prediction_id: str) -> Prediction | None:
+        self._check()
+        row = self._rows.get(prediction_id)
+        return None if row is None else _copy(row)
+
+    async def mark_input_ready(
+        self,
+        prediction_id: str,
+        *,
+        input_key: str,
+        input_content_type: str,
+        input_bytes: int,
+        now: float,
+    ) -> Prediction:
+        self._check()
+        row = self._rows.get(prediction_id)
+        if row is None or row.status is not Status.AWAITING_INPUT:
+            raise not_awaiting_input(prediction_id, None if row is None else _copy(row))
+        row.status, row.queued_at = Status.QUEUED, now
+        row.input_key, row.input_content_type = input_key, input_content_type
+        row.input_bytes = input_bytes
+        return _copy(row)
+
+    async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
+        self._check()
+        row = self._rows.get(prediction_id)
+        if row is None:
+            raise NotFoundError("prediction not found", id=prediction_id)
+        previous = row.status
+        if not previous.terminal:
+            row.status, row.finished_at, row.lease_expires_at = Status.CANCELED, now, None
+            row.error_code, row.error_message = ErrorCode.CANCELED.value, "canceled on request"
+        return _copy(row), previous
+
+    async def stats(self) -> dict[str, TargetStats]:
+        """Counts of live rows; a target appears only once it has one (like GROUP BY)."""
+        self._check()
+        result: dict[str, TargetStats] = {}
+        for row in self._rows.values():
+            if row.status in _COUNTED:
+                counts = result.setdefault(row.target, TargetStats())
+                name = row.status.value
+                setattr(counts, name, getattr(counts, name) + 1)
+        return result
+
+    async def purge(self, *, before: float, limit: int) -> _Rows:
+        self._check()
+        due = [
+            p for p in self._rows.values() if p.status.terminal and _expired(p.finished_at, before)
+        ]
+        due.sort(key=lambda p: (p.finished_at or 0.0, p.id))
+        purged = due[:limit]
+        for row in purged:
+            del self._rows[row.id]
+            if row.idempotency_key is not None:
+                self._by_key.pop(row.idempotency_key, None)
+        return purged  # deleted: nothing else holds them, no copy needed
+
+    # -- queue ---------------------------------------------------------------
+
+    async def claim(
+        self,
+        target: str,
+        limit: int,
+        *,
+        worker_id: str,
+        lease_s: float,
+        now: float,
+    ) -> _Rows:
+        self._check()
+        queued = sorted(self._where(Status.QUEUED, target), key=lambda p: (-p.priority, p.id))
+        claimed = queued[: max(limit, 0)]
+        for row in claimed:
+            row.status, row.started_at, row.attempts = Status.RUNNING, now, row.attempts + 1
+            row.worker_id, row.lease_expires_at = worker_id, now + lease_s
+        return [_copy(p) for p in claimed]
+
+    async def complete(self, completions: Sequence[Completion]) -> builtins.list[str]:
+        self._check()
+        applied: builtins.list[str] = []
+        for c in completions:
+            row = self._held(c.id, c.worker_id, c.attempt)
+            if row is None:
+                continue
+            row.status, row.finished_at = Status(c.status), c.finished_at
+            row.lease_expires_at = None
+            row.output_json, row.output_key = c.output_json, c.output_key
+            row.output_content_type, row.output_bytes = c.output_content_type, c.output_bytes
+            row.error_code = None if c.error_code is None else str(c.error_code)
+            row.error_message, row.error_detail = c.error_message, c.error_detail
+            row.batch_size = c.batch_size
+            applied.append(c.id)
+        return applied
+
+    async def release(self, releases: Sequence[Release], *, now: float) -> dict[str, Status]:
+        self._check()
+        result: dict[str, Status] = {}
+        for r in releases:
+            row = self._held(r.id, r.worker_id, r.attempt)
+            if row is None:
+                continue
+            if r.count_attempt and row.attempts >= row.max_attempts:
+                row.status, row.finished_at = Status.FAILED, now
+                row.error_code, row.error_message = str(r.error_code), r.error_message
+            else:
+                row.status, row.finished_at = Status.QUEUED, None
+            if not r.count_attempt:
+                row.attempts -= 1
+            row.worker_id, row.lease_expires_at = None, None
+            result[r.id] = row.status
+        return result
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        ids: Sequence[str],
+        *,
+        lease_s: float,
+        now: float,
+    ) -> builtins.list[str]:
+        self._check()
+        lost: builtins.list[str] = []
+        for prediction_id in ids:
+            row = self._rows.get(prediction_id)
+            if row is not None and row.status is Status.RUNNING and row.worker_id == worker_id:
+                row.lease_expires_at = now + lease_s
+            else:
+                lost.append(prediction_id)
+        return lost
+
+    async def reap(self, *, now: float) -> ReapResult:
+        """The sweeps of ``sql.py`` in its order: TTL, uploads, leases (fail, requeue)."""
+        self._check()
+        result = ReapResult()
+        for row in self._where(Status.QUEUED):
+            if _expired(row.expires_at, now):
+                self._expire(row, now, "not started before its expiry time")
+                result.expired.append(row.id)
+        for row in self._where(Status.AWAITING_INPUT):
+            if _expired(row.upload_expires_at, now):
+                self._expire(row, now, "input not uploaded in time")
+                result.expired.append(row.id)
+        for row in self._where(Status.RUNNING):
+            if not _expired(row.lease_expires_at, now):
+                continue
+            if row.attempts >= row.max_attempts:
+                row.status, row.finished_at, row.lease_expires_at = Status.FAILED, now, None
+                row.error_code = ErrorCode.ATTEMPTS_EXHAUSTED.value
+                row.error_message = "lease expired and no attempts are left"
+                result.failed.append(row.id)
+            else:
+                row.status, row.worker_id, row.lease_expires_at = Status.QUEUED, None, None
+                result.requeued.append(row.id)
+        return result
+
+    @staticmethod
+    def _expire(row: Prediction, now: float, message: str) -> None:
+        row.status, row.finished_at = Status.EXPIRED, now
+        row.error_code, row.error_message = ErrorCode.EXPIRED.value, message
+
+    async def recover_orphans(self, *, now: float) -> builtins.list[str]:
+        self._check()
+        recovered: builtins.list[str] = []
+        for row in self._where(Status.RUNNING):
+            if row.attempts > 0 and row.lease_expires_at is not None and row.lease_expires_at > now:
+                row.attempts -= 1  # a live lease was cut by our crash: not its fault
+            row.status, row.worker_id, row.lease_expires_at = Status.QUEUED, None, None
+            recovered.append(row.id)
+        return recovered
+
+    # Last in the class on purpose: inside the class body this name shadows the
+    # builtin ``list`` (hence ``builtins.list`` in the annotations above).
+    async def list(
+        self,
+        *,
+        target: str | None = None,
+        status: Status | None = None,
+        after_id: str | None = None,
+        limit: int = 50,
+    ) -> _Rows:
+        self._check()
+        rows: Iterable[Prediction] = self._rows.values()
+        if target is not None:
+            rows = (p for p in rows if p.target == target)
+        if status is not None:
+            wanted = Status(status)
+            rows = (p for p in rows if p.status is wanted)
+        if after_id is not None:
+            rows = (p for p in rows if p.id < after_id)
+        newest = sorted(rows, key=lambda p: p.id, reverse=True)
+        return [_copy(p) for p in newest[: max(limit, 0)]]
+
+
+__all__ = ["MemoryStore"]

@@ -1,0 +1,84 @@
+"""The system service: what the served models look like, and whether this process
+is ready — the probes, ``/v1/models`` and the state gauges of ``/metrics``.
+
+Apart from :mod:`freight.service` (predictions) because it answers questions
+about the deployment, not about one prediction, and because a worker process
+(``freight worker --port``) serves these probes without the prediction routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from freight.backlog import BacklogGauge
+from freight.errors import NotReadyError
+from freight.fleet import Fleet, ModelState
+from freight.prediction import TargetStats
+from freight.registry import ModelSpec
+from freight.store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A served model: its declaration, its backlog, and its replicas here."""
+
+    spec: ModelSpec
+    backlog: TargetStats
+    state: ModelState | None  # None: this process runs no replicas (an API process)
+
+
+class SystemService:
+    def __init__(
+        self,
+        specs: dict[str, ModelSpec],
+        store: Store,
+        backlog: BacklogGauge,
+        fleet: Fleet | None = None,
+    ) -> None:
+        self._specs = specs
+        self._store = store
+        self._backlog = backlog
+        self._fleet = fleet
+
+    async def check_ready(self) -> None:
+        """Raise StoreUnavailableError when the database does not answer, NotReadyError
+        when a model that should have a replica here has none loaded."""
+        await self._store.ping()
+        if self._fleet is None:
+            return
+        states = self._fleet.model_states()
+        missing = [
+            name
+            for name, spec in sorted(self._specs.items())
+            if spec.replicas.min > 0 and states.get(name, ModelState()).ready_replicas == 0
+        ]
+        if missing:
+            raise NotReadyError(
+                f"models without a ready replica: {', '.join(missing)}", models=missing
+            )
+
+    async def models(self) -> list[ModelInfo]:
+        stats = await self._store.stats()
+        states = self._fleet.model_states() if self._fleet is not None else {}
+        return [
+            ModelInfo(
+                spec=spec,
+                backlog=stats.get(name, TargetStats()),
+                state=states.get(name, ModelState()) if self._fleet is not None else None,
+            )
+            for name, spec in sorted(self._specs.items())
+        ]
+
+    def backlog_snapshot(self) -> dict[str, int]:
+        return self._backlog.snapshot()
+
+    async def refresh_backlog(self) -> dict[str, int]:
+        return await self._backlog.fresh()
+
+    def ready_replicas(self) -> dict[str, int]:
+        if self._fleet is None:
+            return {}
+        return {name: s.ready_replicas for name, s in self._fleet.model_states().items()}
+
+
+__all__ = ["ModelInfo", "SystemService"]

@@ -1,0 +1,67 @@
+"""The cluster shape under crashes: two `freight worker`s and a `freight api` on PostgreSQL + S3.
+
+A worker SIGKILLed mid-batch loses its leases, and the other worker takes its
+predictions over; the API process killed and restarted loses nothing accepted.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.server import Server, wait_until
+from tests.integration.helpers import create, gate_input, gate_runs, wait_done
+
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("shape", ["cluster"], indirect=True)]
+
+SECRET = {"FREIGHT_SECRET_KEY": "s" * 32}  # one key for every process of the cluster
+
+
+def test_killed_worker_is_taken_over_and_api_restart_loses_nothing(
+    make_server: Callable[..., Server],
+    tmp_path: Path,
+) -> None:
+    """Predictions of a worker SIGKILLed mid-batch are rerun by the other worker once
+    their leases expire; predictions accepted before an API crash all succeed through
+    the restarted API; every other prediction runs exactly once."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    api = make_server(models=["Gate"], command="api", **SECRET)
+    with api.client() as client:
+        # queued before any worker exists: the first worker's 2 replicas take 4 each
+        ids = [create(client, "gate", gate_input(gate, i))["id"] for i in range(10)]
+    doomed = make_server(models=["Gate"], command="worker", **SECRET)
+    assert doomed.proc is not None
+    wait_until(lambda: sum(len(gate_runs(gate, i)) for i in range(10)) == 8)
+    survivor = make_server(models=["Gate"], command="worker", **SECRET)
+    assert survivor.proc is not None
+    wait_until(lambda: all(gate_runs(gate, i) for i in range(10)))
+    first = {i: gate_runs(gate, i)[0][1] for i in range(10)}  # tag -> agent pid
+    killed = sorted(i for i, agent in first.items() if agent == doomed.proc.pid)
+    kept = sorted(i for i, agent in first.items() if agent == survivor.proc.pid)
+    assert (len(killed), len(kept)) == (8, 2), first
+
+    doomed.signal(signal.SIGKILL)  # the worker and its runners, mid-batch
+    doomed.wait_exit()
+    with api.client() as client:
+        late = [create(client, "gate", gate_input(gate, i))["id"] for i in (10, 11)]
+    api.signal(signal.SIGKILL)
+    api.wait_exit()
+    (gate / "open").touch()
+    restarted = make_server(models=["Gate"], command="api", **SECRET)
+    with restarted.client() as client:
+        done = [wait_done(client, i, timeout_s=90) for i in ids + late]
+        assert [p["status"] for p in done] == ["succeeded"] * 12, done
+        attempts = {i: done[i]["attempts"] for i in range(12)}
+        assert attempts == {i: 2 if i in killed else 1 for i in range(12)}
+        listed = client.get("/v1/predictions", params={"limit": 500}).json()["data"]
+        assert sorted(p["id"] for p in listed) == sorted(ids + late)
+    for i in killed:  # once on the killed worker, then once on the survivor
+        assert [agent for _, agent in gate_runs(gate, i)] == [doomed.proc.pid, survivor.proc.pid]
+    for i in [*kept, 10, 11]:
+        assert [agent for _, agent in gate_runs(gate, i)] == [survivor.proc.pid]
+    survivor.signal(signal.SIGTERM)
+    assert survivor.wait_exit() == 0  # the survivor drains cleanly

@@ -1,0 +1,135 @@
+"""The import graph points one way: faces -> services -> engine/backends -> domain.
+
+Read from the source with ``ast`` (every ``import``, including those under
+``TYPE_CHECKING`` and inside functions), so a new arrow pointing the wrong way
+fails here instead of surviving until someone reads the code.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "freight"
+
+#: top-level module or package of freight -> its layer
+LAYER = {
+    "": "root",  # the package itself: the public facade (lazy client imports)
+    "api": "face",
+    "cli": "face",
+    "web": "face",
+    "client": "sdk",
+    "server": "root",
+    "service": "service",
+    "system": "service",
+    "backlog": "service",
+    "pipelines": "service",
+    "batch": "service",
+    "notify": "service",
+    "agent": "engine",
+    "runner": "engine",
+    "store": "backend",
+    "storage": "backend",
+}
+DOMAIN = "domain"  # everything else: errors, prediction, keys, media, config, model, ...
+
+#: which layers a layer may import (besides itself and the domain)
+ALLOWED = {
+    "root": {"face", "sdk", "service", "engine", "backend"},
+    "face": {"service", "sdk"},
+    "sdk": set(),
+    "service": {"backend"},
+    "engine": {"backend"},
+    "backend": set(),
+    DOMAIN: set(),
+}
+
+#: narrower rules than the layers say, each with its reason
+FORBIDDEN: dict[str, set[str]] = {
+    "runner": {"store", "agent"},  # the runner never touches the store
+    "store": {"storage"},  # backends do not know each other
+    "storage": {"store"},
+    "client": {"server", "api", "service"},  # the SDK speaks HTTP only
+}
+
+
+def _top(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "freight" and len(parts) > 1 else None
+
+
+def _layer(top: str) -> str:
+    return LAYER.get(top, DOMAIN)
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(module: str, source: str, is_package: bool) -> set[str]:
+    tree = ast.parse(source)
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                found.add(".".join([*base, node.module or ""]).rstrip("."))
+            elif node.module == "freight":  # from freight import client
+                found.update(f"freight.{alias.name}" for alias in node.names)
+            elif node.module:
+                found.add(node.module)
+    return found
+
+
+def _violations(module: str, source: str, is_package: bool = False) -> list[str]:
+    own_top = _top(module) or ""
+    own = _layer(own_top)
+    bad: list[str] = []
+    for name in sorted(_imports(module, source, is_package)):
+        top = _top(name)
+        if top is None or top == own_top:
+            continue
+        layer = _layer(top)
+        if layer != own and layer != DOMAIN and layer not in ALLOWED[own]:
+            bad.append(f"{own} {own_top} imports {layer} {name}")
+        if top in FORBIDDEN.get(own_top, set()):
+            bad.append(f"{own_top} must not import {name}")
+    return bad
+
+
+MODULES = sorted(SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_point_down(path: Path) -> None:
+    """No module imports a layer above it, and faces reach only services and the domain."""
+    source = path.read_text()
+    assert _violations(_module_name(path), source, path.name == "__init__.py") == []
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("freight.api.routes.x", "from freight.store.sqlite import SqliteStore", 1),
+        ("freight.api.routes.x", "import freight.runner.protocol", 1),
+        ("freight.api.routes.x", "from freight.agent import Agent", 1),
+        ("freight.service", "from freight.api import deps", 1),
+        ("freight.runner.process", "from freight.store import open_store", 1),
+        ("freight.client._sync", "from freight.service import NewInput", 2),
+        ("freight.errors", "from freight.service import NewInput", 1),
+        ("freight.api.routes.x", "from freight.service import NewInput", 0),
+        ("freight.agent.worker", "from freight.store.base import Store", 0),
+    ],
+)
+def test_the_checker_flags_wrong_arrows(module: str, source: str, expected: int) -> None:
+    """The checker itself catches arrows pointing the wrong way (so passing means something)."""
+    assert len(_violations(module, source)) == expected

@@ -1,0 +1,171 @@
+"""The runner without a process: a batch through BatchServer, and clean error details."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from freight.model import InputKind, Model
+from freight.runner.payloads import HANDBACK_MAX_BYTES, PayloadIO
+from freight.runner.process import BatchServer
+from freight.runner.protocol import Batch, BatchItem, Failed, HandedBack, Inline, Stored
+from freight.runner.tracebacks import error_detail, model_frames, model_traceback
+from freight.storage.memory import MemoryStorage
+
+MODULE = """
+    def helper(value):
+        raise ValueError(f"bad value {value}")
+
+
+    class Model:
+        def predict(self, value):
+            return helper(value)
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    """A project directory holding a module whose code raises through a helper."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "faulty.py").write_text(textwrap.dedent(MODULE))
+    sys.path.insert(0, str(root))
+    yield root
+    sys.path.remove(str(root))
+    sys.modules.pop("faulty", None)
+
+
+def raised(project: Path) -> BaseException:
+    """An exception raised in the project's code, called through freight's runner."""
+    import faulty
+
+    from freight.runner.process import _call_model
+
+    (exc,) = _call_model(faulty.Model(), False, [7])
+    assert isinstance(exc, ValueError)
+    return exc
+
+
+def test_traceback_keeps_only_the_models_frames(project: Path) -> None:
+    """The traceback names the model's frames relative to the project, and no frame of
+    freight or an absolute server path."""
+    exc = raised(project)
+    frames = model_frames(exc, project)
+    assert [(f.filename, f.name) for f in frames] == [
+        ("faulty.py", "predict"),
+        ("faulty.py", "helper"),
+    ]
+    text = model_traceback(exc, project)
+    assert text.startswith("Traceback (most recent call last):\n")
+    assert text.endswith("ValueError: bad value 7\n")
+    assert "freight" not in text and str(project.parent) not in text
+
+
+def test_error_detail_has_the_type_and_clean_traceback(project: Path) -> None:
+    """error_detail gives the exception type and the filtered traceback."""
+    detail = error_detail(raised(project), project)
+    assert detail["type"] == "ValueError"
+    assert "_call_model" not in detail["traceback"]
+
+
+async def test_an_error_outside_the_project_has_no_frames(tmp_path: Path) -> None:
+    """An exception raised only in freight's own code shows just its type and message."""
+    with pytest.raises(ValueError) as info:
+        await PayloadIO(MemoryStorage(), InputKind.JSON, 100).read_input(
+            BatchItem("a", content_type="application/json")
+        )
+    text = model_traceback(info.value, tmp_path)
+    assert text == "ValueError: the prediction has no stored input\n"
+
+
+class Batcher(Model):
+    """A batch model whose answer depends on the batch: see ``predict_batch``."""
+
+    def predict_batch(self, inputs: list[Any]) -> list[Any]:
+        if any(i.get("count") for i in inputs):
+            return inputs[: inputs[0]["count"]]
+        if any(i.get("tuple") for i in inputs):
+            return tuple(inputs)  # type: ignore[return-value]
+        return [{1, 2} if i.get("set") else i for i in inputs]
+
+
+def server(
+    tmp_path: Path, storage: MemoryStorage | None = None, inline: int = 1 << 20
+) -> BatchServer:
+    io = PayloadIO(storage or MemoryStorage(), InputKind.JSON, inline)
+    return BatchServer(Batcher(), io, tmp_path)
+
+
+def items(*inputs: str | None) -> Batch:
+    return Batch(
+        tuple(
+            BatchItem(f"p{n}", input_json=text, content_type="application/json")
+            for n, text in enumerate(inputs)
+        )
+    )
+
+
+async def test_outputs_come_back_in_input_order(tmp_path: Path) -> None:
+    """Each input's output comes back inline, under its own id, in order."""
+    result = await server(tmp_path).serve(items('{"a":1}', '{"a":2}'))
+    assert result.items == (Inline("p0", '{"a":1}'), Inline("p1", '{"a":2}'))
+
+
+async def test_wrong_output_count_fails_the_batch_as_batch_mismatch(tmp_path: Path) -> None:
+    """predict_batch returning fewer outputs than inputs fails every item batch_mismatch."""
+    result = await server(tmp_path).serve(items('{"count":1}', "{}", "{}"))
+    assert [type(i) for i in result.items] == [Failed] * 3
+    assert all(isinstance(i, Failed) and i.code == "batch_mismatch" for i in result.items)
+    first = result.items[0]
+    assert isinstance(first, Failed) and "1 items) for 3 inputs" in first.message
+
+
+async def test_a_non_list_fails_the_batch_as_batch_mismatch(tmp_path: Path) -> None:
+    """predict_batch returning something other than a list fails every item batch_mismatch."""
+    result = await server(tmp_path).serve(items('{"tuple":1}', "{}"))
+    assert {i.code for i in result.items if isinstance(i, Failed)} == {"batch_mismatch"}
+    first = result.items[0]
+    assert isinstance(first, Failed) and "tuple (no list)" in first.message
+
+
+async def test_a_non_json_output_fails_only_its_item(tmp_path: Path) -> None:
+    """An output that is not JSON-able fails its own item output_error; neighbours succeed."""
+    result = await server(tmp_path).serve(items("{}", '{"set":1}', '{"b":2}'))
+    first, bad, last = result.items
+    assert first == Inline("p0", "{}") and last == Inline("p2", '{"b":2}')
+    assert isinstance(bad, Failed) and bad.code == "output_error"
+
+
+async def test_an_unreadable_input_fails_only_its_item(tmp_path: Path) -> None:
+    """An input that cannot be read fails its item input_error; the others run."""
+    result = await server(tmp_path).serve(items("{}", None))
+    ok, bad = result.items
+    assert ok == Inline("p0", "{}")
+    assert isinstance(bad, Failed) and bad.code == "input_error"
+    assert "no stored input" in bad.message
+
+
+async def test_large_json_is_stored_by_the_runner(tmp_path: Path) -> None:
+    """JSON over the hand-back size is written by the runner, with an inline copy while
+    under the inline limit and none past it."""
+    storage = MemoryStorage()
+    big = '{"x":"' + "y" * HANDBACK_MAX_BYTES + '"}'
+    (kept,) = (await server(tmp_path, storage).serve(items(big))).items
+    assert isinstance(kept, Stored) and kept.inline_json == big and kept.key == "outputs/p0"
+    assert await storage.get("outputs/p0") == big.encode()
+    (plain,) = (await server(tmp_path, storage, inline=10).serve(items(big))).items
+    assert isinstance(plain, Stored) and plain.inline_json is None
+
+
+async def test_small_bytes_are_handed_back(tmp_path: Path) -> None:
+    """A small bytes output travels back in the result; nothing is stored by the runner."""
+    storage = MemoryStorage()
+    io = PayloadIO(storage, InputKind.BYTES, 100)
+    output = await io.write_output("p0", b"\x00abc")
+    assert output == HandedBack("p0", b"\x00abc", "application/octet-stream")
+    assert storage.keys() == []
