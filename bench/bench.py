@@ -1,4 +1,4 @@
-"""freight benchmarks B1 (async throughput) and B3 (real-time) of shared/BENCH.md.
+"""freight benchmarks B1 (async throughput) and B3 (real-time) (workloads in bench/README.md).
 
     .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B3]
 

@@ -1,4 +1,4 @@
-"""freight benchmark B5 of shared/BENCH.md: a large payload through a pass-through model.
+"""freight benchmark B5 (bench/README.md): a large payload through a pass-through model.
 
     .venv/bin/python bench/payload.py [--size-mib 1024] [--dir DIR]
         [--database-url URL --storage-url URL]   # cluster shape; default embedded

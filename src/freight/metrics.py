@@ -1,7 +1,7 @@
 """Prometheus metrics of one freight process (``GET /metrics``).
 
 Single-process ``prometheus_client`` on a private registry: observations cost
-microseconds (LIBRARIES.md), and the backlog is read at scrape time from what
+microseconds (measured here), and the backlog is read at scrape time from what
 the process already knows (no extra query per scrape). Multiprocess mode is
 avoided on purpose: its files pile up as runners restart.
 """

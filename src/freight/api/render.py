@@ -1,4 +1,4 @@
-"""The prediction object as every route returns it (see DESIGN.md).
+"""The prediction object as every route returns it (docs/concepts.md).
 
 Rendered straight to bytes with orjson; the stored JSON input/output text is
 spliced in as a ``Fragment`` instead of being parsed and serialised again.

@@ -97,7 +97,7 @@ def quote_step_names(text: str) -> str:
             i = end
             continue
         match = _STEP_ACCESS.match(text, i)
-        before = text[i - 1] if i else ""
+        before = text[i - 1] if i else " "
         if match and not (before.isalnum() or before in "_.") and not _plain(match.group(1)):
             out.append(f'steps."{match.group(1)}"')
             i = match.end()

@@ -201,7 +201,9 @@ class _Pipeline:
         if len(given) != 1:
             which = "both" if given else "neither"
             self.add(
-                f"needs exactly one of model: or pipeline: (has {which})", kind="target", step=step
+                f"needs exactly one of model: or pipeline: (has {which})",
+                kind="both_targets" if given else "no_target",
+                step=step,
             )
             return
         key = given[0]
@@ -234,7 +236,7 @@ class _Pipeline:
                 wanted = "an integer >= 1" if integer else "a number > 0"
                 self.add(f"{key} must be {wanted}, got {value!r}", kind="number", step=step)
         if raw.get("max_concurrency") is not None and raw.get("for_each") is None:
-            self.add("max_concurrency applies only to a for_each step", kind="number", step=step)
+            self.add("max_concurrency applies only to a for_each step", kind="option", step=step)
         if not isinstance(raw.get("optional", False), bool):
             self.add(
                 f"optional must be true or false, got {raw['optional']!r}", kind="type", step=step

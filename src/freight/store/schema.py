@@ -7,7 +7,7 @@ same order), so rows map to the dataclass positionally (see ``rows.py``).
 This module is the reference the migrations are checked against
 (``tests/contract/test_store_migrations.py``: autogenerate finds no difference); the
 hot path does not go through SQLAlchemy but through the hand-written SQL of
-``sql.py``, measured faster on both drivers (LIBRARIES.md).
+``sql.py``, measured faster on both drivers.
 
 Index choices, each serving one statement:
 

@@ -5,7 +5,7 @@ takes). Where the dialects differ the text holds a ``{lock}`` / ``{skip_locked}`
 slot, filled by :func:`render`; for PostgreSQL :func:`render` also converts the
 parameters once, at import time of the backend, to psycopg's ``%(name)s``.
 Hand-written SQL rather than SQLAlchemy on this path: ~10x fewer microseconds
-per statement (LIBRARIES.md). Status predicates are *literals* so that the
+per statement, measured on both drivers. Status predicates are *literals* so that the
 partial indexes of ``schema.py`` are used (a bound ``status = ?`` defeats them).
 
 Every statement returns whole rows in the column order of ``COLUMNS``, which is

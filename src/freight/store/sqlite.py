@@ -6,7 +6,7 @@ group transaction (``_sqlite_io.LoopWriter``); point reads use a read-only
 connection on the same thread, scans a small pool of reader threads. The
 functions below are synchronous on purpose: the stdlib ``sqlite3`` driver called
 from one thread is ~5x faster than an async wrapper hopping threads per
-statement (LIBRARIES.md).
+statement (measured on this kind of machine).
 """
 
 from __future__ import annotations
