@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 
 class Status(enum.StrEnum):
+    PENDING = "pending"  # a pipeline step waiting for the steps it depends on
     AWAITING_INPUT = "awaiting_input"
     QUEUED = "queued"
     RUNNING = "running"
@@ -19,13 +20,16 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     EXPIRED = "expired"
+    SKIPPED = "skipped"  # a pipeline step whose ``when`` was false
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.EXPIRED})
+TERMINAL = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.EXPIRED, Status.SKIPPED}
+)
 
 
 class ErrorCode(enum.StrEnum):
@@ -78,6 +82,14 @@ class Prediction:
     idempotency_key: str | None = None
     request_hash: str | None = None
     batch_size: int | None = None
+    # pipelines: a run is a row of kind "pipeline"; each of its steps is a row that
+    # carries the run's id, its step name (and element index under for_each), and
+    # while pending the count of its unfinished dependencies
+    run_id: str | None = None
+    step: str | None = None
+    item_index: int | None = None
+    waiting_on: int | None = None
+    definition: str | None = None  # a run's pipeline, as JSON: runs advance by it
 
 
 @dataclass(slots=True)

@@ -185,9 +185,16 @@ async def _uvicorn(
         access_log=False,
     )
     server = _Server(config)
+    agent = services.agent
+
+    def on_signal() -> None:
+        if agent is not None:  # before uvicorn's graceful wait for open requests
+            agent.stop_claiming()
+        server.request_exit()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.request_exit)
+        loop.add_signal_handler(sig, on_signal)
     announce = asyncio.create_task(_announce(parts, services, server), name="announce")
     await server.serve()
     announce.cancel()

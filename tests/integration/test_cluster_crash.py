@@ -29,14 +29,14 @@ def test_killed_worker_is_taken_over_and_api_restart_loses_nothing(
     the restarted API; every other prediction runs exactly once."""
     gate = tmp_path / "gate"
     gate.mkdir()
-    api = make_server(models=["Gate"], command="api", **SECRET)
+    api = make_server(models=["_Gate"], command="api", **SECRET)
     with api.client() as client:
         # queued before any worker exists: the first worker's 2 replicas take 4 each
         ids = [create(client, "gate", gate_input(gate, i))["id"] for i in range(10)]
-    doomed = make_server(models=["Gate"], command="worker", **SECRET)
+    doomed = make_server(models=["_Gate"], command="worker", **SECRET)
     assert doomed.proc is not None
     wait_until(lambda: sum(len(gate_runs(gate, i)) for i in range(10)) == 8)
-    survivor = make_server(models=["Gate"], command="worker", **SECRET)
+    survivor = make_server(models=["_Gate"], command="worker", **SECRET)
     assert survivor.proc is not None
     wait_until(lambda: all(gate_runs(gate, i) for i in range(10)))
     first = {i: gate_runs(gate, i)[0][1] for i in range(10)}  # tag -> agent pid
@@ -51,7 +51,7 @@ def test_killed_worker_is_taken_over_and_api_restart_loses_nothing(
     api.signal(signal.SIGKILL)
     api.wait_exit()
     (gate / "open").touch()
-    restarted = make_server(models=["Gate"], command="api", **SECRET)
+    restarted = make_server(models=["_Gate"], command="api", **SECRET)
     with restarted.client() as client:
         done = [wait_done(client, i, timeout_s=90) for i in ids + late]
         assert [p["status"] for p in done] == ["succeeded"] * 12, done

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.fixtures.server import Server, wait_until
-from tests.integration.helpers import create, status_of, wait_done
+from tests.integration.helpers import create, status_of, stored, wait_done
 
 pytestmark = pytest.mark.slow
 
@@ -93,12 +96,12 @@ def test_sigterm_drains_running_work_and_keeps_the_queue(
     make_server: Callable[..., Server],
     tmp_path: Path,
 ) -> None:
-    """SIGTERM: running work finishes, queued work stays queued, exit code 0; a restart
-    completes the rest."""
+    """SIGTERM stops claiming: running work finishes, queued work is left queued and
+    unrun (attempts 0) when the process exits with 0; a restart runs the rest."""
     server = make_server(models=["Hold"])
     pidfile = tmp_path / "hold"
     with server.client() as client:
-        running = create(client, "hold", {"pidfile": str(pidfile), "ms": 1500})
+        running = create(client, "hold", {"pidfile": str(pidfile), "ms": 2500})
         queued = [
             create(client, "hold", {"pidfile": str(tmp_path / f"q{i}"), "ms": 0})["id"]
             for i in range(3)
@@ -106,12 +109,61 @@ def test_sigterm_drains_running_work_and_keeps_the_queue(
         wait_until(Path(f"{pidfile}.1").exists)
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
+    rows = stored(server.env, [running["id"], *queued])
+    assert rows[running["id"]].status == "succeeded" and rows[running["id"]].attempts == 1
+    for i, prediction_id in enumerate(queued):
+        row = rows[prediction_id]
+        assert (row.status, row.attempts, row.started_at) == ("queued", 0, None), row
+        assert not Path(f"{tmp_path / f'q{i}'}.1").exists()  # the model never saw it
     restarted = make_server(models=["Hold"])
     with restarted.client() as client:
         first = client.get(f"/v1/predictions/{running['id']}").json()
         assert first["status"] == "succeeded" and first["attempts"] == 1
         for prediction_id in queued:
-            assert wait_done(client, prediction_id)["status"] == "succeeded"
+            done = wait_done(client, prediction_id)
+            assert done["status"] == "succeeded" and done["attempts"] == 1
+
+
+@pytest.mark.parametrize("shape", ["embedded"], indirect=True)  # a local upload to watch
+def test_sigterm_stops_claiming_while_requests_finish(
+    make_server: Callable[..., Server],
+    tmp_path: Path,
+) -> None:
+    """Work queued at SIGTERM is not claimed while the server waits for in-flight
+    requests (here a slow upload) to finish."""
+    server = make_server(models=["Hold", "Reverse"])
+    pidfile, late = tmp_path / "hold", tmp_path / "late"
+    with server.client() as client:
+        running = create(client, "hold", {"pidfile": str(pidfile), "ms": 1500})
+        queued = create(client, "hold", {"pidfile": str(late), "ms": 0})["id"]
+        awaiting = create(client, "reverse")
+        wait_until(Path(f"{pidfile}.1").exists)
+    release = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        yield b"first chunk"
+        release.wait(60)  # the request stays in flight until the test lets go
+        yield b"last chunk"
+
+    def upload() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server may cut it at shutdown
+            httpx.put(awaiting["upload_url"], content=slow_body(), timeout=60)
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    try:
+        inputs = Path(server.env["FREIGHT_STATE_DIR"]) / "objects" / "inputs"
+        # the upload is in progress once its (temporary) file exists
+        wait_until(lambda: any(awaiting["id"] in f.name for f in inputs.iterdir()))
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+    finally:
+        release.set()
+        uploader.join(60)
+    rows = stored(server.env, [running["id"], queued])
+    assert rows[running["id"]].status == "succeeded"
+    assert not Path(f"{late}.1").exists(), "queued work ran after SIGTERM"
+    assert (rows[queued].status, rows[queued].attempts) == ("queued", 0)
 
 
 def test_sigterm_past_grace_requeues_running_work(

@@ -1,4 +1,5 @@
-"""PostgreSQL restarted under load: 503 while down, then every accepted prediction completes."""
+"""PostgreSQL restarted under load and with work in flight: 503 while down, then every
+accepted prediction completes, none twice."""
 
 from __future__ import annotations
 
@@ -12,9 +13,34 @@ import pytest
 from freight.store import migrate
 from tests.fixtures.private_postgres import PrivatePostgres
 from tests.fixtures.server import FAST, PROJECT, Server, wait_until
-from tests.integration.helpers import create, error_code, wait_done
+from tests.integration.helpers import (
+    create,
+    error_code,
+    gate_input,
+    gate_runs,
+    wait_done,
+)
 
 pytestmark = pytest.mark.slow
+
+
+def _env(
+    pg: PrivatePostgres, s3_url: str, tmp_path: Path, model: str, **extra: str
+) -> dict[str, str]:
+    """A server environment on a fresh, migrated database of the private PostgreSQL."""
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE freight")
+    database_url = pg.url("freight")
+    migrate(database_url)
+    return {
+        **os.environ,
+        **FAST,
+        "FREIGHT_DATABASE_URL": database_url,
+        "FREIGHT_STORAGE_URL": s3_url,
+        "FREIGHT_STATE_DIR": str(tmp_path / "state"),
+        "FREIGHT_MODELS": f'["models:{model}"]',
+        **extra,
+    }
 
 
 def test_postgres_restart_under_load(
@@ -24,18 +50,7 @@ def test_postgres_restart_under_load(
 ) -> None:
     """While the database is down the API answers 503 store_unavailable and workers retry;
     once it is back every accepted prediction succeeds, each exactly once."""
-    with psycopg.connect(private_postgres.url(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE freight")
-    database_url = private_postgres.url("freight")
-    migrate(database_url)
-    env = {
-        **os.environ,
-        **FAST,
-        "FREIGHT_DATABASE_URL": database_url,
-        "FREIGHT_STORAGE_URL": s3_url,
-        "FREIGHT_STATE_DIR": str(tmp_path / "state"),
-        "FREIGHT_MODELS": '["models:Nap"]',
-    }
+    env = _env(private_postgres, s3_url, tmp_path, "Nap")
     server = Server(env=env, cwd=tmp_path, project=PROJECT).start()
     try:
         with server.client(timeout_s=15) as client:
@@ -53,5 +68,40 @@ def test_postgres_restart_under_load(
             listed = client.get("/v1/predictions", params={"limit": 500}).json()["data"]
             assert sorted(p["id"] for p in listed) == sorted(ids)
             assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        server.stop(kill=True)
+
+
+def test_postgres_restart_with_work_in_flight(
+    private_postgres: PrivatePostgres,
+    s3_url: str,
+    tmp_path: Path,
+) -> None:
+    """Predictions running when the database goes down finish in the model meanwhile
+    (GET answers 503 store_unavailable) and are recorded once it is back: succeeded on
+    attempt 1, each run by the model exactly once."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    # leases far longer than the outage: this pins retried completions, not lease expiry
+    env = _env(private_postgres, s3_url, tmp_path, "_Gate", FREIGHT_LEASE_S="60")
+    server = Server(env=env, cwd=tmp_path, project=PROJECT).start()
+    try:
+        with server.client(timeout_s=20) as client:
+            ids = [create(client, "gate", gate_input(gate, i))["id"] for i in range(2)]
+            wait_until(lambda: all(gate_runs(gate, i) for i in range(2)))  # both in flight
+            private_postgres.stop("fast")
+            down = client.get(f"/v1/predictions/{ids[0]}")
+            assert down.status_code == 503, down.text
+            assert error_code(down) == "store_unavailable"
+            (gate / "open").touch()  # the model finishes while the database is away
+            wait_until(lambda: all((gate / f"{i}.done").exists() for i in range(2)))
+            # and the agent has failed to record them at least once (it logs each retry)
+            wait_until(lambda: "retrying completion" in server.logs(), timeout_s=30)
+            private_postgres.start()
+            wait_until(lambda: client.get("/readyz").status_code == 200, timeout_s=60)
+            done = [wait_done(client, i, timeout_s=120) for i in ids]
+            assert [(p["status"], p["attempts"]) for p in done] == [("succeeded", 1)] * 2, done
+            assert [p["output"]["tag"] for p in done] == ["0", "1"]
+            assert [len(gate_runs(gate, i)) for i in range(2)] == [1, 1]
     finally:
         server.stop(kill=True)

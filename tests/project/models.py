@@ -95,3 +95,30 @@ class Reverse(freight.Model):
 
     def predict(self, input: bytes) -> bytes:
         return input[::-1]
+
+
+class _Gate(freight.Model):
+    """Appends "<runner pid> <agent pid>" to input["dir"]/<input["tag"]>.runs on every run,
+    waits until input["dir"]/open exists, then touches <tag>.done: a test holds
+    predictions in flight as long as it likes and counts how often each one ran.
+
+    The leading underscore keeps it out of discovery: only servers that name it
+    (``models=["_Gate"]``) start its two replicas."""
+
+    name = "gate"
+    batching = freight.Batching(max_size=4, max_wait_ms=0)
+    replicas = freight.Replicas(min=2, max=2)
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in inputs:
+            with (Path(item["dir"]) / f"{item['tag']}.runs").open("a") as runs:
+                runs.write(f"{os.getpid()} {os.getppid()}\n")
+        gates = {Path(item["dir"]) / "open" for item in inputs}
+        deadline = time.monotonic() + 300
+        while not all(gate.exists() for gate in gates):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the gate was never opened")
+            time.sleep(0.02)
+        for item in inputs:
+            (Path(item["dir"]) / f"{item['tag']}.done").touch()
+        return [{"tag": item["tag"], "pid": os.getpid()} for item in inputs]

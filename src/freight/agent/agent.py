@@ -62,6 +62,7 @@ class Agent:
         self._stopping = False
         self._persist = Persist(store, hub.publish, lambda: self._stopping)
         self._tasks: list[asyncio.Task[None]] = []
+        self._reap_after = 0.0  # monotonic; lease reaping waits past a store outage
         # runners' temporary files (S3 inputs, File outputs) live beside the state, on
         # disk rather than a tmpfs, and on the local store's filesystem: moved, not copied
         scratch = (settings.state_dir / "tmp").resolve()
@@ -116,11 +117,20 @@ class Agent:
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop claiming, let running work finish within the grace, requeue the rest."""
         grace = self._settings.drain_grace_s if grace_s is None else grace_s
-        self._stopping = True
+        self.stop_claiming()
+        # heartbeats go on while running work finishes: a lease lapsing mid-drain would
+        # let another worker take the prediction over and run it a second time
         await asyncio.gather(*(w.drain(grace) for w in self.workers.values()))
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more (called the moment SIGTERM arrives, before the HTTP
+        server finishes its open requests); running work goes on until :meth:`drain`."""
+        for worker in self.workers.values():
+            worker.stop_claiming()
 
     def model_states(self) -> dict[str, ModelState]:
         """The :class:`~freight.fleet.Fleet` view of this node's replicas."""
@@ -140,6 +150,9 @@ class Agent:
                 await duty()
             except StoreUnavailableError:
                 log.warning("store unavailable during %s", duty.__name__)
+                # nobody could renew a lease meanwhile: give every holder one lease
+                # after the store is back before calling a lease lost
+                self._reap_after = time.monotonic() + self._settings.lease_s
             except Exception:
                 log.exception("%s failed", duty.__name__)
             await asyncio.sleep(interval_s)
@@ -160,6 +173,8 @@ class Agent:
                 await worker.interrupt(set(lost))
 
     async def _reap(self) -> None:
+        if time.monotonic() < self._reap_after:
+            return
         result = await self._store.reap(now=time.time())
         if result.requeued:
             log.warning("requeued %d predictions whose lease expired", len(result.requeued))

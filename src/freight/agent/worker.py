@@ -68,6 +68,7 @@ class Slot:
     running: list[Prediction] = field(default_factory=list)
     interrupted: set[str] = field(default_factory=set)  # canceled / lost while running
     draining_kill: bool = False
+    finishing: bool = False  # the runner answered: only its outcome is left to record
     load_backoff_s: float = 0.0  # the last wait between failed loads (0: none failed)
     retry_load_at: float = 0.0  # monotonic time of the next load after a failed one
 
@@ -137,9 +138,7 @@ class ModelWorker:
     async def drain(self, grace_s: float) -> None:
         """Stop claiming; let running batches finish within the grace; past it kill their
         replicas (what they held is requeued without counting an attempt)."""
-        self.stopping = True
-        self._stopped.set()
-        self._signal.notify(self.spec.name)
+        self.stop_claiming()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace_s)
             if pending:
@@ -150,6 +149,13 @@ class ModelWorker:
         for slot in self.slots:
             if slot.replica is not None:
                 await slot.replica.stop()
+
+    def stop_claiming(self) -> None:
+        """Claim nothing more from now on (the first thing a SIGTERM does); what runs
+        goes on until :meth:`drain`."""
+        self.stopping = True
+        self._stopped.set()
+        self._signal.notify(self.spec.name)
 
     async def _kill_busy(self) -> None:
         """Kill the replicas still running a batch, or still loading."""
@@ -179,7 +185,9 @@ class ModelWorker:
         """Kill the runners holding any of ``ids`` (canceled or lease lost)."""
         for slot in self.slots:
             hit = ids & {row.id for row in slot.running}
-            if hit and slot.replica is not None:
+            # a slot whose runner already answered has nothing to kill: its ids read as
+            # "no longer held" only because their completion just landed
+            if hit and slot.replica is not None and not slot.finishing:
                 slot.interrupted |= hit
                 await slot.replica.kill()
 
@@ -312,6 +320,7 @@ class ModelWorker:
         replica = slot.replica
         assert replica is not None
         slot.running, slot.interrupted, slot.draining_kill = rows, set(), False
+        slot.finishing = False
         timeout_s = min(row.timeout_s for row in rows)
         try:
             result = await asyncio.wait_for(replica.run(batches.batch(rows)), timeout_s)
@@ -326,12 +335,13 @@ class ModelWorker:
             await replica.kill()
             await self._after_crash(slot, rows, exc)
         else:
+            slot.finishing = True
             outcomes, objects = batches.outcome(rows, result, self._worker_id, time.time())
             if objects:
                 await self._storage.put_many(objects)
             await self._finish(rows, outcomes)
         finally:
-            slot.running = []
+            slot.running, slot.finishing = [], False
 
     async def _finish(self, rows: list[Prediction], outcomes: list[Completion]) -> None:
         await self._persist.complete(outcomes)

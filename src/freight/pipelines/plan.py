@@ -19,8 +19,18 @@ Semantics, decided here:
 * ``for_each`` over null or ``[]`` completes at once with output ``[]``; over
   anything else that is no list, the step fails (``input_error``), as it does
   when its input, condition or list cannot be evaluated;
+* ``when`` is evaluated once per step, before any fan-out (so it cannot read
+  ``item``); a for_each step's elements are started and gathered by the durable
+  layer (:func:`next_elements`, :func:`fan_in`);
 * decisions cascade within one call: a skip can make dependants ready, which
   are decided in the same call (steps are visited dependencies first).
+
+The per-step count of unfinished dependencies (:func:`unfinished_counts`,
+:func:`unblock`) lets the durable layer skip planning when a step's end readies
+nothing: decrement the dependants of every step that finishes (including those
+a decision skips, completes or fails) and call :func:`plan` when one reaches
+zero, when a required step failed, or when no step is left unfinished. Planning
+with the full states alone is also correct; the counts only save loading outputs.
 
 :func:`mermaid` draws the DAG for ``freight pipelines NAME --graph``.
 """
@@ -51,6 +61,7 @@ class StepStatus(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
+        """Finished steps never change again (and release their dependants)."""
         return self in FINISHED
 
 
@@ -169,7 +180,7 @@ def _view(state: StepState) -> dict[str, Any]:
 class _Pass:
     """One dependency-ordered pass over a run's steps, collecting the decisions."""
 
-    def __init__(self, spec: PipelineSpec, run_input: Any, states: Mapping[str, StepState]):
+    def __init__(self, spec: PipelineSpec, run_input: Any, states: Mapping[str, StepState]) -> None:
         self.spec = spec
         self.states = {name: states.get(name, PENDING) for name in spec.order}
         self.context = context(spec, run_input, self.states)
@@ -179,11 +190,13 @@ class _Pass:
         self.fail: dict[str, StepError] = {}
 
     def ready(self, step: StepSpec) -> bool:
+        """Pending, with every dependency finished (failed ones only if optional)."""
         if self.states[step.name].status is not StepStatus.PENDING:
             return False
         return all(self.states[dep].status.finished for dep in step.needs)
 
     def set(self, name: str, state: StepState) -> None:
+        """Record a step's new state where later steps of this pass will read it."""
         self.states[name] = state
         self.context["steps"][name] = _view(state)
 
@@ -192,7 +205,7 @@ class _Pass:
         try:
             start = self.evaluate(step)
         except TemplateError as exc:
-            error = StepError(ErrorCode.INPUT_ERROR, f"step {step.name!r}: {exc}")
+            error = StepError(ErrorCode.INPUT_ERROR, str(exc))  # the text is in it
             self.fail[step.name] = error
             self.set(step.name, StepState(StepStatus.FAILED, error=error))
             return
@@ -232,6 +245,7 @@ class _Pass:
         return None
 
     def decision(self, outcome: Outcome | None, cancel: tuple[str, ...] = ()) -> Decision:
+        """The decision; once the run is over, nothing more starts."""
         start = () if outcome is not None else tuple(self.start)
         return Decision(
             start=start,

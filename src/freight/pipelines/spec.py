@@ -6,9 +6,10 @@ targets exist, its references name real steps, its steps form a DAG. Templates
 and conditions are compiled into the spec, so planning a run only evaluates.
 
 Defaults (decided here, documented for users): a step without ``input`` gets the
-run's whole input (``$input``); a pipeline without ``output`` outputs every step's
-output by step name. A step's dependencies are the steps its ``input``, ``when``
-and ``for_each`` reference, never declared twice.
+run's whole input (``$input``), or its element if it has ``for_each`` (``$item``);
+a pipeline without ``output`` outputs every step's output by step name. A step's
+dependencies are the steps its ``input``, ``when`` and ``for_each`` reference,
+never declared twice.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import Any
 from freight.pipelines import graph
 from freight.pipelines.declare import as_raw
 from freight.pipelines.template import Expression, Template, expression, reference_text
-from freight.pipelines.validate import TargetKind, Targets, check_pipelines, raise_for
+from freight.pipelines.validate import (
+    TargetKind,
+    Targets,
+    check_pipelines,
+    raise_for,
+    step_input,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +38,7 @@ class StepSpec:
     name: str
     target: str
     kind: TargetKind
-    input: Any = field(hash=False)  # the template as declared (``$input`` if left out)
+    input: Any = field(hash=False)  # the template as declared (or the default)
     when: str | None
     for_each: str | None  # a reference (``$input.photos``)
     max_concurrency: int | None  # None: as many at once as the target takes
@@ -86,7 +93,7 @@ def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
     """A spec from a step that passed the checks (unchecked input raises anything)."""
     kind: TargetKind = "model" if raw.get("model") is not None else "pipeline"
     target = raw[kind]
-    template = Template(raw.get("input", "$input"))
+    template = Template(step_input(raw))
     when = raw.get("when")
     for_each = raw.get("for_each")
     when_expression = expression(when) if when is not None else None
@@ -100,7 +107,7 @@ def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
         name=name,
         target=target,
         kind=kind,
-        input=raw.get("input", "$input"),
+        input=step_input(raw),
         when=when,
         for_each=for_each,
         max_concurrency=raw.get("max_concurrency"),

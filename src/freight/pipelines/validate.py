@@ -116,6 +116,14 @@ def _nesting_faults(nests: Mapping[str, set[str]]) -> list[PipelineDefinitionErr
     return out
 
 
+def step_input(raw: Mapping[str, Any]) -> Any:
+    """A step's input template; left out, each element for a for_each step (``$item``),
+    else the run's whole input (``$input``)."""
+    if "input" in raw:
+        return raw["input"]
+    return "$item" if raw.get("for_each") is not None else "$input"
+
+
 def _number(value: Any, *, integer: bool) -> bool:
     if isinstance(value, bool):
         return False
@@ -135,9 +143,11 @@ class _Pipeline:
         self.steps: set[str] = set()
 
     def add(self, message: str, *, kind: str, step: str | None = None, **detail: Any) -> None:
+        """Record a fault of this pipeline (and step)."""
         self.faults.append(fault(self.name, message, kind=kind, step=step, **detail))
 
     def check_name(self, name: Any, models: Collection[str]) -> None:
+        """The pipeline's own name: model-name rule, and no clash with a model."""
         if not isinstance(name, str) or not PIPELINE_NAME.fullmatch(name):
             self.add("a pipeline name must be lowercase letters, digits, . _ -", kind="name")
         if name in models:
@@ -147,11 +157,12 @@ class _Pipeline:
             )
 
     def check(self, raw: Any) -> None:
+        """The pipeline's keys, timeout, steps (each, then their cycles) and output."""
         if not isinstance(raw, Mapping):
             self.add(f"must be a mapping, got {type(raw).__name__}", kind="type")
             return
         self.unknown_keys(raw, PIPELINE_KEYS)
-        if "timeout_s" in raw and not _number(raw["timeout_s"], integer=False):
+        if raw.get("timeout_s") is not None and not _number(raw["timeout_s"], integer=False):
             self.add(f"timeout_s must be a number > 0, got {raw['timeout_s']!r}", kind="number")
         steps = raw.get("steps")
         if not isinstance(steps, Mapping) or not steps:
@@ -167,6 +178,7 @@ class _Pipeline:
     def unknown_keys(
         self, raw: Mapping[str, Any], known: Collection[str], step: str | None = None
     ) -> None:
+        """Misspelt keys would otherwise be ignored silently."""
         for key in raw:
             if key not in known:
                 expected = ", ".join(sorted(known))
@@ -189,7 +201,7 @@ class _Pipeline:
         self.check_target(step, raw)
         self.check_options(step, raw)
         fan_out = raw.get("for_each") is not None
-        needs = self.template(raw.get("input", "$input"), "input", step=step, item=fan_out)
+        needs = self.template(step_input(raw), "input", step=step, item=fan_out)
         if raw.get("when") is not None:
             needs |= self.condition(raw["when"], step)
         if fan_out:
@@ -197,6 +209,7 @@ class _Pipeline:
         return needs
 
     def check_target(self, step: str, raw: Mapping[str, Any]) -> None:
+        """Exactly one of model:/pipeline:, naming a target of that kind."""
         given = [key for key in ("model", "pipeline") if raw.get(key) is not None]
         if len(given) != 1:
             which = "both" if given else "neither"
@@ -226,6 +239,7 @@ class _Pipeline:
             self.nests.add(target)
 
     def check_options(self, step: str, raw: Mapping[str, Any]) -> None:
+        """Numbers, flags and types of a step's options."""
         for key, integer in (
             ("max_concurrency", True),
             ("max_attempts", True),
@@ -245,11 +259,13 @@ class _Pipeline:
             self.add(f"when must be a JMESPath string, got {raw['when']!r}", kind="type", step=step)
 
     def condition(self, when: Any, step: str) -> set[str]:
+        """Check a ``when:`` (evaluated once per step, so no ``item``); returns its steps."""
         if not isinstance(when, str):
             return set()  # reported by check_options
         return self.expression(when, f"when {when!r}", step=step, item=False)
 
     def for_each(self, value: Any, step: str) -> set[str]:
+        """Check a ``for_each:`` reference (no ``item``: it defines it); returns its steps."""
         try:
             text = reference_text(value) if isinstance(value, str) else None
         except TemplateError:

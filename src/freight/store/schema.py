@@ -24,6 +24,7 @@ Index choices, each serving one statement:
 * ``ix_predictions_finished`` — retention's purge: terminal rows, oldest
   ``finished_at`` first; partial on the literal list of terminal statuses.
 * ``ix_predictions_target_id`` — listing a target's predictions, newest first.
+* ``ix_predictions_run`` — a pipeline run's steps (advancement, the ``steps`` map).
 * ``ux_predictions_idempotency_key`` — unique; NULLs are distinct on both
   databases, so rows without a key never collide.
 """
@@ -86,6 +87,11 @@ predictions = sa.Table(
     sa.Column("idempotency_key", sa.Text),
     sa.Column("request_hash", sa.Text),
     sa.Column("batch_size", sa.Integer),
+    sa.Column("run_id", sa.Text),
+    sa.Column("step", sa.Text),
+    sa.Column("item_index", sa.Integer),
+    sa.Column("waiting_on", sa.Integer),
+    sa.Column("definition", sa.Text),
     sa.CheckConstraint(_status_check(), name="ck_predictions_status"),
 )
 
@@ -111,4 +117,6 @@ sa.Index(
     postgresql_where=_terminal,
 )
 sa.Index("ix_predictions_target_id", predictions.c.target, predictions.c.id)
+_in_run = sa.text("run_id IS NOT NULL")
+sa.Index("ix_predictions_run", predictions.c.run_id, sqlite_where=_in_run, postgresql_where=_in_run)
 sa.Index("ux_predictions_idempotency_key", predictions.c.idempotency_key, unique=True)

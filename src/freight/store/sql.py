@@ -167,7 +167,8 @@ PURGE = f"""
 DELETE FROM predictions
 WHERE id IN (
     SELECT id FROM predictions
-    WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND finished_at < :before
+    WHERE status IN ('succeeded', 'failed', 'canceled', 'expired', 'skipped')
+        AND finished_at < :before
     ORDER BY finished_at
     LIMIT :limit {{skip_locked}}
 )
