@@ -5,7 +5,12 @@ Both come from data sets bundled with scikit-learn, so nothing is downloaded:
 - ``digit.png``: digit number 7 of ``load_digits()`` (a real handwritten "7"),
   its 8x8 grid scaled up 8 times to 64x64, dark ink on white;
 - ``rows.csv``: 5 rows of ``load_breast_cancer()`` (3 malignant, 2 benign) with
-  a header of the 30 feature names, the columns the ``tabular`` example reads.
+  a header of the 30 feature names, the columns the ``tabular`` example reads;
+- ``claim.json`` and ``claim-low.json``: inputs of the ``claim-triage`` pipeline
+  (``examples/freight.yaml``): the measurements of one held-out breast-cancer case
+  (``ensemble.py`` never trains on it; a malignant one that the linear model
+  scores high and the forest below 0.5, and a benign one) keyed by feature name,
+  and the claim form's policy number as photos of dataset digits (base64 PNGs).
 
 Run from anywhere: ``python examples/inputs/make_inputs.py [--check]``. This
 directory is below ``examples/``, so ``freight serve examples/`` never imports it.
@@ -13,8 +18,10 @@ directory is below ``examples/``, so ``freight serve examples/`` never imports i
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -22,6 +29,12 @@ HERE = Path(__file__).resolve().parent
 DIGIT_INDEX = 7  # load_digits().target[7] == 7
 DIGIT_SCALE = 8
 ROW_INDICES = (0, 1, 19, 20, 2)  # malignant, malignant, benign, benign, malignant
+# name: (claim id, breast-cancer row, dataset digits spelling the policy number 40715)
+CLAIMS = {
+    "claim.json": ("CLM-0042", 100, (4, 10, 17, 21, 15)),  # malignant, held out
+    "claim-low.json": ("CLM-0043", 106, (4, 10, 17, 21, 15)),  # benign, held out
+}
+CLAIM_DIGIT_SCALE = 4
 
 
 def digit_png() -> bytes:
@@ -48,6 +61,33 @@ def rows_csv() -> str:
     return buffer.getvalue()
 
 
+def claim_json(claim_id: str, row: int, digits: tuple[int, ...]) -> str:
+    """A claim: its id, one case's measurements by feature name, the form's photos."""
+    from sklearn.datasets import load_breast_cancer
+
+    sys.path.insert(0, str(HERE.parent))
+    try:
+        from _training import render_digit_png
+    finally:
+        sys.path.remove(str(HERE.parent))
+    data = load_breast_cancer()
+    values = zip(data.feature_names, data.data[row], strict=True)
+    measurements = {str(name): float(value) for name, value in values}
+    photos = [
+        base64.b64encode(render_digit_png(i, scale=CLAIM_DIGIT_SCALE)).decode() for i in digits
+    ]
+    claim = {"claim_id": claim_id, "measurements": measurements, "form_photos": photos}
+    return json.dumps(claim, indent=2) + "\n"
+
+
+def claim_pixels(text: str) -> object:
+    """A claim with its photos decoded to pixels (PNG bytes may differ between Pillow
+    versions)."""
+    claim = json.loads(text)
+    claim["form_photos"] = [pixels(base64.b64decode(p)) for p in claim["form_photos"]]
+    return claim
+
+
 def pixels(png: bytes) -> bytes:
     """Decoded grayscale pixels: PNG bytes may differ between Pillow versions."""
     from PIL import Image
@@ -63,6 +103,10 @@ def stale() -> list[str]:
         wrong.append(str(digit))
     if not rows.is_file() or rows.read_text() != rows_csv():
         wrong.append(str(rows))
+    for name, args in CLAIMS.items():
+        path = HERE / name
+        if not path.is_file() or claim_pixels(path.read_text()) != claim_pixels(claim_json(*args)):
+            wrong.append(str(path))
     return wrong
 
 
@@ -74,7 +118,9 @@ def main(argv: list[str]) -> int:
         return 1 if wrong else 0
     (HERE / "digit.png").write_bytes(digit_png())
     (HERE / "rows.csv").write_text(rows_csv())
-    print(f"wrote {HERE / 'digit.png'} and {HERE / 'rows.csv'}")
+    for name, args in CLAIMS.items():
+        (HERE / name).write_text(claim_json(*args))
+    print(f"wrote {HERE / 'digit.png'}, {HERE / 'rows.csv'} and {', '.join(CLAIMS)}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """freight: self-hosted asynchronous ML inference.
 
 The model contract is imported eagerly (runner processes need only it); the
-clients are imported on first use so that a replica never loads the HTTP stack.
+clients and the pipeline declarations are imported on first use so that a
+replica never loads the HTTP stack or JMESPath.
 """
 
 from __future__ import annotations
@@ -12,8 +13,19 @@ from freight.model import Batching, File, Model, Payload, Replicas
 
 if TYPE_CHECKING:
     from freight.client import AsyncClient, Client
+    from freight.pipelines.declare import Pipeline, Step
 
-__all__ = ["AsyncClient", "Batching", "Client", "File", "Model", "Payload", "Replicas"]
+__all__ = [
+    "AsyncClient",
+    "Batching",
+    "Client",
+    "File",
+    "Model",
+    "Payload",
+    "Pipeline",
+    "Replicas",
+    "Step",
+]
 __version__ = "0.1.0"
 
 
@@ -22,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from freight import client
 
         return getattr(client, name)
+    if name in ("Pipeline", "Step"):
+        from freight.pipelines import declare
+
+        return getattr(declare, name)
     raise AttributeError(name)

@@ -109,7 +109,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         return dict(_yaml_values.get() or {})
 
 
-def _read_yaml(project_dir: Path) -> dict[str, Any]:
+def read_yaml(project_dir: Path) -> dict[str, Any]:
     path = project_dir / "freight.yaml"
     if not path.exists():
         return {}
@@ -129,7 +129,7 @@ _NON_SETTINGS = {"pipelines", "notifications", "sinks"}
 def load_settings(project_dir: Path | str = ".", **overrides: Any) -> Settings:
     """Build the settings for a project directory; raise ConfigError naming the bad field."""
     project_dir = Path(project_dir)
-    from_yaml = {k: v for k, v in _read_yaml(project_dir).items() if k not in _NON_SETTINGS}
+    from_yaml = {k: v for k, v in read_yaml(project_dir).items() if k not in _NON_SETTINGS}
     from_yaml.setdefault("project_dir", project_dir)
     explicit = {k: v for k, v in overrides.items() if v is not None}
     token = _yaml_values.set(from_yaml)

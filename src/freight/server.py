@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +28,8 @@ from freight.backlog import BacklogGauge
 from freight.config import Settings, load_settings
 from freight.errors import FreightError
 from freight.events import CompletionHub, WorkSignal
+from freight.project import Pipelines, load_pipelines
+from freight.project import check as check_project
 from freight.registry import ModelSpec, discover
 from freight.service import PredictionService
 from freight.signing import UrlSigner
@@ -42,6 +44,7 @@ log = logging.getLogger("freight")
 class Parts:
     settings: Settings
     specs: dict[str, ModelSpec]
+    pipelines: Pipelines = field(default_factory=Pipelines)
     worker_port: int | None = None  # freight worker --port: serve probes and metrics
 
 
@@ -54,8 +57,18 @@ def prepare(project_dir: Path, **overrides: object) -> Parts:
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     specs = discover(project_dir, settings.models or None)
+    pipelines = load_pipelines(project_dir, specs, settings)
     migrate(settings.resolved_database_url)
-    return Parts(settings, specs)
+    return Parts(settings, specs, pipelines)
+
+
+def check(project_dir: Path) -> list[str]:
+    """``freight check``: every fault of a project's settings, models and pipelines."""
+    try:
+        settings = load_settings(project_dir)
+    except FreightError as exc:
+        return [exc.message]
+    return check_project(project_dir, settings)
 
 
 @dataclass
@@ -98,8 +111,11 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
         hub=hub,
         interrupt=agent.interrupt if agent else None,
         backlog=backlog,
+        pipelines=parts.pipelines,
     )
-    system = SystemService(parts.specs, store, backlog, fleet=agent)
+    system = SystemService(
+        parts.specs, store, backlog, fleet=agent, pipelines=parts.pipelines.specs
+    )
     return Services(predictions, system, signer, agent, signal_, hub)
 
 
@@ -255,6 +271,10 @@ def _shown(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
+def _exit_during_start(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _tune_gc() -> None:
     """Fewer, later collections: everything imported so far lives for the whole run
     (frozen out of the collector's scans), and a request makes thousands of short-lived
@@ -271,6 +291,9 @@ def _main(
     worker_port: int | None = None,
     **overrides: object,
 ) -> int:
+    # a SIGTERM during start-up (before the loop's handlers) is a clean exit: nothing
+    # has been claimed yet
+    signal.signal(signal.SIGTERM, _exit_during_start)
     try:
         parts = prepare(project_dir, **overrides)
         parts.worker_port = worker_port

@@ -34,7 +34,9 @@ from freight.ids import new_id
 from freight.keys import input_key, upload_key
 from freight.media import JSON, OCTET_STREAM, is_json_type
 from freight.model import InputKind
+from freight.pipelines.runs import RUN, Bundle, step_rows
 from freight.prediction import Prediction, Status
+from freight.project import Pipelines
 from freight.registry import ModelSpec
 from freight.storage.base import Storage
 from freight.store.base import Store
@@ -101,6 +103,7 @@ class PredictionService:
         hub: CompletionHub,
         interrupt: Interrupt | None = None,
         backlog: BacklogGauge | None = None,
+        pipelines: Pipelines | None = None,
     ) -> None:
         self._settings = settings
         self._specs = specs
@@ -109,6 +112,7 @@ class PredictionService:
         self._signal = signal
         self._hub = hub
         self._interrupt = interrupt
+        self._pipelines = pipelines or Pipelines()
         self._backlog = backlog or BacklogGauge(store, refresh_s=0.5)
         self.limits = Limits(
             max_json_bytes=settings.max_json_bytes,
@@ -122,8 +126,13 @@ class PredictionService:
     def spec(self, target: str) -> ModelSpec:
         spec = self._specs.get(target)
         if spec is None:
-            raise NotFoundError(f"no model named {target!r}", code="unknown_target", target=target)
+            raise NotFoundError(
+                f"no model or pipeline named {target!r}", code="unknown_target", target=target
+            )
         return spec
+
+    def is_pipeline(self, target: str) -> bool:
+        return target in self._pipelines.specs
 
     def check_media_type(self, target: str, content_type: str) -> None:
         """A model that takes JSON refuses any other body (415) before it is read."""
@@ -152,27 +161,31 @@ class PredictionService:
         return row
 
     async def create(self, target: str, new_input: NewInput, options: CreateOptions) -> Prediction:
-        spec = self.spec(target)
-        await self._backlog.check(target, self._settings.max_queued_per_model)
+        """Queue a prediction of a model, or start a run of a pipeline (its first steps
+        queued in the same transaction)."""
         now = time.time()
-        row = Prediction(
-            id=new_id(),
-            target=target,
-            status=Status.QUEUED,
-            created_at=now,
-            queued_at=now,
-            priority=options.priority,
-            max_attempts=spec.max_attempts or self._settings.max_attempts,
-            timeout_s=min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s),
-            idempotency_key=options.idempotency_key,
-            request_hash=options.request_hash,
-            metadata=orjson.dumps(options.metadata).decode() if options.metadata else None,
-        )
+        if self.is_pipeline(target):
+            row = self._run_row(target, options, now)
+        else:
+            spec = self.spec(target)
+            await self._backlog.check(target, self._settings.max_queued_per_model)
+            row = Prediction(
+                id=new_id(),
+                target=target,
+                status=Status.QUEUED,
+                created_at=now,
+                queued_at=now,
+                max_attempts=spec.max_attempts or self._settings.max_attempts,
+                timeout_s=min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s),
+            )
+        row.priority, row.idempotency_key = options.priority, options.idempotency_key
+        row.request_hash = options.request_hash
+        row.metadata = orjson.dumps(options.metadata).decode() if options.metadata else None
         ttl_s = options.ttl_s or self._settings.default_ttl_s
         row.expires_at = now + ttl_s if ttl_s else None
         written = await self._write_input(row, new_input)
         try:
-            stored, inserted = await self._store.create(row)
+            stored, inserted = await self._insert(row, new_input)
         except BaseException:
             if written:
                 await self._discard_unless_kept(row.id, written)
@@ -185,6 +198,40 @@ class PredictionService:
             self._backlog.add(target)
             self._signal.notify(target)
         return stored
+
+    def _run_row(self, target: str, options: CreateOptions, now: float) -> Prediction:
+        """A pipeline run: running from the start (or awaiting its upload), advancing by
+        the definition it carries; its whole-run timeout is its lease."""
+        spec = self._pipelines.specs[target]
+        return Prediction(
+            id=new_id(),
+            target=target,
+            kind=RUN,
+            status=Status.RUNNING,
+            created_at=now,
+            queued_at=now,
+            started_at=now,
+            max_attempts=1,
+            timeout_s=min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s),
+            lease_expires_at=now + spec.timeout_s if spec.timeout_s else None,
+            definition=self._pipelines.bundles[target],
+        )
+
+    async def _insert(self, row: Prediction, new_input: NewInput) -> tuple[Prediction, bool]:
+        if row.kind != RUN:
+            return await self._store.create(row)
+        if row.status == Status.AWAITING_INPUT:
+            row.started_at = None
+        if new_input.has_json and row.input_json is None:
+            row.input_json = orjson.dumps(new_input.json).decode()  # templates read it
+        assert row.definition is not None
+        spec = self._pipelines.specs[row.target]
+        steps = step_rows(spec, row, Bundle(**orjson.loads(row.definition)), new_id)
+        return await self._store.create_run(row, steps)
+
+    async def steps(self, run_id: str) -> list[Prediction]:
+        """A run's own rows: its steps, for_each elements and nested runs, oldest first."""
+        return await self._store.steps(run_id)
 
     async def _write_input(self, row: Prediction, new_input: NewInput) -> str | None:
         """Store the input under the prediction's id; return the key written (or None)."""
@@ -331,6 +378,10 @@ class PredictionService:
             ) from None
         if previous == Status.RUNNING and self._interrupt is not None:
             await self._interrupt(prediction_id)
+            if row.kind == RUN:  # its running steps were canceled with it: stop them now
+                for step in await self._store.steps(prediction_id):
+                    if step.worker_id is not None and step.status == Status.CANCELED:
+                        await self._interrupt(step.id)
         if not previous.terminal:
             self._hub.publish([prediction_id])
         return row

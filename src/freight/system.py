@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from freight.backlog import BacklogGauge
-from freight.errors import NotReadyError
+from freight.errors import NotFoundError, NotReadyError
 from freight.fleet import Fleet, ModelState
+from freight.pipelines import PipelineSpec
 from freight.prediction import TargetStats
 from freight.registry import ModelSpec
 from freight.store.base import Store
@@ -34,8 +35,10 @@ class SystemService:
         store: Store,
         backlog: BacklogGauge,
         fleet: Fleet | None = None,
+        pipelines: dict[str, PipelineSpec] | None = None,
     ) -> None:
         self._specs = specs
+        self._pipelines = pipelines or {}
         self._store = store
         self._backlog = backlog
         self._fleet = fleet
@@ -68,6 +71,15 @@ class SystemService:
             )
             for name, spec in sorted(self._specs.items())
         ]
+
+    def pipelines(self) -> list[PipelineSpec]:
+        return [self._pipelines[name] for name in sorted(self._pipelines)]
+
+    def pipeline(self, name: str) -> PipelineSpec:
+        spec = self._pipelines.get(name)
+        if spec is None:
+            raise NotFoundError(f"no pipeline named {name!r}", code="unknown_pipeline", name=name)
+        return spec
 
     def backlog_snapshot(self) -> dict[str, int]:
         return self._backlog.snapshot()

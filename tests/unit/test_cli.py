@@ -232,3 +232,211 @@ def test_serve_calls_the_server_lazily(monkeypatch: pytest.MonkeyPatch, tmp_path
         ("serve_worker", Path("."), None, None),
         ("serve_api", Path("."), "0.0.0.0", None),
     ]
+
+
+PIPELINE = {
+    "name": "claim",
+    "timeout_s": 60,
+    "output": "$steps.estimate.output",
+    "steps": [
+        {
+            "name": "damage",
+            "target": "classifier",
+            "kind": "model",
+            "needs": [],
+            "input": "$input.image",
+            "when": None,
+            "for_each": None,
+            "max_concurrency": None,
+            "optional": False,
+            "timeout_s": None,
+            "max_attempts": None,
+        },
+        {
+            "name": "estimate",
+            "target": "pricing",
+            "kind": "pipeline",
+            "needs": ["damage"],
+            "input": {"d": "$steps.damage.output"},
+            "when": "steps.damage.output.severity != 'none'",
+            "for_each": None,
+            "max_concurrency": None,
+            "optional": True,
+            "timeout_s": None,
+            "max_attempts": None,
+        },
+    ],
+    "graph": 'graph TD\n    input(["input"])\n    s0["damage<br/>model: classifier"]\n',
+}
+
+
+def step(status: str, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "status": status,
+        "prediction_id": f"id-{status}",
+        "target": "m",
+        "kind": "model",
+        "attempts": 1,
+        "created_at": "2025-01-01T00:00:00Z",
+        "metrics": {"queue_ms": 1.0, "run_ms": 2.0},
+    }
+    body.update(fields)
+    return body
+
+
+def run_prediction(status: str, **fields: Any) -> dict[str, Any]:
+    steps = {
+        "damage": step("succeeded"),
+        "each": step(
+            "failed" if status == "failed" else "succeeded",
+            kind="for_each",
+            items=[
+                {"index": 0, "prediction_id": "e0", "status": "succeeded", "error": None},
+                {"index": 1, "prediction_id": "e1", "status": "succeeded", "error": None},
+            ],
+            error={"code": "model_error", "message": "element 1: boom"}
+            if status == "failed"
+            else None,
+        ),
+        "late": step("skipped"),
+    }
+    return prediction(status, target="claim", kind="pipeline", steps=steps, **fields)
+
+
+def test_pipelines_lists_names_steps_targets_and_timeout(api: Api) -> None:
+    """pipelines prints a table: name, step count, targets, timeout."""
+    api.on("GET", "/v1/pipelines", httpx.Response(200, json={"data": [PIPELINE]}))
+    result = runner.invoke(app, ["pipelines"])
+    assert result.exit_code == 0, result.output
+    for expected in ("claim", "2", "classifier, pricing", "60 s"):
+        assert expected in result.stdout
+
+
+def test_pipeline_shows_its_steps(api: Api) -> None:
+    """pipelines NAME shows each step's target, needs, when and whether it is optional."""
+    api.on("GET", "/v1/pipelines/claim", httpx.Response(200, json=PIPELINE))
+    result = runner.invoke(app, ["pipelines", "claim"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for expected in ("damage", "classifier (model)", "pricing (pipeline)", "yes"):
+        assert expected in result.stdout
+    assert "steps.damage.output.severity != 'none'" in result.stdout
+
+
+def test_pipeline_graph_prints_the_mermaid_text_only(api: Api) -> None:
+    """--graph prints the Mermaid text verbatim (brackets kept), nothing else."""
+    api.on("GET", "/v1/pipelines/claim", httpx.Response(200, json=PIPELINE))
+    result = runner.invoke(app, ["pipelines", "claim", "--graph"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == PIPELINE["graph"]
+
+
+def test_graph_without_a_name_is_a_usage_error(api: Api) -> None:
+    """--graph without NAME exits 2 before any request."""
+    assert runner.invoke(app, ["pipelines", "--graph"]).exit_code == 2
+    assert api.requests == []
+
+
+def test_unknown_pipeline_exits_1(api: Api) -> None:
+    """An unknown pipeline name is the server's error code and exit status 1."""
+    body = {"error": {"code": "unknown_pipeline", "message": "no pipeline 'x'", "detail": {}}}
+    api.on("GET", "/v1/pipelines/x", httpx.Response(404, json=body))
+    result = runner.invoke(app, ["pipelines", "x"])
+    assert result.exit_code == 1 and "unknown_pipeline" in result.stderr
+
+
+def test_predict_on_a_pipeline_prints_output_then_steps(api: Api) -> None:
+    """A run's output alone on stdout; its steps with their status on stderr."""
+    api.on("POST", "/v1/predictions", httpx.Response(202, json=run_prediction("queued")))
+    api.on(
+        "GET",
+        "/v1/predictions/p1",
+        httpx.Response(200, json=run_prediction("succeeded", output={"total": 3})),
+    )
+    result = runner.invoke(app, ["predict", "claim", "-i", "{}"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"total": 3}
+    for expected in ("damage", "each", "late", "skipped", "2/2 elements succeeded"):
+        assert expected in result.stderr
+
+
+def test_failed_run_shows_steps_then_exits_1(api: Api) -> None:
+    """A failed run prints its steps (which one failed, and why) and exits 1."""
+    failed = run_prediction("failed", error={"code": "model_error", "message": "step each"})
+    api.on("POST", "/v1/predictions", httpx.Response(200, json=failed))
+    result = runner.invoke(app, ["predict", "claim", "-i", "{}"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "element 1: boom" in result.stderr and "model_error" in result.stderr
+    assert result.stderr.index("each") < result.stderr.rindex("step each")
+
+
+def test_status_of_a_run_shows_its_steps(api: Api) -> None:
+    """status of a run shows the panel and the steps table."""
+    api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=run_prediction("succeeded")))
+    result = runner.invoke(app, ["status", "p1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for expected in ("claim (pipeline)", "steps", "damage", "skipped", "2.0 ms"):
+        assert expected in result.stdout
+
+
+def test_status_of_a_step_names_its_run(api: Api) -> None:
+    """status of a step shows the run it belongs to and its step name."""
+    body = prediction("succeeded", run_id="r9", step="damage", item_index=3)
+    api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=body))
+    result = runner.invoke(app, ["status", "p1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "r9, step damage [3]" in result.stdout
+
+
+def fake_server(monkeypatch: pytest.MonkeyPatch, result: Any) -> list[Path]:
+    """Install a freight.server whose check returns ``result``; records its calls."""
+    calls: list[Path] = []
+    fake = types.ModuleType("freight.server")
+
+    def check(project_dir: Path) -> Any:
+        calls.append(project_dir)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    fake.check = check  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "freight.server", fake)
+    return calls
+
+
+def test_check_prints_every_fault_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """check prints each fault and exits 1 when there is any."""
+    faults = ["pipeline 'p', step 'a': unknown model 'x'", "pipeline 'q': nests itself"]
+    calls = fake_server(monkeypatch, faults)
+    result = runner.invoke(app, ["check", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert calls == [tmp_path]
+    for fault in faults:
+        assert fault in result.stderr
+    assert "2 faults" in result.stderr
+
+
+def test_check_ok_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid project exits 0 with one ok line (counts when the result has them)."""
+    fake_server(monkeypatch, [])
+    result = runner.invoke(app, ["check"])
+    assert (result.exit_code, result.stdout.strip()) == (0, "ok")
+
+    class Report(list[str]):
+        models = 3
+        pipelines = 2
+
+    fake_server(monkeypatch, Report())
+    result = runner.invoke(app, ["check"])
+    assert (result.exit_code, result.stdout.strip()) == (0, "ok: 3 models, 2 pipelines")
+
+
+def test_check_turns_a_raised_error_into_a_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FreightError escaping the check is printed as a fault, exit 1, no traceback."""
+    from freight.errors import ConfigError
+
+    fake_server(monkeypatch, ConfigError("FREIGHT_MAX_RUN_S: not a number"))
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 1
+    assert "FREIGHT_MAX_RUN_S" in result.stderr and "Traceback" not in result.output

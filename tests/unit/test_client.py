@@ -15,7 +15,9 @@ from freight.client import (
     Client,
     FreightClientError,
     ModelInfo,
+    PipelineInfo,
     Prediction,
+    StepInfo,
 )
 from freight.errors import FreightError
 
@@ -425,3 +427,122 @@ async def test_async_download_and_error(api: Api, tmp_path: Path) -> None:
         with pytest.raises(FreightClientError, match="not_found"):
             await client.get("gone")
     assert (tmp_path / "o.bin").read_bytes() == b"z" * 100_000
+
+
+PIPELINE = {
+    "name": "claim",
+    "timeout_s": None,
+    "output": {"d": "$steps.damage.output"},
+    "steps": [
+        {
+            "name": "damage",
+            "target": "classifier",
+            "kind": "model",
+            "needs": [],
+            "input": "$input",
+            "when": None,
+            "for_each": "$input.photos",
+            "max_concurrency": 2,
+            "optional": False,
+            "timeout_s": 5,
+            "max_attempts": 1,
+        }
+    ],
+    "graph": "graph TD\n",
+}
+
+
+def test_pipelines_and_pipeline_parse_the_declarations(api: Api, client: Client) -> None:
+    """pipelines() and pipeline(name) return PipelineInfo with steps and graph."""
+    api.on("GET", "/v1/pipelines", httpx.Response(200, json={"data": [PIPELINE]}))
+    api.on("GET", "/v1/pipelines/claim", httpx.Response(200, json=PIPELINE))
+    (listed,) = client.pipelines()
+    one = client.pipeline("claim")
+    assert isinstance(one, PipelineInfo) and listed == one
+    (damage,) = one.steps
+    assert (damage.target, damage.for_each, damage.max_concurrency) == (
+        "classifier",
+        "$input.photos",
+        2,
+    )
+    assert one.graph == "graph TD\n" and one.output == {"d": "$steps.damage.output"}
+
+
+def test_a_bad_pipeline_listing_is_an_invalid_response(api: Api, client: Client) -> None:
+    """A listing without data is invalid_response, not a KeyError."""
+    api.on("GET", "/v1/pipelines", httpx.Response(200, json={"items": []}))
+    with pytest.raises(FreightClientError) as caught:
+        client.pipelines()
+    assert caught.value.code == "invalid_response"
+
+
+def test_run_pipeline_posts_json_to_the_pipeline_route(api: Api, client: Client) -> None:
+    """run_pipeline() posts to /v1/pipelines/NAME/predict and follows a 202."""
+    path = "/v1/pipelines/claim/predict"
+    api.on(
+        "POST",
+        path,
+        httpx.Response(200, json={"total": 1}),
+        httpx.Response(202, json=prediction(status="running", kind="pipeline")),
+    )
+    api.on(
+        "GET",
+        "/v1/predictions/p1",
+        httpx.Response(200, json=prediction(status="succeeded", output=2)),
+    )
+    assert client.run_pipeline("claim", {"photos": []}, timeout=3) == {"total": 1}
+    sent = api.requests[0]
+    assert json.loads(sent.content) == {"photos": []} and sent.url.params["timeout"] == "3"
+    assert client.run_pipeline("claim", {}) == 2
+
+
+def test_run_pipeline_failure_raises_the_runs_error(api: Api, client: Client) -> None:
+    """A failed run (424) raises with the run's error code."""
+    api.on("POST", "/v1/pipelines/claim/predict", error(424, "input_error"))
+    with pytest.raises(FreightClientError) as caught:
+        client.run_pipeline("claim", {})
+    assert (caught.value.status, caught.value.code) == (424, "input_error")
+
+
+def test_prediction_parses_steps_run_id_and_step() -> None:
+    """A run's steps map parses into StepInfo (items for for_each); steps name their run."""
+    body = prediction(
+        status="succeeded",
+        kind="pipeline",
+        steps={
+            "each": {
+                "status": "succeeded",
+                "prediction_id": "s1",
+                "target": "m",
+                "kind": "for_each",
+                "attempts": 0,
+                "created_at": "2025-01-01T00:00:00Z",
+                "started_at": None,
+                "finished_at": None,
+                "metrics": {"queue_ms": None, "run_ms": None},
+                "output": [1, 2],
+                "output_url": None,
+                "error": None,
+                "items": [{"index": 0, "prediction_id": "e0", "status": "skipped", "error": None}],
+            }
+        },
+    )
+    run = Prediction.model_validate(body)
+    assert run.steps is not None
+    each = run.steps["each"]
+    assert isinstance(each, StepInfo) and each.output == [1, 2]
+    assert each.items is not None and each.items[0].prediction_id == "e0"
+    step = Prediction.model_validate(prediction(run_id="r1", step="each", item_index=0))
+    assert (step.run_id, step.step, step.item_index, step.steps) == ("r1", "each", 0, None)
+    assert Prediction.model_validate(prediction(status="skipped")).terminal
+
+
+async def test_async_client_pipelines(api: Api) -> None:
+    """AsyncClient has the pipeline methods too."""
+    api.on("GET", "/v1/pipelines", httpx.Response(200, json={"data": [PIPELINE]}))
+    api.on("GET", "/v1/pipelines/claim", httpx.Response(200, json=PIPELINE))
+    api.on("POST", "/v1/pipelines/claim/predict", httpx.Response(200, json=[1]))
+    async with AsyncClient("http://freight.test", transport=httpx.MockTransport(api)) as client:
+        assert [p.name for p in await client.pipelines()] == ["claim"]
+        assert (await client.pipeline("claim")).steps[0].name == "damage"
+        assert await client.run_pipeline("claim", {"photos": [1]}) == [1]

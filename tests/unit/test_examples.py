@@ -235,3 +235,277 @@ def test_corrupt_cache_is_retrained(examples: dict[str, ModuleType], cache_dir: 
     model.load()
     assert path.stat().st_size > 100
     assert model.labels == ["malignant", "benign"]
+
+
+# -- the claims ensemble (ensemble.py) and its pipelines (freight.yaml) -------------
+
+ENSEMBLE_MODELS = {"risk-linear", "risk-forest", "risk-stack", "risk-review", "form-digit"}
+
+
+@pytest.fixture(scope="module")
+def ensemble() -> Iterator[ModuleType]:
+    """examples/ensemble.py, imported the way discovery does."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import ensemble
+
+        yield ensemble
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+@pytest.fixture(scope="module")
+def ensemble_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One training cache for this module's ensemble tests (the risk models train once)."""
+    return tmp_path_factory.mktemp("ensemble-cache")
+
+
+@pytest.fixture
+def shared_cache(ensemble_cache: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FREIGHT_CACHE_DIR", str(ensemble_cache))
+    return ensemble_cache
+
+
+@pytest.fixture
+def served(ensemble: ModuleType, shared_cache: Path) -> dict[str, freight.Model]:
+    """Every ensemble model, loaded as a replica would load it, by model name."""
+    models: dict[str, freight.Model] = {}
+    for cls in _model_classes(ensemble).values():
+        model = cls()
+        model.load()
+        models[cls.model_name()] = model
+    return models
+
+
+def _model_classes(module: ModuleType) -> dict[str, type[freight.Model]]:
+    """The classes discovery serves from a module (public, defined there)."""
+    return {
+        obj.model_name(): obj
+        for name, obj in vars(module).items()
+        if isinstance(obj, type)
+        and issubclass(obj, freight.Model)
+        and obj.__module__ == module.__name__
+        and not name.startswith("_")
+    }
+
+
+def _claim(name: str = "claim.json") -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((EXAMPLES / "inputs" / name).read_text())
+    return loaded
+
+
+def _call(model: freight.Model, value: Any) -> Any:
+    """One prediction as freight makes it: JSON in, JSON out."""
+    return json.loads(json.dumps(model.predict_batch([json.loads(json.dumps(value))])[0]))
+
+
+def test_ensemble_models_are_valid(ensemble: ModuleType) -> None:
+    """ensemble.py serves five JSON models, one replica each (make run stays light)."""
+    classes = _model_classes(ensemble)
+    assert set(classes) == ENSEMBLE_MODELS
+    for cls in classes.values():
+        cls.validate()
+        assert cls.input_kind() == "json"
+        assert (cls.replicas.min, cls.replicas.max) == (1, 1)
+
+
+def test_stack_is_a_trained_combiner(ensemble: ModuleType, served: dict[str, Any]) -> None:
+    """risk-stack is a logistic regression over both base risks, weighing each one."""
+    stack = served["risk-stack"].bundle["stack"]
+    assert stack.coef_.shape == (1, 2)
+    assert all(weight > 0 for weight in stack.coef_[0])
+    both_low = _call(served["risk-stack"], {"linear": {"risk": 0.01}, "forest": {"risk": 0.02}})
+    both_high = _call(served["risk-stack"], {"linear": {"risk": 0.99}, "forest": {"risk": 0.9}})
+    assert both_low["level"] == "low" and both_low["label"] == "benign"
+    assert both_high["level"] == "high" and both_high["label"] == "malignant"
+    assert both_low["risk"] < both_high["risk"]
+
+
+def test_served_models_score_the_held_out_cases(
+    ensemble: ModuleType, served: dict[str, Any]
+) -> None:
+    """Through their JSON interface, on the cases none was trained on, the models reach
+    the accuracies recorded at training, and the stack is no worse than its base models
+    allow (at least as good as the forest, within 2 points of the linear model)."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    bundle = served["risk-linear"].bundle
+    assert not set(bundle["test_cases"]) & set(bundle["train_cases"])
+    cases = bundle["test_cases"]
+    features = [str(f) for f in data.feature_names]
+    truth = ["malignant" if data.target[i] == 0 else "benign" for i in cases]
+    rows = [dict(zip(features, map(float, data.data[i]), strict=True)) for i in cases]
+    linear = served["risk-linear"].predict_batch(rows)
+    forest = served["risk-forest"].predict_batch(rows)
+    pairs = [{"linear": a, "forest": b} for a, b in zip(linear, forest, strict=True)]
+    stack = served["risk-stack"].predict_batch(pairs)
+    accuracy = {
+        name: sum(o["label"] == t for o, t in zip(out, truth, strict=True)) / len(truth)
+        for name, out in (("linear", linear), ("forest", forest), ("stack", stack))
+    }
+    metrics = bundle["metrics"]
+    for name, value in accuracy.items():
+        assert value == pytest.approx(metrics[name], abs=0.006)  # one case of 171
+    assert metrics["stack"] >= 0.93
+    assert metrics["stack"] >= metrics["forest"]
+    assert metrics["stack"] >= metrics["linear"] - 0.02
+
+
+def test_base_models_read_names_or_lists(ensemble: ModuleType, served: dict[str, Any]) -> None:
+    """Measurements keyed by feature name or as 30 values in data-set order score alike."""
+    measurements = _claim()["measurements"]
+    as_list = list(measurements.values())
+    for name in ("risk-linear", "risk-forest"):
+        by_name = _call(served[name], measurements)
+        assert by_name == _call(served[name], as_list)
+        assert set(by_name) == {"risk", "label"} and 0 <= by_name["risk"] <= 1
+
+
+def test_models_reject_bad_input(ensemble: ModuleType, served: dict[str, Any]) -> None:
+    """Missing measurements, malformed risks and photos are clear model errors."""
+    with pytest.raises(ValueError, match="measurements lack"):
+        served["risk-linear"].predict_batch([{"mean radius": 1.0}])
+    with pytest.raises(ValueError, match="expected 30 measurements"):
+        served["risk-forest"].predict_batch([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="forest"):
+        served["risk-stack"].predict_batch([{"linear": {"risk": 0.5}, "forest": None}])
+    with pytest.raises(ValueError, match="measurements"):
+        served["risk-review"].predict_batch([{"risk": 1}])
+    with pytest.raises(ValueError, match="not valid base64"):
+        served["form-digit"].predict_batch([{"image": "not base64!"}])
+    with pytest.raises(ValueError, match="not a readable image"):
+        served["form-digit"].predict_batch([{"image": "aGVsbG8="}])
+
+
+def test_form_digit_reads_the_policy_number(ensemble: ModuleType, served: dict[str, Any]) -> None:
+    """The claim form's photos read 4 0 7 1 5, as {"image": base64} or the bare string."""
+    photos = _claim()["form_photos"]
+    read = served["form-digit"].predict_batch([{"image": p} for p in photos])
+    assert [r["digit"] for r in read] == [4, 0, 7, 1, 5]
+    assert all(0.5 < r["confidence"] <= 1 for r in read)
+    assert served["form-digit"].predict_batch(photos[:1]) == read[:1]
+
+
+def test_review_names_similar_cases_and_factors(
+    ensemble: ModuleType, served: dict[str, Any]
+) -> None:
+    """risk-review gives a second opinion, the 3 closest training cases, the 3 measurements
+    furthest above the benign mean (in decreasing order)."""
+    review = _call(served["risk-review"], {"measurements": _claim()["measurements"]})
+    assert 0 <= review["second_opinion"] <= 1
+    train_cases = set(served["risk-review"].bundle["train_cases"])
+    assert len(review["similar_cases"]) == 3
+    assert all(c["case"] in train_cases for c in review["similar_cases"])
+    assert all(c["diagnosis"] in ("benign", "malignant") for c in review["similar_cases"])
+    distances = [c["distance"] for c in review["similar_cases"]]
+    assert distances == sorted(distances)
+    zs = [f["z"] for f in review["top_factors"]]
+    assert len(zs) == 3 and zs == sorted(zs, reverse=True) and zs[0] > 0
+
+
+def _run(
+    specs: dict[str, Any], name: str, run_input: Any, models: dict[str, freight.Model]
+) -> tuple[Any, dict[str, Any]]:
+    """A pipeline run in process with the pure planner (what the durable layer does with
+    rows): each started step is predicted at once; returns the outcome and the states."""
+    import freight.pipelines as fp
+    from freight.pipelines.plan import StepState, StepStatus
+
+    spec = specs[name]
+    states = fp.initial_states(spec)
+    for _ in range(2 * len(spec.order) + 1):
+        decision = fp.plan(spec, run_input, states)
+        states.update({s: StepState(StepStatus.SKIPPED) for s in decision.skip})
+        states.update(
+            {s: StepState(StepStatus.SUCCEEDED, output=o) for s, o in decision.complete.items()}
+        )
+        states.update(
+            {s: StepState(StepStatus.FAILED, error=e) for s, e in decision.fail.items()}
+        )
+        if decision.outcome is not None:
+            return decision.outcome, states
+        for start in decision.start:
+            inputs = start.inputs if start.inputs is not None else [start.input]
+            outputs = []
+            for value in inputs:
+                if start.kind == "pipeline":
+                    outcome, _ = _run(specs, start.target, value, models)
+                    assert outcome.status == "succeeded", outcome
+                    outputs.append(outcome.output)
+                else:
+                    outputs.append(_call(models[start.target], value))
+            output = outputs if start.inputs is not None else outputs[0]
+            states[start.step] = StepState(StepStatus.SUCCEEDED, output=output)
+    raise AssertionError(f"pipeline {name} did not finish")
+
+
+@pytest.fixture
+def pipelines(ensemble: ModuleType) -> dict[str, Any]:
+    """examples/freight.yaml's pipelines, checked against every example model's name."""
+    import yaml
+
+    import freight.pipelines as fp
+
+    raw = yaml.safe_load((EXAMPLES / "freight.yaml").read_text())["pipelines"]
+    names = {"digits", "echo", "sleep", "tabular", *ENSEMBLE_MODELS}
+    specs: dict[str, Any] = fp.parse_pipelines(raw, targets=names)
+    return specs
+
+
+def test_pipelines_use_every_kind_of_step(pipelines: dict[str, Any]) -> None:
+    """claim-triage fans out over the photos, nests risk-ensemble and has a condition;
+    risk-ensemble runs two models in parallel and a third on both their outputs."""
+    assert set(pipelines) == {"risk-ensemble", "claim-triage"}
+    triage, risk = pipelines["claim-triage"], pipelines["risk-ensemble"]
+    assert triage.steps["policy"].fan_out and triage.steps["policy"].target == "form-digit"
+    assert triage.nested == {"risk-ensemble"}
+    assert triage.steps["review"].conditional and triage.steps["review"].needs == {"risk"}
+    assert risk.steps["linear"].needs == risk.steps["forest"].needs == frozenset()
+    assert risk.steps["stack"].needs == {"linear", "forest"}
+
+
+def test_claim_triage_reviews_a_high_risk_claim(
+    pipelines: dict[str, Any], served: dict[str, freight.Model]
+) -> None:
+    """claim.json: the policy number is read, the risk is high, so the review runs."""
+    outcome, states = _run(pipelines, "claim-triage", _claim(), served)
+    assert outcome.status == "succeeded", outcome
+    output = outcome.output
+    assert output["claim_id"] == "CLM-0042"
+    assert output["policy_number"] == [4, 0, 7, 1, 5]
+    assert output["risk"]["level"] == "high" and output["risk"]["label"] == "malignant"
+    assert output["review"]["similar_cases"]
+    assert {name: state.status for name, state in states.items()} == dict.fromkeys(
+        ("policy", "risk", "review"), "succeeded"
+    )
+
+
+def test_claim_triage_skips_the_review_of_a_low_risk_claim(
+    pipelines: dict[str, Any], served: dict[str, freight.Model]
+) -> None:
+    """claim-low.json: a low risk, so the review step is skipped and outputs null."""
+    outcome, states = _run(pipelines, "claim-triage", _claim("claim-low.json"), served)
+    assert outcome.status == "succeeded", outcome
+    assert outcome.output["risk"]["level"] == "low"
+    assert outcome.output["review"] is None
+    assert states["review"].status == "skipped"
+
+
+def test_risk_ensemble_is_cached_once(
+    ensemble: ModuleType, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The four risk models share one cached bundle: the first load trains it, the others
+    (and later starts) only read it."""
+    path = sys.modules["_training"].cache_path(ensemble.CACHE_NAME)
+    assert path.parent == cache_dir
+    ensemble.RiskLinear().load()
+    assert path.exists()
+
+    def fail() -> None:
+        raise AssertionError("trained again despite the cache")
+
+    monkeypatch.setattr(ensemble, "train", fail)
+    for cls in (ensemble.RiskForest, ensemble.RiskStack, ensemble.RiskReview):
+        cls().load()
+    assert [p.name for p in cache_dir.iterdir()] == [path.name]

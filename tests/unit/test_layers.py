@@ -25,7 +25,6 @@ LAYER = {
     "service": "service",
     "system": "service",
     "backlog": "service",
-    "pipelines": "service",
     "batch": "service",
     "notify": "service",
     "agent": "engine",
@@ -33,7 +32,10 @@ LAYER = {
     "store": "backend",
     "storage": "backend",
 }
-DOMAIN = "domain"  # everything else: errors, prediction, keys, media, config, model, ...
+# everything else: errors, prediction, keys, media, config, model, and the pure
+# policies (pipelines/: DAG checks, templates, planning), which do no I/O and which
+# the stores call inside their transactions
+DOMAIN = "domain"
 
 #: which layers a layer may import (besides itself and the domain)
 ALLOWED = {

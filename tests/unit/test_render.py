@@ -119,3 +119,111 @@ def test_json_response_serialises_with_orjson() -> None:
     assert response.body == b'{"a":1}'
     assert response.media_type == "application/json"
     assert response.headers["x-test"] == "1"
+
+
+RUN = "0193b7c2-0000-7000-8000-0000000000a0"
+
+
+def step_row(n: int, step: str, **fields: object) -> Prediction:
+    """A step row of the run RUN; ``n`` orders the ids (creation order)."""
+    base: dict[str, object] = {"id": f"0193b7c2-0000-7000-8000-{n:012d}", "run_id": RUN}
+    base.update(step=step, **fields)
+    return done(**base)
+
+
+def test_a_plain_prediction_has_no_steps_map() -> None:
+    """A model's prediction renders steps, run_id and step as null."""
+    body = rendered(done())
+    assert (body["steps"], body["run_id"], body["step"], body["item_index"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_step_names_its_run() -> None:
+    """A step's own object carries its run's id and its step name (and element index)."""
+    body = rendered(step_row(1, "score", item_index=2))
+    assert (body["run_id"], body["step"], body["item_index"]) == (RUN, "score", 2)
+
+
+def test_steps_map_in_creation_order_with_timings_output_and_error() -> None:
+    """Each step gets status, id, target, attempts, ISO stamps, metrics, output and error."""
+    rows = [
+        step_row(3, "d", status=Status.PENDING, started_at=None, finished_at=None, attempts=0),
+        step_row(1, "a", output_json='{"v":1}'),
+        step_row(
+            2,
+            "b",
+            status=Status.FAILED,
+            error_code="model_error",
+            error_message="boom",
+            output_key="k",
+        ),
+    ]
+    run = done(id=RUN, target="diamond", kind="pipeline")
+    body = orjson.loads(
+        orjson.dumps(prediction_dict(run, steps=rows, step_output_urls={rows[2].id: "http://x/o"}))
+    )
+    steps = body["steps"]
+    assert list(steps) == ["a", "b", "d"]
+    assert steps["a"] == {
+        "status": "succeeded",
+        "prediction_id": rows[1].id,
+        "target": "echo",
+        "kind": "model",
+        "attempts": 1,
+        "created_at": iso(T0),
+        "started_at": iso(T0 + 0.011),
+        "finished_at": iso(T0 + 0.051),
+        "metrics": {"queue_ms": 10.0, "run_ms": 40.0},
+        "output": {"v": 1},
+        "output_url": None,
+        "error": None,
+        "items": None,
+    }
+    assert steps["b"]["error"] == {"code": "model_error", "message": "boom", "detail": {}}
+    assert steps["b"]["output_url"] == "http://x/o"
+    assert steps["d"]["status"] == "pending" and steps["d"]["metrics"]["run_ms"] is None
+
+
+def test_for_each_step_lists_its_elements_by_index() -> None:
+    """A for_each step's elements appear under its items, by index, not as steps."""
+    rows = [
+        step_row(1, "each", kind="for_each", status=Status.RUNNING, finished_at=None),
+        step_row(4, "each", item_index=1, status=Status.FAILED, error_code="timeout"),
+        step_row(2, "each", item_index=0),
+        step_row(3, "each", item_index=2, status=Status.QUEUED),
+    ]
+    steps = orjson.loads(orjson.dumps(prediction_dict(done(kind="pipeline"), steps=rows)))["steps"]
+    assert list(steps) == ["each"]
+    items = steps["each"]["items"]
+    assert [(i["index"], i["prediction_id"], i["status"]) for i in items] == [
+        (0, rows[2].id, "succeeded"),
+        (1, rows[1].id, "failed"),
+        (2, rows[3].id, "queued"),
+    ]
+    assert items[1]["error"] == {"code": "timeout", "message": None, "detail": {}}
+    assert items[0]["error"] is None
+
+
+def test_for_each_over_nothing_has_empty_items() -> None:
+    """A for_each step that had no elements lists none (not null)."""
+    rows = [step_row(1, "each", kind="for_each", output_json="[]")]
+    steps = prediction_dict(done(kind="pipeline"), steps=rows)["steps"]
+    assert steps["each"]["items"] == []
+
+
+def test_nested_run_is_one_entry_without_its_steps() -> None:
+    """A nested pipeline step is one entry naming its own id; its steps are not recursed."""
+    rows = [step_row(1, "inner", kind="pipeline", target="sub", status=Status.RUNNING)]
+    steps = prediction_dict(done(kind="pipeline"), steps=rows)["steps"]
+    assert steps["inner"]["kind"] == "pipeline" and steps["inner"]["target"] == "sub"
+    assert steps["inner"]["prediction_id"] == rows[0].id
+    assert "steps" not in steps["inner"] and steps["inner"]["items"] is None
+
+
+def test_a_run_with_no_step_rows_has_an_empty_map() -> None:
+    """A pipeline run whose rows are not there yet renders steps as {}."""
+    assert prediction_dict(done(kind="pipeline"), steps=[])["steps"] == {}

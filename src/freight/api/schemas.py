@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 StatusName = Literal[
+    "pending",
     "awaiting_input",
     "queued",
     "running",
@@ -14,6 +15,7 @@ StatusName = Literal[
     "failed",
     "canceled",
     "expired",
+    "skipped",
 ]
 
 
@@ -50,6 +52,39 @@ class Metrics(BaseModel):
     batch_size: int | None
 
 
+class StepMetrics(BaseModel):
+    queue_ms: float | None
+    run_ms: float | None
+
+
+class StepItemOut(BaseModel):
+    """One element of a ``for_each`` step: fetch its ``prediction_id`` for the rest."""
+
+    index: int
+    prediction_id: str
+    status: StatusName
+    error: ErrorInfo | None
+
+
+class StepOut(BaseModel):
+    """One step of a pipeline run. A nested pipeline's own steps are on its
+    ``prediction_id`` (fetch it to drill down)."""
+
+    status: StatusName
+    prediction_id: str
+    target: str
+    kind: str = Field(description="model, pipeline (a nested run) or for_each")
+    attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    metrics: StepMetrics
+    output: Any
+    output_url: str | None
+    error: ErrorInfo | None
+    items: list[StepItemOut] | None = Field(None, description="for_each steps only")
+
+
 class PredictionOut(BaseModel):
     id: str
     target: str
@@ -76,6 +111,12 @@ class PredictionOut(BaseModel):
     error: ErrorInfo | None
     metadata: dict[str, Any]
     urls: dict[str, str]
+    run_id: str | None = Field(None, description="a pipeline step: the run it belongs to")
+    step: str | None = Field(None, description="a pipeline step: its name in the run")
+    item_index: int | None = Field(None, description="a for_each element: its index")
+    steps: dict[str, StepOut] | None = Field(
+        None, description="a pipeline run: its steps by name, in run order"
+    )
 
 
 class PredictionPage(BaseModel):
@@ -94,3 +135,29 @@ class ModelOut(BaseModel):
 
 class ModelList(BaseModel):
     data: list[ModelOut]
+
+
+class PipelineStepOut(BaseModel):
+    name: str
+    target: str
+    kind: Literal["model", "pipeline"]
+    needs: list[str] = Field(description="the steps it references, inferred, sorted")
+    input: Any = Field(description="the input template")
+    when: str | None
+    for_each: str | None
+    max_concurrency: int | None
+    optional: bool
+    timeout_s: float | None
+    max_attempts: int | None
+
+
+class PipelineOut(BaseModel):
+    name: str
+    timeout_s: float | None
+    output: Any = Field(description="the output template")
+    steps: list[PipelineStepOut] = Field(description="in dependency order")
+    graph: str = Field(description="the DAG as Mermaid text")
+
+
+class PipelineList(BaseModel):
+    data: list[PipelineOut]

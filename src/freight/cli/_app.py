@@ -28,9 +28,11 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from freight.cli import _render
 from freight.client import Client, FreightClientError, Prediction, PredictionHandle
+from freight.errors import FreightError
 
 app = typer.Typer(
     name="freight",
@@ -225,17 +227,29 @@ def predict(
             return
         prediction = _follow(client, handle, timeout)
         err.print(_render.summary(prediction))
-        if output is not None:
-            with _transfer_bar(client, "download", prediction.output_bytes):
-                saved = handle.download(output)
-            err.print(f"output saved to [bold]{saved}[/] ({saved.stat().st_size:,} bytes)")
-            return
-        result = handle.output()
-        if isinstance(result, bytes):
-            kind = prediction.output_content_type or "binary"
-            err.print(f"output is {kind}, {len(result):,} bytes: use --output FILE to save it")
-            return
-        out.print_json(json.dumps(result))
+        if prediction.steps and not prediction.succeeded:  # which step failed, then why
+            err.print(_render.steps_table(prediction.steps))
+        _show_output(client, handle, prediction, output)
+        if prediction.steps and prediction.succeeded:
+            err.print(_render.steps_table(prediction.steps))
+
+
+def _show_output(
+    client: Client, handle: PredictionHandle, prediction: Prediction, output: Path | None
+) -> None:
+    """Save the output to ``output``, or print it as JSON on stdout (alone there, so it
+    pipes); a failed prediction raises its error here."""
+    if output is not None:
+        with _transfer_bar(client, "download", prediction.output_bytes):
+            saved = handle.download(output)
+        err.print(f"output saved to [bold]{saved}[/] ({saved.stat().st_size:,} bytes)")
+        return
+    result = handle.output()
+    if isinstance(result, bytes):
+        kind = prediction.output_content_type or "binary"
+        err.print(f"output is {kind}, {len(result):,} bytes: use --output FILE to save it")
+        return
+    out.print_json(json.dumps(result))
 
 
 @app.command()
@@ -244,7 +258,7 @@ def status(
     prediction_id: Annotated[str, typer.Argument(metavar="ID", help="Prediction id.")],
     url: UrlOption = None,
 ) -> None:
-    """Show a prediction: status, timings, attempts, error."""
+    """Show a prediction: status, timings, attempts, error; a pipeline run's steps."""
     with _client(ctx, url) as client:
         out.print(_render.prediction_panel(client.get(prediction_id)))
 
@@ -265,3 +279,59 @@ def models(ctx: typer.Context, url: UrlOption = None) -> None:
     """List the served models with their batching, replicas and backlog."""
     with _client(ctx, url) as client:
         out.print(_render.models_table(client.models()))
+
+
+# -- pipelines ----------------------------------------------------------------------------
+
+
+@app.command()
+def pipelines(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Argument(help="A pipeline: show its steps (all pipelines if left out).")
+    ] = None,
+    graph: Annotated[
+        bool, typer.Option("--graph", help="Print only the pipeline's DAG as Mermaid text.")
+    ] = False,
+    url: UrlOption = None,
+) -> None:
+    """List the pipelines, or show one's steps (needs, when, for_each, optional)."""
+    if graph and name is None:
+        raise typer.BadParameter("--graph needs a pipeline NAME")
+    with _client(ctx, url) as client:
+        if name is None:
+            out.print(_render.pipelines_table(client.pipelines()))
+            return
+        info = client.pipeline(name)
+    if graph:  # verbatim, no Rich markup or wrapping: it is piped into Markdown files
+        typer.echo(info.graph, nl=False)
+        return
+    out.print(_render.pipeline_table(info))
+
+
+@app.command()
+def check(project_dir: DirArgument = Path(".")) -> None:
+    """Validate a project without serving it: settings, models and pipelines, every
+    fault at once; exit status 1 when there is any (for CI and pre-commit)."""
+    server: Any = importlib.import_module("freight.server")
+    try:
+        result = server.check(project_dir)
+    except FreightError as exc:  # one the check could not turn into a fault message
+        result = [exc.message]
+    faults = [str(fault) for fault in result]
+    for fault in faults:
+        err.print(Text("fault: ", style="bold red") + Text(fault))
+    if faults:
+        err.print(f"[bold red]{len(faults)} fault{'s' if len(faults) != 1 else ''}[/]")
+        raise typer.Exit(1)
+    out.print(_ok_line(result))
+
+
+def _ok_line(result: Any) -> Text:
+    """``ok: N models, M pipelines`` when the check's result counts them (the server's
+    result may carry ``models`` and ``pipelines``), else just ``ok``."""
+    counts = [getattr(result, what, None) for what in ("models", "pipelines")]
+    if all(isinstance(count, int) for count in counts):
+        models, pipelines = counts
+        return Text(f"ok: {models} models, {pipelines} pipelines", style="green")
+    return Text("ok", style="green")

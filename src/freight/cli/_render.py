@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from freight.client import ModelInfo, Prediction
+from freight.client import ModelInfo, PipelineInfo, Prediction, StepInfo
 
 STATUS_STYLES = {
+    "pending": "dim yellow",
+    "skipped": "dim",
     "awaiting_input": "magenta",
     "queued": "yellow",
     "running": "cyan",
@@ -39,14 +41,18 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f} ms"
 
 
-def prediction_panel(p: Prediction) -> Panel:
-    """Everything an operator asks about one prediction: state, timings, attempts, error."""
+def prediction_panel(p: Prediction) -> RenderableType:
+    """Everything an operator asks about one prediction: state, timings, attempts, error;
+    a pipeline run's steps below it, and on a step the run it belongs to."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
     table.add_row("id", p.id)
     table.add_row("target", f"{p.target} ({p.kind})")
     table.add_row("status", status_text(p.status))
+    if p.run_id is not None:
+        element = "" if p.item_index is None else f" [{p.item_index}]"
+        table.add_row("run", Text(f"{p.run_id}, step {p.step}{element}"))
     table.add_row("attempts", str(p.attempts))
     table.add_row("priority", str(p.priority))
     for label, value in (
@@ -70,7 +76,8 @@ def prediction_panel(p: Prediction) -> Panel:
         table.add_row("error", Text(f"{p.error.code}: {p.error.message}", style="red"))
     if p.metadata:
         table.add_row("metadata", json.dumps(p.metadata))
-    return Panel(table, title=f"prediction {p.id}", expand=False)
+    panel = Panel(table, title=f"prediction {p.id}", expand=False)
+    return panel if not p.steps else Group(panel, steps_table(p.steps))
 
 
 def models_table(models: list[ModelInfo]) -> Table:
@@ -101,3 +108,60 @@ def summary(p: Prediction) -> Group:
     if p.metrics.total_ms is not None:
         line.append(f"  ({p.metrics.total_ms:,.0f} ms)", style="dim")
     return Group(line)
+
+
+def _step_detail(step: StepInfo) -> Text:
+    """Why a step failed, or how far a for_each step's elements got."""
+    if step.error is not None:
+        return Text(f"{step.error.code}: {step.error.message}", style="red")
+    if step.items is not None:
+        done = sum(item.status == "succeeded" for item in step.items)
+        return Text(f"{done}/{len(step.items)} elements succeeded")
+    if step.kind == "pipeline":
+        return Text(f"freight status {step.prediction_id}", style="dim")
+    return Text("")
+
+
+def steps_table(steps: dict[str, StepInfo]) -> Table:
+    """A run's steps in run order: status, target, run time, and what went wrong."""
+    table = Table(title="steps")
+    for column in ("step", "status", "target", "run", "detail"):
+        table.add_column(column, justify="right" if column == "run" else "left")
+    for name, step in steps.items():
+        table.add_row(
+            Text(name),
+            status_text(step.status),
+            Text(f"{step.target} ({step.kind})"),
+            _ms(step.metrics.run_ms),
+            _step_detail(step),
+        )
+    return table
+
+
+def pipelines_table(pipelines: list[PipelineInfo]) -> Table:
+    table = Table(title="pipelines")
+    for column in ("name", "steps", "targets", "timeout"):
+        table.add_column(column, justify="right" if column == "steps" else "left")
+    for p in pipelines:
+        targets = ", ".join(sorted({step.target for step in p.steps}))
+        timeout = "-" if p.timeout_s is None else f"{p.timeout_s:g} s"
+        table.add_row(Text(p.name), str(len(p.steps)), Text(targets), timeout)
+    return table
+
+
+def pipeline_table(p: PipelineInfo) -> Table:
+    """One pipeline's steps in dependency order, with what each waits for and when it runs."""
+    timeout = "" if p.timeout_s is None else f", timeout {p.timeout_s:g} s"
+    table = Table(title=f"pipeline {p.name}{timeout}")
+    for column in ("step", "target", "needs", "when", "for_each", "optional"):
+        table.add_column(column)
+    for step in p.steps:
+        table.add_row(
+            Text(step.name),
+            Text(f"{step.target} ({step.kind})"),
+            Text(", ".join(step.needs) or "-"),
+            Text(step.when or "-"),
+            Text(step.for_each or "-"),
+            "yes" if step.optional else "-",
+        )
+    return table

@@ -3,6 +3,7 @@
 
     with freight.Client() as client:                    # $FREIGHT_URL or localhost:8000
         print(client.run("echo", {"x": 1}))             # real-time: the output
+        print(client.run_pipeline("claim", {"x": 1}))   # a pipeline, in real time
         handle = client.predict("digits", file="7.png") # asynchronous: upload, queue
         print(handle.wait(timeout=60).status, handle.output())
 
@@ -22,7 +23,11 @@ from freight.client._models import (
     FreightClientError,
     Metrics,
     ModelInfo,
+    PipelineInfo,
+    PipelineStepInfo,
     Prediction,
+    StepInfo,
+    StepItem,
 )
 from freight.client._sync import Client, PredictionHandle
 
@@ -35,6 +40,10 @@ __all__ = [
     "FreightClientError",
     "Metrics",
     "ModelInfo",
+    "PipelineInfo",
+    "PipelineStepInfo",
     "Prediction",
     "PredictionHandle",
+    "StepInfo",
+    "StepItem",
 ]

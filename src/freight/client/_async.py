@@ -19,7 +19,7 @@ import httpx
 
 from freight.client import _flows
 from freight.client._aiohttp import AiohttpTransport
-from freight.client._models import HandleBase, ModelInfo, Prediction
+from freight.client._models import HandleBase, ModelInfo, PipelineInfo, Prediction
 from freight.client._protocol import (
     CHUNK_BYTES,
     Call,
@@ -140,6 +140,13 @@ class AsyncClient:
         flow = _flows.run(target, input, data=data, content_type=content_type, timeout=timeout)
         return await self._drive(flow)
 
+    async def run_pipeline(
+        self, name: str, input: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Run a pipeline in real time and return its output (awaited if past the server
+        deadline). ``run`` is for models: a pipeline has its own route."""
+        return await self._drive(_flows.run_pipeline(name, input, timeout=timeout))
+
     async def get(self, prediction_id: str, *, wait: float | None = None) -> Prediction:
         return await self._drive(_flows.get(prediction_id, wait=wait))
 
@@ -170,6 +177,14 @@ class AsyncClient:
 
     async def models(self) -> builtins.list[ModelInfo]:
         return await self._drive(_flows.models())
+
+    async def pipelines(self) -> builtins.list[PipelineInfo]:
+        """Every declared pipeline, by name."""
+        return await self._drive(_flows.pipelines())
+
+    async def pipeline(self, name: str) -> PipelineInfo:
+        """One pipeline: its steps, their dependencies, and its graph (Mermaid)."""
+        return await self._drive(_flows.pipeline(name))
 
     async def health(self) -> dict[str, Any]:
         return await self._drive(_flows.health())

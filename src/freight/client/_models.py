@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from freight.errors import FreightError
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "expired"})
+#: a pipeline step also ends ``skipped`` (its ``when`` was false)
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "expired", "skipped"})
 
 
 class FreightClientError(FreightError):
@@ -77,8 +78,38 @@ class Urls(_Wire):
     output: str | None = None
 
 
+class StepItem(_Wire):
+    """One element of a ``for_each`` step; ``client.get(prediction_id)`` for the rest."""
+
+    index: int
+    prediction_id: str
+    status: str
+    error: ErrorInfo | None = None
+
+
+class StepInfo(_Wire):
+    """One step of a pipeline run. A nested run (``kind == "pipeline"``) lists its own
+    steps on its own prediction: ``client.get(step.prediction_id).steps``."""
+
+    status: str
+    prediction_id: str
+    target: str
+    kind: str = "model"
+    attempts: int = 0
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metrics: Metrics = Field(default_factory=Metrics)
+    output: Any = None
+    output_url: str | None = None
+    error: ErrorInfo | None = None
+    items: list[StepItem] | None = None
+
+
 class Prediction(_Wire):
-    """One prediction as the API reports it, at the moment it was fetched."""
+    """One prediction as the API reports it, at the moment it was fetched. A pipeline
+    run carries ``steps`` (by name, in run order); a step carries its ``run_id`` and
+    ``step`` name (and a for_each element its ``item_index``)."""
 
     id: str
     target: str
@@ -103,6 +134,10 @@ class Prediction(_Wire):
     error: ErrorInfo | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     urls: Urls = Field(default_factory=Urls)
+    run_id: str | None = None
+    step: str | None = None
+    item_index: int | None = None
+    steps: dict[str, StepInfo] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -138,6 +173,33 @@ class ModelInfo(_Wire):
     batching: BatchingInfo | None = None
     replicas: ReplicasInfo | None = None
     backlog: BacklogInfo = Field(default_factory=BacklogInfo)
+
+
+class PipelineStepInfo(_Wire):
+    """A declared step: its target, inferred ``needs``, templates and options."""
+
+    name: str
+    target: str
+    kind: str = "model"
+    needs: list[str] = Field(default_factory=list)
+    input: Any = None
+    when: str | None = None
+    for_each: str | None = None
+    max_concurrency: int | None = None
+    optional: bool = False
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+
+
+class PipelineInfo(_Wire):
+    """A declared pipeline: its steps in dependency order, output template, and
+    ``graph``, the DAG as Mermaid text."""
+
+    name: str
+    timeout_s: float | None = None
+    output: Any = None
+    steps: list[PipelineStepInfo] = Field(default_factory=list)
+    graph: str = ""
 
 
 class HandleBase:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 import httpx
 from pydantic import ValidationError
 
-from freight.client._models import FreightClientError, ModelInfo, Prediction
+from freight.client._models import FreightClientError, ModelInfo, PipelineInfo, Prediction
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "FREIGHT_URL"
@@ -168,6 +168,22 @@ def models_from(response: httpx.Response) -> list[ModelInfo]:
         return [ModelInfo.model_validate(item) for item in body["data"]]
     except (ValidationError, KeyError, TypeError) as exc:
         raise _invalid(response, "not a model listing") from exc
+
+
+def pipelines_from(response: httpx.Response) -> list[PipelineInfo]:
+    body = json_body(response)
+    try:
+        return [PipelineInfo.model_validate(item) for item in body["data"]]
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise _invalid(response, "not a pipeline listing") from exc
+
+
+def pipeline_from(response: httpx.Response) -> PipelineInfo:
+    body = json_body(response)
+    try:
+        return PipelineInfo.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(response, f"not a pipeline: {exc.error_count()} errors") from exc
 
 
 def page_from(response: httpx.Response) -> tuple[list[Prediction], str | None]:

@@ -18,7 +18,7 @@ from typing import IO, Any, TypeVar
 import httpx
 
 from freight.client import _flows
-from freight.client._models import HandleBase, ModelInfo, Prediction
+from freight.client._models import HandleBase, ModelInfo, PipelineInfo, Prediction
 from freight.client._protocol import (
     CHUNK_BYTES,
     Call,
@@ -138,6 +138,11 @@ class Client:
         flow = _flows.run(target, input, data=data, content_type=content_type, timeout=timeout)
         return self._drive(flow)
 
+    def run_pipeline(self, name: str, input: Any = None, *, timeout: float | None = None) -> Any:
+        """Run a pipeline in real time and return its output (awaited if past the server
+        deadline). ``run`` is for models: a pipeline has its own route."""
+        return self._drive(_flows.run_pipeline(name, input, timeout=timeout))
+
     def get(self, prediction_id: str, *, wait: float | None = None) -> Prediction:
         return self._drive(_flows.get(prediction_id, wait=wait))
 
@@ -167,6 +172,14 @@ class Client:
 
     def models(self) -> builtins.list[ModelInfo]:
         return self._drive(_flows.models())
+
+    def pipelines(self) -> builtins.list[PipelineInfo]:
+        """Every declared pipeline, by name."""
+        return self._drive(_flows.pipelines())
+
+    def pipeline(self, name: str) -> PipelineInfo:
+        """One pipeline: its steps, their dependencies, and its graph (Mermaid)."""
+        return self._drive(_flows.pipeline(name))
 
     def health(self) -> dict[str, Any]:
         return self._drive(_flows.health())

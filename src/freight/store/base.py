@@ -19,6 +19,14 @@ instead of every fake and every backend at once:
 - :class:`Records`: the prediction records as the API sees them, plus
   retention (the service, the models listing, the agent's purge);
 - :class:`Store`: all of them, what a backend implements.
+
+Pipelines: a run and its steps are rows of the same table. Every method that
+ends a row of a run (complete, release, reap, cancel) or starts one
+(create_run, mark_input_ready) advances that run in the same transaction with
+:func:`freight.pipelines.runs.advance_all`: the steps it unblocks are queued,
+the run's outcome written, before the commit. A store with no other writer
+(SQLite, memory) reports what that advancement queued and finished through the
+callbacks given to :meth:`Lifecycle.listen`; PostgreSQL's triggers NOTIFY.
 """
 
 from __future__ import annotations
@@ -103,6 +111,16 @@ class Records(Protocol):
         """Insert a prediction. With an ``idempotency_key`` that exists already,
         return ``(existing, False)`` when ``request_hash`` matches, else raise
         ConflictError(code="idempotency_conflict"). Returns ``(row, True)`` when inserted."""
+
+    async def create_run(
+        self, run: Prediction, steps: Sequence[Prediction]
+    ) -> tuple[Prediction, bool]:
+        """Insert a pipeline run and its (pending) step rows, and advance it, in one
+        transaction: its first steps are queued (or skipped) by the time this returns.
+        Idempotency as :meth:`create`; a replay inserts no steps."""
+
+    async def steps(self, run_id: str) -> list[Prediction]:
+        """The rows of a run (its steps, for_each elements, nested runs), oldest first."""
 
     async def get(self, prediction_id: str) -> Prediction | None: ...
 

@@ -25,6 +25,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
 from freight.errors import ConflictError, NotFoundError, StoreUnavailableError
+from freight.ids import new_id
+from freight.pipelines.runs import Changes, advance_all
 from freight.prediction import (
     Completion,
     ErrorCode,
@@ -34,7 +36,7 @@ from freight.prediction import (
     Status,
     TargetStats,
 )
-from freight.store.rows import check_idempotent, not_awaiting_input
+from freight.store.rows import cancel_targets, check_idempotent, not_awaiting_input
 
 _Rows = builtins.list[Prediction]
 _COUNTED = (Status.QUEUED, Status.RUNNING, Status.AWAITING_INPUT)
@@ -59,6 +61,8 @@ class MemoryStore:
         self._rows: dict[str, Prediction] = {}
         self._by_key: dict[str, str] = {}  # idempotency_key -> id: the unique index
         self._open = False
+        self._on_work: Callable[[str], None] = _ignore
+        self._on_done: Callable[[str], None] = _ignore
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._rows)} predictions)"
@@ -73,7 +77,30 @@ class MemoryStore:
         self._open = False
 
     async def listen(self, on_work: Callable[[str], None], on_done: Callable[[str], None]) -> None:
-        """Nothing to listen to: no other process can write to this store."""
+        """No other process writes here; keeps the callbacks for what the store does
+        itself (steps a pipeline run's advancement queued or finished), like SQLite."""
+        self._on_work, self._on_done = on_work, on_done
+
+    def _advance(self, run_ids: Iterable[str | None], now: float) -> None:
+        """Advance the pipeline runs these rows belong to (all in this one stretch)."""
+        wanted = [r for r in run_ids if r is not None]
+        if not wanted:
+            return
+
+        def load(run_id: str) -> tuple[Prediction | None, _Rows]:
+            run = self._rows.get(run_id)
+            rows = sorted((p for p in self._rows.values() if p.run_id == run_id), key=_by_id)
+            return (None if run is None else _copy(run)), [_copy(p) for p in rows]
+
+        def save(changes: Changes) -> None:
+            for row in [*changes.updated.values(), *changes.inserted]:
+                self._rows[row.id] = _copy(row)
+
+        changes = advance_all(wanted, load, save, now=now, new_id=new_id)
+        for target in changes.queued:
+            self._on_work(target)
+        for prediction_id in changes.finished:
+            self._on_done(prediction_id)
 
     async def ping(self) -> None:
         self._check()
@@ -116,6 +143,22 @@ class MemoryStore:
             self._by_key[key] = row.id
         return _copy(row), True
 
+    async def create_run(
+        self, run: Prediction, steps: Sequence[Prediction]
+    ) -> tuple[Prediction, bool]:
+        created, inserted = await self.create(run)
+        if not inserted:
+            return created, False
+        for step in steps:
+            self._rows[step.id] = _copy(step)
+        self._advance([run.id], run.created_at)
+        return _copy(self._rows[run.id]), True
+
+    async def steps(self, run_id: str) -> _Rows:
+        self._check()
+        rows = sorted((p for p in self._rows.values() if p.run_id == run_id), key=_by_id)
+        return [_copy(p) for p in rows]
+
     async def get(self, prediction_id: str) -> Prediction | None:
         self._check()
         row = self._rows.get(prediction_id)
@@ -137,7 +180,10 @@ class MemoryStore:
         row.status, row.queued_at = Status.QUEUED, now
         row.input_key, row.input_content_type = input_key, input_content_type
         row.input_bytes = input_bytes
-        return _copy(row)
+        if row.kind == "pipeline":  # a run got its input: it starts
+            row.status, row.started_at = Status.RUNNING, now
+            self._advance([row.id], now)
+        return _copy(self._rows[prediction_id])
 
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
         self._check()
@@ -148,6 +194,9 @@ class MemoryStore:
         if not previous.terminal:
             row.status, row.finished_at, row.lease_expires_at = Status.CANCELED, now, None
             row.error_code, row.error_message = ErrorCode.CANCELED.value, "canceled on request"
+            canceled = _copy(row)
+            self._advance(cancel_targets(canceled), now)
+            return canceled, previous
         return _copy(row), previous
 
     async def stats(self) -> dict[str, TargetStats]:
@@ -208,6 +257,8 @@ class MemoryStore:
             row.error_message, row.error_detail = c.error_message, c.error_detail
             row.batch_size = c.batch_size
             applied.append(c.id)
+        finished_at = max((c.finished_at for c in completions), default=0.0)
+        self._advance([self._rows[i].run_id for i in applied], finished_at)
         return applied
 
     async def release(self, releases: Sequence[Release], *, now: float) -> dict[str, Status]:
@@ -226,6 +277,7 @@ class MemoryStore:
                 row.attempts -= 1
             row.worker_id, row.lease_expires_at = None, None
             result[r.id] = row.status
+        self._advance([self._rows[i].run_id for i, st in result.items() if st.terminal], now)
         return result
 
     async def heartbeat(
@@ -258,8 +310,16 @@ class MemoryStore:
             if _expired(row.upload_expires_at, now):
                 self._expire(row, now, "input not uploaded in time")
                 result.expired.append(row.id)
+        runs: _Rows = []
         for row in self._where(Status.RUNNING):
-            if not _expired(row.lease_expires_at, now):
+            if row.kind == "pipeline" and _expired(row.lease_expires_at, now):
+                row.status, row.finished_at, row.lease_expires_at = Status.FAILED, now, None
+                row.error_code = ErrorCode.TIMEOUT.value
+                row.error_message = "the pipeline did not finish within its timeout_s"
+                result.failed.append(row.id)
+                runs.append(row)
+        for row in self._where(Status.RUNNING):
+            if row.kind != "model" or not _expired(row.lease_expires_at, now):
                 continue
             if row.attempts >= row.max_attempts:
                 row.status, row.finished_at, row.lease_expires_at = Status.FAILED, now, None
@@ -269,6 +329,8 @@ class MemoryStore:
             else:
                 row.status, row.worker_id, row.lease_expires_at = Status.QUEUED, None, None
                 result.requeued.append(row.id)
+        ended = [self._rows[i] for i in [*result.expired, *result.failed]]
+        self._advance([r.run_id for r in ended] + [r.id for r in runs], now)
         return result
 
     @staticmethod
@@ -280,6 +342,8 @@ class MemoryStore:
         self._check()
         recovered: builtins.list[str] = []
         for row in self._where(Status.RUNNING):
+            if row.kind != "model":
+                continue  # runs and for_each steps are not held by any worker
             if row.attempts > 0 and row.lease_expires_at is not None and row.lease_expires_at > now:
                 row.attempts -= 1  # a live lease was cut by our crash: not its fault
             row.status, row.worker_id, row.lease_expires_at = Status.QUEUED, None, None
@@ -307,6 +371,14 @@ class MemoryStore:
             rows = (p for p in rows if p.id < after_id)
         newest = sorted(rows, key=lambda p: p.id, reverse=True)
         return [_copy(p) for p in newest[: max(limit, 0)]]
+
+
+def _by_id(p: Prediction) -> str:
+    return p.id
+
+
+def _ignore(_: str) -> None:
+    """No one listens yet."""
 
 
 __all__ = ["MemoryStore"]

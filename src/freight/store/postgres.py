@@ -24,10 +24,13 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from freight.errors import ConflictError, NotFoundError, StoreUnavailableError
+from freight.ids import new_id
+from freight.pipelines.runs import Changes, aadvance_all
 from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
 from freight.store import sql
 from freight.store._migrate import check_schema_version
 from freight.store.rows import (
+    cancel_targets,
     check_idempotent,
     claim_order,
     claim_params,
@@ -35,6 +38,8 @@ from freight.store.rows import (
     input_ready_params,
     not_awaiting_input,
     prediction_params,
+    reap_result,
+    reap_runs,
     release_params,
     row_to_prediction,
     stats_from_rows,
@@ -72,6 +77,30 @@ async def _executemany_ids(conn: Conn, statement: str, params: list[dict[str, An
             if not cur.nextset():
                 break
     return rows
+
+
+async def _advance(conn: Conn, run_ids: Sequence[str | None], now: float) -> Changes:
+    """Advance the pipeline runs these rows belong to, in the caller's transaction. The
+    run row is locked first (FOR UPDATE): two workers finishing steps of one run at
+    once advance it one after the other, each seeing the other's step finished."""
+    wanted = [r for r in run_ids if r is not None]
+    if not wanted:
+        return Changes()
+
+    async def load(run_id: str) -> tuple[Prediction | None, list[Prediction]]:
+        run = await _rows(conn, _R["GET_FOR_UPDATE"], {"id": run_id})
+        return (run[0] if run else None), await _rows(conn, _R["RUN_ROWS"], {"run_id": run_id})
+
+    async def save(changes: Changes) -> None:
+        async with conn.cursor() as cur:
+            if changes.updated:
+                params = [prediction_params(r) for r in changes.updated.values()]
+                await cur.executemany(_R["UPDATE_ROW"], params)
+            if changes.inserted:
+                params = [prediction_params(r) for r in changes.inserted]
+                await cur.executemany(_R["INSERT_STEP"], params)
+
+    return await aadvance_all(wanted, load, save, now=now, new_id=new_id)
 
 
 class PostgresStore:
@@ -170,6 +199,26 @@ class PostgresStore:
                 raise ConflictError("insert was ignored", code="conflict", id=prediction.id)
             return check_idempotent(existing[0], prediction), False
 
+    async def create_run(
+        self, run: Prediction, steps: Sequence[Prediction]
+    ) -> tuple[Prediction, bool]:
+        async with self._connection() as conn:
+            rows = await _rows(conn, _R["INSERT"], prediction_params(run))
+            if not rows:
+                key = {"key": run.idempotency_key}
+                existing = await _rows(conn, _R["GET_BY_IDEMPOTENCY_KEY"], key)
+                if not existing:  # pragma: no cover - DO NOTHING only fires on this key
+                    raise ConflictError("insert was ignored", code="conflict", id=run.id)
+                return check_idempotent(existing[0], run), False
+            async with conn.cursor() as cur:
+                await cur.executemany(_R["INSERT_STEP"], [prediction_params(s) for s in steps])
+            changes = await _advance(conn, [run.id], run.created_at)
+        return changes.updated.get(run.id, rows[0]), True
+
+    async def steps(self, run_id: str) -> list[Prediction]:
+        async with self._connection() as conn:
+            return await _rows(conn, _R["RUN_ROWS"], {"run_id": run_id})
+
     async def get(self, prediction_id: str) -> Prediction | None:
         async with self._connection() as conn:
             rows = await _rows(conn, _R["GET"], {"id": prediction_id})
@@ -193,10 +242,13 @@ class PostgresStore:
         )
         async with self._connection() as conn:
             rows = await _rows(conn, _R["MARK_INPUT_READY"], params)
-            if rows:
+            if not rows:
+                current = await _rows(conn, _R["GET"], {"id": prediction_id})
+                raise not_awaiting_input(prediction_id, current[0] if current else None)
+            if rows[0].kind != "pipeline":
                 return rows[0]
-            current = await _rows(conn, _R["GET"], {"id": prediction_id})
-            raise not_awaiting_input(prediction_id, current[0] if current else None)
+            changes = await _advance(conn, [rows[0].id], now)  # a run got its input
+        return changes.updated.get(rows[0].id, rows[0])
 
     async def claim(
         self,
@@ -214,12 +266,16 @@ class PostgresStore:
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
         params = [completion_params(c) for c in completions]
         async with self._connection() as conn:
-            return [row[0] for row in await _executemany_ids(conn, _R["COMPLETE"], params)]
+            rows = await _executemany_ids(conn, _R["COMPLETE"], params)
+            finished_at = max((c.finished_at for c in completions), default=0.0)
+            await _advance(conn, [row[1] for row in rows], finished_at)
+        return [row[0] for row in rows]
 
     async def release(self, releases: Sequence[Release], *, now: float) -> dict[str, Status]:
         params = [release_params(r, now) for r in releases]
         async with self._connection() as conn:
             rows = await _executemany_ids(conn, _R["RELEASE"], params)
+            await _advance(conn, [row[2] for row in rows if Status(row[1]).terminal], now)
         return {row[0]: Status(row[1]) for row in rows}
 
     async def heartbeat(
@@ -246,16 +302,20 @@ class PostgresStore:
             if before.status.terminal:
                 return before, before.status
             rows = await _rows(conn, _R["CANCEL"], {"id": prediction_id, "now": now})
+            await _advance(conn, cancel_targets(rows[0]), now)
             return rows[0], before.status
 
     async def reap(self, *, now: float) -> ReapResult:
         params = {"now": now}
+        names = ("REAP_TTL", "REAP_UPLOAD", "REAP_RUN_TIMEOUT", "REAP_LEASE_FAIL")
         async with self._connection() as conn:
-            expired = await _ids(conn, _R["REAP_TTL"], params)
-            expired += await _ids(conn, _R["REAP_UPLOAD"], params)
-            failed = await _ids(conn, _R["REAP_LEASE_FAIL"], params)
+            ended = []
+            for name in names:
+                cur = await conn.execute(_R[name], params)
+                ended.append(await cur.fetchall())
             requeued = await _ids(conn, _R["REAP_LEASE_REQUEUE"], params)
-        return ReapResult(requeued=requeued, failed=failed, expired=expired)
+            await _advance(conn, reap_runs(ended), now)
+        return reap_result(ended, requeued)
 
     async def recover_orphans(self, *, now: float) -> list[str]:
         """Implemented for completeness; a shared PostgreSQL store must not call it

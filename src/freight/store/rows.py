@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from freight.errors import ConflictError, NotFoundError
-from freight.prediction import Completion, Prediction, Release, Status, TargetStats
+from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
 from freight.store.sql import COLUMNS
 
 _STATUS_INDEX = COLUMNS.index("status")
@@ -112,3 +112,24 @@ def stats_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, TargetStats]:
     for target, status, count in rows:
         setattr(result.setdefault(target, TargetStats()), status, int(count))
     return result
+
+
+def cancel_targets(row: Prediction) -> list[str | None]:
+    """The runs a cancel moves on: the row's own run (a canceled step), and the row
+    itself when it is a run (its steps are canceled in turn)."""
+    return [row.run_id, row.id if row.kind == "pipeline" else None]
+
+
+def reap_result(ended: Sequence[Sequence[Sequence[Any]]], requeued: list[str]) -> ReapResult:
+    """The sweeps' ``(id, run_id)`` rows, in the order TTL, upload, run timeout, lease
+    failure -> what the reaper reports."""
+    ttl, upload, run_timeout, lease = ([row[0] for row in rows] for rows in ended)
+    return ReapResult(requeued=requeued, failed=run_timeout + lease, expired=ttl + upload)
+
+
+def reap_runs(ended: Sequence[Sequence[Sequence[Any]]]) -> list[str | None]:
+    """The runs to advance after a sweep: those of ended steps, and the timed-out runs
+    themselves (their steps are canceled)."""
+    runs: list[str | None] = [row[1] for rows in ended for row in rows]
+    runs += [row[0] for row in ended[2]]
+    return runs

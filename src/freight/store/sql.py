@@ -71,8 +71,12 @@ GET = f"SELECT {COLS} FROM predictions WHERE id = :id"
 GET_FOR_UPDATE = f"SELECT {COLS} FROM predictions WHERE id = :id {{lock}}"
 GET_BY_IDEMPOTENCY_KEY = f"SELECT {COLS} FROM predictions WHERE idempotency_key = :key"
 
+# A pipeline run starts running (its steps queue); a model's prediction is queued.
 MARK_INPUT_READY = f"""
-UPDATE predictions SET status = 'queued', queued_at = :now, input_key = :input_key,
+UPDATE predictions SET
+    status = CASE WHEN kind = 'pipeline' THEN 'running' ELSE 'queued' END,
+    started_at = CASE WHEN kind = 'pipeline' THEN :now ELSE started_at END,
+    queued_at = :now, input_key = :input_key,
     input_content_type = :input_content_type, input_bytes = :input_bytes
 WHERE id = :id AND status = 'awaiting_input'
 {RETURNING}"""
@@ -97,7 +101,7 @@ UPDATE predictions SET status = :status, finished_at = :finished_at,
     error_code = :error_code, error_message = :error_message,
     error_detail = :error_detail, batch_size = :batch_size
 WHERE id = :id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt
-RETURNING id"""
+RETURNING id, run_id"""
 
 # Failed once the (counted) attempts are spent; otherwise back to the queue.
 # ``started_at`` is kept: it tells a requeued prediction has run before.
@@ -114,7 +118,7 @@ UPDATE predictions SET
     attempts = CASE WHEN :count_attempt THEN attempts ELSE attempts - 1 END,
     worker_id = NULL, lease_expires_at = NULL
 WHERE id = :id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt
-RETURNING id, status"""
+RETURNING id, status, run_id"""
 
 HEARTBEAT = """
 UPDATE predictions SET lease_expires_at = :lease_expires_at
@@ -133,24 +137,33 @@ REAP_TTL = """
 UPDATE predictions SET status = 'expired', finished_at = :now,
     error_code = 'expired', error_message = 'not started before its expiry time'
 WHERE status = 'queued' AND expires_at < :now
-RETURNING id"""
+RETURNING id, run_id"""
 
 REAP_UPLOAD = """
 UPDATE predictions SET status = 'expired', finished_at = :now,
     error_code = 'expired', error_message = 'input not uploaded in time'
 WHERE status = 'awaiting_input' AND upload_expires_at < :now
-RETURNING id"""
+RETURNING id, run_id"""
+
+# A pipeline run's whole-run deadline is its lease (swept before the leases of
+# predictions, so that each row lands in one list).
+REAP_RUN_TIMEOUT = """
+UPDATE predictions SET status = 'failed', finished_at = :now, lease_expires_at = NULL,
+    error_code = 'timeout', error_message = 'the pipeline did not finish within its timeout_s'
+WHERE status = 'running' AND lease_expires_at < :now AND kind = 'pipeline'
+RETURNING id, run_id"""
 
 REAP_LEASE_FAIL = """
 UPDATE predictions SET status = 'failed', finished_at = :now, lease_expires_at = NULL,
     error_code = 'attempts_exhausted',
     error_message = 'lease expired and no attempts are left'
 WHERE status = 'running' AND lease_expires_at < :now AND attempts >= max_attempts
-RETURNING id"""
+    AND kind = 'model'
+RETURNING id, run_id"""
 
 REAP_LEASE_REQUEUE = """
 UPDATE predictions SET status = 'queued', worker_id = NULL, lease_expires_at = NULL
-WHERE status = 'running' AND lease_expires_at < :now
+WHERE status = 'running' AND lease_expires_at < :now AND kind = 'model'
 RETURNING id"""
 
 # A live lease at start-up was cut by our own crash: not the prediction's fault.
@@ -158,7 +171,7 @@ RECOVER_ORPHANS = """
 UPDATE predictions SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
     attempts = CASE WHEN lease_expires_at > :now AND attempts > 0
         THEN attempts - 1 ELSE attempts END
-WHERE status = 'running'
+WHERE status = 'running' AND kind = 'model'
 RETURNING id"""
 
 # Retention: the oldest terminal rows finished before a cut-off, deleted in one
@@ -205,6 +218,18 @@ def list_query(
     return f"SELECT {COLS} FROM predictions {clause}ORDER BY id DESC LIMIT :limit", params
 
 
+# Pipelines: a run's own rows (its steps, for_each elements, nested runs); a row
+# written back whole by the advancement of its run.
+RUN_ROWS = f"SELECT {COLS} FROM predictions WHERE run_id = :run_id ORDER BY id"
+UPDATE_ROW = (
+    "UPDATE predictions SET "
+    + ", ".join(f"{c} = :{c}" for c in COLUMNS if c != "id")
+    + " WHERE id = :id"
+)
+INSERT_STEP = (
+    f"INSERT INTO predictions ({COLS}) VALUES (" + ", ".join(f":{c}" for c in COLUMNS) + ")"
+)
+
 #: the fixed statements both stores render once at import (``rendered``)
 STATEMENTS = (
     "INSERT",
@@ -218,9 +243,13 @@ STATEMENTS = (
     "CANCEL",
     "REAP_TTL",
     "REAP_UPLOAD",
+    "REAP_RUN_TIMEOUT",
     "REAP_LEASE_FAIL",
     "REAP_LEASE_REQUEUE",
     "RECOVER_ORPHANS",
     "STATS",
     "PURGE",
+    "RUN_ROWS",
+    "UPDATE_ROW",
+    "INSERT_STEP",
 )

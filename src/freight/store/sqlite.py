@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from freight.errors import ConflictError, NotFoundError
+from freight.ids import new_id
+from freight.pipelines.runs import Changes, advance_all
 from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
 from freight.store import sql
 from freight.store._migrate import check_schema_version
 from freight.store._sqlite_io import LoopReader, LoopWriter, Readers
 from freight.store.rows import (
+    cancel_targets,
     check_idempotent,
     claim_order,
     claim_params,
@@ -29,6 +32,8 @@ from freight.store.rows import (
     input_ready_params,
     not_awaiting_input,
     prediction_params,
+    reap_result,
+    reap_runs,
     release_params,
     row_to_prediction,
     stats_from_rows,
@@ -46,6 +51,37 @@ def _get(conn: sqlite3.Connection, prediction_id: str) -> Prediction | None:
     return None if row is None else row_to_prediction(row)
 
 
+def _advance(conn: sqlite3.Connection, run_ids: Iterable[str | None], now: float) -> Changes:
+    """Advance the pipeline runs these rows belong to, in the caller's transaction."""
+    wanted = [r for r in run_ids if r is not None]
+    if not wanted:
+        return Changes()
+
+    def load(run_id: str) -> tuple[Prediction | None, list[Prediction]]:
+        rows = conn.execute(_R["RUN_ROWS"], {"run_id": run_id}).fetchall()
+        return _get(conn, run_id), [row_to_prediction(r) for r in rows]
+
+    def save(changes: Changes) -> None:
+        for row in changes.updated.values():
+            conn.execute(_R["UPDATE_ROW"], prediction_params(row))
+        for row in changes.inserted:
+            conn.execute(_R["INSERT_STEP"], prediction_params(row))
+
+    return advance_all(wanted, load, save, now=now, new_id=new_id)
+
+
+def _create_run(
+    conn: sqlite3.Connection, run: Prediction, steps: Sequence[Prediction]
+) -> tuple[tuple[Prediction, bool], Changes]:
+    created, inserted = _create(conn, run)
+    if not inserted:
+        return (created, False), Changes()
+    for step in steps:
+        conn.execute(_R["INSERT_STEP"], prediction_params(step))
+    changes = _advance(conn, [run.id], run.created_at)
+    return ((_get(conn, run.id) or created), True), changes
+
+
 def _create(conn: sqlite3.Connection, prediction: Prediction) -> tuple[Prediction, bool]:
     rows = conn.execute(_R["INSERT"], prediction_params(prediction)).fetchall()
     if rows:
@@ -57,11 +93,17 @@ def _create(conn: sqlite3.Connection, prediction: Prediction) -> tuple[Predictio
     return check_idempotent(row_to_prediction(row), prediction), False
 
 
-def _mark_input_ready(conn: sqlite3.Connection, params: dict[str, Any]) -> Prediction:
+def _mark_input_ready(
+    conn: sqlite3.Connection, params: dict[str, Any]
+) -> tuple[Prediction, Changes]:
     rows = conn.execute(_R["MARK_INPUT_READY"], params).fetchall()
-    if rows:
-        return row_to_prediction(rows[0])
-    raise not_awaiting_input(params["id"], _get(conn, params["id"]))
+    if not rows:
+        raise not_awaiting_input(params["id"], _get(conn, params["id"]))
+    row = row_to_prediction(rows[0])
+    if row.kind != "pipeline":
+        return row, Changes()
+    changes = _advance(conn, [row.id], params["now"])  # a run got its input: it starts
+    return changes.updated.get(row.id, row), changes
 
 
 def _claim(conn: sqlite3.Connection, params: dict[str, Any]) -> list[Prediction]:
@@ -69,21 +111,34 @@ def _claim(conn: sqlite3.Connection, params: dict[str, Any]) -> list[Prediction]
     return claim_order(row_to_prediction(r) for r in rows)
 
 
-def _complete(conn: sqlite3.Connection, completions: Sequence[Completion]) -> list[str]:
+def _complete(
+    conn: sqlite3.Connection, completions: Sequence[Completion]
+) -> tuple[list[str], Changes]:
     applied: list[str] = []
+    runs: list[str | None] = []
     for completion in completions:
-        applied += _ids(conn, _R["COMPLETE"], completion_params(completion))
-    return applied
+        for prediction_id, run_id in conn.execute(
+            _R["COMPLETE"], completion_params(completion)
+        ).fetchall():
+            applied.append(prediction_id)
+            runs.append(run_id)
+    finished_at = max((c.finished_at for c in completions), default=0.0)
+    return applied, _advance(conn, runs, finished_at)
 
 
 def _release(
     conn: sqlite3.Connection, releases: Sequence[Release], now: float
-) -> dict[str, Status]:
+) -> tuple[dict[str, Status], Changes]:
     result: dict[str, Status] = {}
+    runs: list[str | None] = []
     for release in releases:
-        for row in conn.execute(_R["RELEASE"], release_params(release, now)).fetchall():
-            result[row[0]] = Status(row[1])
-    return result
+        for prediction_id, status, run_id in conn.execute(
+            _R["RELEASE"], release_params(release, now)
+        ).fetchall():
+            result[prediction_id] = Status(status)
+            if Status(status).terminal:
+                runs.append(run_id)
+    return result, _advance(conn, runs, now)
 
 
 def _heartbeat(
@@ -96,22 +151,30 @@ def _heartbeat(
     return [i for i in ids if i not in held]
 
 
-def _cancel(conn: sqlite3.Connection, prediction_id: str, now: float) -> tuple[Prediction, Status]:
+def _cancel(
+    conn: sqlite3.Connection, prediction_id: str, now: float
+) -> tuple[tuple[Prediction, Status], Changes]:
     current = _get(conn, prediction_id)
     if current is None:
         raise NotFoundError("prediction not found", id=prediction_id)
     if current.status.terminal:
-        return current, current.status
-    row = conn.execute(_R["CANCEL"], {"id": prediction_id, "now": now}).fetchone()
-    return row_to_prediction(row), current.status
+        return (current, current.status), Changes()
+    params = {"id": prediction_id, "now": now}
+    row = row_to_prediction(conn.execute(_R["CANCEL"], params).fetchone())
+    # a canceled run cancels its steps; a canceled step moves its run on
+    changes = _advance(conn, cancel_targets(row), now)
+    return (row, current.status), changes
 
 
-def _reap(conn: sqlite3.Connection, now: float) -> ReapResult:
+def _reap(conn: sqlite3.Connection, now: float) -> tuple[ReapResult, Changes]:
     params = {"now": now}
-    expired = _ids(conn, _R["REAP_TTL"], params) + _ids(conn, _R["REAP_UPLOAD"], params)
-    failed = _ids(conn, _R["REAP_LEASE_FAIL"], params)
+    ended = [
+        conn.execute(_R[name], params).fetchall()
+        for name in ("REAP_TTL", "REAP_UPLOAD", "REAP_RUN_TIMEOUT", "REAP_LEASE_FAIL")
+    ]
     requeued = _ids(conn, _R["REAP_LEASE_REQUEUE"], params)
-    return ReapResult(requeued=requeued, failed=failed, expired=expired)
+    result = reap_result(ended, requeued)
+    return result, _advance(conn, reap_runs(ended), now)
 
 
 def _purge(conn: sqlite3.Connection, before: float, limit: int) -> list[Prediction]:
@@ -134,6 +197,16 @@ class SqliteStore:
         self._writer = LoopWriter(path)
         self._point = LoopReader(path)
         self._readers = Readers(path, readers)
+        self._on_work: Callable[[str], None] = _ignore
+        self._on_done: Callable[[str], None] = _ignore
+
+    def _tell(self, changes: Changes) -> None:
+        """After a commit: wake claim loops for steps a run queued, waiters of rows
+        (runs, steps) that a run's advancement finished."""
+        for target in changes.queued:
+            self._on_work(target)
+        for prediction_id in changes.finished:
+            self._on_done(prediction_id)
 
     async def open(self) -> None:
         self._writer.start()
@@ -152,8 +225,11 @@ class SqliteStore:
         await asyncio.to_thread(self._readers.stop)
 
     async def listen(self, on_work: Callable[[str], None], on_done: Callable[[str], None]) -> None:
-        """Nothing to listen to: the only writer is this process, whose in-memory
-        events already wake claim loops and waiters."""
+        """No other process writes: the in-memory events of this one wake claim loops
+        and waiters. Returns at once, keeping the callbacks for what the store itself
+        does inside a transaction (pipeline steps queued or finished by a run's
+        advancement)."""
+        self._on_work, self._on_done = on_work, on_done
 
     async def ping(self) -> None:
         await self._readers.run(lambda conn: conn.execute("SELECT 1").fetchall())
@@ -180,7 +256,22 @@ class SqliteStore:
             input_bytes=input_bytes,
             now=now,
         )
-        return await self._writer.submit(lambda conn: _mark_input_ready(conn, params))
+        row, changes = await self._writer.submit(lambda conn: _mark_input_ready(conn, params))
+        self._tell(changes)
+        return row
+
+    async def create_run(
+        self, run: Prediction, steps: Sequence[Prediction]
+    ) -> tuple[Prediction, bool]:
+        result, changes = await self._writer.submit(lambda conn: _create_run(conn, run, steps))
+        self._tell(changes)
+        return result
+
+    async def steps(self, run_id: str) -> list[Prediction]:
+        rows = self._point.run(
+            lambda conn: conn.execute(_R["RUN_ROWS"], {"run_id": run_id}).fetchall()
+        )
+        return [row_to_prediction(r) for r in rows]
 
     async def claim(
         self,
@@ -195,10 +286,14 @@ class SqliteStore:
         return await self._writer.submit(lambda conn: _claim(conn, params))
 
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
-        return await self._writer.submit(lambda conn: _complete(conn, completions))
+        applied, changes = await self._writer.submit(lambda conn: _complete(conn, completions))
+        self._tell(changes)
+        return applied
 
     async def release(self, releases: Sequence[Release], *, now: float) -> dict[str, Status]:
-        return await self._writer.submit(lambda conn: _release(conn, releases, now))
+        result, changes = await self._writer.submit(lambda conn: _release(conn, releases, now))
+        self._tell(changes)
+        return result
 
     async def heartbeat(
         self,
@@ -212,10 +307,14 @@ class SqliteStore:
         return await self._writer.submit(lambda conn: _heartbeat(conn, worker_id, ids, lease))
 
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
-        return await self._writer.submit(lambda conn: _cancel(conn, prediction_id, now))
+        result, changes = await self._writer.submit(lambda conn: _cancel(conn, prediction_id, now))
+        self._tell(changes)
+        return result
 
     async def reap(self, *, now: float) -> ReapResult:
-        return await self._writer.submit(lambda conn: _reap(conn, now))
+        result, changes = await self._writer.submit(lambda conn: _reap(conn, now))
+        self._tell(changes)
+        return result
 
     async def recover_orphans(self, *, now: float) -> list[str]:
         return await self._writer.submit(
@@ -244,6 +343,10 @@ class SqliteStore:
         )
         rows = await self._readers.run(lambda conn: conn.execute(statement, params).fetchall())
         return [row_to_prediction(r) for r in rows]
+
+
+def _ignore(_: str) -> None:
+    """No one listens yet."""
 
 
 def _schema_version(conn: sqlite3.Connection) -> str | None:

@@ -38,19 +38,40 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
+async def _output_url(request: Request, row: Prediction) -> str | None:
+    url = await deps.service(request).output_url(row)
+    return deps.absolute(request, url) if url else None
+
+
+async def _rendered(
+    request: Request, row: Prediction, upload_url: str | None = None
+) -> dict[str, Any]:
+    """The prediction object; a pipeline run also gets its steps map (one more query,
+    plus a presigned URL per step whose output is not inline)."""
+    output_url = await _output_url(request, row)
+    if row.kind != "pipeline":
+        return prediction_dict(row, output_url=output_url, upload_url=upload_url)
+    steps = await deps.service(request).steps(row.id)
+    step_urls: dict[str, str] = {}
+    for step in steps:
+        if step.item_index is None and (url := await _output_url(request, step)):
+            step_urls[step.id] = url
+    return prediction_dict(
+        row,
+        output_url=output_url,
+        upload_url=upload_url,
+        steps=steps,
+        step_output_urls=step_urls,
+    )
+
+
 async def respond(request: Request, row: Prediction, status_code: int | None = None) -> Response:
     """Render a prediction with its presigned URLs made absolute."""
-    svc = deps.service(request)
-    output_url = await svc.output_url(row)
     upload_url = None
     if row.status == Status.AWAITING_INPUT and row.upload_expires_at is not None:
         path = f"/v1/predictions/{row.id}/input"
         upload_url = deps.signer(request).sign_until("PUT", path, row.upload_expires_at)
-    body = prediction_dict(
-        row,
-        output_url=deps.absolute(request, output_url) if output_url else None,
-        upload_url=deps.absolute(request, upload_url) if upload_url else None,
-    )
+    body = await _rendered(request, row, deps.absolute(request, upload_url) if upload_url else None)
     if status_code is None:
         status_code = 200 if row.status.terminal else 202
     return json_response(body, status_code)
@@ -163,14 +184,7 @@ async def list_predictions(
     after = _decode_cursor(cursor) if cursor else None
     rows = await svc.list(target=target, status=status, after_id=after, limit=limit + 1)
     page, more = rows[:limit], len(rows) > limit
-    data = []
-    for row in page:
-        output_url = await svc.output_url(row)
-        data.append(
-            prediction_dict(
-                row, output_url=deps.absolute(request, output_url) if output_url else None
-            )
-        )
+    data = [await _rendered(request, row) for row in page]
     return json_response(
         {"data": data, "next_cursor": _encode_cursor(page[-1].id) if more else None}
     )

@@ -1,0 +1,120 @@
+"""``/v1/pipelines``: the declared pipelines, and real-time runs of one.
+
+A run is created and followed exactly like a real-time model prediction
+(``POST /v1/models/{name}/predict``): the output inline, 202 with the run past
+the deadline, 424 with the run's error when it failed. The name is checked to
+be a pipeline first, so this route never runs a model that shares the URL
+shape; pipelines take JSON only (their steps' inputs are templates over it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from freight.api import deps
+from freight.api.bodies import read_json
+from freight.api.errors import responses
+from freight.api.render import json_response
+from freight.api.routes.predictions import respond
+from freight.api.schemas import PipelineList, PipelineOut, PredictionOut
+from freight.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PredictionFailedError,
+    QueueFullError,
+    StorageError,
+    UnsupportedMediaTypeError,
+)
+from freight.pipelines import PipelineSpec, StepSpec, mermaid
+from freight.service import NewInput
+
+router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
+
+
+def _step_dict(step: StepSpec) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "target": step.target,
+        "kind": step.kind,
+        "needs": sorted(step.needs),
+        "input": step.input,
+        "when": step.when,
+        "for_each": step.for_each,
+        "max_concurrency": step.max_concurrency,
+        "optional": step.optional,
+        "timeout_s": step.timeout_s,
+        "max_attempts": step.max_attempts,
+    }
+
+
+def pipeline_dict(spec: PipelineSpec) -> dict[str, Any]:
+    """A pipeline as declared (templates verbatim), its steps in dependency order
+    (the order a run creates them in) and its DAG as Mermaid text."""
+    return {
+        "name": spec.name,
+        "timeout_s": spec.timeout_s,
+        "output": spec.output,
+        "steps": [_step_dict(spec.steps[name]) for name in spec.order],
+        "graph": mermaid(spec),
+    }
+
+
+@router.get("", response_model=PipelineList, responses=responses())
+async def list_pipelines(request: Request) -> Response:
+    """Every declared pipeline, by name."""
+    specs = deps.system(request).pipelines()
+    return json_response({"data": [pipeline_dict(spec) for spec in specs]})
+
+
+@router.get("/{name}", response_model=PipelineOut, responses=responses(NotFoundError))
+async def get_pipeline(request: Request, name: str) -> Response:
+    """One pipeline: its steps with their inferred dependencies, and its graph."""
+    return json_response(pipeline_dict(deps.system(request).pipeline(name)))
+
+
+@router.post(
+    "/{name}/predict",
+    responses={
+        **responses(
+            InvalidRequestError,
+            NotFoundError,
+            PayloadTooLargeError,
+            UnsupportedMediaTypeError,
+            PredictionFailedError,
+            QueueFullError,
+            StorageError,
+        ),
+        200: {
+            "description": "the run's output: JSON (or its bytes when stored as an object)",
+            "content": {"application/json": {}},
+        },
+        202: {"description": "not done by the deadline", "model": PredictionOut},
+    },
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}
+    },
+)
+async def predict(
+    request: Request,
+    name: str,
+    timeout: Annotated[float | None, Query(gt=0, description="deadline in seconds")] = None,
+) -> Response:
+    """Real-time run: the pipeline's output inline; past the deadline, 202 with the run
+    (its ``steps`` map shows progress); a failed run answers 424 with its error."""
+    deps.system(request).pipeline(name)  # 404 unknown_pipeline, before the body
+    svc = deps.service(request)
+    body = await read_json(request, svc.limits.max_json_bytes)  # 415 for any other type
+    row = await svc.run(name, NewInput(json=body, has_json=True), timeout)
+    if not row.status.terminal:
+        return await respond(request, row, 202)
+    headers = {"X-Freight-Prediction-Id": row.id}
+    if row.output_json is not None:
+        return Response(row.output_json.encode(), media_type="application/json", headers=headers)
+    output = svc.open_output(row)  # an output over the inline limit, kept as an object
+    if output.size is not None:
+        headers["Content-Length"] = str(output.size)
+    return StreamingResponse(output.chunks, media_type=output.content_type, headers=headers)

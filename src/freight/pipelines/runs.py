@@ -1,0 +1,466 @@
+"""Pipeline runs as rows: what one advancement of a run writes, decided purely.
+
+A run is a prediction row of kind ``pipeline``; each of its steps is a row that
+carries the run's id (``run_id``) and the step's name (``step``). A ``for_each``
+step has one gathering row (kind ``for_each``) and one row per element
+(``item_index``); a nested pipeline step is itself a run row whose steps carry
+*its* id. Every row is created ``pending`` with the run and holds its count of
+unfinished dependencies (``waiting_on``).
+
+The stores call :func:`advance` inside the transaction that changed a row of a
+run (a step completed, failed, expired or was canceled; the run was created,
+got its input, timed out or was canceled) and write back what it returns, so a
+step's end, the queueing of the steps it unblocks and the run's outcome commit
+together: kill the process at any moment and the run resumes from its rows.
+:func:`advance` is a pure function of the rows: replaying it changes nothing.
+
+A run advances by the definition it started with: the run row keeps a
+:class:`Bundle` (its pipeline, the pipelines it nests, and the defaults of the
+models it calls) as JSON, so a changed ``freight.yaml`` never re-plans a run in
+flight.
+
+Outputs pass by reference: a step output (or run input) that is not small JSON
+reads as ``{"object": "freight://<key>", "content_type": …, "bytes": …}`` in
+templates; a step whose whole input is such a reference gets the object itself
+as its input (its key), never a copy through the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from freight.media import JSON
+from freight.pipelines.plan import (
+    Decision,
+    StepError,
+    StepState,
+    StepStatus,
+    fan_in,
+    next_elements,
+    plan,
+    step_status,
+)
+from freight.pipelines.spec import PipelineSpec, StepSpec, build_pipeline
+from freight.prediction import ErrorCode, Prediction, Status
+
+RUN = "pipeline"
+FOR_EACH = "for_each"
+_REF_KEYS = frozenset({"object", "content_type", "bytes"})
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """Everything a run needs to advance, stored on its row."""
+
+    pipelines: dict[str, Any]  # name -> raw definition (checked at start-up)
+    targets: dict[str, str]  # name -> "model" | "pipeline"
+    models: dict[str, dict[str, float | int | None]]  # name -> timeout_s, max_attempts
+
+    def dumps(self) -> str:
+        return orjson.dumps(dataclasses.asdict(self), option=orjson.OPT_SORT_KEYS).decode()
+
+
+@lru_cache(maxsize=256)
+def _bundle(text: str) -> Bundle:
+    return Bundle(**orjson.loads(text))
+
+
+@lru_cache(maxsize=256)
+def _spec(text: str, name: str) -> PipelineSpec:
+    """Specs parsed once per (definition, pipeline): advancing a run only evaluates."""
+    return build_pipeline(name, _bundle(text).pipelines[name])
+
+
+def spec_of(run: Prediction) -> PipelineSpec:
+    assert run.definition is not None, f"run {run.id} has no definition"
+    return _spec(run.definition, run.target)
+
+
+@dataclass
+class Changes:
+    """What one advancement writes: rows to update (whole) and to insert, and who to
+    tell once it committed."""
+
+    updated: dict[str, Prediction] = field(default_factory=dict)
+    inserted: list[Prediction] = field(default_factory=list)
+    queued: set[str] = field(default_factory=set)  # targets with new queued work
+    finished: list[str] = field(default_factory=list)  # ids that became terminal
+    again: list[str] = field(default_factory=list)  # runs to advance next
+
+    def merge(self, other: Changes) -> None:
+        self.updated |= other.updated
+        self.inserted += other.inserted
+        self.queued |= other.queued
+        self.finished += other.finished
+        self.again += other.again
+
+
+# -- creating rows ------------------------------------------------------------------
+
+
+def step_rows(
+    spec: PipelineSpec, run: Prediction, bundle: Bundle, new_id: Callable[[], str]
+) -> list[Prediction]:
+    """A new run's steps: one pending row each, holding its dependency count."""
+    return [
+        _new_row(spec.steps[name], run, bundle, new_id(), len(spec.steps[name].needs))
+        for name in spec.order
+    ]
+
+
+def _new_row(
+    step: StepSpec,
+    run: Prediction,
+    bundle: Bundle,
+    row_id: str,
+    waiting_on: int,
+    item_index: int | None = None,
+) -> Prediction:
+    gathering = step.fan_out and item_index is None
+    defaults = bundle.models.get(step.target, {})
+    timeout = step.timeout_s or defaults.get("timeout_s") or run.timeout_s
+    return Prediction(
+        id=row_id,
+        target=run.target if gathering else step.target,
+        status=Status.PENDING,
+        created_at=run.created_at,
+        kind=FOR_EACH if gathering else step.kind,
+        priority=run.priority,
+        max_attempts=int(step.max_attempts or defaults.get("max_attempts") or run.max_attempts),
+        timeout_s=float(min(timeout, run.timeout_s)),
+        expires_at=run.expires_at,
+        run_id=run.id,
+        step=step.name,
+        item_index=item_index,
+        waiting_on=waiting_on,
+        definition=run.definition if step.kind == RUN else None,
+    )
+
+
+# -- reading rows -------------------------------------------------------------------
+
+
+def value_of_input(row: Prediction) -> Any:
+    if row.input_json is not None:
+        return orjson.loads(row.input_json)
+    return _reference(row.input_key, row.input_content_type, row.input_bytes)
+
+
+def value_of_output(row: Prediction) -> Any:
+    if row.output_json is not None:
+        return orjson.loads(row.output_json)
+    return _reference(row.output_key, row.output_content_type, row.output_bytes)
+
+
+def _reference(key: str | None, content_type: str | None, size: int | None) -> Any:
+    if key is None:
+        return None
+    return {"object": f"freight://{key}", "content_type": content_type, "bytes": size}
+
+
+def state_of(row: Prediction) -> StepState:
+    status = step_status(row.status)
+    if status is StepStatus.SUCCEEDED:
+        return StepState(status, output=value_of_output(row))
+    if status in (StepStatus.FAILED, StepStatus.CANCELED):
+        code = row.error_code or ErrorCode.MODEL_ERROR
+        return StepState(status, error=StepError(code, row.error_message or str(row.status)))
+    return StepState(status)
+
+
+# -- advancing ----------------------------------------------------------------------
+
+
+class _Advance:
+    """One advancement of one run over its rows (the run's own steps only)."""
+
+    def __init__(
+        self, run: Prediction, rows: Iterable[Prediction], now: float, new_id: Callable[[], str]
+    ) -> None:
+        self.run = run
+        self.now = now
+        self.new_id = new_id
+        self.changes = Changes()
+        self.heads: dict[str, Prediction] = {}
+        self.elements: dict[str, list[Prediction]] = {}
+        for row in rows:
+            if row.step is None:
+                continue
+            if row.item_index is None:
+                self.heads[row.step] = row
+            else:
+                self.elements.setdefault(row.step, []).append(row)
+        for items in self.elements.values():
+            items.sort(key=lambda r: r.item_index or 0)
+
+    @property
+    def bundle(self) -> Bundle:
+        assert self.run.definition is not None
+        return _bundle(self.run.definition)
+
+    def current(self, row: Prediction) -> Prediction:
+        return self.changes.updated.get(row.id, row)
+
+    # writing ------------------------------------------------------------------
+    def write(self, row: Prediction, **fields: Any) -> Prediction:
+        before = self.current(row)
+        after = dataclasses.replace(before, **fields)
+        self.changes.updated[row.id] = after
+        if after.status.terminal and not before.status.terminal:
+            self.changes.finished.append(after.id)
+            if after.kind == RUN and after.run_id is not None:
+                self.changes.again.append(after.run_id)  # a nested run ended: its parent
+        return after
+
+    def finish(self, row: Prediction, status: Status, **fields: Any) -> None:
+        fields.setdefault("lease_expires_at", None)
+        self.write(row, status=status, finished_at=self.now, waiting_on=0, **fields)
+
+    def cancel(self, row: Prediction, message: str) -> None:
+        if self.current(row).status.terminal:
+            return
+        self.finish(row, Status.CANCELED, error_code=ErrorCode.CANCELED, error_message=message)
+        if row.kind == RUN:
+            self.changes.again.append(row.id)  # its own steps are canceled in turn
+
+    def start(self, row: Prediction, value: Any) -> None:
+        """Queue a model step (its input rendered, or by reference); start a nested run."""
+        fields = _input_fields(value)
+        if row.kind == RUN:
+            started = self.write(
+                row, status=Status.RUNNING, started_at=self.now, waiting_on=0, **fields
+            )
+            self.changes.inserted += self.children(started)
+            return
+        self.write(row, status=Status.QUEUED, queued_at=self.now, waiting_on=0, **fields)
+        self.changes.queued.add(row.target)
+
+    def start_new(self, row: Prediction) -> Prediction:
+        """Start an element created in this same advancement (not yet a stored row)."""
+        if row.kind == RUN:
+            started = dataclasses.replace(row, status=Status.RUNNING, started_at=self.now)
+            self.changes.inserted += self.children(started)
+            return started
+        self.changes.queued.add(row.target)
+        return dataclasses.replace(row, status=Status.QUEUED, queued_at=self.now)
+
+    def children(self, nested: Prediction) -> list[Prediction]:
+        """The step rows of a nested run just started (advanced next, in turn)."""
+        self.changes.again.append(nested.id)
+        spec = _spec(self.run.definition or "", nested.target)
+        return step_rows(spec, nested, self.bundle, self.new_id)
+
+    # deciding -----------------------------------------------------------------
+    def states(self, spec: PipelineSpec) -> dict[str, StepState]:
+        states: dict[str, StepState] = {}
+        for name in spec.order:
+            head = self.heads.get(name)
+            if head is None:
+                continue
+            if head.kind == FOR_EACH and head.status == Status.RUNNING:
+                self.gather(spec.steps[name], head)
+            states[name] = state_of(self.current(head))
+        return states
+
+    def gather(self, step: StepSpec, head: Prediction) -> None:
+        """A for_each step: fail or finish it from its elements, or start more of them."""
+        elements = self.elements.get(step.name, [])
+        gathered = fan_in([state_of(e) for e in elements])
+        if gathered.status is StepStatus.SUCCEEDED:
+            output = orjson.dumps(gathered.output).decode()
+            self.finish(head, Status.SUCCEEDED, output_json=output, output_content_type=JSON)
+        elif gathered.status is StepStatus.FAILED:
+            error = gathered.error or StepError(ErrorCode.MODEL_ERROR, "an element failed")
+            self.finish(head, Status.FAILED, error_code=error.code, error_message=error.message)
+            for element in elements:
+                self.cancel(element, f"another element of step {step.name!r} failed")
+        else:
+            statuses = [step_status(e.status) for e in elements]
+            for index in next_elements(statuses, step.max_concurrency):
+                self.start(elements[index], value_of_input(elements[index]))
+
+    def apply(self, spec: PipelineSpec, decision: Decision) -> None:
+        for start in decision.start:
+            head = self.heads[start.step]
+            if start.inputs is None:
+                self.start(head, start.input)
+            else:
+                self.fan_out(spec.steps[start.step], head, start.inputs)
+        for name in decision.skip:
+            self.finish(self.heads[name], Status.SKIPPED)
+        for name, output in decision.complete.items():
+            text = orjson.dumps(output).decode()
+            self.finish(self.heads[name], Status.SUCCEEDED, output_json=text)
+        for name, error in decision.fail.items():
+            self.finish(
+                self.heads[name], Status.FAILED, error_code=error.code, error_message=error.message
+            )
+        for name in decision.cancel:
+            self.cancel_step(name, "the run ended first")
+        if decision.outcome is not None:
+            self.conclude(decision)
+
+    def fan_out(self, step: StepSpec, head: Prediction, inputs: list[Any]) -> None:
+        """Create a for_each step's elements; start as many as ``max_concurrency`` lets."""
+        self.write(head, status=Status.RUNNING, started_at=self.now, waiting_on=0)
+        first = set(next_elements([StepStatus.PENDING] * len(inputs), step.max_concurrency))
+        for index, value in enumerate(inputs):
+            row = _new_row(step, self.run, self.bundle, self.new_id(), 0, item_index=index)
+            row = dataclasses.replace(row, **_input_fields(value))
+            self.changes.inserted.append(self.start_new(row) if index in first else row)
+
+    def cancel_step(self, name: str, message: str) -> None:
+        head = self.heads.get(name)
+        if head is None:
+            return
+        for element in self.elements.get(name, []):
+            self.cancel(element, message)
+        self.cancel(head, message)
+
+    def count_waiting(self, spec: PipelineSpec) -> None:
+        """Keep each pending step's count of unfinished dependencies current."""
+        for name, head in self.heads.items():
+            row = self.current(head)
+            if row.status != Status.PENDING or name not in spec.steps:
+                continue
+            waiting = sum(
+                1
+                for dep in spec.steps[name].needs
+                if dep in self.heads and not self.current(self.heads[dep]).status.terminal
+            )
+            if waiting != row.waiting_on:
+                self.write(row, waiting_on=waiting)
+
+    def conclude(self, decision: Decision) -> None:
+        outcome = decision.outcome
+        assert outcome is not None
+        if outcome.status == Status.SUCCEEDED:
+            text = orjson.dumps(outcome.output).decode()
+            self.finish(
+                self.run,
+                Status.SUCCEEDED,
+                output_json=text,
+                output_content_type=JSON,
+                output_bytes=len(text.encode()),
+            )
+            return
+        error = outcome.error or StepError(ErrorCode.MODEL_ERROR, "the run failed")
+        detail = {"step": outcome.failed_step} if outcome.failed_step else {}
+        self.finish(
+            self.run,
+            outcome.status,
+            error_code=error.code,
+            error_message=error.message,
+            error_detail=orjson.dumps(detail).decode(),
+        )
+
+
+def advance(
+    run: Prediction, rows: Iterable[Prediction], *, now: float, new_id: Callable[[], str]
+) -> Changes:
+    """What to write now for ``run`` given its steps' rows (see the module docstring).
+
+    A run that ended (canceled, timed out, expired) cancels what is left of it; a
+    run waiting for its uploaded input does nothing yet."""
+    job = _Advance(run, rows, now, new_id)
+    if run.status.terminal:
+        for name in list(job.heads):
+            job.cancel_step(name, f"the run {run.status}")
+        return job.changes
+    if run.status != Status.RUNNING or run.definition is None:
+        return job.changes
+    spec = spec_of(run)
+    decision = plan(spec, value_of_input(run), job.states(spec))
+    job.apply(spec, decision)
+    job.count_waiting(spec)
+    return job.changes
+
+
+Load = Callable[[str], tuple[Prediction | None, list[Prediction]]]
+Save = Callable[[Changes], None]
+ALoad = Callable[[str], Awaitable[tuple[Prediction | None, list[Prediction]]]]
+ASave = Callable[[Changes], Awaitable[None]]
+#: a bound on cascades (nested runs inside nested runs ...) within one transaction
+MAX_ADVANCES = 10_000
+
+
+def advance_all(
+    run_ids: Iterable[str], load: Load, save: Save, *, now: float, new_id: Callable[[], str]
+) -> Changes:
+    """Advance the runs ``run_ids`` and every run their changes touch in turn (a nested
+    run that started or ended, a parent whose nested run ended), inside the caller's
+    transaction: ``load(id)`` reads a run and its rows (locking the run row where the
+    database can), ``save(changes)`` writes them."""
+    total, todo = Changes(), list(dict.fromkeys(run_ids))
+    for _ in range(MAX_ADVANCES):
+        if not todo:
+            return total
+        run, rows = load(todo.pop(0))
+        if run is None:
+            continue
+        changes = advance(run, rows, now=now, new_id=new_id)
+        save(changes)
+        total.merge(changes)
+        todo += [r for r in changes.again if r not in todo]
+    raise RuntimeError("pipeline advancement did not settle")  # pragma: no cover - a bug
+
+
+async def aadvance_all(
+    run_ids: Iterable[str], load: ALoad, save: ASave, *, now: float, new_id: Callable[[], str]
+) -> Changes:
+    """:func:`advance_all` for a database reached asynchronously."""
+    total, todo = Changes(), list(dict.fromkeys(run_ids))
+    for _ in range(MAX_ADVANCES):
+        if not todo:
+            return total
+        run, rows = await load(todo.pop(0))
+        if run is None:
+            continue
+        changes = advance(run, rows, now=now, new_id=new_id)
+        await save(changes)
+        total.merge(changes)
+        todo += [r for r in changes.again if r not in todo]
+    raise RuntimeError("pipeline advancement did not settle")  # pragma: no cover - a bug
+
+
+def _input_fields(value: Any) -> dict[str, Any]:
+    """A step's input: the object itself when the value is a whole reference, else the
+    rendered JSON inline."""
+    if isinstance(value, dict) and set(value) == _REF_KEYS and str(value["object"]).startswith(
+        "freight://"
+    ):
+        return {
+            "input_key": str(value["object"]).removeprefix("freight://"),
+            "input_content_type": value["content_type"],
+            "input_bytes": value["bytes"],
+            "input_json": None,
+        }
+    text = orjson.dumps(value).decode()
+    return {
+        "input_json": text,
+        "input_key": None,
+        "input_content_type": JSON,
+        "input_bytes": len(text.encode()),
+    }
+
+
+__all__ = [
+    "FOR_EACH",
+    "RUN",
+    "Bundle",
+    "Changes",
+    "aadvance_all",
+    "advance",
+    "advance_all",
+    "spec_of",
+    "state_of",
+    "step_rows",
+    "value_of_input",
+    "value_of_output",
+]

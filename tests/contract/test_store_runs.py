@@ -1,0 +1,319 @@
+"""Durable pipeline runs on every store backend: rows, advancement, outcomes.
+
+The service creates a run and its step rows; a fake worker claims queued steps
+from the store and completes them as a model would, so every transition goes
+through the same store methods the agent uses (claim, complete, release, reap,
+cancel), and each runs the run's advancement in its own transaction: on SQLite,
+PostgreSQL and the in-memory store alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from freight.config import Settings
+from freight.events import CompletionHub, WorkSignal
+from freight.model import Batching, InputKind, Replicas
+from freight.prediction import Completion, Prediction, Release, Status
+from freight.project import load_pipelines
+from freight.registry import ModelSpec
+from freight.service import CreateOptions, NewInput, PredictionService
+from freight.storage.memory import MemoryStorage
+from freight.store import Store, open_store
+
+Model = Callable[[Any], Any]
+MODELS: dict[str, Model] = {
+    "double": lambda x: x * 2,
+    "add": lambda x: x["a"] + x["b"],
+    "inc": lambda x: x + 1,
+    "boom": lambda x: (_ for _ in ()).throw(ValueError("boom")),
+    "hold": lambda x: x,  # never completed by the worker unless told
+}
+
+PIPELINES = {
+    "diamond": {
+        "steps": {
+            "a": {"model": "double", "input": "$input.x"},
+            "b": {"model": "inc", "input": "$steps.a.output"},
+            "c": {"model": "double", "input": "$steps.a.output"},
+            "d": {"model": "add", "input": {"a": "$steps.b.output", "b": "$steps.c.output"}},
+        },
+        "output": {"sum": "$steps.d.output", "a": "$steps.a.output"},
+    },
+    "conditional": {
+        "steps": {
+            "a": {"model": "double", "input": "$input.x"},
+            "big": {"model": "inc", "input": "$steps.a.output", "when": "steps.a.output > `10`"},
+        },
+        "output": {"a": "$steps.a.output", "big": "$steps.big.output"},
+    },
+    "fan": {
+        "steps": {
+            "each": {"model": "double", "for_each": "$input.xs", "input": "$item",
+                     "max_concurrency": 2},
+        },
+        "output": "$steps.each.output",
+    },
+    "outer": {
+        "steps": {
+            "inner": {"pipeline": "diamond", "input": "$input"},
+            "after": {"model": "inc", "input": "$steps.inner.output.sum"},
+        },
+        "output": "$steps.after.output",
+    },
+    "failing": {
+        "steps": {
+            "ok": {"model": "hold", "input": "$input"},
+            "bad": {"model": "boom", "input": "$input"},
+            "later": {"model": "inc", "input": "$steps.bad.output"},
+        },
+    },
+    "soft": {
+        "steps": {
+            "bad": {"model": "boom", "input": "$input", "optional": True},
+            "after": {"model": "inc", "input": 1},
+        },
+        "output": {"bad": "$steps.bad.output", "after": "$steps.after.output"},
+    },
+    "slow": {"timeout_s": 5, "steps": {"wait": {"model": "hold", "input": "$input"}}},
+}
+
+T0 = 1_000_000.0
+
+
+def spec_of(name: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        ref=f"models:{name}",
+        input_kind=InputKind.JSON,
+        batching=Batching(max_size=8),
+        replicas=Replicas(),
+        timeout_s=None,
+        max_attempts=1,
+    )
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> PredictionService:
+    for name in list(os.environ):
+        if name.startswith("FREIGHT_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "freight.yaml").write_text(yaml.safe_dump({"pipelines": PIPELINES}))
+    settings = Settings(project_dir=tmp_path, state_dir=tmp_path / "state")
+    models = {name: spec_of(name) for name in MODELS}
+    pipelines = load_pipelines(tmp_path, models, settings)
+    return PredictionService(
+        settings,
+        models,
+        store,
+        MemoryStorage(),
+        signal=WorkSignal(),
+        hub=CompletionHub(),
+        pipelines=pipelines,
+    )
+
+
+async def work(store: Store, *, skip: frozenset[str] = frozenset(), now: float = T0) -> int:
+    """Claim and complete queued steps as models would, until none is left; return how
+    many ran. Targets in ``skip`` are left queued (a model that is busy)."""
+    ran = 0
+    while True:
+        done = 0
+        for target, model in MODELS.items():
+            if target in skip:
+                continue
+            for row in await store.claim(target, 8, worker_id="w", lease_s=30, now=now):
+                await store.complete([outcome(row, model, now)])
+                done += 1
+        if not done:
+            return ran
+        ran += done
+
+
+def outcome(row: Prediction, model: Model, now: float) -> Completion:
+    base = Completion(
+        id=row.id, attempt=row.attempts, worker_id="w", status=Status.SUCCEEDED, finished_at=now
+    )
+    try:
+        value = model(orjson.loads(row.input_json or "null"))
+    except Exception as exc:
+        base.status, base.error_code, base.error_message = Status.FAILED, "model_error", str(exc)
+        return base
+    base.output_json = json.dumps(value)
+    return base
+
+
+async def start(service: PredictionService, target: str, value: Any) -> Prediction:
+    return await service.create(target, NewInput(json=value, has_json=True), CreateOptions())
+
+
+def by_step(rows: list[Prediction]) -> dict[str, Prediction]:
+    return {r.step or "": r for r in rows if r.item_index is None}
+
+
+async def test_diamond_runs_parallel_branches_and_joins(
+    service: PredictionService, store: Store
+) -> None:
+    """a runs first; b and c are queued together once a finished; d joins both."""
+    run = await start(service, "diamond", {"x": 3})
+    steps = by_step(await service.steps(run.id))
+    assert {n: s.status for n, s in steps.items()} == {
+        "a": Status.QUEUED, "b": Status.PENDING, "c": Status.PENDING, "d": Status.PENDING
+    }
+    assert (steps["d"].waiting_on, steps["b"].waiting_on) == (2, 1)
+    a = (await store.claim("double", 8, worker_id="w", lease_s=30, now=T0))[0]
+    await store.complete([outcome(a, MODELS["double"], T0)])
+    steps = by_step(await service.steps(run.id))
+    assert (steps["b"].status, steps["c"].status) == (Status.QUEUED, Status.QUEUED)
+    assert steps["d"].waiting_on == 2
+    await work(store)
+    done = await service.get(run.id)
+    assert done.status == Status.SUCCEEDED
+    assert orjson.loads(done.output_json or "") == {"sum": 7 + 12, "a": 6}
+
+
+async def test_false_condition_skips_the_step_and_it_reads_null(
+    service: PredictionService, store: Store
+) -> None:
+    """A step whose when is false is skipped; references to it resolve to null."""
+    run = await start(service, "conditional", {"x": 2})
+    await work(store)
+    done = await service.get(run.id)
+    assert orjson.loads(done.output_json or "") == {"a": 4, "big": None}
+    assert by_step(await service.steps(run.id))["big"].status == Status.SKIPPED
+    run = await start(service, "conditional", {"x": 8})
+    await work(store)
+    assert orjson.loads((await service.get(run.id)).output_json or "") == {"a": 16, "big": 17}
+
+
+async def test_for_each_runs_elements_within_max_concurrency_in_order(
+    service: PredictionService, store: Store
+) -> None:
+    """One element row per item, at most max_concurrency queued at once; the output
+    lists the results in element order."""
+    run = await start(service, "fan", {"xs": [1, 2, 3, 4, 5]})
+    rows = await service.steps(run.id)
+    elements = sorted(
+        (r for r in rows if r.item_index is not None), key=lambda r: r.item_index or 0
+    )
+    assert [e.status for e in elements] == [Status.QUEUED] * 2 + [Status.PENDING] * 3
+    await work(store)
+    done = await service.get(run.id)
+    assert orjson.loads(done.output_json or "") == [2, 4, 6, 8, 10]
+
+
+async def test_for_each_over_an_empty_list_outputs_an_empty_list(
+    service: PredictionService, store: Store
+) -> None:
+    """No elements: the step and the run finish at once with []."""
+    run = await start(service, "fan", {"xs": []})
+    assert run.status == Status.SUCCEEDED
+    assert orjson.loads(run.output_json or "") == []
+
+
+async def test_nested_pipeline_is_a_step_whose_output_feeds_the_next(
+    service: PredictionService, store: Store
+) -> None:
+    """A pipeline step runs the nested pipeline as its own run (a row carrying the outer
+    run's id); its output feeds the next step."""
+    run = await start(service, "outer", {"x": 3})
+    await work(store)
+    done = await service.get(run.id)
+    assert done.status == Status.SUCCEEDED and orjson.loads(done.output_json or "") == 20
+    inner = by_step(await service.steps(run.id))["inner"]
+    assert inner.kind == "pipeline" and inner.run_id == run.id
+    assert {s.status for s in await service.steps(inner.id)} == {Status.SUCCEEDED}
+
+
+async def test_required_failure_fails_the_run_and_cancels_the_rest(
+    service: PredictionService, store: Store
+) -> None:
+    """A failing required step fails the run with its error, naming it; the running
+    sibling and the pending dependant are canceled; nothing is left queued."""
+    run = await start(service, "failing", 5)
+    held = await store.claim("hold", 8, worker_id="w", lease_s=30, now=T0)
+    await work(store, skip=frozenset({"hold"}))
+    done = await service.get(run.id)
+    assert done.status == Status.FAILED and done.error_code == "model_error"
+    assert "bad" in (done.error_message or "") and "boom" in (done.error_message or "")
+    assert orjson.loads(done.error_detail or "{}") == {"step": "bad"}
+    steps = by_step(await service.steps(run.id))
+    assert steps["ok"].status == Status.CANCELED and steps["later"].status == Status.CANCELED
+    assert await store.heartbeat("w", [held[0].id], lease_s=30, now=T0) == [held[0].id]
+
+
+async def test_optional_failure_resolves_to_null(
+    service: PredictionService, store: Store
+) -> None:
+    """An optional step's failure leaves the run going; its output reads null."""
+    run = await start(service, "soft", 1)
+    await work(store)
+    done = await service.get(run.id)
+    assert done.status == Status.SUCCEEDED
+    assert orjson.loads(done.output_json or "") == {"bad": None, "after": 2}
+
+
+async def test_cancel_of_a_run_cancels_its_unfinished_steps(
+    service: PredictionService, store: Store
+) -> None:
+    """Canceling a run cancels every unfinished step, nested runs' steps included."""
+    run = await start(service, "outer", {"x": 1})
+    canceled = await service.cancel(run.id)
+    assert canceled.status == Status.CANCELED
+    rows = await service.steps(run.id)
+    assert {r.status for r in rows} == {Status.CANCELED}
+    inner = by_step(rows)["inner"]
+    assert {r.status for r in await service.steps(inner.id)} == {Status.CANCELED}
+    assert await work(store) == 0
+
+
+async def test_whole_run_timeout_fails_it_and_cancels_its_steps(
+    service: PredictionService, store: Store
+) -> None:
+    """Past its timeout_s the reaper fails the run (timeout) and its steps are canceled."""
+    run = await start(service, "slow", 1)
+    result = await store.reap(now=run.created_at + 10)
+    assert run.id in result.failed
+    done = await service.get(run.id)
+    assert (done.status, done.error_code) == (Status.FAILED, "timeout")
+    assert {r.status for r in await service.steps(run.id)} == {Status.CANCELED}
+
+
+async def test_step_failed_by_release_moves_the_run_on(
+    service: PredictionService, store: Store
+) -> None:
+    """A step whose replica died with no attempts left fails the run (release path)."""
+    run = await start(service, "slow", 1)
+    row = (await store.claim("hold", 1, worker_id="w", lease_s=30, now=T0))[0]
+    await store.release([Release(id=row.id, attempt=row.attempts, worker_id="w")], now=T0)
+    done = await service.get(run.id)
+    assert (done.status, done.error_code) == (Status.FAILED, "attempts_exhausted")
+
+
+async def test_advancing_twice_changes_nothing(
+    service: PredictionService, store: Store
+) -> None:
+    """A replayed completion (fenced) does not start a step twice."""
+    run = await start(service, "diamond", {"x": 1})
+    a = (await store.claim("double", 8, worker_id="w", lease_s=30, now=T0))[0]
+    completion = outcome(a, MODELS["double"], T0)
+    assert await store.complete([completion]) == [a.id]
+    before = await service.steps(run.id)
+    assert await store.complete([completion]) == []
+    assert await service.steps(run.id) == before
