@@ -17,7 +17,8 @@ Every error carries a stable machine-readable ``code`` and structured fields;
     ├── NotReadyError              a model has no ready replica (readiness probe)
     ├── StoreUnavailableError      the database cannot be reached
     ├── StorageError               the object store failed
-    └── PipelineDefinitionError    a pipeline declaration is wrong (start-up, freight check)
+    ├── PipelineDefinitionError    a pipeline declaration is wrong (start-up, freight check)
+    └── SinkError                  a notification sink cannot start (start-up)
 
 One exception per outcome: ``api/errors.py`` maps each class (never a code) to
 one HTTP status, and the OpenAPI document is generated from that same table.
@@ -111,3 +112,12 @@ class PipelineDefinitionError(FreightError):
     ``detail`` holds ``pipeline``, ``step`` (or None) and ``fault`` (a stable kind)."""
 
     code = "pipeline_definition_error"
+
+
+class SinkError(FreightError):
+    """A notification sink cannot start: an unreachable broker, a missing credential,
+    a stream that does not exist. Raised at start-up, like ConfigError; the message
+    names the sink and the cause and never carries a secret. ``detail`` holds
+    ``sink`` (its name) and ``sink_type``."""
+
+    code = "sink_error"

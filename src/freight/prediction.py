@@ -90,6 +90,9 @@ class Prediction:
     item_index: int | None = None
     waiting_on: int | None = None
     definition: str | None = None  # a run's pipeline, as JSON: runs advance by it
+    # notifications: who asked to be told of this prediction's changes (JSON list of
+    # subscriptions); the database writes an outbox row per event and subscription
+    notify: str | None = None
 
 
 @dataclass(slots=True)

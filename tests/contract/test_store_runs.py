@@ -84,6 +84,13 @@ PIPELINES = {
         "output": {"bad": "$steps.bad.output", "after": "$steps.after.output"},
     },
     "slow": {"timeout_s": 5, "steps": {"wait": {"model": "hold", "input": "$input"}}},
+    "by_reference": {
+        "steps": {
+            "picture": {"model": "hold", "input": "$input"},
+            "whole": {"model": "inc", "input": "$steps.picture.output"},
+            "part": {"model": "inc", "input": {"of": "$steps.picture.output.object"}},
+        },
+    },
 }
 
 T0 = 1_000_000.0
@@ -317,3 +324,32 @@ async def test_advancing_twice_changes_nothing(
     before = await service.steps(run.id)
     assert await store.complete([completion]) == []
     assert await service.steps(run.id) == before
+
+
+async def test_a_stored_output_passes_to_the_next_step_by_reference(
+    service: PredictionService, store: Store
+) -> None:
+    """A binary output is never copied: a step whose input is that whole output gets
+    the object's key as its input; a template reading into it sees a freight:// URI."""
+    run = await start(service, "by_reference", 1)
+    picture = (await store.claim("hold", 1, worker_id="w", lease_s=30, now=T0))[0]
+    stored = Completion(
+        id=picture.id,
+        attempt=picture.attempts,
+        worker_id="w",
+        status=Status.SUCCEEDED,
+        finished_at=T0,
+        output_key=f"outputs/{picture.id}",
+        output_content_type="image/png",
+        output_bytes=3,
+    )
+    await store.complete([stored])
+    steps = by_step(await service.steps(run.id))
+    whole, part = steps["whole"], steps["part"]
+    assert (whole.status, whole.input_json) == (Status.QUEUED, None)
+    assert (whole.input_key, whole.input_content_type, whole.input_bytes) == (
+        f"outputs/{picture.id}",
+        "image/png",
+        3,
+    )
+    assert orjson.loads(part.input_json or "") == {"of": f"freight://outputs/{picture.id}"}

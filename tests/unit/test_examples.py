@@ -420,9 +420,7 @@ def _run(
         states.update(
             {s: StepState(StepStatus.SUCCEEDED, output=o) for s, o in decision.complete.items()}
         )
-        states.update(
-            {s: StepState(StepStatus.FAILED, error=e) for s, e in decision.fail.items()}
-        )
+        states.update({s: StepState(StepStatus.FAILED, error=e) for s, e in decision.fail.items()})
         if decision.outcome is not None:
             return decision.outcome, states
         for start in decision.start:

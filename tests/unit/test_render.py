@@ -189,15 +189,17 @@ def test_steps_map_in_creation_order_with_timings_output_and_error() -> None:
 
 
 def test_for_each_step_lists_its_elements_by_index() -> None:
-    """A for_each step's elements appear under its items, by index, not as steps."""
+    """A for_each step's elements appear under its items, by index, not as steps; its
+    target is the model its elements run."""
     rows = [
-        step_row(1, "each", kind="for_each", status=Status.RUNNING, finished_at=None),
+        step_row(1, "each", kind="for_each", target="run", status=Status.RUNNING),
         step_row(4, "each", item_index=1, status=Status.FAILED, error_code="timeout"),
         step_row(2, "each", item_index=0),
         step_row(3, "each", item_index=2, status=Status.QUEUED),
     ]
     steps = orjson.loads(orjson.dumps(prediction_dict(done(kind="pipeline"), steps=rows)))["steps"]
     assert list(steps) == ["each"]
+    assert steps["each"]["target"] == "echo"  # the model its elements run
     items = steps["each"]["items"]
     assert [(i["index"], i["prediction_id"], i["status"]) for i in items] == [
         (0, rows[2].id, "succeeded"),

@@ -92,6 +92,8 @@ def steps_dict(
             continue
         if entry["items"] is None:
             entry["items"] = []
+        if not entry["items"]:  # the head row names the run; elements name the model
+            entry["target"] = row.target
         entry["items"].append(_item(row))
     return steps
 

@@ -315,23 +315,29 @@ def check(project_dir: DirArgument = Path(".")) -> None:
     fault at once; exit status 1 when there is any (for CI and pre-commit)."""
     server: Any = importlib.import_module("freight.server")
     try:
-        result = server.check(project_dir)
+        faults = [str(fault) for fault in server.check(project_dir)]
+        counts = None if faults else _counts(project_dir)
     except FreightError as exc:  # one the check could not turn into a fault message
-        result = [exc.message]
-    faults = [str(fault) for fault in result]
+        faults, counts = [exc.message], None
     for fault in faults:
-        err.print(Text("fault: ", style="bold red") + Text(fault))
-    if faults:
-        err.print(f"[bold red]{len(faults)} fault{'s' if len(faults) != 1 else ''}[/]")
+        err.print(Text("fault: ", style="bold red") + Text(fault), soft_wrap=True)  # greppable
+    if counts is None:
+        err.print(f"[bold red]{_plural(len(faults), 'fault')}[/]")
         raise typer.Exit(1)
-    out.print(_ok_line(result))
+    models, pipelines = counts
+    out.print(f"[green]ok[/]: {_plural(models, 'model')}, {_plural(pipelines, 'pipeline')}")
 
 
-def _ok_line(result: Any) -> Text:
-    """``ok: N models, M pipelines`` when the check's result counts them (the server's
-    result may carry ``models`` and ``pipelines``), else just ``ok``."""
-    counts = [getattr(result, what, None) for what in ("models", "pipelines")]
-    if all(isinstance(count, int) for count in counts):
-        models, pipelines = counts
-        return Text(f"ok: {models} models, {pipelines} pipelines", style="green")
-    return Text("ok", style="green")
+def _counts(project_dir: Path) -> tuple[int, int]:
+    """How many models and pipelines a valid project serves. The check returns faults
+    only; its imports are cached, so reading the project again costs little."""
+    from freight.config import load_settings
+    from freight.project import declared
+    from freight.registry import discover
+
+    models = discover(project_dir, load_settings(project_dir).models or None)
+    return len(models), len(declared(project_dir))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

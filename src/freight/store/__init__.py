@@ -16,10 +16,11 @@ from pathlib import Path
 from freight.errors import ConfigError
 from freight.store import _migrate
 from freight.store._migrate import check_schema_version, head_revision
-from freight.store.base import Lifecycle, Queue, Records, Store
+from freight.store.base import Lifecycle, Outbox, Queue, Records, Store
 
 __all__ = [
     "Lifecycle",
+    "Outbox",
     "Queue",
     "Records",
     "Store",

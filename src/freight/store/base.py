@@ -18,6 +18,8 @@ instead of every fake and every backend at once:
   renews, reaps and recovers);
 - :class:`Records`: the prediction records as the API sees them, plus
   retention (the service, the models listing, the agent's purge);
+- :class:`Outbox`: notification deliveries and webhook secrets (the agent's
+  deliverer, the deliveries route, ``freight webhooks secret``);
 - :class:`Store`: all of them, what a backend implements.
 
 Pipelines: a run and its steps are rows of the same table. Every method that
@@ -34,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
 
 
@@ -161,8 +164,35 @@ class Records(Protocol):
         """Newest first; ``after_id`` is the last id of the previous page (ids < after_id)."""
 
 
-class Store(Lifecycle, Queue, Records, Protocol):
+class Outbox(Protocol):
+    """Notifications: the outbox rows the database writes with each status change of a
+    prediction that has subscriptions (``notify``), their delivery, the signing keys."""
+
+    async def claim_deliveries(
+        self, limit: int, *, worker_id: str, lease_s: float, now: float
+    ) -> list[OutboxRow]:
+        """Lease up to ``limit`` due rows (``pending``, ``next_at <= now``), each the
+        oldest unfinished event of its prediction and subscription; first, rows whose
+        sender's lease expired are due again. Concurrent claimers never get one row."""
+
+    async def finish_deliveries(self, results: Sequence[DeliveryResult]) -> None:
+        """Record attempts (fenced by worker and attempt, like completions): delivered,
+        due again at ``next_at``, dead, or stopped — which also stops the later events
+        of that prediction for that subscription."""
+
+    async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
+        """A prediction's outbox rows and every attempt made on them."""
+
+    async def webhook_secrets(self, *, now: float, overlap_s: float) -> list[str]:
+        """The webhook signing secrets in use, newest first (retired ones for
+        ``overlap_s`` after their retirement)."""
+
+    async def rotate_webhook_secret(self, secret: str, *, now: float) -> None:
+        """Make ``secret`` the current one; the previous ones start their overlap."""
+
+
+class Store(Lifecycle, Queue, Records, Outbox, Protocol):
     """The whole job store: what every backend implements and a server opens."""
 
 
-__all__ = ["Lifecycle", "Queue", "Records", "Store"]
+__all__ = ["Lifecycle", "Outbox", "Queue", "Records", "Store"]

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
 from freight.errors import ConflictError, NotFoundError, StoreUnavailableError
 from freight.ids import new_id
 from freight.pipelines.runs import Changes, aadvance_all
@@ -30,18 +31,23 @@ from freight.prediction import Completion, Prediction, ReapResult, Release, Stat
 from freight.store import sql
 from freight.store._migrate import check_schema_version
 from freight.store.rows import (
+    attempt_row,
     cancel_targets,
     check_idempotent,
     claim_order,
     claim_params,
     completion_params,
+    delivery_params,
     input_ready_params,
     not_awaiting_input,
+    outbox_claim_params,
+    outbox_row,
     prediction_params,
     reap_result,
     reap_runs,
     release_params,
     row_to_prediction,
+    secrets_in_use,
     stats_from_rows,
 )
 
@@ -328,8 +334,57 @@ class PostgresStore:
         params = {"before": before, "limit": limit}
         async with self._connection() as conn:
             rows = await _rows(conn, _R["PURGE"], params)
+            in_list, ids = sql.expand_in("id", [p.id for p in rows])
+            for statement in (sql.PURGE_OUTBOX, sql.PURGE_ATTEMPTS):
+                await conn.execute(sql.render(statement.format(ids=in_list), "postgresql"), ids)
         # RETURNING's order is not the subquery's: oldest first, as documented
         return sorted(rows, key=lambda p: (p.finished_at or 0.0, p.id))
+
+    async def claim_deliveries(
+        self, limit: int, *, worker_id: str, lease_s: float, now: float
+    ) -> list[OutboxRow]:
+        params = outbox_claim_params(limit, worker_id=worker_id, lease_s=lease_s, now=now)
+        async with self._connection() as conn:
+            await conn.execute(_R["REQUEUE_SENDING"], params)
+            cur = await conn.execute(_R["CLAIM_DELIVERIES"], params)
+            rows = [outbox_row(r) for r in await cur.fetchall()]
+        return sorted(rows, key=lambda r: (r.next_at, r.id))
+
+    async def finish_deliveries(self, results: Sequence[DeliveryResult]) -> None:
+        async with self._connection() as conn:
+            for result in results:
+                params = delivery_params(result)
+                cur = await conn.execute(_R["FINISH_DELIVERY"], params)
+                held = await cur.fetchone()
+                if held is None:
+                    continue  # lost the lease meanwhile: another worker owns the row now
+                prediction_id, subscription = held
+                await conn.execute(_R["INSERT_ATTEMPT"], params | {"prediction_id": prediction_id})
+                if result.status == DeliveryStatus.STOPPED:
+                    stop = {"prediction_id": prediction_id, "subscription": subscription}
+                    await conn.execute(_R["STOP_SUBSCRIPTION"], stop | {"at": result.at})
+
+    async def deliveries(
+        self, prediction_id: str
+    ) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
+        params = {"id": prediction_id}
+        async with self._connection() as conn:
+            cur = await conn.execute(_R["OUTBOX_OF"], params)
+            rows = [outbox_row(r) for r in await cur.fetchall()]
+            cur = await conn.execute(_R["ATTEMPTS_OF"], params)
+            attempts = [attempt_row(r) for r in await cur.fetchall()]
+        return rows, attempts
+
+    async def webhook_secrets(self, *, now: float, overlap_s: float) -> list[str]:
+        async with self._connection() as conn:
+            cur = await conn.execute(_R["WEBHOOK_SECRETS"])
+            return secrets_in_use(await cur.fetchall(), now, overlap_s)
+
+    async def rotate_webhook_secret(self, secret: str, *, now: float) -> None:
+        async with self._connection() as conn:
+            await conn.execute("LOCK TABLE webhook_secrets IN EXCLUSIVE MODE")
+            await conn.execute(_R["RETIRE_SECRETS"], {"now": now})
+            await conn.execute(_R["INSERT_SECRET"], {"secret": secret, "now": now})
 
     async def stats(self) -> dict[str, TargetStats]:
         async with self._connection() as conn:

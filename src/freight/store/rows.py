@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
 from freight.errors import ConflictError, NotFoundError
 from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
 from freight.store.sql import COLUMNS
@@ -133,3 +134,34 @@ def reap_runs(ended: Sequence[Sequence[Sequence[Any]]]) -> list[str | None]:
     runs: list[str | None] = [row[1] for rows in ended for row in rows]
     runs += [row[0] for row in ended[2]]
     return runs
+
+
+def outbox_row(row: Sequence[Any]) -> OutboxRow:
+    """A row selected as ``sql.OUTBOX_COLUMNS`` -> OutboxRow."""
+    values = list(row)
+    values[6] = DeliveryStatus(values[6])
+    return OutboxRow(*values)
+
+
+def attempt_row(row: Sequence[Any]) -> DeliveryAttempt:
+    return DeliveryAttempt(*row)
+
+
+def delivery_params(result: DeliveryResult) -> dict[str, Any]:
+    params = dataclasses.asdict(result)
+    params["status"] = DeliveryStatus(result.status).value
+    return params
+
+
+def secrets_in_use(rows: Iterable[Sequence[Any]], now: float, overlap_s: float) -> list[str]:
+    """The secrets that sign now, newest first: the current one, and those retired less
+    than ``overlap_s`` ago (receivers accept either while they switch)."""
+    live = [(created, secret) for secret, created, retired in rows
+            if retired is None or retired + overlap_s > now]
+    return [secret for _, secret in sorted(live, reverse=True)]
+
+
+def outbox_claim_params(
+    limit: int, *, worker_id: str, lease_s: float, now: float
+) -> dict[str, Any]:
+    return {"limit": limit, "worker_id": worker_id, "now": now, "lease_expires_at": now + lease_s}

@@ -92,6 +92,7 @@ predictions = sa.Table(
     sa.Column("item_index", sa.Integer),
     sa.Column("waiting_on", sa.Integer),
     sa.Column("definition", sa.Text),
+    sa.Column("notify", sa.Text),
     sa.CheckConstraint(_status_check(), name="ck_predictions_status"),
 )
 
@@ -120,3 +121,58 @@ sa.Index("ix_predictions_target_id", predictions.c.target, predictions.c.id)
 _in_run = sa.text("run_id IS NOT NULL")
 sa.Index("ix_predictions_run", predictions.c.run_id, sqlite_where=_in_run, postgresql_where=_in_run)
 sa.Index("ux_predictions_idempotency_key", predictions.c.idempotency_key, unique=True)
+
+# The transactional outbox: one row per event and subscription, written by a
+# trigger (migration 0006) in the transaction of the status change itself, so a
+# change and its notification commit together; the agents deliver them.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # <event id>#<subscription>
+    sa.Column("event_id", sa.Text, nullable=False),  # <prediction>:<type>:<attempt>
+    sa.Column("subscription", sa.Integer, nullable=False),  # index into notify
+    sa.Column("prediction_id", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),  # started | completed
+    sa.Column("seq", sa.Integer, nullable=False),  # order of events per prediction
+    sa.Column("status", sa.Text, nullable=False),  # pending sending delivered dead stopped
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("next_at", sa.Double, nullable=False),
+    sa.Column("lease_expires_at", sa.Double),
+    sa.Column("worker_id", sa.Text),
+    sa.Column("last_code", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("finished_at", sa.Double),
+)
+_pending = sa.text("status = 'pending'")
+sa.Index("ix_outbox_due", outbox.c.next_at, sqlite_where=_pending, postgresql_where=_pending)
+sa.Index("ix_outbox_prediction", outbox.c.prediction_id, outbox.c.subscription, outbox.c.seq)
+_sending = sa.text("status = 'sending'")
+sa.Index(
+    "ix_outbox_sending", outbox.c.lease_expires_at, sqlite_where=_sending, postgresql_where=_sending
+)
+
+# Every delivery attempt, for GET /v1/predictions/{id}/deliveries.
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("outbox_id", sa.Text, primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("prediction_id", sa.Text, nullable=False),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("next_at", sa.Double),
+)
+sa.Index("ix_delivery_attempts_prediction", delivery_attempts.c.prediction_id)
+
+# Webhook signing secrets: the current one, and retired ones still signing during
+# a rotation's overlap (every process signs with the same keys).
+webhook_secrets = sa.Table(
+    "webhook_secrets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("retired_at", sa.Double),  # signs until retired_at + overlap
+)

@@ -230,6 +230,55 @@ INSERT_STEP = (
     f"INSERT INTO predictions ({COLS}) VALUES (" + ", ".join(f":{c}" for c in COLUMNS) + ")"
 )
 
+# -- the outbox (migration 0006) --------------------------------------------------
+OUTBOX_COLUMNS = (
+    "id, event_id, subscription, prediction_id, event_type, seq, status, attempts, "
+    "created_at, next_at, lease_expires_at, worker_id, last_code, last_error, finished_at"
+)
+# a worker that died while sending: its rows are due again
+REQUEUE_SENDING = """
+UPDATE outbox SET status = 'pending', worker_id = NULL, lease_expires_at = NULL
+WHERE status = 'sending' AND lease_expires_at < :now"""
+# Due rows, each the oldest unfinished event of its prediction and subscription: a
+# receiver gets one prediction's events in order, never two of them at once.
+CLAIM_DELIVERIES = f"""
+UPDATE outbox SET status = 'sending', attempts = attempts + 1, worker_id = :worker_id,
+    lease_expires_at = :lease_expires_at
+WHERE id IN (
+    SELECT o.id FROM outbox o
+    WHERE o.status = 'pending' AND o.next_at <= :now AND NOT EXISTS (
+        SELECT 1 FROM outbox e
+        WHERE e.prediction_id = o.prediction_id AND e.subscription = o.subscription
+            AND e.seq < o.seq AND e.status IN ('pending', 'sending'))
+    ORDER BY o.next_at
+    LIMIT :limit {{skip_locked}}
+)
+RETURNING {OUTBOX_COLUMNS}"""
+FINISH_DELIVERY = """
+UPDATE outbox SET status = :status, next_at = COALESCE(:next_at, next_at),
+    worker_id = NULL, lease_expires_at = NULL, last_code = :status_code, last_error = :error,
+    finished_at = CASE WHEN :status IN ('delivered', 'dead', 'stopped') THEN :at END
+WHERE id = :id AND status = 'sending' AND worker_id = :worker_id AND attempts = :attempt
+RETURNING prediction_id, subscription"""
+INSERT_ATTEMPT = """
+INSERT INTO delivery_attempts (outbox_id, attempt, prediction_id, at, status_code, error, next_at)
+VALUES (:id, :attempt, :prediction_id, :at, :status_code, :error, :next_at)"""
+STOP_SUBSCRIPTION = """
+UPDATE outbox SET status = 'stopped', finished_at = :at,
+    last_error = 'the receiver answered 410 Gone to an earlier event'
+WHERE prediction_id = :prediction_id AND subscription = :subscription AND status = 'pending'"""
+OUTBOX_OF = (
+    f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE prediction_id = :id ORDER BY subscription, seq"
+)
+ATTEMPTS_OF = """
+SELECT outbox_id, attempt, prediction_id, at, status_code, error, next_at
+FROM delivery_attempts WHERE prediction_id = :id ORDER BY at, outbox_id, attempt"""
+WEBHOOK_SECRETS = "SELECT secret, created_at, retired_at FROM webhook_secrets ORDER BY id"
+INSERT_SECRET = "INSERT INTO webhook_secrets (secret, created_at) VALUES (:secret, :now)"
+RETIRE_SECRETS = "UPDATE webhook_secrets SET retired_at = :now WHERE retired_at IS NULL"
+PURGE_OUTBOX = "DELETE FROM outbox WHERE prediction_id IN {ids}"
+PURGE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE prediction_id IN {ids}"
+
 #: the fixed statements both stores render once at import (``rendered``)
 STATEMENTS = (
     "INSERT",
@@ -252,4 +301,14 @@ STATEMENTS = (
     "RUN_ROWS",
     "UPDATE_ROW",
     "INSERT_STEP",
+    "REQUEUE_SENDING",
+    "CLAIM_DELIVERIES",
+    "FINISH_DELIVERY",
+    "INSERT_ATTEMPT",
+    "STOP_SUBSCRIPTION",
+    "OUTBOX_OF",
+    "ATTEMPTS_OF",
+    "WEBHOOK_SECRETS",
+    "INSERT_SECRET",
+    "RETIRE_SECRETS",
 )

@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
 from freight.errors import ConflictError, NotFoundError
 from freight.ids import new_id
 from freight.pipelines.runs import Changes, advance_all
@@ -24,18 +25,23 @@ from freight.store import sql
 from freight.store._migrate import check_schema_version
 from freight.store._sqlite_io import LoopReader, LoopWriter, Readers
 from freight.store.rows import (
+    attempt_row,
     cancel_targets,
     check_idempotent,
     claim_order,
     claim_params,
     completion_params,
+    delivery_params,
     input_ready_params,
     not_awaiting_input,
+    outbox_claim_params,
+    outbox_row,
     prediction_params,
     reap_result,
     reap_runs,
     release_params,
     row_to_prediction,
+    secrets_in_use,
     stats_from_rows,
 )
 
@@ -179,8 +185,45 @@ def _reap(conn: sqlite3.Connection, now: float) -> tuple[ReapResult, Changes]:
 
 def _purge(conn: sqlite3.Connection, before: float, limit: int) -> list[Prediction]:
     rows = conn.execute(_R["PURGE"], {"before": before, "limit": limit}).fetchall()
+    purged = [row_to_prediction(r) for r in rows]
+    in_list, params = sql.expand_in("id", [p.id for p in purged])
+    for statement in (sql.PURGE_OUTBOX, sql.PURGE_ATTEMPTS):
+        conn.execute(statement.format(ids=in_list), params)
     # RETURNING gives no order on SQLite: oldest first, as on PostgreSQL
-    return sorted((row_to_prediction(r) for r in rows), key=_finished_order)
+    return sorted(purged, key=_finished_order)
+
+
+def _claim_deliveries(conn: sqlite3.Connection, params: dict[str, Any]) -> list[OutboxRow]:
+    conn.execute(_R["REQUEUE_SENDING"], params)
+    rows = [outbox_row(r) for r in conn.execute(_R["CLAIM_DELIVERIES"], params).fetchall()]
+    return sorted(rows, key=lambda r: (r.next_at, r.id))
+
+
+def _finish_deliveries(conn: sqlite3.Connection, results: Sequence[DeliveryResult]) -> None:
+    for result in results:
+        params = delivery_params(result)
+        held = conn.execute(_R["FINISH_DELIVERY"], params).fetchone()
+        if held is None:
+            continue  # lost the lease meanwhile: another worker owns the row now
+        prediction_id, subscription = held
+        conn.execute(_R["INSERT_ATTEMPT"], params | {"prediction_id": prediction_id})
+        if result.status == DeliveryStatus.STOPPED:
+            stop = {"prediction_id": prediction_id, "subscription": subscription, "at": result.at}
+            conn.execute(_R["STOP_SUBSCRIPTION"], stop)
+
+
+def _deliveries(
+    conn: sqlite3.Connection, prediction_id: str
+) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
+    params = {"id": prediction_id}
+    rows = [outbox_row(r) for r in conn.execute(_R["OUTBOX_OF"], params).fetchall()]
+    attempts = [attempt_row(r) for r in conn.execute(_R["ATTEMPTS_OF"], params).fetchall()]
+    return rows, attempts
+
+
+def _rotate_secret(conn: sqlite3.Connection, secret: str, now: float) -> None:
+    conn.execute(_R["RETIRE_SECRETS"], {"now": now})
+    conn.execute(_R["INSERT_SECRET"], {"secret": secret, "now": now})
 
 
 def _finished_order(p: Prediction) -> tuple[float, str]:
@@ -323,6 +366,27 @@ class SqliteStore:
 
     async def purge(self, *, before: float, limit: int) -> list[Prediction]:
         return await self._writer.submit(lambda conn: _purge(conn, before, limit))
+
+    async def claim_deliveries(
+        self, limit: int, *, worker_id: str, lease_s: float, now: float
+    ) -> list[OutboxRow]:
+        params = outbox_claim_params(limit, worker_id=worker_id, lease_s=lease_s, now=now)
+        return await self._writer.submit(lambda conn: _claim_deliveries(conn, params))
+
+    async def finish_deliveries(self, results: Sequence[DeliveryResult]) -> None:
+        await self._writer.submit(lambda conn: _finish_deliveries(conn, results))
+
+    async def deliveries(
+        self, prediction_id: str
+    ) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
+        return self._point.run(lambda conn: _deliveries(conn, prediction_id))
+
+    async def webhook_secrets(self, *, now: float, overlap_s: float) -> list[str]:
+        rows = self._point.run(lambda conn: conn.execute(_R["WEBHOOK_SECRETS"]).fetchall())
+        return secrets_in_use(rows, now, overlap_s)
+
+    async def rotate_webhook_secret(self, secret: str, *, now: float) -> None:
+        await self._writer.submit(lambda conn: _rotate_secret(conn, secret, now))
 
     async def stats(self) -> dict[str, TargetStats]:
         rows = await self._readers.run(lambda conn: conn.execute(_R["STATS"]).fetchall())
