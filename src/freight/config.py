@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     retention_s: float | None = Field(7 * 24 * 3600.0, ge=0)
     retention_interval_s: float = Field(60.0, gt=0)  # how often the agents purge
     retention_batch: int = Field(500, ge=1)  # rows deleted per transaction
+    # notifications: delivery of the outbox (retries with exponential back-off and
+    # full jitter for delivery_max_age_s, then dead)
+    delivery_concurrency: int = Field(32, ge=1)
+    delivery_timeout_s: float = Field(10.0, gt=0)  # one attempt
+    delivery_backoff_s: float = Field(0.5, gt=0)  # the first retry's ceiling
+    delivery_backoff_max_s: float = Field(600.0, gt=0)
+    delivery_max_age_s: float = Field(24 * 3600.0, gt=0)
+    webhook_secret_overlap_s: float = Field(24 * 3600.0, ge=0)  # old key signs this long
+    webhook_allow_private: bool = False  # also `notifications: {webhooks: {allow_private}}`
     log_level: str = "info"
 
     @classmethod

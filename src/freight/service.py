@@ -40,6 +40,8 @@ from freight.project import Pipelines
 from freight.registry import ModelSpec
 from freight.storage.base import Storage
 from freight.store.base import Store
+from freight.subscriptions import DeliveryView, Subscriptions, Webhook
+from freight.subscriptions import views as delivery_views
 
 log = logging.getLogger("freight.service")
 
@@ -66,6 +68,7 @@ class CreateOptions:
     ttl_s: float | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    webhook: Webhook | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class PredictionService:
         interrupt: Interrupt | None = None,
         backlog: BacklogGauge | None = None,
         pipelines: Pipelines | None = None,
+        subscriptions: Subscriptions | None = None,
     ) -> None:
         self._settings = settings
         self._specs = specs
@@ -113,6 +117,7 @@ class PredictionService:
         self._hub = hub
         self._interrupt = interrupt
         self._pipelines = pipelines or Pipelines()
+        self._subscriptions = subscriptions or Subscriptions()
         self._backlog = backlog or BacklogGauge(store, refresh_s=0.5)
         self.limits = Limits(
             max_json_bytes=settings.max_json_bytes,
@@ -144,11 +149,18 @@ class PredictionService:
                 content_type=content_type,
             )
 
-    async def run(self, target: str, new_input: NewInput, timeout_s: float | None) -> Prediction:
+    async def run(
+        self,
+        target: str,
+        new_input: NewInput,
+        timeout_s: float | None,
+        *,
+        webhook: Webhook | None = None,
+    ) -> Prediction:
         """Real-time: create, then wait up to the deadline. A prediction that ended
         without an output raises PredictionFailedError; one still going is returned
         as it is (the caller answers 202)."""
-        row = await self.create(target, new_input, CreateOptions())
+        row = await self.create(target, new_input, CreateOptions(webhook=webhook))
         row = await self.wait(row.id, timeout_s or self._settings.realtime_timeout_s)
         if row.status.terminal and row.status != Status.SUCCEEDED:
             detail = orjson.loads(row.error_detail) if row.error_detail else {}
@@ -178,6 +190,7 @@ class PredictionService:
                 max_attempts=spec.max_attempts or self._settings.max_attempts,
                 timeout_s=min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s),
             )
+        row.notify = self._subscriptions.notify_for(target, options.webhook)
         row.priority, row.idempotency_key = options.priority, options.idempotency_key
         row.request_hash = options.request_hash
         row.metadata = orjson.dumps(options.metadata).decode() if options.metadata else None
@@ -228,6 +241,12 @@ class PredictionService:
         spec = self._pipelines.specs[row.target]
         steps = step_rows(spec, row, Bundle(**orjson.loads(row.definition)), new_id)
         return await self._store.create_run(row, steps)
+
+    async def deliveries(self, prediction_id: str) -> list[DeliveryView]:
+        """Every event of the prediction for each of its subscriptions, with attempts."""
+        row = await self.get(prediction_id)
+        rows, attempts = await self._store.deliveries(prediction_id)
+        return delivery_views(row.notify, rows, attempts)
 
     async def steps(self, run_id: str) -> list[Prediction]:
         """A run's own rows: its steps, for_each elements and nested runs, oldest first."""
@@ -429,9 +448,11 @@ class PredictionService:
 
 __all__ = [
     "CreateOptions",
+    "DeliveryView",
     "Download",
     "Limits",
     "NewInput",
     "PredictionService",
+    "Webhook",
     "request_hash",
 ]

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from freight.agent.delivery import Deliverer, RetryPolicy, SinkFor
 from freight.agent.replica import RunnerCommand
 from freight.agent.worker import ModelWorker, Persist
 from freight.config import Settings
@@ -52,6 +53,7 @@ class Agent:
         signal: WorkSignal,
         hub: CompletionHub,
         storage_url: str,
+        sink_for: SinkFor | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -60,9 +62,29 @@ class Agent:
         self._hub = hub
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = False
-        self._persist = Persist(store, hub.publish, lambda: self._stopping)
+        self.deliverer = (
+            Deliverer(
+                store,
+                sink_for,
+                worker_id=self.worker_id,
+                policy=RetryPolicy(
+                    base_s=settings.delivery_backoff_s,
+                    max_delay_s=settings.delivery_backoff_max_s,
+                    max_age_s=settings.delivery_max_age_s,
+                ),
+                concurrency=settings.delivery_concurrency,
+                timeout_s=settings.delivery_timeout_s,
+                poll_s=settings.poll_interval_s,
+                secrets_overlap_s=settings.webhook_secret_overlap_s,
+            )
+            if sink_for is not None
+            else None
+        )
+        wake = self.deliverer.wake if self.deliverer is not None else None
+        self._persist = Persist(store, hub.publish, lambda: self._stopping, on_outbox=wake)
         self._tasks: list[asyncio.Task[None]] = []
         self._reap_after = 0.0  # monotonic; lease reaping waits past a store outage
+        self._delivering: asyncio.Task[None] | None = None
         # runners' temporary files (S3 inputs, File outputs) live beside the state, on
         # disk rather than a tmpfs, and on the local store's filesystem: moved, not copied
         scratch = (settings.state_dir / "tmp").resolve()
@@ -113,6 +135,8 @@ class Agent:
                     name="agent:purge",
                 )
             )
+        if self.deliverer is not None:
+            self._delivering = asyncio.create_task(self.deliverer.run(), name="agent:deliver")
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop claiming, let running work finish within the grace, requeue the rest."""
@@ -121,6 +145,9 @@ class Agent:
         # heartbeats go on while running work finishes: a lease lapsing mid-drain would
         # let another worker take the prediction over and run it a second time
         await asyncio.gather(*(w.drain(grace) for w in self.workers.values()))
+        if self.deliverer is not None and self._delivering is not None:
+            await self.deliverer.stop()  # the last completions' events, within a grace
+            await asyncio.gather(self._delivering, return_exceptions=True)
         self._stopping = True
         for task in self._tasks:
             task.cancel()

@@ -27,10 +27,17 @@ Op = Callable[[], Awaitable[None]]
 class Persist:
     """Writes outcomes to the store, retrying through outages, then wakes waiters."""
 
-    def __init__(self, store: Queue, publish: Callback, stopping: StopFlag) -> None:
+    def __init__(
+        self,
+        store: Queue,
+        publish: Callback,
+        stopping: StopFlag,
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self._publish = publish
         self._stopping = stopping
+        self._on_outbox = on_outbox
 
     async def _retry(self, what: str, op: Op) -> None:
         backoff_s = 0.2
@@ -46,12 +53,17 @@ class Persist:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
 
-    async def complete(self, completions: list[Completion]) -> None:
+    async def complete(self, completions: list[Completion], *, outbox: bool = False) -> None:
+        """``outbox``: the transaction may have written outbox rows (a prediction with
+        subscriptions, or a pipeline step that may end its run): wake the deliverer."""
+
         async def op() -> None:
             await self._store.complete(completions)
 
         await self._retry("completion", op)
         self._publish([c.id for c in completions])
+        if outbox and self._on_outbox is not None:
+            self._on_outbox()
 
     async def release(self, releases: list[Release]) -> None:
         async def op() -> None:

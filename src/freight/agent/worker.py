@@ -344,7 +344,8 @@ class ModelWorker:
             slot.running, slot.finishing = [], False
 
     async def _finish(self, rows: list[Prediction], outcomes: list[Completion]) -> None:
-        await self._persist.complete(outcomes)
+        outbox = any(r.notify is not None or r.run_id is not None for r in rows)
+        await self._persist.complete(outcomes, outbox=outbox)
         metrics.record_batch(self.spec.name, rows, outcomes)
 
     async def _after_crash(self, slot: Slot, rows: list[Prediction], exc: Exception) -> None:

@@ -48,10 +48,17 @@ class Lifecycle(Protocol):
 
     async def close(self) -> None: ...
 
-    async def listen(self, on_work: Callable[[str], None], on_done: Callable[[str], None]) -> None:
-        """Until cancelled, call ``on_work(target)`` when another process queues work and
-        ``on_done(id)`` when a prediction becomes terminal (PostgreSQL LISTEN/NOTIFY).
-        Returns at once where there is nothing to listen to (SQLite, memory)."""
+    async def listen(
+        self,
+        on_work: Callable[[str], None],
+        on_done: Callable[[str], None],
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
+        """Until cancelled, call ``on_work(target)`` when another process queues work,
+        ``on_done(id)`` when a prediction becomes terminal and ``on_outbox()`` when an
+        outbox row was written (PostgreSQL LISTEN/NOTIFY). Returns at once where no
+        other process writes (SQLite, memory), keeping on_work/on_done for the
+        store's own pipeline advancement."""
 
     async def ping(self) -> None:
         """Raise StoreUnavailableError when the database does not answer."""

@@ -22,15 +22,10 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import functools
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterable, Sequence
 
-import orjson
-
-from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
-from freight.errors import ConflictError, NotFoundError, StoreUnavailableError
+from freight.deliveries import OutboxRow
+from freight.errors import ConflictError, NotFoundError
 from freight.ids import new_id
 from freight.pipelines.runs import Changes, advance_all
 from freight.prediction import (
@@ -42,36 +37,12 @@ from freight.prediction import (
     Status,
     TargetStats,
 )
-from freight.store.rows import (
-    cancel_targets,
-    check_idempotent,
-    not_awaiting_input,
-    secrets_in_use,
-)
+from freight.store._memory_outbox import MemoryOutbox, outboxed
+from freight.store.rows import cancel_targets, check_idempotent, not_awaiting_input
 
 _Rows = builtins.list[Prediction]
 _Outbox = builtins.list[OutboxRow]
 _COUNTED = (Status.QUEUED, Status.RUNNING, Status.AWAITING_INPUT)
-
-
-_TERMINAL_EVENT = "completed"
-Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
-
-
-def _outboxed(method: Method) -> Method:
-    """Write the outbox rows of every status change the method makes, as the SQL
-    backends' trigger does in the same transaction (migration 0006)."""
-
-    @functools.wraps(method)
-    async def wrapper(self: MemoryStore, *args: Any, **kwargs: Any) -> Any:
-        before = {p.id: p.status for p in self._rows.values() if p.notify}
-        result = await method(self, *args, **kwargs)
-        for row in self._rows.values():
-            if row.notify and before.get(row.id) is not row.status:
-                self._emit(row)
-        return result
-
-    return cast(Method, wrapper)
 
 
 def _copy(prediction: Prediction) -> Prediction:
@@ -84,7 +55,7 @@ def _expired(at: float | None, now: float) -> bool:
     return at is not None and at < now
 
 
-class MemoryStore:
+class MemoryStore(MemoryOutbox):
     """The :class:`~freight.store.base.Store` in a dict; semantics of ``sql.py``."""
 
     exclusive = True
@@ -95,9 +66,7 @@ class MemoryStore:
         self._open = False
         self._on_work: Callable[[str], None] = _ignore
         self._on_done: Callable[[str], None] = _ignore
-        self._outbox: dict[str, OutboxRow] = {}
-        self._attempts: builtins.list[DeliveryAttempt] = []
-        self._secrets: builtins.list[tuple[str, float, float | None]] = []
+        self._init_outbox()
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._rows)} predictions)"
@@ -111,7 +80,12 @@ class MemoryStore:
     async def close(self) -> None:
         self._open = False
 
-    async def listen(self, on_work: Callable[[str], None], on_done: Callable[[str], None]) -> None:
+    async def listen(
+        self,
+        on_work: Callable[[str], None],
+        on_done: Callable[[str], None],
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
         """No other process writes here; keeps the callbacks for what the store does
         itself (steps a pipeline run's advancement queued or finished), like SQLite."""
         self._on_work, self._on_done = on_work, on_done
@@ -140,10 +114,6 @@ class MemoryStore:
     async def ping(self) -> None:
         self._check()
 
-    def _check(self) -> None:
-        if not self._open:
-            raise StoreUnavailableError("the in-memory store is not open")
-
     def _where(self, status: Status, target: str | None = None) -> _Rows:
         """The stored rows (not copies) in ``status``, oldest id first."""
         rows = (
@@ -164,7 +134,7 @@ class MemoryStore:
 
     # -- records -------------------------------------------------------------
 
-    @_outboxed
+    @outboxed
     async def create(self, prediction: Prediction) -> tuple[Prediction, bool]:
         self._check()
         key = prediction.idempotency_key
@@ -179,7 +149,7 @@ class MemoryStore:
             self._by_key[key] = row.id
         return _copy(row), True
 
-    @_outboxed
+    @outboxed
     async def create_run(
         self, run: Prediction, steps: Sequence[Prediction]
     ) -> tuple[Prediction, bool]:
@@ -201,7 +171,7 @@ class MemoryStore:
         row = self._rows.get(prediction_id)
         return None if row is None else _copy(row)
 
-    @_outboxed
+    @outboxed
     async def mark_input_ready(
         self,
         prediction_id: str,
@@ -223,7 +193,7 @@ class MemoryStore:
             self._advance([row.id], now)
         return _copy(self._rows[prediction_id])
 
-    @_outboxed
+    @outboxed
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
         self._check()
         row = self._rows.get(prediction_id)
@@ -256,9 +226,7 @@ class MemoryStore:
         ]
         due.sort(key=lambda p: (p.finished_at or 0.0, p.id))
         purged = due[:limit]
-        gone = {row.id for row in purged}
-        self._outbox = {k: v for k, v in self._outbox.items() if v.prediction_id not in gone}
-        self._attempts = [a for a in self._attempts if a.prediction_id not in gone]
+        self._forget_outbox({row.id for row in purged})
         for row in purged:
             del self._rows[row.id]
             if row.idempotency_key is not None:
@@ -267,7 +235,7 @@ class MemoryStore:
 
     # -- queue ---------------------------------------------------------------
 
-    @_outboxed
+    @outboxed
     async def claim(
         self,
         target: str,
@@ -285,7 +253,7 @@ class MemoryStore:
             row.worker_id, row.lease_expires_at = worker_id, now + lease_s
         return [_copy(p) for p in claimed]
 
-    @_outboxed
+    @outboxed
     async def complete(self, completions: Sequence[Completion]) -> builtins.list[str]:
         self._check()
         applied: builtins.list[str] = []
@@ -305,7 +273,7 @@ class MemoryStore:
         self._advance([self._rows[i].run_id for i in applied], finished_at)
         return applied
 
-    @_outboxed
+    @outboxed
     async def release(self, releases: Sequence[Release], *, now: float) -> dict[str, Status]:
         self._check()
         result: dict[str, Status] = {}
@@ -343,7 +311,7 @@ class MemoryStore:
                 lost.append(prediction_id)
         return lost
 
-    @_outboxed
+    @outboxed
     async def reap(self, *, now: float) -> ReapResult:
         """The sweeps of ``sql.py`` in its order: TTL, uploads, leases (fail, requeue)."""
         self._check()
@@ -384,7 +352,7 @@ class MemoryStore:
         row.status, row.finished_at = Status.EXPIRED, now
         row.error_code, row.error_message = ErrorCode.EXPIRED.value, message
 
-    @_outboxed
+    @outboxed
     async def recover_orphans(self, *, now: float) -> builtins.list[str]:
         self._check()
         recovered: builtins.list[str] = []
@@ -396,111 +364,6 @@ class MemoryStore:
             row.status, row.worker_id, row.lease_expires_at = Status.QUEUED, None, None
             recovered.append(row.id)
         return recovered
-
-    # -- outbox --------------------------------------------------------------
-
-    def _emit(self, row: Prediction) -> None:
-        """The outbox rows of ``row``'s new status, one per subscription asking."""
-        if row.status is Status.RUNNING:
-            event = "started"
-        elif row.status.terminal:
-            event = _TERMINAL_EVENT
-        else:
-            return
-        now = time.time()
-        seq = row.attempts * 2 + (1 if row.status.terminal else 0)
-        event_id = f"{row.id}:{event}:{row.attempts}"
-        for index, subscription in enumerate(orjson.loads(row.notify or "[]")):
-            if event not in subscription.get("events", ()):
-                continue
-            outbox_id = f"{event_id}#{index}"
-            self._outbox.setdefault(
-                outbox_id,
-                OutboxRow(
-                    outbox_id, event_id, index, row.id, event, seq,
-                    DeliveryStatus.PENDING, 0, now, now,
-                ),
-            )
-
-    async def claim_deliveries(
-        self, limit: int, *, worker_id: str, lease_s: float, now: float
-    ) -> _Outbox:
-        self._check()
-        for row in self._outbox.values():
-            if row.status is DeliveryStatus.SENDING and _expired(row.lease_expires_at, now):
-                row.status, row.worker_id, row.lease_expires_at = DeliveryStatus.PENDING, None, None
-        unfinished = [r for r in self._outbox.values() if not r.status.final]
-        due = sorted(
-            (
-                r
-                for r in unfinished
-                if r.status is DeliveryStatus.PENDING
-                and r.next_at <= now
-                and not any(
-                    e.prediction_id == r.prediction_id
-                    and e.subscription == r.subscription
-                    and e.seq < r.seq
-                    for e in unfinished
-                )
-            ),
-            key=lambda r: (r.next_at, r.id),
-        )[: max(limit, 0)]
-        for row in due:
-            row.status, row.attempts = DeliveryStatus.SENDING, row.attempts + 1
-            row.worker_id, row.lease_expires_at = worker_id, now + lease_s
-        return [dataclasses.replace(r) for r in due]
-
-    async def finish_deliveries(self, results: Sequence[DeliveryResult]) -> None:
-        self._check()
-        for result in results:
-            row = self._outbox.get(result.id)
-            if row is None or row.status is not DeliveryStatus.SENDING:
-                continue
-            if row.worker_id != result.worker_id or row.attempts != result.attempt:
-                continue
-            row.status, row.worker_id, row.lease_expires_at = result.status, None, None
-            row.next_at = result.next_at if result.next_at is not None else row.next_at
-            row.last_code, row.last_error = result.status_code, result.error
-            row.finished_at = result.at if result.status.final else None
-            self._attempts.append(
-                DeliveryAttempt(
-                    row.id, result.attempt, row.prediction_id, result.at,
-                    result.status_code, result.error, result.next_at,
-                )
-            )
-            if result.status is DeliveryStatus.STOPPED:
-                self._stop(row, result.at)
-
-    def _stop(self, stopped: OutboxRow, at: float) -> None:
-        for row in self._outbox.values():
-            same = (row.prediction_id, row.subscription) == (
-                stopped.prediction_id,
-                stopped.subscription,
-            )
-            if same and row.status is DeliveryStatus.PENDING:
-                row.status, row.finished_at = DeliveryStatus.STOPPED, at
-                row.last_error = "the receiver answered 410 Gone to an earlier event"
-
-    async def deliveries(
-        self, prediction_id: str
-    ) -> tuple[_Outbox, builtins.list[DeliveryAttempt]]:
-        self._check()
-        rows = sorted(
-            (r for r in self._outbox.values() if r.prediction_id == prediction_id),
-            key=lambda r: (r.subscription, r.seq),
-        )
-        attempts = [a for a in self._attempts if a.prediction_id == prediction_id]
-        attempts.sort(key=lambda a: (a.at, a.outbox_id, a.attempt))
-        return [dataclasses.replace(r) for r in rows], attempts
-
-    async def webhook_secrets(self, *, now: float, overlap_s: float) -> builtins.list[str]:
-        self._check()
-        return secrets_in_use(self._secrets, now, overlap_s)
-
-    async def rotate_webhook_secret(self, secret: str, *, now: float) -> None:
-        self._check()
-        self._secrets = [(s, c, now if r is None else r) for s, c, r in self._secrets]
-        self._secrets.append((secret, now, None))
 
     # Last in the class on purpose: inside the class body this name shadows the
     # builtin ``list`` (hence ``builtins.list`` in the annotations above).

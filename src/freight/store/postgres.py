@@ -164,7 +164,9 @@ class PostgresStore:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
 
-    async def listen(self, on_work: OnWork, on_done: OnDone) -> None:
+    async def listen(
+        self, on_work: OnWork, on_done: OnDone, on_outbox: Callable[[], None] | None = None
+    ) -> None:
         """Forward ``freight_work`` / ``freight_done`` notifications (see migration 0003)
         until cancelled; reconnects with back-off. A notification missed during an
         outage costs latency only: claim loops and waiters also poll."""
@@ -179,12 +181,15 @@ class PostgresStore:
                 async with conn:
                     await conn.execute("LISTEN freight_work")
                     await conn.execute("LISTEN freight_done")
+                    await conn.execute("LISTEN freight_outbox")
                     backoff_s = 0.5
                     async for note in conn.notifies():
                         if note.channel == "freight_work":
                             on_work(note.payload)
-                        else:
+                        elif note.channel == "freight_done":
                             on_done(note.payload)
+                        elif on_outbox is not None:
+                            on_outbox()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 log.warning("LISTEN connection lost (%s); retrying in %.1fs", exc, backoff_s)
                 await asyncio.sleep(backoff_s)

@@ -267,7 +267,12 @@ class SqliteStore:
         self._point.stop()
         await asyncio.to_thread(self._readers.stop)
 
-    async def listen(self, on_work: Callable[[str], None], on_done: Callable[[str], None]) -> None:
+    async def listen(
+        self,
+        on_work: Callable[[str], None],
+        on_done: Callable[[str], None],
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
         """No other process writes: the in-memory events of this one wake claim loops
         and waiters. Returns at once, keeping the callbacks for what the store itself
         does inside a transaction (pipeline steps queued or finished by a run's

@@ -1,0 +1,246 @@
+"""The agent's deliverer: sends what the outbox holds, apart from the prediction path.
+
+The database writes an outbox row per event and subscription with each status
+change (migration 0006); this loop leases due rows (the oldest unfinished event
+of each prediction and subscription, so a receiver gets one prediction's events
+in order), sends each in its own task, bounded in concurrency and in time per
+attempt, and records the outcome: delivered, retried later with exponential
+back-off and full jitter, dead once ``max_age_s`` has passed, or stopped by a
+``410 Gone``. A slow or dead receiver holds only its own rows: other rows are
+claimed and sent meanwhile, and predictions never wait for any of it.
+
+Delivery is at least once: a worker that dies mid-send leaves its rows leased
+until the lease expires, then any worker sends them again under the same event
+id (``webhook-id``), which receivers de-duplicate on. Claims skip each other's
+rows, so no event is sent by two workers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from freight.deliveries import DeliveryResult, DeliveryStatus, OutboxRow
+from freight.notify.event import Event, Outcome
+from freight.notify.signing import WebhookSecrets
+from freight.notify.sinks.base import Sink
+from freight.store.base import Store
+from freight.views import prediction_dict
+
+log = logging.getLogger("freight.delivery")
+
+#: sinks kept open (per-request webhooks make one per URL), least recently used closed
+MAX_OPEN_SINKS = 256
+#: builds the sink of one subscription entry of a prediction's ``notify`` list
+SinkFor = Callable[[dict[str, Any], WebhookSecrets], Sink]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential back-off with full jitter, for ``max_age_s`` after the event."""
+
+    base_s: float = 0.5
+    max_delay_s: float = 600.0
+    max_age_s: float = 24 * 3600.0
+
+    def delay_s(self, attempt: int, rng: random.Random) -> float:
+        """Wait before try ``attempt + 1``: uniform in [0, min(max, base * 2^(attempt-1))],
+        so many receivers failing together do not retry together."""
+        ceiling = min(self.max_delay_s, self.base_s * 2 ** max(0, attempt - 1))
+        return rng.uniform(0, ceiling)
+
+
+def result_of(
+    row: OutboxRow,
+    outcome: Outcome,
+    *,
+    worker_id: str,
+    now: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> DeliveryResult:
+    """What to record for one attempt (pure)."""
+    base = DeliveryResult(
+        id=row.id,
+        worker_id=worker_id,
+        attempt=row.attempts,
+        at=now,
+        status=DeliveryStatus.DELIVERED,
+        status_code=outcome.status_code,
+        error=outcome.error,
+    )
+    if outcome.delivered:
+        return base
+    if outcome.stop:
+        base.status = DeliveryStatus.STOPPED
+        return base
+    next_at = now + policy.delay_s(row.attempts, rng)
+    if next_at - row.created_at > policy.max_age_s:
+        base.status = DeliveryStatus.DEAD
+        return base
+    base.status, base.next_at = DeliveryStatus.PENDING, next_at
+    return base
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: Store,
+        sink_for: SinkFor,
+        *,
+        worker_id: str,
+        policy: RetryPolicy | None = None,
+        concurrency: int = 32,
+        timeout_s: float = 10.0,
+        lease_s: float = 60.0,
+        poll_s: float = 0.5,
+        secrets_refresh_s: float = 30.0,
+        secrets_overlap_s: float = 24 * 3600.0,
+    ) -> None:
+        self._store = store
+        self._sink_for = sink_for
+        self._worker_id = worker_id
+        self._policy = policy or RetryPolicy()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._timeout_s = timeout_s
+        self._lease_s = max(lease_s, timeout_s * 2)
+        self._poll_s = poll_s
+        self._secrets_refresh_s = secrets_refresh_s
+        self._secrets_overlap_s = secrets_overlap_s
+        self._wake = asyncio.Event()
+        self._rng = random.Random()
+        self._sinks: OrderedDict[tuple[str, tuple[str, ...]], Sink] = OrderedDict()
+        self._secrets: WebhookSecrets | None = None
+        self._secrets_at = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Something may be due (a completion just committed its outbox rows)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until :meth:`stop`: claim due rows and send each in its own task."""
+        while not self._stopping:
+            try:
+                claimed = await self._claim()
+            except Exception as exc:  # the store is down: try again after a poll
+                log.warning("delivery: cannot claim (%s)", exc)
+                claimed = 0
+            if claimed == 0:
+                await self._sleep()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Claim nothing more; let sends in flight finish within the grace (their rows
+        are sent again by someone after the lease otherwise); close the sinks."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace_s)
+        for sink in self._sinks.values():
+            try:
+                await sink.close()
+            except Exception as exc:
+                log.warning("delivery: closing sink %s: %s", sink.name, exc)
+
+    async def _sleep(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_s)
+        self._wake.clear()
+
+    async def _claim(self) -> int:
+        room = self._concurrency - len(self._tasks)
+        if room <= 0:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        rows = await self._store.claim_deliveries(
+            room, worker_id=self._worker_id, lease_s=self._lease_s, now=time.time()
+        )
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row), name=f"deliver:{row.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(rows)
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        async with self._slots:
+            try:
+                outcome = await self._send(row)
+            except Exception as exc:  # a bug in a sink must not lose the row
+                log.exception("delivery of %s failed", row.id)
+                outcome = Outcome.failed(f"{type(exc).__name__}: {exc}")
+            result = result_of(
+                row,
+                outcome,
+                worker_id=self._worker_id,
+                now=time.time(),
+                policy=self._policy,
+                rng=self._rng,
+            )
+            try:
+                await self._store.finish_deliveries([result])
+            except Exception as exc:  # left leased: sent again after the lease
+                log.warning("delivery: cannot record %s (%s)", row.id, exc)
+            if result.status is DeliveryStatus.PENDING:
+                self.wake()  # the next event of that subscription may be due later
+
+    async def _send(self, row: OutboxRow) -> Outcome:
+        prediction = await self._store.get(row.prediction_id)
+        if prediction is None or prediction.notify is None:
+            return Outcome.gone(error="the prediction no longer exists")
+        entries: list[dict[str, Any]] = orjson.loads(prediction.notify)
+        if row.subscription >= len(entries):
+            return Outcome.gone(error="the subscription no longer exists")
+        sink = await self._sink(entries[row.subscription])
+        event = Event.for_prediction(
+            row.event_id,
+            prediction_dict(prediction),
+            timestamp=row.created_at,
+            type=f"prediction.{row.event_type}",
+        )
+        try:
+            return await asyncio.wait_for(sink.send(event), self._timeout_s)
+        except TimeoutError:
+            return Outcome.failed(f"no answer within {self._timeout_s:g} s")
+
+    async def _sink(self, entry: dict[str, Any]) -> Sink:
+        secrets = await self._current_secrets()
+        key = (orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode(), secrets.all)
+        sink = self._sinks.get(key)
+        if sink is None:
+            sink = self._sink_for(entry, secrets)
+            await sink.open()
+            self._sinks[key] = sink
+            if len(self._sinks) > MAX_OPEN_SINKS:  # one per caller URL: keep it bounded
+                _, oldest = self._sinks.popitem(last=False)
+                await oldest.close()
+        self._sinks.move_to_end(key)
+        return sink
+
+    async def _current_secrets(self) -> WebhookSecrets:
+        """The signing keys, re-read every ``secrets_refresh_s`` so that a rotation
+        done from any machine reaches every worker."""
+        if self._secrets is None or time.monotonic() - self._secrets_at > self._secrets_refresh_s:
+            keys = await self._store.webhook_secrets(
+                now=time.time(), overlap_s=self._secrets_overlap_s
+            )
+            if not keys:
+                secret = WebhookSecrets.generate().current
+                await self._store.rotate_webhook_secret(secret, now=time.time())
+                keys = [secret]
+            self._secrets = WebhookSecrets(keys[0], keys[1:])
+            self._secrets_at = time.monotonic()
+        return self._secrets
+
+
+__all__ = ["Deliverer", "RetryPolicy", "SinkFor", "result_of"]

@@ -1,0 +1,186 @@
+"""Webhooks end to end, from the durable outbox, on both deployment shapes.
+
+A real HTTP receiver on loopback verifies every delivery's Standard Webhooks
+signature with the secret ``freight webhooks secret`` gives. It can be told to
+refuse (503), to say ``410 Gone``, or be down altogether, so the tests show a
+receiver that comes back getting every event, in order, once per event id; a
+server SIGKILLed between a status change and its delivery losing nothing; and a
+410 stopping the subscription.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from tests.fixtures.server import Server, wait_until
+from tests.integration.helpers import create, wait_done
+
+FAST_DELIVERY = {
+    "FREIGHT_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on loopback
+    "FREIGHT_DELIVERY_BACKOFF_S": "0.05",
+    "FREIGHT_DELIVERY_BACKOFF_MAX_S": "0.2",
+}
+
+
+@dataclass
+class Receiver:
+    """Records each request; answers ``answer`` (200 by default)."""
+
+    answer: int = 200
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def accepted(self, secret: str) -> list[dict[str, Any]]:
+        """The bodies answered 2xx, each verified against its signature."""
+        with self.lock:
+            got = list(self.received)
+        out = []
+        for headers, body in got:
+            if headers.get("x-answered") == "200":
+                Webhook(secret).verify(body, headers)  # raises on a bad signature
+                out.append(json.loads(body) | {"webhook-id": headers["webhook-id"]})
+        return out
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            answer = state.answer
+            headers = {k.lower(): v for k, v in self.headers.items()} | {
+                "x-answered": str(answer)
+            }
+            with state.lock:
+                state.received.append((headers, body))
+            self.send_response(answer)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def secret_of(env: dict[str, str], project: Path) -> str:
+    """The server's signing secret, as `freight webhooks secret` prints it."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from freight.server import webhook_secret; print(webhook_secret(Path(sys.argv[1])))",
+         str(project)],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )
+    return out.stdout.strip()
+
+
+def hooked(client: Any, receiver: Receiver, events: list[str], **body: Any) -> dict[str, Any]:
+    return create(client, "echo", {"x": 1}, webhook={"url": receiver.url, "events": events}, **body)
+
+
+def test_events_arrive_signed_in_order(
+    make_server: Callable[..., Server], receiver: Receiver
+) -> None:
+    """started then completed reach the receiver, signed, with the prediction object."""
+    server = make_server(models=["Echo"], **FAST_DELIVERY)
+    secret = secret_of(server.env, server.project)
+    with server.client() as client:
+        created = hooked(client, receiver, ["started", "completed"])
+        done = wait_done(client, created["id"])
+    got = wait_until(lambda: (r := receiver.accepted(secret)) and len(r) == 2 and r)
+    assert [g["type"] for g in got] == ["prediction.started", "prediction.completed"]
+    assert got[1]["data"]["id"] == done["id"] and got[1]["data"]["status"] == "succeeded"
+    assert got[0]["webhook-id"] != got[1]["webhook-id"]
+
+
+def test_a_receiver_that_comes_back_gets_every_event_once_in_order(
+    make_server: Callable[..., Server], receiver: Receiver
+) -> None:
+    """While the receiver answers 503 the events are retried; once it answers 200 each
+    event id is accepted exactly once, in event order per prediction."""
+    server = make_server(models=["Echo"], **FAST_DELIVERY)
+    secret = secret_of(server.env, server.project)
+    receiver.answer = 503
+    with server.client() as client:
+        ids = [hooked(client, receiver, ["started", "completed"])["id"] for _ in range(3)]
+        for prediction_id in ids:
+            wait_done(client, prediction_id)
+        wait_until(lambda: len(receiver.received) >= 6)  # started events refused, retried
+        receiver.answer = 200
+        got = wait_until(lambda: (r := receiver.accepted(secret)) and len(r) == 6 and r)
+        deliveries = client.get(f"/v1/predictions/{ids[0]}/deliveries")
+    per_prediction = {i: [g["type"] for g in got if g["data"]["id"] == i] for i in ids}
+    assert all(v == ["prediction.started", "prediction.completed"] for v in per_prediction.values())
+    assert len({g["webhook-id"] for g in got}) == 6
+    if deliveries.status_code == 200:  # the route lands with the API work
+        rows = deliveries.json()["data"]
+        assert [r["status"] for r in rows] == ["delivered", "delivered"]
+        assert rows[0]["event"] == "started" and rows[0]["attempts"] >= 2
+
+
+def test_a_kill_between_the_change_and_its_delivery_loses_nothing(
+    make_server: Callable[..., Server], receiver: Receiver
+) -> None:
+    """The server is SIGKILLed while the receiver refuses; after a restart the receiver,
+    back, gets the completed event."""
+    server = make_server(models=["Echo"], **FAST_DELIVERY)
+    secret = secret_of(server.env, server.project)
+    receiver.answer = 503
+    with server.client() as client:
+        created = hooked(client, receiver, ["completed"])
+        wait_done(client, created["id"])
+    wait_until(lambda: len(receiver.received) >= 1)
+    server.signal(signal.SIGKILL)
+    server.wait_exit()
+    receiver.answer = 200
+    make_server(models=["Echo"], **FAST_DELIVERY)
+    got = wait_until(lambda: receiver.accepted(secret))
+    assert [(g["type"], g["data"]["id"]) for g in got] == [("prediction.completed", created["id"])]
+
+
+def test_410_gone_stops_the_subscription(
+    make_server: Callable[..., Server], receiver: Receiver
+) -> None:
+    """A receiver answering 410 to the started event never gets the completed one."""
+    server = make_server(models=["Echo"], **FAST_DELIVERY)
+    receiver.answer = 410
+    with server.client() as client:
+        created = hooked(client, receiver, ["started", "completed"])
+        wait_done(client, created["id"])
+        wait_until(lambda: len(receiver.received) >= 1)
+        if client.get(f"/v1/predictions/{created['id']}/deliveries").status_code == 200:
+            rows = wait_until(
+                lambda: (
+                    r := client.get(f"/v1/predictions/{created['id']}/deliveries").json()["data"]
+                )
+                and all(x["status"] == "stopped" for x in r)
+                and r
+            )
+            assert [r["event"] for r in rows] == ["started", "completed"]
+    assert len(receiver.received) == 1
