@@ -15,6 +15,7 @@ settings resolve them now.
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from freight.pipelines import Pipeline, PipelineSpec, check_pipelines, parse_pip
 from freight.pipelines.declare import as_raw
 from freight.pipelines.runs import Bundle
 from freight.registry import ModelSpec, discover
+
+log = logging.getLogger("freight")
 
 
 @dataclass
@@ -63,6 +66,8 @@ def load_pipelines(
     """Parse and check the project's pipelines; raise one PipelineDefinitionError
     listing every fault."""
     raw = declared(project_dir)
+    if settings.models:  # this process serves some models only: it runs what it can
+        raw = _servable(raw, set(models))
     if not raw:
         return Pipelines()
     specs = parse_pipelines(raw, targets=set(models))
@@ -86,6 +91,35 @@ def load_pipelines(
             models={t: defaults[t] for t in sorted(targets) if t in defaults},
         ).dumps()
     return Pipelines(specs, bundles)
+
+
+def _servable(raw: dict[str, Any], models: set[str]) -> dict[str, Any]:
+    """With ``models:`` listed explicitly (a process serving a subset), the pipelines
+    whose models, nested ones' included, are all served here; the others are left
+    out with a warning instead of stopping the start."""
+    keep = dict(raw)
+    while True:
+        dropped = {
+            name
+            for name, value in keep.items()
+            if not _targets(as_raw(value)) <= models | set(keep)
+        }
+        if not dropped:
+            return keep
+        for name in sorted(dropped):
+            log.warning("pipeline %s is not served here: it needs models not in `models:`", name)
+            del keep[name]
+
+
+def _targets(raw: Any) -> set[str]:
+    steps = raw.get("steps") if isinstance(raw, dict) else None
+    if not isinstance(steps, dict):
+        return set()
+    return {
+        str(step.get("model") or step.get("pipeline"))
+        for step in steps.values()
+        if isinstance(step, dict)
+    }
 
 
 def _reachable(name: str, specs: dict[str, PipelineSpec]) -> set[str]:

@@ -13,27 +13,22 @@ import gc
 import logging
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
 
 from freight.agent import Agent
-from freight.agent.delivery import SinkFor
 from freight.api import create_app, create_probe_app
 from freight.api.routes import objects
 from freight.backlog import BacklogGauge
 from freight.config import Settings, load_settings
-from freight.errors import ConfigError, FreightError
+from freight.errors import FreightError
 from freight.events import CompletionHub, WorkSignal
-from freight.notify.signing import WebhookSecrets
-from freight.notify.sinks.base import Sink
-from freight.notify.sinks.webhook import WebhookSink
+from freight.notify.config import NotificationsConfig, allow_private, load_notifications
 from freight.project import Pipelines, load_pipelines
 from freight.project import check as check_project
 from freight.registry import ModelSpec, discover
@@ -43,6 +38,8 @@ from freight.storage import open_storage
 from freight.store import Store, migrate, open_store
 from freight.subscriptions import Subscriptions
 from freight.system import SystemService
+from freight.wiring import check_sinks, server_sinks, sink_factory
+from freight.wiring import webhook_secret as webhook_secret
 
 log = logging.getLogger("freight")
 
@@ -52,7 +49,13 @@ class Parts:
     settings: Settings
     specs: dict[str, ModelSpec]
     pipelines: Pipelines = field(default_factory=Pipelines)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     worker_port: int | None = None  # freight worker --port: serve probes and metrics
+
+    @property
+    def allow_private_webhooks(self) -> bool:
+        """``FREIGHT_WEBHOOK_ALLOW_PRIVATE`` or ``notifications.webhooks.allow_private``."""
+        return self.settings.webhook_allow_private or allow_private(self.notifications)
 
 
 def prepare(project_dir: Path, **overrides: object) -> Parts:
@@ -65,8 +68,9 @@ def prepare(project_dir: Path, **overrides: object) -> Parts:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     specs = discover(project_dir, settings.models or None)
     pipelines = load_pipelines(project_dir, specs, settings)
+    notifications = load_notifications(project_dir)
     migrate(settings.resolved_database_url)
-    return Parts(settings, specs, pipelines)
+    return Parts(settings, specs, pipelines, notifications)
 
 
 def check(project_dir: Path) -> list[str]:
@@ -104,7 +108,9 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
             signal=signal_,
             hub=hub,
             storage_url=settings.resolved_storage_url,
-            sink_for=_sink_factory(settings),
+            sink_for=sink_factory(
+                parts.settings, parts.notifications, parts.allow_private_webhooks
+            ),
         )
         if with_agent
         else None
@@ -120,7 +126,9 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
         interrupt=agent.interrupt if agent else None,
         backlog=backlog,
         pipelines=parts.pipelines,
-        subscriptions=Subscriptions(allow_private=settings.webhook_allow_private),
+        subscriptions=Subscriptions(
+            server_sinks(parts.notifications), allow_private=parts.allow_private_webhooks
+        ),
     )
     system = SystemService(
         parts.specs, store, backlog, fleet=agent, pipelines=parts.pipelines.specs
@@ -128,25 +136,8 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
     return Services(predictions, system, signer, agent, signal_, hub)
 
 
-def _sink_factory(settings: Settings) -> SinkFor:
-    """How the deliverer reaches one subscription: a caller's webhook, signed with the
-    current keys."""
-
-    def sink_for(entry: dict[str, Any], secrets: WebhookSecrets) -> Sink:
-        if "url" not in entry:
-            raise ConfigError(f"no sink named {entry.get('sink')!r} is configured")
-        return WebhookSink(
-            "webhook",
-            str(entry["url"]),
-            secrets=secrets,
-            timeout_s=settings.delivery_timeout_s,
-            allow_private=settings.webhook_allow_private,
-        )
-
-    return sink_for
-
-
 async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
+    await check_sinks(parts.settings, parts.notifications)
     store = open_store(parts.settings.resolved_database_url)
     await store.open()
     services = _wire(parts, store, with_agent=with_agent)
@@ -335,31 +326,6 @@ def _main(
     except FreightError as exc:
         print(f"freight: error: {exc.message}", file=sys.stderr)
         return 2
-
-
-def webhook_secret(project_dir: Path, rotate: bool = False) -> str:
-    """``freight webhooks secret``: the current webhook signing secret (created when
-    none exists); ``rotate``: a new one, the previous keeps signing for
-    ``webhook_secret_overlap_s`` so receivers can switch without missing an event."""
-    settings = load_settings(project_dir)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    migrate(settings.resolved_database_url)
-
-    async def run() -> str:
-        store = open_store(settings.resolved_database_url)
-        await store.open()
-        try:
-            now = time.time()
-            current = await store.webhook_secrets(now=now, overlap_s=0)
-            if rotate or not current:
-                secret = WebhookSecrets.generate().current
-                await store.rotate_webhook_secret(secret, now=now)
-                return secret
-            return current[0]
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 def migrate_only(project_dir: Path) -> int:

@@ -241,7 +241,7 @@ def test_idempotent_retry_skips_a_done_upload(api: Api, client: Client) -> None:
 
 
 def test_wait_long_polls_until_terminal(api: Api, client: Client) -> None:
-    """wait() repeats GET ?wait= until the status is terminal and returns the prediction."""
+    """On a server without event streams, wait() repeats GET ?wait= until terminal."""
     api.on(
         "GET",
         "/v1/predictions/p1",
@@ -251,8 +251,10 @@ def test_wait_long_polls_until_terminal(api: Api, client: Client) -> None:
     )
     result = client.wait("p1", timeout=30, poll_s=0)
     assert isinstance(result, Prediction) and result.terminal
-    assert len(api.requests) == 3
-    assert all(float(r.url.params["wait"]) > 0 for r in api.requests)
+    probe, *polls = api.requests  # the stream first: this server answers 404 for it
+    assert probe.url.path == "/v1/predictions/p1/events"
+    assert len(polls) == 3
+    assert all(float(r.url.params["wait"]) > 0 for r in polls)
 
 
 def test_wait_times_out(api: Api, client: Client) -> None:

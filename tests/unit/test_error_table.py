@@ -36,7 +36,8 @@ def test_every_request_time_error_has_a_status_and_a_meaning() -> None:
     start_up_only = {
         errors.ConfigError,
         errors.ModelDefinitionError,
-        getattr(errors, "PipelineDefinitionError", errors.ConfigError),
+        errors.PipelineDefinitionError,
+        errors.SinkError,
     }
     raised = {
         cls

@@ -229,3 +229,77 @@ def test_nested_run_is_one_entry_without_its_steps() -> None:
 def test_a_run_with_no_step_rows_has_an_empty_map() -> None:
     """A pipeline run whose rows are not there yet renders steps as {}."""
     assert prediction_dict(done(kind="pipeline"), steps=[])["steps"] == {}
+
+
+# -- event stream and deliveries (api/routes/events.py) ------------------------------------
+
+
+def test_a_stream_event_reaches_the_client_as_the_prediction_object() -> None:
+    """An SSE event carries the integer id as text, the type as ``event`` and the
+    prediction object as ``data``; FastAPI's framing of it (a stored JSON text with
+    newlines spans several ``data:`` lines) parses back in the client to the same id,
+    type and prediction."""
+    from fastapi.sse import format_sse_event
+
+    from freight.api.routes.events import _sse
+    from freight.client._events import SseParser, event_from
+    from freight.streams import StreamEvent
+
+    p = done(output_json='{"a":\n1}')
+    sent = _sse(StreamEvent(3, "succeeded", p), prediction_dict(p))
+    assert (sent.id, sent.event) == ("3", "succeeded")
+    wire = format_sse_event(data_str=sent.raw_data, event=sent.event, id=sent.id).decode()
+    parser = SseParser()
+    (raw,) = [e for line in wire.split("\n") if (e := parser.feed(line)) is not None]
+    received = event_from(raw)
+    assert (received.id, received.type, received.final) == (3, "succeeded", True)
+    assert received.prediction.output == {"a": 1} and received.prediction.id == p.id
+
+
+def test_a_delivery_renders_its_stamps_as_iso_and_its_tries() -> None:
+    """Deliveries show times as ISO 8601 and each try; an ended one has no next_at."""
+    from freight.api.routes.events import _delivery
+    from freight.deliveries import DeliveryAttempt, DeliveryStatus
+    from freight.service import DeliveryView
+
+    view = DeliveryView(
+        sink="webhook https://h.test/in",
+        event_id="p:completed:1",
+        event_type="completed",
+        status=DeliveryStatus.DELIVERED,
+        attempts=2,
+        created_at=T0,
+        next_at=None,
+        finished_at=T0 + 2,
+        last_code=200,
+        last_error=None,
+        tries=[
+            DeliveryAttempt("o", 1, "p", T0 + 1, status_code=503, next_at=T0 + 1.5),
+            DeliveryAttempt("o", 2, "p", T0 + 2, status_code=200),
+        ],
+    )
+    body = _delivery(view)
+    assert (body["event"], body["status"], body["next_at"]) == ("completed", "delivered", None)
+    assert body["finished_at"] == iso(T0 + 2)
+    assert [t["status_code"] for t in body["tries"]] == [503, 200]
+    assert body["tries"][0]["next_at"] == iso(T0 + 1.5) and body["tries"][1]["next_at"] is None
+
+
+def test_the_webhook_query_parameters_of_the_realtime_routes() -> None:
+    """``webhook_events`` is a comma list (default: the server's), a name it does not know
+    is a validation error naming it, and it means nothing without ``webhook``."""
+    import pytest
+    from fastapi.exceptions import RequestValidationError
+
+    from freight.api.routes.predictions import webhook_query
+    from freight.service import Webhook
+
+    assert webhook_query() is None
+    assert webhook_query("https://h.test/a") == Webhook("https://h.test/a")
+    both = webhook_query("https://h.test/a", "started, completed,started")
+    assert both == Webhook("https://h.test/a", ("started", "completed"))
+    with pytest.raises(RequestValidationError) as unknown:
+        webhook_query("https://h.test/a", "started,finished")
+    assert "'finished'" in unknown.value.errors()[0]["msg"]
+    with pytest.raises(RequestValidationError):
+        webhook_query(None, "started")

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from freight import __version__, metrics
 from freight.api import docs, errors
-from freight.api.routes import health, models, objects, pipelines, predictions
+from freight.api.routes import events, health, models, objects, pipelines, predictions
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,7 +46,7 @@ def create_app(
     errors.install(app)
     docs.install(app)
     _install_metrics(system)
-    for module in (predictions, models, pipelines, objects, health):
+    for module in (predictions, events, models, pipelines, objects, health):
         app.include_router(module.router)
     return app
 

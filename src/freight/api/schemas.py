@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 StatusName = Literal[
     "pending",
@@ -17,6 +17,54 @@ StatusName = Literal[
     "expired",
     "skipped",
 ]
+
+
+WebhookEvent = Literal["started", "completed"]
+WEBHOOK_EVENTS: tuple[str, ...] = ("started", "completed")
+#: what the API takes as a webhook URL before the SSRF guard looks at it (the service's)
+WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://"
+WEBHOOK_URL_MAX = 2048
+
+
+def check_webhook_events(names: list[str]) -> list[str]:
+    """Refuse an unknown event by name (a ``Literal`` error would only say where)."""
+    unknown = [name for name in names if name not in WEBHOOK_EVENTS]
+    if unknown:
+        raise ValueError(
+            f"unknown webhook event {', '.join(map(repr, unknown))}: "
+            f"use {' or '.join(WEBHOOK_EVENTS)}"
+        )
+    return names
+
+
+def _completed_only() -> list[WebhookEvent]:
+    return ["completed"]
+
+
+class WebhookIn(BaseModel):
+    """Where to POST this prediction's events (Standard Webhooks, signed with the
+    server's secret: ``freight webhooks secret``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1,
+        max_length=WEBHOOK_URL_MAX,
+        pattern=WEBHOOK_URL_PATTERN,
+        description="http(s) URL of the receiver",
+    )
+    events: list[WebhookEvent] = Field(
+        default_factory=_completed_only,
+        min_length=1,
+        description="which events to send: started (it began running), completed (any end)",
+    )
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _known_events(cls, value: Any) -> Any:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return check_webhook_events(value)
+        return value
 
 
 class CreatePrediction(BaseModel):
@@ -33,6 +81,7 @@ class CreatePrediction(BaseModel):
     metadata: dict[str, Any] | None = None
     priority: int = Field(0, ge=-1000, le=1000)
     ttl_s: float | None = Field(None, gt=0)
+    webhook: WebhookIn | None = None
 
 
 class ErrorInfo(BaseModel):
@@ -117,6 +166,37 @@ class PredictionOut(BaseModel):
     steps: dict[str, StepOut] | None = Field(
         None, description="a pipeline run: its steps by name, in run order"
     )
+
+
+class DeliveryTryOut(BaseModel):
+    """One attempt to deliver an event: the receiver's status code or the error, and
+    when the next one is due (null: it was the last)."""
+
+    attempt: int
+    at: str
+    status_code: int | None
+    error: str | None
+    next_at: str | None
+
+
+class DeliveryOut(BaseModel):
+    """One event for one subscription of a prediction."""
+
+    sink: str = Field(description="`webhook <url without query>`, or a freight.yaml sink's name")
+    event_id: str = Field(description="stable across retries: receivers de-duplicate on it")
+    event: str
+    status: Literal["pending", "sending", "delivered", "dead", "stopped"]
+    attempts: int
+    last_code: int | None
+    last_error: str | None
+    next_at: str | None = Field(description="when it is tried next (null once it ended)")
+    finished_at: str | None
+    created_at: str
+    tries: list[DeliveryTryOut]
+
+
+class DeliveryList(BaseModel):
+    data: list[DeliveryOut]
 
 
 class PredictionPage(BaseModel):

@@ -7,9 +7,10 @@ the CLI at a scripted server.
 
 from __future__ import annotations
 
+from freight.cli import _notify  # registers the notification commands
 from freight.cli._app import app
 
-__all__ = ["app", "main"]
+__all__ = ["_notify", "app", "main"]
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import json
 import mimetypes
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from rich.progress import (
 from rich.text import Text
 
 from freight.cli import _render
+from freight.cli._follow import follow
 from freight.client import Client, FreightClientError, Prediction, PredictionHandle
 from freight.errors import FreightError
 
@@ -46,9 +46,6 @@ err = Console(stderr=True)
 
 client_factory: Callable[[str | None], Client] = Client
 """Builds the client for a command from the --url value (None: $FREIGHT_URL or default)."""
-
-# how long each status request may be held by the server while the spinner runs
-STATUS_POLL_S = 1.0
 
 UrlOption = Annotated[
     str | None,
@@ -73,6 +70,8 @@ def _client(ctx: typer.Context, url: str | None) -> Iterator[Client]:
             yield client
     except FreightClientError as exc:
         err.print(f"[bold red]error[/] [red]{exc.code}[/]: {exc.message}")
+        for problem in _render.problems(exc.detail):  # which field, and why (a 422)
+            err.print(Text(f"  {problem}"), soft_wrap=True)
         raise typer.Exit(1) from None
     except TimeoutError as exc:
         err.print(f"[bold yellow]timeout[/]: {exc}")
@@ -152,21 +151,6 @@ def parse_input(value: str) -> tuple[Any, Path | None]:
     return None, path
 
 
-def _follow(client: Client, handle: PredictionHandle, timeout: float | None) -> Prediction:
-    """Wait for the prediction with a spinner that shows its live status."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    prediction = handle.prediction
-    with err.status(f"{handle.id}: {prediction.status}", spinner="dots") as spinner:
-        while not prediction.terminal:
-            left = STATUS_POLL_S if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"prediction {handle.id} still {prediction.status}")
-            prediction = client.get(handle.id, wait=min(STATUS_POLL_S, left))
-            spinner.update(f"{handle.id}: {prediction.status}")
-    handle.prediction = prediction
-    return prediction
-
-
 @contextmanager
 def _transfer_bar(client: Client, what: str, size: int | None) -> Iterator[None]:
     """A Rich progress bar on stderr while a file uploads or downloads (1 MiB and more)."""
@@ -210,22 +194,43 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Save the output to this file.")
     ] = None,
+    webhook: Annotated[
+        str | None,
+        typer.Option("--webhook", help="POST the prediction's events to this http(s) URL."),
+    ] = None,
+    webhook_event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--webhook-event",
+            help="An event to send to --webhook: started, completed (repeatable; "
+            "default completed).",
+        ),
+    ] = None,
     url: UrlOption = None,
 ) -> None:
     """Submit a prediction; with --wait, follow it and print its output."""
     value, path = parse_input(input)
     if path is None and value is None:
         raise typer.BadParameter("a null input cannot be sent; give a JSON value or a file")
+    if webhook_event and webhook is None:
+        raise typer.BadParameter("--webhook-event needs --webhook")
+    events = webhook_event or None
     with _client(ctx, url) as client:
         if path is None:
-            handle = client.predict(target, value)
+            handle = client.predict(target, value, webhook=webhook, webhook_events=events)
         else:
             with _transfer_bar(client, "upload", path.stat().st_size):
-                handle = client.predict(target, file=path, content_type=content_type)
+                handle = client.predict(
+                    target,
+                    file=path,
+                    content_type=content_type,
+                    webhook=webhook,
+                    webhook_events=events,
+                )
         if not wait:
             out.print(_render.summary(handle.prediction))
             return
-        prediction = _follow(client, handle, timeout)
+        prediction = follow(client, handle, timeout, err)
         err.print(_render.summary(prediction))
         if prediction.steps and not prediction.succeeded:  # which step failed, then why
             err.print(_render.steps_table(prediction.steps))

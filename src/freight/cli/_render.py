@@ -7,14 +7,15 @@ so the commands stay short and the look can change without touching them.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from freight.client import ModelInfo, PipelineInfo, Prediction, StepInfo
+from freight.client import Delivery, ModelInfo, PipelineInfo, Prediction, StepInfo, StreamEvent
 
 STATUS_STYLES = {
     "pending": "dim yellow",
@@ -26,6 +27,15 @@ STATUS_STYLES = {
     "failed": "bold red",
     "canceled": "dim",
     "expired": "dim red",
+}
+
+
+DELIVERY_STYLES = {
+    "pending": "yellow",
+    "sending": "cyan",
+    "delivered": "bold green",
+    "dead": "bold red",
+    "stopped": "dim",
 }
 
 
@@ -163,5 +173,59 @@ def pipeline_table(p: PipelineInfo) -> Table:
             Text(step.when or "-"),
             Text(step.for_each or "-"),
             "yes" if step.optional else "-",
+        )
+    return table
+
+
+def progress(event: StreamEvent) -> str:
+    """What the spinner says on an event: the status, or which step reached what."""
+    if event.type.startswith("step."):
+        return f"running; step {event.prediction.step} {event.type.removeprefix('step.')}"
+    return event.type
+
+
+def _last(d: Delivery) -> Text:
+    """The receiver's last answer: its status code, its error, or both."""
+    parts = [str(d.last_code)] if d.last_code is not None else []
+    if d.last_error:
+        parts.append(d.last_error)
+    return Text(" ".join(parts) or "-", style="red" if d.last_error else "")
+
+
+def _next_retry(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return "-"
+    seconds = (at - now).total_seconds()
+    when = "due" if seconds <= 0 else f"in {seconds:,.0f} s"
+    return f"{at.astimezone(UTC):%H:%M:%S} UTC ({when})"
+
+
+def problems(detail: dict[str, Any]) -> list[str]:
+    """A validation error's problems as ``field: why`` lines (nothing for other errors)."""
+    found = detail.get("errors")
+    if not isinstance(found, list):
+        return []
+    lines = []
+    for problem in found:
+        if isinstance(problem, dict):
+            where = ".".join(str(part) for part in problem.get("loc") or [] if part != "body")
+            lines.append(f"{where or 'request'}: {problem.get('msg', '')}")
+    return lines
+
+
+def deliveries_table(prediction_id: str, deliveries: list[Delivery]) -> Table:
+    """A prediction's notifications: where each event goes and how its delivery went."""
+    table = Table(title=f"deliveries of {prediction_id}")
+    now = datetime.now(UTC)
+    for column in ("sink", "event", "status", "attempts", "last", "next retry"):
+        table.add_column(column, justify="right" if column == "attempts" else "left")
+    for d in deliveries:
+        table.add_row(
+            Text(d.sink),
+            Text(d.event),
+            Text(d.status, style=DELIVERY_STYLES.get(d.status, "")),
+            str(d.attempts),
+            _last(d),
+            _next_retry(d.next_at, now),
         )
     return table

@@ -12,6 +12,10 @@ Errors: every error the server reports, and every failure to reach it, is a
 HTTP ``status`` (0 when there was no response), the API's stable ``code`` and
 its ``detail``; a 429 also carries ``retry_after_s``. ``handle.wait(timeout)``
 raises the built-in ``TimeoutError``; invalid arguments raise ``ValueError``.
+
+Following: ``handle.wait()`` follows the prediction's server-sent event stream
+(``client.events(id)`` yields each :class:`StreamEvent`, resuming a dropped
+connection where it left off) and long-polls a server that has none.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 from freight.client._async import AsyncClient, AsyncPredictionHandle
 from freight.client._models import (
     TERMINAL_STATUSES,
+    Delivery,
+    DeliveryTry,
     ErrorInfo,
     FreightClientError,
     Metrics,
@@ -28,6 +34,7 @@ from freight.client._models import (
     Prediction,
     StepInfo,
     StepItem,
+    StreamEvent,
 )
 from freight.client._sync import Client, PredictionHandle
 
@@ -36,6 +43,8 @@ __all__ = [
     "AsyncClient",
     "AsyncPredictionHandle",
     "Client",
+    "Delivery",
+    "DeliveryTry",
     "ErrorInfo",
     "FreightClientError",
     "Metrics",
@@ -46,4 +55,5 @@ __all__ = [
     "PredictionHandle",
     "StepInfo",
     "StepItem",
+    "StreamEvent",
 ]

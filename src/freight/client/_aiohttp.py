@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +20,7 @@ import aiohttp
 import httpx
 import orjson
 
+from freight.client._events import check_stream
 from freight.client._models import FreightClientError
 from freight.client._protocol import CHUNK_BYTES, Call, partial_path
 
@@ -92,6 +93,33 @@ class AiohttpTransport:
                 0,
                 "connection_error",
                 f"{type(exc).__name__} talking to {url}: {exc}",
+            ) from exc
+
+    async def lines(self, call: Call) -> AsyncGenerator[str, None]:
+        """The lines of an event stream as they arrive (an error answer raised)."""
+        url = self._url(call)
+        try:
+            async with self._session_now().get(
+                url,
+                headers={**self._headers, **call.headers},
+                timeout=_timeout(call, self._timeout_s),
+            ) as reply:
+                head = httpx.Response(
+                    reply.status,
+                    headers=[
+                        (k.decode("latin-1"), v.decode("latin-1")) for k, v in reply.raw_headers
+                    ],
+                    content=await reply.read() if reply.status >= 400 else b"",
+                    request=httpx.Request(call.method, url),
+                )
+                check_stream(head)
+                async for line in reply.content:
+                    yield line.decode()
+        except TimeoutError as exc:
+            raise FreightClientError(0, "timeout", f"timed out talking to {url}") from exc
+        except aiohttp.ClientError as exc:
+            raise FreightClientError(
+                0, "connection_error", f"{type(exc).__name__} talking to {url}: {exc}"
             ) from exc
 
     async def aclose(self) -> None:

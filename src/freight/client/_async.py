@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
@@ -19,7 +21,16 @@ import httpx
 
 from freight.client import _flows
 from freight.client._aiohttp import AiohttpTransport
-from freight.client._models import HandleBase, ModelInfo, PipelineInfo, Prediction
+from freight.client._events import Follower, check_stream, fallback
+from freight.client._models import (
+    Delivery,
+    FreightClientError,
+    HandleBase,
+    ModelInfo,
+    PipelineInfo,
+    Prediction,
+    StreamEvent,
+)
 from freight.client._protocol import (
     CHUNK_BYTES,
     Call,
@@ -49,7 +60,8 @@ class AsyncPredictionHandle(HandleBase):
         return self.prediction
 
     async def wait(self, timeout: float | None = None, poll_s: float = 0.5) -> Prediction:
-        """Wait until terminal (TimeoutError after ``timeout`` seconds) and return it."""
+        """Wait until terminal (TimeoutError after ``timeout`` seconds) and return it:
+        follows the event stream, or long-polls a server without one."""
         if not self.prediction.terminal:
             self.prediction = await self._client.wait(self.id, timeout=timeout, poll_s=poll_s)
         return self.prediction
@@ -67,6 +79,14 @@ class AsyncPredictionHandle(HandleBase):
     async def cancel(self) -> Prediction:
         self.prediction = await self._client.cancel(self.id)
         return self.prediction
+
+    def events(self, after: int | None = None) -> AsyncIterator[StreamEvent]:
+        """Its events as they happen (see :meth:`AsyncClient.events`)."""
+        return self._client.events(self.id, after=after)
+
+    async def deliveries(self) -> list[Delivery]:
+        """Its notifications and how their delivery went."""
+        return await self._client.deliveries(self.id)
 
 
 class AsyncClient:
@@ -93,6 +113,7 @@ class AsyncClient:
             )
         else:
             self._net = AiohttpTransport(self.url, timeout_s, dict(headers or {}))
+        self._streams = True  # False once the server showed it has no event streams
 
     # -- predictions ----------------------------------------------------------------------
 
@@ -110,8 +131,13 @@ class AsyncClient:
         ttl_s: float | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
     ) -> AsyncPredictionHandle:
-        """Queue a prediction (uploading ``data``/``file`` when given) and return its handle."""
+        """Queue a prediction (uploading ``data``/``file`` when given) and return its handle.
+
+        ``webhook``: a URL to POST its events to (``webhook_events``: ``started``,
+        ``completed``; the server's default is ``completed`` only)."""
         flow = _flows.create(
             target,
             input,
@@ -124,6 +150,8 @@ class AsyncClient:
             ttl_s=ttl_s,
             idempotency_key=idempotency_key,
             wait=wait,
+            webhook=webhook,
+            webhook_events=webhook_events,
         )
         return AsyncPredictionHandle(self, await self._drive(flow))
 
@@ -135,17 +163,36 @@ class AsyncClient:
         data: bytes | None = None,
         content_type: str | None = None,
         timeout: float | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
     ) -> Any:
         """Predict in real time and return the output (awaited if past the server deadline)."""
-        flow = _flows.run(target, input, data=data, content_type=content_type, timeout=timeout)
+        flow = _flows.run(
+            target,
+            input,
+            data=data,
+            content_type=content_type,
+            timeout=timeout,
+            webhook=webhook,
+            webhook_events=webhook_events,
+        )
         return await self._drive(flow)
 
     async def run_pipeline(
-        self, name: str, input: Any = None, *, timeout: float | None = None
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        timeout: float | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
     ) -> Any:
         """Run a pipeline in real time and return its output (awaited if past the server
         deadline). ``run`` is for models: a pipeline has its own route."""
-        return await self._drive(_flows.run_pipeline(name, input, timeout=timeout))
+        flow = _flows.run_pipeline(
+            name, input, timeout=timeout, webhook=webhook, webhook_events=webhook_events
+        )
+        return await self._drive(flow)
 
     async def get(self, prediction_id: str, *, wait: float | None = None) -> Prediction:
         return await self._drive(_flows.get(prediction_id, wait=wait))
@@ -157,7 +204,46 @@ class AsyncClient:
     async def wait(
         self, prediction_id: str, *, timeout: float | None = None, poll_s: float = 0.5
     ) -> Prediction:
-        return await self._drive(_flows.wait_for(prediction_id, timeout=timeout, poll_s=poll_s))
+        """The prediction once terminal, following its event stream; long-polling (every
+        ``poll_s`` at worst) where the stream fails, e.g. a server without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._streams:
+            try:
+                async with aclosing(self.events(prediction_id, timeout=timeout)) as events:
+                    async for event in events:
+                        if event.final:
+                            return event.prediction
+            except FreightClientError as exc:
+                self._streams = fallback(exc)
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        flow = _flows.wait_for(prediction_id, timeout=left, poll_s=poll_s)
+        return await self._drive(flow)
+
+    async def events(
+        self, prediction_id: str, *, after: int | None = None, timeout: float | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The prediction's events (``GET /v1/predictions/{id}/events``) from the start,
+        or after event ``after``, until its final one; dropped connections are resumed
+        without repeats. TimeoutError once ``timeout`` seconds have passed."""
+        follower = Follower(prediction_id, after, timeout)
+        while not follower.done:
+            error: FreightClientError | None = None
+            try:
+                async with aclosing(self._lines(follower.call())) as lines:
+                    async for line in lines:
+                        event = follower.feed(line)
+                        if event is not None:
+                            yield event
+                        if follower.done:
+                            return
+            except FreightClientError as exc:
+                error = exc
+            if pause := follower.ended(error):
+                await asyncio.sleep(pause)
+
+    async def deliveries(self, prediction_id: str) -> builtins.list[Delivery]:
+        """The prediction's notifications (one per event and subscription) and their tries."""
+        return await self._drive(_flows.deliveries(prediction_id))
 
     async def cancel(self, prediction_id: str) -> Prediction:
         return await self._drive(_flows.cancel(prediction_id))
@@ -229,6 +315,28 @@ class AsyncClient:
                 return await self._send(step, step.content)
             with step.upload.open("rb") as f:
                 return await self._send(step, _chunks(f))
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.url) from exc
+
+    async def _lines(self, call: Call) -> AsyncGenerator[str, None]:
+        """The lines of an event stream, as they arrive."""
+        if self._net is not None:
+            async with aclosing(self._net.lines(call)) as lines:
+                async for line in lines:
+                    yield line
+            return
+        assert self._http is not None
+        try:
+            request = self._http.build_request(**send_kwargs(call))
+            response = await self._http.send(request, stream=True)
+            try:
+                if response.is_error:
+                    await response.aread()
+                check_stream(response)
+                async for line in response.aiter_lines():
+                    yield line
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from exc
 

@@ -10,11 +10,19 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from freight.client._models import FreightClientError, ModelInfo, PipelineInfo, Prediction
+from freight.client._events import deliveries_from
+from freight.client._models import (
+    Delivery,
+    FreightClientError,
+    ModelInfo,
+    PipelineInfo,
+    Prediction,
+)
 from freight.client._protocol import (
     Call,
     Flow,
@@ -54,6 +62,8 @@ def create(
     ttl_s: float | None = None,
     idempotency_key: str | None = None,
     wait: float | None = None,
+    webhook: str | None = None,
+    webhook_events: Sequence[str] | None = None,
 ) -> Flow[Prediction]:
     """Create a prediction; for ``data``/``file``, create it awaiting input then upload.
 
@@ -77,6 +87,10 @@ def create(
         "ttl_s": ttl_s,
     }
     body.update({k: v for k, v in extras.items() if v is not None})
+    if webhook is not None:
+        body["webhook"] = {"url": webhook, **_events_field(webhook_events)}
+    elif webhook_events is not None:
+        raise ValueError("webhook_events needs webhook")
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     if wait is not None and not uploading:
         headers["Prefer"] = f"wait={number(wait)}"
@@ -95,6 +109,20 @@ def create(
         if wait is not None and not prediction.terminal:
             prediction = yield from get(prediction.id, wait=wait)
     return prediction
+
+
+def _events_field(events: Sequence[str] | None) -> dict[str, Any]:
+    """``events`` of a webhook, left to the server's default (completed) when None."""
+    return {} if events is None else {"events": list(events)}
+
+
+def webhook_params(url: str | None, events: Sequence[str] | None) -> dict[str, str]:
+    """The real-time routes take the webhook as query parameters (the body is the input)."""
+    if url is None:
+        if events is not None:
+            raise ValueError("webhook_events needs webhook")
+        return {}
+    return {"webhook": url, **({} if events is None else {"webhook_events": ",".join(events)})}
 
 
 def upload(
@@ -160,6 +188,11 @@ def wait_for(
         if time.monotonic() - asked < hold / 2:
             left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
             yield from pause(left)
+
+
+def deliveries(prediction_id: str) -> Flow[list[Delivery]]:
+    """The prediction's notifications: one per event and subscription, with their tries."""
+    return deliveries_from((yield from request(Call("GET", _path(prediction_id) + "/deliveries"))))
 
 
 def cancel(prediction_id: str) -> Flow[Prediction]:
@@ -230,6 +263,8 @@ def run(
     data: bytes | None = None,
     content_type: str | None = None,
     timeout: float | None = None,
+    webhook: str | None = None,
+    webhook_events: Sequence[str] | None = None,
 ) -> Flow[Any]:
     """Real-time predict: the output inline, or — past the server's deadline — awaited.
 
@@ -240,6 +275,7 @@ def run(
     if input is not None and data is not None:
         raise ValueError("give input or data, not both")
     params = {"timeout": number(timeout)} if timeout is not None else {}
+    params.update(webhook_params(webhook, webhook_events))
     call_url = f"/v1/models/{quote(target, safe='')}/predict"
     if data is not None:
         headers = {"Content-Type": content_type or OCTET_STREAM}
@@ -258,12 +294,20 @@ def run(
     return (yield from _realtime(call))
 
 
-def run_pipeline(name: str, input: Any, *, timeout: float | None = None) -> Flow[Any]:
+def run_pipeline(
+    name: str,
+    input: Any,
+    *,
+    timeout: float | None = None,
+    webhook: str | None = None,
+    webhook_events: Sequence[str] | None = None,
+) -> Flow[Any]:
     """A real-time pipeline run (JSON in, the run's output back), followed like
     :func:`run` past the deadline. Its own route rather than :func:`run` guessing:
     models and pipelines share one namespace, but only the caller knows which a
     name is without a request to ask."""
     params = {"timeout": number(timeout)} if timeout is not None else {}
+    params.update(webhook_params(webhook, webhook_events))
     call = Call(
         "POST",
         f"/v1/pipelines/{quote(name, safe='')}/predict",

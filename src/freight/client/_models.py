@@ -9,6 +9,7 @@ breaks an older client.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -147,6 +148,51 @@ class Prediction(_Wire):
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One event of ``GET /v1/predictions/{id}/events``: ``id`` counts from 1 within
+    the prediction (pass it as ``after`` to resume), ``type`` is the status reached
+    (``queued``, ``running``, ``succeeded``, ...) or ``step.<status>`` for a pipeline
+    run's step, ``prediction`` the prediction (a step's own for a step event) as it
+    was when the event was sent."""
+
+    id: int
+    type: str
+    prediction: Prediction
+
+    @property
+    def final(self) -> bool:
+        """True for the followed prediction's terminal event: the stream's last."""
+        return self.type in TERMINAL_STATUSES
+
+
+class DeliveryTry(_Wire):
+    """One attempt to deliver a notification: the receiver's answer, or the error."""
+
+    attempt: int
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None
+    next_at: datetime | None = None
+
+
+class Delivery(_Wire):
+    """One event for one subscription of a prediction (``sink`` is ``webhook <url>``
+    or a server-wide sink's name) and how its delivery went."""
+
+    sink: str
+    event_id: str
+    event: str
+    status: str
+    attempts: int = 0
+    last_code: int | None = None
+    last_error: str | None = None
+    next_at: datetime | None = None
+    finished_at: datetime | None = None
+    created_at: datetime | None = None
+    tries: list[DeliveryTry] = Field(default_factory=list)
 
 
 class BatchingInfo(_Wire):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
@@ -18,7 +19,16 @@ from typing import IO, Any, TypeVar
 import httpx
 
 from freight.client import _flows
-from freight.client._models import HandleBase, ModelInfo, PipelineInfo, Prediction
+from freight.client._events import Follower, check_stream, fallback
+from freight.client._models import (
+    Delivery,
+    FreightClientError,
+    HandleBase,
+    ModelInfo,
+    PipelineInfo,
+    Prediction,
+    StreamEvent,
+)
 from freight.client._protocol import (
     CHUNK_BYTES,
     Call,
@@ -48,7 +58,8 @@ class PredictionHandle(HandleBase):
         return self.prediction
 
     def wait(self, timeout: float | None = None, poll_s: float = 0.5) -> Prediction:
-        """Block until terminal (TimeoutError after ``timeout`` seconds) and return it."""
+        """Block until terminal (TimeoutError after ``timeout`` seconds) and return it:
+        follows the event stream, or long-polls a server without one."""
         if not self.prediction.terminal:
             self.prediction = self._client.wait(self.id, timeout=timeout, poll_s=poll_s)
         return self.prediction
@@ -65,6 +76,14 @@ class PredictionHandle(HandleBase):
     def cancel(self) -> Prediction:
         self.prediction = self._client.cancel(self.id)
         return self.prediction
+
+    def events(self, after: int | None = None) -> Iterator[StreamEvent]:
+        """Its events as they happen (see :meth:`Client.events`)."""
+        return self._client.events(self.id, after=after)
+
+    def deliveries(self) -> list[Delivery]:
+        """Its notifications and how their delivery went."""
+        return self._client.deliveries(self.id)
 
 
 class Client:
@@ -91,6 +110,7 @@ class Client:
         self._http = httpx.Client(
             base_url=self.url, timeout=timeout_s, headers=headers, transport=transport
         )
+        self._streams = True  # False once the server showed it has no event streams
 
     # -- predictions ----------------------------------------------------------------------
 
@@ -108,8 +128,13 @@ class Client:
         ttl_s: float | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
     ) -> PredictionHandle:
-        """Queue a prediction (uploading ``data``/``file`` when given) and return its handle."""
+        """Queue a prediction (uploading ``data``/``file`` when given) and return its handle.
+
+        ``webhook``: a URL to POST its events to (``webhook_events``: ``started``,
+        ``completed``; the server's default is ``completed`` only)."""
         flow = _flows.create(
             target,
             input,
@@ -122,6 +147,8 @@ class Client:
             ttl_s=ttl_s,
             idempotency_key=idempotency_key,
             wait=wait,
+            webhook=webhook,
+            webhook_events=webhook_events,
         )
         return PredictionHandle(self, self._drive(flow))
 
@@ -133,15 +160,36 @@ class Client:
         data: bytes | None = None,
         content_type: str | None = None,
         timeout: float | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
     ) -> Any:
         """Predict in real time and return the output (awaited if past the server deadline)."""
-        flow = _flows.run(target, input, data=data, content_type=content_type, timeout=timeout)
+        flow = _flows.run(
+            target,
+            input,
+            data=data,
+            content_type=content_type,
+            timeout=timeout,
+            webhook=webhook,
+            webhook_events=webhook_events,
+        )
         return self._drive(flow)
 
-    def run_pipeline(self, name: str, input: Any = None, *, timeout: float | None = None) -> Any:
+    def run_pipeline(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        timeout: float | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+    ) -> Any:
         """Run a pipeline in real time and return its output (awaited if past the server
         deadline). ``run`` is for models: a pipeline has its own route."""
-        return self._drive(_flows.run_pipeline(name, input, timeout=timeout))
+        flow = _flows.run_pipeline(
+            name, input, timeout=timeout, webhook=webhook, webhook_events=webhook_events
+        )
+        return self._drive(flow)
 
     def get(self, prediction_id: str, *, wait: float | None = None) -> Prediction:
         return self._drive(_flows.get(prediction_id, wait=wait))
@@ -153,7 +201,45 @@ class Client:
     def wait(
         self, prediction_id: str, *, timeout: float | None = None, poll_s: float = 0.5
     ) -> Prediction:
-        return self._drive(_flows.wait_for(prediction_id, timeout=timeout, poll_s=poll_s))
+        """The prediction once terminal, following its event stream; long-polling (every
+        ``poll_s`` at worst) where the stream fails, e.g. a server without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._streams:
+            try:
+                with closing(self.events(prediction_id, timeout=timeout)) as events:
+                    for event in events:
+                        if event.final:
+                            return event.prediction
+            except FreightClientError as exc:
+                self._streams = fallback(exc)
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return self._drive(_flows.wait_for(prediction_id, timeout=left, poll_s=poll_s))
+
+    def events(
+        self, prediction_id: str, *, after: int | None = None, timeout: float | None = None
+    ) -> Generator[StreamEvent, None, None]:
+        """The prediction's events (``GET /v1/predictions/{id}/events``) from the start,
+        or after event ``after``, until its final one; dropped connections are resumed
+        without repeats. TimeoutError once ``timeout`` seconds have passed."""
+        follower = Follower(prediction_id, after, timeout)
+        while not follower.done:
+            error: FreightClientError | None = None
+            try:
+                with closing(self._lines(follower.call())) as lines:
+                    for line in lines:
+                        event = follower.feed(line)
+                        if event is not None:
+                            yield event
+                        if follower.done:
+                            return
+            except FreightClientError as exc:
+                error = exc
+            if pause := follower.ended(error):
+                time.sleep(pause)
+
+    def deliveries(self, prediction_id: str) -> builtins.list[Delivery]:
+        """The prediction's notifications (one per event and subscription) and their tries."""
+        return self._drive(_flows.deliveries(prediction_id))
 
     def cancel(self, prediction_id: str) -> Prediction:
         return self._drive(_flows.cancel(prediction_id))
@@ -222,6 +308,21 @@ class Client:
             with step.upload.open("rb") as f:
                 total = os.fstat(f.fileno()).st_size
                 return self._send(step, _chunks(f, total, self.upload_progress))
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.url) from exc
+
+    def _lines(self, call: Call) -> Generator[str, None, None]:
+        """The lines of an event stream, as they arrive."""
+        try:
+            request = self._http.build_request(**send_kwargs(call))
+            response = self._http.send(request, stream=True)
+            try:
+                if response.is_error:
+                    response.read()
+                check_stream(response)
+                yield from response.iter_lines()
+            finally:
+                response.close()
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from exc
 

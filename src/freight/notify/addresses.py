@@ -74,8 +74,8 @@ def refusal(ip: IPAddress, *, allow_private: bool = False) -> str | None:
     checks = (
         (ip.is_loopback, "a loopback address"),
         (ip.is_link_local, "a link-local address"),
-        (ip.is_private, "a private address"),
         (ip.is_reserved, "a reserved address"),
+        (ip.is_private, "a private address"),
         (not ip.is_global, "not a globally routable address"),
     )
     return next((reason for hit, reason in checks if hit), None)
@@ -122,9 +122,7 @@ def check_url_text(url: str, *, allow_private: bool = False) -> str:
     parts = urlsplit(url)
     if parts.scheme.lower() not in SCHEMES:
         shown = parts.scheme or "(none)"
-        raise _refuse(
-            f"the webhook URL must be http or https, not {shown!r}", reason="scheme"
-        )
+        raise _refuse(f"the webhook URL must be http or https, not {shown!r}", reason="scheme")
     try:
         host, _port = parts.hostname, parts.port
     except ValueError:

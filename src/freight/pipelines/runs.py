@@ -122,12 +122,12 @@ def _new_row(
     waiting_on: int,
     item_index: int | None = None,
 ) -> Prediction:
-    gathering = step.fan_out and item_index is None
+    gathering = step.fan_out and item_index is None  # the row that gathers the elements
     defaults = bundle.models.get(step.target, {})
     timeout = step.timeout_s or defaults.get("timeout_s") or run.timeout_s
     return Prediction(
         id=row_id,
-        target=run.target if gathering else step.target,
+        target=step.target,
         status=Status.PENDING,
         created_at=run.created_at,
         kind=FOR_EACH if gathering else step.kind,

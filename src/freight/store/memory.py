@@ -213,7 +213,7 @@ class MemoryStore(MemoryOutbox):
         self._check()
         result: dict[str, TargetStats] = {}
         for row in self._rows.values():
-            if row.status in _COUNTED:
+            if row.status in _COUNTED and (row.status is not Status.RUNNING or row.kind == "model"):
                 counts = result.setdefault(row.target, TargetStats())
                 name = row.status.value
                 setattr(counts, name, getattr(counts, name) + 1)

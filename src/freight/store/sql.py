@@ -193,7 +193,8 @@ WHERE id IN (
 STATS = """
 SELECT target, 'queued', count(*) FROM predictions WHERE status = 'queued' GROUP BY target
 UNION ALL
-SELECT target, 'running', count(*) FROM predictions WHERE status = 'running' GROUP BY target
+SELECT target, 'running', count(*) FROM predictions
+WHERE status = 'running' AND kind = 'model' GROUP BY target
 UNION ALL
 SELECT target, 'awaiting_input', count(*) FROM predictions
 WHERE status = 'awaiting_input' GROUP BY target"""

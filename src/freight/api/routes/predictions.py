@@ -17,7 +17,14 @@ from freight.api import deps
 from freight.api.bodies import body_stream, content_type_of, read_json
 from freight.api.errors import responses
 from freight.api.render import json_response, prediction_dict
-from freight.api.schemas import CreatePrediction, PredictionOut, PredictionPage
+from freight.api.schemas import (
+    WEBHOOK_URL_MAX,
+    WEBHOOK_URL_PATTERN,
+    CreatePrediction,
+    PredictionOut,
+    PredictionPage,
+    check_webhook_events,
+)
 from freight.errors import (
     ConflictError,
     InvalidRequestError,
@@ -30,7 +37,7 @@ from freight.errors import (
 )
 from freight.media import OCTET_STREAM
 from freight.prediction import Prediction, Status
-from freight.service import CreateOptions, NewInput, request_hash
+from freight.service import CreateOptions, NewInput, Webhook, request_hash
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 
@@ -43,7 +50,7 @@ async def _output_url(request: Request, row: Prediction) -> str | None:
     return deps.absolute(request, url) if url else None
 
 
-async def _rendered(
+async def rendered(
     request: Request, row: Prediction, upload_url: str | None = None
 ) -> dict[str, Any]:
     """The prediction object; a pipeline run also gets its steps map (one more query,
@@ -71,7 +78,7 @@ async def respond(request: Request, row: Prediction, status_code: int | None = N
     if row.status == Status.AWAITING_INPUT and row.upload_expires_at is not None:
         path = f"/v1/predictions/{row.id}/input"
         upload_url = deps.signer(request).sign_until("PUT", path, row.upload_expires_at)
-    body = await _rendered(request, row, deps.absolute(request, upload_url) if upload_url else None)
+    body = await rendered(request, row, deps.absolute(request, upload_url) if upload_url else None)
     if status_code is None:
         status_code = 200 if row.status.terminal else 202
     return json_response(body, status_code)
@@ -80,6 +87,47 @@ async def respond(request: Request, row: Prediction, status_code: int | None = N
 def prefer_wait(prefer: str | None) -> float | None:
     match = _PREFER_WAIT.search(prefer or "")
     return float(match.group(1)) if match else None
+
+
+def webhook_query(
+    webhook: Annotated[
+        str | None,
+        Query(
+            max_length=WEBHOOK_URL_MAX,
+            pattern=WEBHOOK_URL_PATTERN,
+            description="http(s) URL to POST this prediction's events to (signed, "
+            "Standard Webhooks)",
+        ),
+    ] = None,
+    webhook_events: Annotated[
+        str | None,
+        Query(
+            description="comma-separated events for `webhook`: started, completed "
+            "(default completed)"
+        ),
+    ] = None,
+) -> Webhook | None:
+    """The real-time routes' webhook: their body is the input itself, so it comes as
+    query parameters (``webhook=<url>&webhook_events=started,completed``)."""
+    if webhook is None:
+        if webhook_events is not None:
+            raise _query_invalid("webhook_events", "webhook_events needs webhook", webhook_events)
+        return None
+    if webhook_events is None:
+        return Webhook(webhook)
+    names = [name.strip() for name in webhook_events.split(",") if name.strip()]
+    try:
+        check_webhook_events(names or [webhook_events])
+    except ValueError as exc:
+        raise _query_invalid("webhook_events", str(exc), webhook_events) from None
+    return Webhook(webhook, tuple(dict.fromkeys(names)))
+
+
+def _query_invalid(name: str, message: str, value: str) -> RequestValidationError:
+    """A 422 ``validation_error`` in the shape FastAPI gives a query parameter's."""
+    return RequestValidationError(
+        [{"loc": ("query", name), "msg": message, "type": "value_error", "input": value}]
+    )
 
 
 def _validate(raw: Any) -> CreatePrediction:
@@ -138,6 +186,9 @@ async def create_prediction(
             ttl_s=body.ttl_s,
             idempotency_key=idempotency_key,
             request_hash=request_hash(raw) if idempotency_key else None,
+            webhook=None
+            if body.webhook is None
+            else Webhook(body.webhook.url, tuple(dict.fromkeys(body.webhook.events))),
         ),
     )
     wait_s = prefer_wait(prefer)
@@ -184,7 +235,7 @@ async def list_predictions(
     after = _decode_cursor(cursor) if cursor else None
     rows = await svc.list(target=target, status=status, after_id=after, limit=limit + 1)
     page, more = rows[:limit], len(rows) > limit
-    data = [await _rendered(request, row) for row in page]
+    data = [await rendered(request, row) for row in page]
     return json_response(
         {"data": data, "next_cursor": _encode_cursor(page[-1].id) if more else None}
     )

@@ -9,9 +9,11 @@ event with its own time bound, retries by its own policy, and closes it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
+from urllib.parse import unquote, urlsplit
 
 from freight.errors import SinkError
 from freight.notify.event import EVENT_NAMES, Event, Outcome, event_name
@@ -60,10 +62,24 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+def _parts(secret: str) -> list[str]:
+    """A secret and, when it is a URL (or a list of them), each password in it: client
+    libraries print a URL's pieces as often as the whole."""
+    found = [secret]
+    for piece in secret.replace(",", " ").split():
+        with contextlib.suppress(ValueError):
+            password = urlsplit(piece).password
+            if password:
+                found.append(password)
+                found.append(unquote(password))
+    return found
+
+
 def redact(text: str, secrets: Iterable[str | None]) -> str:
     """``text`` with every occurrence of each (non-empty) secret replaced by ``***``:
-    client libraries put URLs, user names or passwords in their exception text."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+    client libraries put URLs or passwords in their exception text."""
+    every = {part for s in secrets if s for part in _parts(s)}
+    for secret in sorted(every, key=len, reverse=True):
         text = text.replace(secret, _HIDDEN)
     return text
 

@@ -1,0 +1,70 @@
+"""The notification commands: ``freight deliveries ID`` and ``freight webhooks secret``.
+
+Kept apart from ``_app.py`` (the prediction commands) and registered on the same
+Typer app when the CLI package is imported. ``webhooks secret`` reads the
+server's database, so like the serve commands it imports ``freight.server``
+only when run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from freight.cli import _render
+from freight.cli._app import DirArgument, UrlOption, _client, app, err, out
+from freight.errors import FreightError
+
+webhooks = typer.Typer(name="webhooks", help="Webhook settings of a server.", no_args_is_help=True)
+app.add_typer(webhooks)
+
+VERIFY_HINT = (
+    "receivers verify the webhook-signature header with this secret (Standard Webhooks: "
+    "v1,<base64 HMAC-SHA256 of webhook-id.webhook-timestamp.body>; "
+    "e.g. standardwebhooks.Webhook(secret).verify(body, headers))"
+)
+
+
+@app.command()
+def deliveries(
+    ctx: typer.Context,
+    prediction_id: Annotated[str, typer.Argument(metavar="ID", help="Prediction id.")],
+    url: UrlOption = None,
+) -> None:
+    """Show a prediction's notifications: each event per sink, its status, attempts, the
+    receiver's last answer and when it is retried."""
+    with _client(ctx, url) as client:
+        found = client.deliveries(prediction_id)
+    if not found:
+        out.print(
+            f"no notifications for {prediction_id} (it was created without a webhook "
+            "and no server sink matches it)"
+        )
+        return
+    out.print(_render.deliveries_table(prediction_id, found))
+
+
+@webhooks.command("secret")
+def secret(
+    project_dir: DirArgument = Path("."),
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            "--rotate",
+            help="Make a new secret; the old one keeps signing alongside it for the "
+            "overlap (webhook_secret_overlap_s), so receivers can switch over.",
+        ),
+    ] = False,
+) -> None:
+    """Print the secret webhooks are signed with (created on first use)."""
+    server: Any = importlib.import_module("freight.server")
+    try:
+        value = str(server.webhook_secret(project_dir=project_dir, rotate=rotate))
+    except FreightError as exc:  # settings that do not load, a database that is down
+        err.print(f"[bold red]error[/] [red]{exc.code}[/]: {exc.message}")
+        raise typer.Exit(1) from None
+    typer.echo(value)  # alone on stdout, so it pipes into a secret store
+    typer.echo(VERIFY_HINT, err=True)

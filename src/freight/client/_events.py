@@ -1,0 +1,197 @@
+"""Following a prediction's event stream, sans I/O: the SSE wire format parsed line by
+line, and the rules for reconnecting — written once for both clients, which only
+open the connection and hand over its lines (as ``_flows`` does for requests).
+
+A server ends a stream after the prediction's final event, and also after it
+has held the connection for its longest wait (or when its store hiccups); a
+connection can also just drop. Each of those is resumed with ``Last-Event-ID``:
+the server counts event ids from 1 within the prediction and replays only
+later ones, so nothing is repeated. A connection that brings nothing at all, a
+few times running, is given up on (the server is not streaming); an HTTP error
+(404 from an older server without the route, a proxy's 4xx) is raised at once,
+so a caller can fall back to long-polling.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+from pydantic import ValidationError
+
+from freight.client._models import Delivery, FreightClientError, Prediction, StreamEvent
+from freight.client._protocol import CONNECT_TIMEOUT_S, Call, error_from, json_body, media_type
+
+EVENT_STREAM = "text/event-stream"
+#: the server sends a keep-alive every 15 s: three missed and the connection is dead
+STREAM_READ_S = 45.0
+#: connections in a row that bring not a single line before the follower gives up
+MAX_EMPTY_CONNECTIONS = 3
+#: the pause before the second reconnect in a row of empty ones, doubled after each
+RECONNECT_PAUSE_S = 0.25
+
+
+@dataclass(slots=True)
+class RawEvent:
+    id: str | None
+    type: str
+    data: str
+
+
+@dataclass(slots=True)
+class SseParser:
+    """The ``text/event-stream`` format (the HTML standard's), one line at a time."""
+
+    _data: list[str] = field(default_factory=list)
+    _type: str = ""
+    _id: str | None = None
+
+    def feed(self, line: str) -> RawEvent | None:
+        """Take one line (its terminator optional); return the event a blank line ends."""
+        line = _strip_terminator(line)
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):  # a comment: the server's keep-alive
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._type = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+    def _dispatch(self) -> RawEvent | None:
+        data, kind = self._data, self._type
+        self._data, self._type = [], ""
+        if not data:  # the standard: an event without data is not dispatched
+            return None
+        return RawEvent(self._id, kind or "message", "\n".join(data))
+
+
+def _strip_terminator(line: str) -> str:
+    for end in ("\r\n", "\n", "\r"):
+        if line.endswith(end):
+            return line[: -len(end)]
+    return line
+
+
+def event_from(raw: RawEvent) -> StreamEvent:
+    """A freight stream event: an integer id and a prediction object as its data."""
+    try:
+        event_id = int(raw.id or "")
+        prediction = Prediction.model_validate(orjson.loads(raw.data))
+    except (ValueError, ValidationError, orjson.JSONDecodeError) as exc:
+        raise FreightClientError(
+            200, "invalid_response", f"not a freight stream event (id {raw.id!r}): {exc}"
+        ) from exc
+    return StreamEvent(event_id, raw.type, prediction)
+
+
+def check_stream(response: httpx.Response) -> None:
+    """Raise for an error answer (its body already read) or anything but a stream."""
+    if response.is_error:
+        raise error_from(response)
+    kind = media_type(response.headers.get("Content-Type"))
+    if kind != EVENT_STREAM:
+        raise FreightClientError(
+            response.status_code,
+            "invalid_response",
+            f"expected {EVENT_STREAM} from {response.request.url.path}, got {kind or 'nothing'}",
+        )
+
+
+def fallback(error: FreightClientError) -> bool:
+    """A waiter whose stream failed long-polls instead, unless the prediction itself is
+    missing; returns whether streams are still worth trying next time (not after a
+    server showed it has no such route)."""
+    if error.code == "prediction_not_found":
+        raise error
+    return error.status not in (404, 405)
+
+
+def _retryable(error: FreightClientError) -> bool:
+    """No answer at all, or the server's own trouble: worth reconnecting."""
+    return error.status == 0 or error.status >= 500
+
+
+class Follower:
+    """One prediction's stream across connections: what to ask for next, the events
+    the lines make, and whether (and after what pause) to reconnect."""
+
+    def __init__(self, prediction_id: str, after: int | None, timeout: float | None) -> None:
+        self.prediction_id = prediction_id
+        self.path = f"/v1/predictions/{quote(prediction_id, safe='')}/events"
+        self.status = "unfinished"  # the followed prediction's, as last heard
+        self.last_id = after
+        self.done = False
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._timeout = timeout
+        self._parser = SseParser()
+        self._heard = False
+        self._empty = 0
+
+    def call(self) -> Call:
+        """The next connection's request, resuming after the last event seen."""
+        read = STREAM_READ_S
+        if self._deadline is not None:
+            read = min(read, max(self._deadline - time.monotonic(), 0.001))
+        headers = {"Accept": EVENT_STREAM, "Cache-Control": "no-cache"}
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = str(self.last_id)
+        self._parser, self._heard = SseParser(), False
+        return Call(
+            "GET", self.path, headers=headers, timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=read)
+        )
+
+    def feed(self, line: str) -> StreamEvent | None:
+        """One line of the current connection; the event it completes, if any."""
+        self._heard = True
+        raw = self._parser.feed(line)
+        event = None if raw is None else event_from(raw)
+        if event is not None:
+            self.last_id = event.id
+            self.done = event.final
+            if not event.type.startswith("step."):
+                self.status = event.prediction.status
+        if not self.done:
+            self.check_deadline()
+        return event
+
+    def ended(self, error: FreightClientError | None) -> float:
+        """The connection ended before the final event (``error``: how). Returns the
+        pause before reconnecting; raises the error (or ``stream_ended``) to give up."""
+        self.check_deadline()
+        if error is not None and not _retryable(error):
+            raise error
+        self._empty = 0 if self._heard else self._empty + 1
+        if self._empty >= MAX_EMPTY_CONNECTIONS:
+            raise error or FreightClientError(
+                0,
+                "stream_ended",
+                f"the event stream of {self.prediction_id} keeps ending without events",
+            )
+        return 0.0 if self._empty <= 1 else min(RECONNECT_PAUSE_S * 2 ** (self._empty - 1), 2.0)
+
+    def check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            raise TimeoutError(
+                f"prediction {self.prediction_id} still {self.status} after {self._timeout} s"
+            )
+
+
+def deliveries_from(response: httpx.Response) -> list[Delivery]:
+    body: Any = json_body(response)
+    try:
+        return [Delivery.model_validate(item) for item in body["data"]]
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise FreightClientError(
+            response.status_code, "invalid_response", "not a list of deliveries"
+        ) from exc

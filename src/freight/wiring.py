@@ -1,0 +1,99 @@
+"""The notification side of a process, wired: sinks, subscriptions, the secret.
+
+Part of the composition root (``server.py``): it builds what the deliverer and
+the prediction service are given from ``freight.yaml``'s ``notifications:``
+section and the settings, and is the ``freight webhooks secret`` command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from freight.agent.delivery import SinkFor
+from freight.config import Settings, load_settings
+from freight.errors import ConfigError
+from freight.notify.build import build_sinks
+from freight.notify.config import NotificationsConfig
+from freight.notify.signing import WebhookSecrets
+from freight.notify.sinks.base import Sink
+from freight.notify.sinks.webhook import WebhookSink, webhook_client
+from freight.store import migrate, open_store
+from freight.subscriptions import EVENTS, ServerSink
+
+
+def sink_factory(settings: Settings, config: NotificationsConfig, allow: bool) -> SinkFor:
+    """How the deliverer reaches one subscription: a caller's webhook (one shared,
+    address-guarded HTTP client), or a sink of ``freight.yaml``, built with the
+    signing keys of the moment (the deliverer asks again after a rotation)."""
+    client = webhook_client(timeout_s=settings.delivery_timeout_s, allow_private=allow)
+
+    def sink_for(entry: dict[str, Any], secrets: WebhookSecrets) -> Sink:
+        if "url" in entry:
+            return WebhookSink(
+                "webhook",
+                str(entry["url"]),
+                secrets=secrets,
+                timeout_s=settings.delivery_timeout_s,
+                allow_private=allow,
+                client=client,
+            )
+        sinks = build_sinks(config, public_url=settings.public_url, webhook_secrets=secrets)
+        name = str(entry.get("sink"))
+        if name not in sinks:
+            raise ConfigError(f"no sink named {name!r} is configured", sink=name)
+        return sinks[name]
+
+    return sink_for
+
+
+async def check_sinks(settings: Settings, config: NotificationsConfig) -> None:
+    """Start-up: every configured sink can be built and opened (a missing credential
+    or an unreachable broker stops the start, naming the sink)."""
+    sinks = build_sinks(
+        config,
+        public_url=settings.public_url,
+        webhook_secrets=WebhookSecrets.generate(),
+    )
+    try:
+        await sinks.open_all()
+    finally:
+        await sinks.close_all()
+
+
+def server_sinks(config: NotificationsConfig) -> list[ServerSink]:
+    return [
+        ServerSink(
+            sink.name,
+            frozenset(sink.events or EVENTS),
+            None if sink.targets is None else frozenset(sink.targets),
+        )
+        for sink in config.sinks
+    ]
+
+
+def webhook_secret(project_dir: Path, rotate: bool = False) -> str:
+    """``freight webhooks secret``: the current webhook signing secret (created when
+    none exists); ``rotate``: a new one, the previous keeps signing for
+    ``webhook_secret_overlap_s`` so receivers can switch without missing an event."""
+    settings = load_settings(project_dir)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.resolved_database_url)
+
+    async def run() -> str:
+        store = open_store(settings.resolved_database_url)
+        await store.open()
+        try:
+            now = time.time()
+            current = await store.webhook_secrets(now=now, overlap_s=0)
+            if rotate or not current:
+                secret = WebhookSecrets.generate().current
+                await store.rotate_webhook_secret(secret, now=now)
+                return secret
+            return current[0]
+        finally:
+            await store.close()
+
+    return asyncio.run(run())

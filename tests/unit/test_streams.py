@@ -1,0 +1,218 @@
+"""freight.streams: a prediction's events derived from its stamps, on the in-memory fakes.
+
+The live tests change the store *between* pulls of the stream, so each pull
+sees exactly one new state: no sleeps, and the stream's own poll (``poll_s``)
+only decides how soon it looks, never what it sees.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from freight.config import Settings
+from freight.errors import NotFoundError
+from freight.events import CompletionHub, WorkSignal
+from freight.model import Batching, InputKind, Replicas
+from freight.prediction import Completion, Prediction, Status
+from freight.registry import ModelSpec
+from freight.service import CreateOptions, NewInput, PredictionService
+from freight.storage.memory import MemoryStorage
+from freight.store.memory import MemoryStore
+from freight.streams import StreamEvent, events, history
+
+SPEC = ModelSpec(
+    name="m",
+    ref="models:M",
+    input_kind=InputKind.JSON,
+    batching=Batching(),
+    replicas=Replicas(),
+    timeout_s=None,
+    max_attempts=None,
+)
+POLL_S = 0.01
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FREIGHT_* variable of the calling shell leaks into the settings."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("FREIGHT_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    s = MemoryStore()
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path, store: MemoryStore) -> PredictionService:
+    settings = Settings(project_dir=tmp_path, state_dir=tmp_path / "state")  # type: ignore[call-arg]
+    return PredictionService(
+        settings,
+        {SPEC.name: SPEC},
+        store,
+        MemoryStorage(),
+        signal=WorkSignal(),
+        hub=CompletionHub(),
+    )
+
+
+async def queued(service: PredictionService) -> Prediction:
+    return await service.create("m", NewInput(json={"x": 1}, has_json=True), CreateOptions())
+
+
+async def claim(store: MemoryStore) -> Prediction:
+    (row,) = await store.claim("m", 1, worker_id="w", lease_s=60, now=time.time())
+    return row
+
+
+async def succeed(store: MemoryStore, row: Prediction) -> None:
+    done = Completion(
+        id=row.id,
+        attempt=row.attempts,
+        worker_id="w",
+        status=Status.SUCCEEDED,
+        finished_at=time.time(),
+        output_json="2",
+    )
+    assert await store.complete([done]) == [row.id]
+
+
+async def collect(stream: AsyncIterator[StreamEvent]) -> list[tuple[int, str]]:
+    return [(event.id, event.type) async for event in stream]
+
+
+async def test_a_finished_prediction_replays_its_ladder_and_ends(
+    service: PredictionService, store: MemoryStore
+) -> None:
+    """A done prediction streams queued, running, succeeded (ids 1-3), then the stream ends."""
+    row = await queued(service)
+    await succeed(store, await claim(store))
+    stream = events(service, row.id, poll_s=POLL_S)
+    got = [event async for event in stream]
+    assert [(e.id, e.type) for e in got] == [(1, "queued"), (2, "running"), (3, "succeeded")]
+    assert {e.prediction.status for e in got} == {Status.SUCCEEDED}  # the row as sent
+    assert got[-1].final and not got[0].final
+
+
+async def test_after_resumes_without_repeats(
+    service: PredictionService, store: MemoryStore
+) -> None:
+    """``after`` skips the events up to that id; past the last one nothing is left."""
+    row = await queued(service)
+    await succeed(store, await claim(store))
+    assert await collect(events(service, row.id, 2, poll_s=POLL_S)) == [(3, "succeeded")]
+    assert await collect(events(service, row.id, 3, poll_s=POLL_S)) == []
+
+
+async def test_a_live_prediction_streams_each_change_as_it_happens(
+    service: PredictionService, store: MemoryStore
+) -> None:
+    """Queued now, running once claimed, succeeded once completed: then the stream ends."""
+    row = await queued(service)
+    stream = events(service, row.id, poll_s=POLL_S)
+    first = await anext(stream)
+    assert (first.id, first.type, first.prediction.status) == (1, "queued", Status.QUEUED)
+    claimed = await claim(store)
+    second = await anext(stream)
+    assert (second.id, second.type, second.prediction.status) == (2, "running", Status.RUNNING)
+    await succeed(store, claimed)
+    third = await anext(stream)
+    assert (third.id, third.type, third.final) == (3, "succeeded", True)
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+
+
+async def test_a_resumed_live_stream_continues_the_same_ids(
+    service: PredictionService, store: MemoryStore
+) -> None:
+    """A second connection after event 1 of a running prediction starts at 2, then goes on."""
+    row = await queued(service)
+    claimed = await claim(store)
+    stream = events(service, row.id, 1, poll_s=POLL_S)
+    assert (await anext(stream)).id == 2
+    await succeed(store, claimed)
+    assert [(e.id, e.type) async for e in stream] == [(3, "succeeded")]
+
+
+async def test_a_prediction_created_without_input_starts_awaiting_it(
+    service: PredictionService,
+) -> None:
+    """An upload-later prediction's first event is awaiting_input; canceled, it ends there."""
+    row = await service.create("m", NewInput(), CreateOptions())
+    await service.cancel(row.id)
+    assert await collect(events(service, row.id, poll_s=POLL_S)) == [
+        (1, "awaiting_input"),
+        (2, "canceled"),
+    ]
+
+
+async def test_an_unknown_prediction_is_not_found(service: PredictionService) -> None:
+    """The stream of an id that does not exist raises prediction_not_found at once."""
+    with pytest.raises(NotFoundError) as caught:
+        await anext(events(service, "nope"))
+    assert caught.value.code == "prediction_not_found"
+
+
+async def test_max_s_ends_a_stream_before_the_prediction_ends(
+    service: PredictionService,
+) -> None:
+    """Past ``max_s`` the stream ends after what it had, without a final event."""
+    row = await queued(service)
+    got = [event async for event in events(service, row.id, poll_s=POLL_S, max_s=0)]
+    assert [(e.id, e.type, e.final) for e in got] == [(1, "queued", False)]
+
+
+def row(id: str, status: Status, *stamps: float | None, **fields: object) -> Prediction:
+    """A row with created/queued/started/finished stamps (seconds after T0)."""
+    created, queued_at, started, finished = (*stamps, None, None, None, None)[:4]
+    at = {
+        "created_at": T0 + (created or 0),
+        "queued_at": None if queued_at is None else T0 + queued_at,
+        "started_at": None if started is None else T0 + started,
+        "finished_at": None if finished is None else T0 + finished,
+    }
+    return Prediction(id=id, target="t", status=status, **at, **fields)  # type: ignore[arg-type]
+
+
+def test_a_run_streams_its_steps_in_stamp_order_and_ends_last() -> None:
+    """A run's own rungs and its steps' ``step.*`` rungs interleave by stamp; a tie keeps
+    the run first; for_each elements are left out; the run's end is always last."""
+    run = row("r", Status.SUCCEEDED, 0, 0, 0, 3, kind="pipeline")
+    a = row("a1", Status.SUCCEEDED, 0, 0, 1, 2, run_id="r", step="a")
+    b = row("b1", Status.SUCCEEDED, 0, 2, 2.5, 3, run_id="r", step="b")
+    late = row("c1", Status.SKIPPED, 0, None, None, 3, run_id="r", step="c")
+    element = row("e1", Status.SUCCEEDED, 0, 0, 1, 2, run_id="r", step="a", item_index=0)
+    names = [(t.type, t.row.step) for t in history(run, [late, b, element, a])]
+    assert names == [
+        ("queued", None),
+        ("running", None),
+        ("step.queued", "a"),
+        ("step.running", "a"),
+        ("step.succeeded", "a"),
+        ("step.queued", "b"),
+        ("step.running", "b"),
+        ("step.succeeded", "b"),
+        ("step.skipped", "c"),
+        ("succeeded", None),
+    ]
+
+
+def test_a_rows_rungs_keep_ladder_order_whatever_its_stamps() -> None:
+    """A row stamped out of order (another process's clock) still goes queued -> running
+    -> its end; a requeued row that ran before keeps its running rung."""
+    skewed = row("p", Status.SUCCEEDED, 0, 5, 1, 2)
+    assert [t.type for t in history(skewed)] == ["queued", "running", "succeeded"]
+    requeued = row("q", Status.QUEUED, 0, 2, 1, attempts=1)
+    assert [t.type for t in history(requeued)] == ["queued", "running"]
