@@ -78,6 +78,8 @@ class Limits:
     max_json_bytes: int
     max_payload_bytes: int
     realtime_timeout_s: float
+    max_wait_s: float  # the longest a request may be held (long polls, event streams)
+    poll_interval_s: float  # how often a waiter looks again without a wake-up
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,8 @@ class PredictionService:
             max_json_bytes=settings.max_json_bytes,
             max_payload_bytes=settings.max_payload_bytes,
             realtime_timeout_s=settings.realtime_timeout_s,
+            max_wait_s=settings.max_wait_s,
+            poll_interval_s=settings.poll_interval_s,
         )
         #: the base URL put in front of freight's own signed routes ("" = the request's)
         self.public_url = settings.public_url

@@ -48,11 +48,13 @@ STATUS: dict[type[errors.FreightError], int] = {
 #: what each status means to a caller, with the codes it carries (the OpenAPI text)
 MEANING: dict[type[errors.FreightError], str] = {
     errors.InvalidRequestError: "invalid request (`invalid_json`, `invalid_cursor`, "
-    "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`)",
+    "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`, "
+    "`webhook_refused`, `unknown_event`)",
     errors.UrlError: "missing, tampered or expired signed URL "
     "(`missing_signature`, `bad_signature`, `url_expired`)",
     errors.NotFoundError: "unknown model, prediction or object "
-    "(`unknown_target`, `prediction_not_found`, `object_not_found`, `input_not_found`)",
+    "(`unknown_target`, `unknown_pipeline`, `prediction_not_found`, `object_not_found`, "
+    "`input_not_found`)",
     errors.ConflictError: "idempotency key reused with another body "
     "(`idempotency_conflict`), or the prediction is in another state (`invalid_state`; "
     "`not_finished`, `no_output` for its output)",

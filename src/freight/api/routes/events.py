@@ -33,7 +33,6 @@ router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 log = logging.getLogger("freight.api")
 ERROR_SCHEMA = "#/components/schemas/ErrorBody"
 #: a connection's longest life where the service does not say (the settings' default)
-DEFAULT_HELD_S = 300.0
 
 _EVENTS_DOC = """\
 One event per stage the prediction reached, oldest first, then live until it
@@ -50,8 +49,7 @@ resume without repeats."""
 def _held_s(svc: PredictionService) -> float:
     """How long one connection follows (then the client resumes): as long as the server
     holds any request, ``max_wait_s``."""
-    held: float = getattr(svc.limits, "max_wait_s", DEFAULT_HELD_S)
-    return held
+    return svc.limits.max_wait_s
 
 
 def _json_errors(documented: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
