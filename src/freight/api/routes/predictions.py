@@ -89,7 +89,7 @@ def prefer_wait(prefer: str | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def webhook_query(
+async def webhook_query(
     webhook: Annotated[
         str | None,
         Query(
