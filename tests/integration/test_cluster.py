@@ -51,6 +51,9 @@ def cluster(postgres_url: str, s3_url: str, tmp_path: Path) -> Iterator[tuple[Se
     )
     try:
         wait_until(api._ready, timeout_s=60)
+        for i in range(2):  # both workers started (and handle SIGTERM by draining)
+            log = tmp_path / f"worker{i}.log"
+            wait_until(lambda log=log: "freight: worker " in log.read_text(), timeout_s=60)
         yield api, tmp_path
     finally:
         api.stop(kill=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import mimetypes
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,15 @@ DirArgument = Annotated[Path, typer.Argument(help="Project directory holding the
 @app.callback()
 def _root(ctx: typer.Context, url: UrlOption = None) -> None:
     ctx.obj = {"url": url}
+    _fit_consoles()
+
+
+def _fit_consoles() -> None:
+    """Rich reads ``COLUMNS`` once, when a console is made (here, at import): read it
+    again for each command, so a width set for this run applies to it."""
+    columns = os.environ.get("COLUMNS", "")
+    for console in (out, err):
+        console.width = int(columns) if columns.isdigit() else None  # type: ignore[assignment]
 
 
 @contextmanager
