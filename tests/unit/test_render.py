@@ -285,7 +285,7 @@ def test_a_delivery_renders_its_stamps_as_iso_and_its_tries() -> None:
     assert body["tries"][0]["next_at"] == iso(T0 + 1.5) and body["tries"][1]["next_at"] is None
 
 
-async def test_the_webhook_query_parameters_of_the_realtime_routes() -> None:
+def test_the_webhook_query_parameters_of_the_realtime_routes() -> None:
     """``webhook_events`` is a comma list (default: the server's), a name it does not know
     is a validation error naming it, and it means nothing without ``webhook``."""
     import pytest
@@ -294,12 +294,12 @@ async def test_the_webhook_query_parameters_of_the_realtime_routes() -> None:
     from freight.api.routes.predictions import webhook_query
     from freight.service import Webhook
 
-    assert await webhook_query() is None
-    assert await webhook_query("https://h.test/a") == Webhook("https://h.test/a")
-    both = await webhook_query("https://h.test/a", "started, completed,started")
+    assert webhook_query() is None
+    assert webhook_query("https://h.test/a") == Webhook("https://h.test/a")
+    both = webhook_query("https://h.test/a", "started, completed,started")
     assert both == Webhook("https://h.test/a", ("started", "completed"))
     with pytest.raises(RequestValidationError) as unknown:
-        await webhook_query("https://h.test/a", "started,finished")
+        webhook_query("https://h.test/a", "started,finished")
     assert "'finished'" in unknown.value.errors()[0]["msg"]
     with pytest.raises(RequestValidationError):
-        await webhook_query(None, "started")
+        webhook_query(None, "started")

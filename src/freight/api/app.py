@@ -44,10 +44,12 @@ def create_app(
     app.state.signer = signer
     app.state.public_url = service.public_url
     errors.install(app)
-    docs.install(app)
     _install_metrics(system)
-    for module in (predictions, events, models, pipelines, objects, health):
+    # routes are matched in order, one regex each: the hot ones first (real-time
+    # predict, create/get), the docs last
+    for module in (models, predictions, events, pipelines, objects, health):
         app.include_router(module.router)
+    docs.install(app)
     return app
 
 

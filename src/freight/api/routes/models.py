@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from freight.api import deps
 from freight.api.bodies import body_stream, content_type_of, read_json
 from freight.api.errors import responses
 from freight.api.render import json_response
-from freight.api.routes.predictions import respond, webhook_query
+from freight.api.routes.predictions import WEBHOOK_PARAMETERS, respond, webhook_of
 from freight.api.schemas import ModelList, PredictionOut
 from freight.errors import (
     InvalidRequestError,
@@ -23,7 +23,7 @@ from freight.errors import (
     UnsupportedMediaTypeError,
 )
 from freight.media import OCTET_STREAM, is_json_type
-from freight.service import NewInput, Webhook
+from freight.service import NewInput
 from freight.system import ModelInfo
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -75,6 +75,7 @@ async def list_models(request: Request) -> Response:
         202: {"description": "not done by the deadline", "model": PredictionOut},
     },
     openapi_extra={
+        "parameters": WEBHOOK_PARAMETERS,
         "requestBody": {
             "required": True,
             "content": {
@@ -88,7 +89,6 @@ async def predict(
     request: Request,
     name: str,
     timeout: Annotated[float | None, Query(gt=0, description="deadline in seconds")] = None,
-    webhook: Annotated[Webhook | None, Depends(webhook_query)] = None,
 ) -> Response:
     """Real-time: the model's output inline; past the deadline, 202 with the prediction;
     a failed prediction answers 424 with its own error."""
@@ -103,7 +103,7 @@ async def predict(
             data=body_stream(request, svc.limits.max_payload_bytes),
             content_type=content_type or OCTET_STREAM,
         )
-    row = await svc.run(name, new_input, timeout, webhook=webhook)
+    row = await svc.run(name, new_input, timeout, webhook=webhook_of(request))
     if not row.status.terminal:
         return await respond(request, row, 202)
     headers = {"X-Freight-Prediction-Id": row.id}

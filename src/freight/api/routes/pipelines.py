@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from freight.api import deps
 from freight.api.bodies import read_json
 from freight.api.errors import responses
 from freight.api.render import json_response
-from freight.api.routes.predictions import respond, webhook_query
+from freight.api.routes.predictions import WEBHOOK_PARAMETERS, respond, webhook_of
 from freight.api.schemas import PipelineList, PipelineOut, PredictionOut
 from freight.errors import (
     InvalidRequestError,
@@ -30,7 +30,7 @@ from freight.errors import (
     UnsupportedMediaTypeError,
 )
 from freight.pipelines import PipelineSpec, StepSpec, mermaid
-from freight.service import NewInput, Webhook
+from freight.service import NewInput
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
 
@@ -95,21 +95,23 @@ async def get_pipeline(request: Request, name: str) -> Response:
         202: {"description": "not done by the deadline", "model": PredictionOut},
     },
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}
+        "parameters": WEBHOOK_PARAMETERS,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
     },
 )
 async def predict(
     request: Request,
     name: str,
     timeout: Annotated[float | None, Query(gt=0, description="deadline in seconds")] = None,
-    webhook: Annotated[Webhook | None, Depends(webhook_query)] = None,
 ) -> Response:
     """Real-time run: the pipeline's output inline; past the deadline, 202 with the run
     (its ``steps`` map shows progress); a failed run answers 424 with its error."""
     deps.system(request).pipeline(name)  # 404 unknown_pipeline, before the body
     svc = deps.service(request)
     body = await read_json(request, svc.limits.max_json_bytes)  # 415 for any other type
-    row = await svc.run(name, NewInput(json=body, has_json=True), timeout, webhook=webhook)
+    row = await svc.run(
+        name, NewInput(json=body, has_json=True), timeout, webhook=webhook_of(request)
+    )
     if not row.status.terminal:
         return await respond(request, row, 202)
     headers = {"X-Freight-Prediction-Id": row.id}
