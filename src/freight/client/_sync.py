@@ -201,9 +201,13 @@ class Client:
     def wait(
         self, prediction_id: str, *, timeout: float | None = None, poll_s: float = 0.5
     ) -> Prediction:
-        """The prediction once terminal, following its event stream; long-polling (every
-        ``poll_s`` at worst) where the stream fails, e.g. a server without one."""
+        """The prediction once terminal: at once when it already is, else following its
+        event stream; long-polling (every ``poll_s`` at worst) where the stream fails,
+        e.g. a server without one."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        current = self.get(prediction_id)  # one GET answers a finished one: no stream
+        if current.terminal:
+            return current
         if self._streams:
             try:
                 with closing(self.events(prediction_id, timeout=timeout)) as events:
