@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -30,9 +31,9 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ["FREIGHT_WEBHOOK_ALLOW_PRIVATE"] = "true"  # the receiver is on loopback
 
-import bench  # noqa: E402  (bench/bench.py: the B1 workload and the server process)
+import bench
 
-import freight  # noqa: E402
+import freight
 
 
 class Receiver:
@@ -65,7 +66,7 @@ class Receiver:
 
 
 async def _hooked_burst(url: str, receiver: Receiver, n: int, id0: int) -> dict[str, Any]:
-    hook = {"url": f"http://127.0.0.1:{receiver.port}/hook", "events": ["completed"]}
+    hook = f"http://127.0.0.1:{receiver.port}/hook"
     receiver.arrived.clear()
     receiver.all_in.clear()
     receiver.expected = n
@@ -77,15 +78,14 @@ async def _hooked_burst(url: str, receiver: Receiver, n: int, id0: int) -> dict[
         async def submitter() -> None:
             for i in todo:
                 handle = await client.predict(
-                    "echo", {"id": id0 + i, "blob": bench.BLOB}, webhook=hook
+                    "echo", {"id": id0 + i, "blob": bench.BLOB}, webhook=hook,
+                    webhook_events=["completed"],
                 )
                 ids.append(handle.id)
 
         await asyncio.gather(*(submitter() for _ in range(bench.B1_CONCURRENCY)))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(receiver.all_in.wait(), 300)
-        except TimeoutError:
-            pass
     arrived = [receiver.arrived[i] for i in ids if i in receiver.arrived]
     latency = [(got - finished) * 1000 for got, finished in arrived]
     t_last = max(finished for _, finished in arrived) if arrived else time.time()
