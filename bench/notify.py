@@ -98,6 +98,29 @@ async def _hooked_burst(url: str, receiver: Receiver, n: int, id0: int) -> dict[
     }
 
 
+async def _unloaded(url: str, receiver: Receiver, n: int = 100) -> dict[str, Any]:
+    """The same webhook, one prediction at a time: delivery latency without load."""
+    hook = f"http://127.0.0.1:{receiver.port}/hook"
+    receiver.arrived.clear()
+    receiver.all_in.clear()
+    receiver.expected = n
+    async with freight.AsyncClient(url, timeout_s=60) as client:
+        for i in range(n):
+            handle = await client.predict(
+                "echo", {"id": 10**9 + i}, webhook=hook, webhook_events=["completed"]
+            )
+            await handle.wait(timeout=60)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(receiver.all_in.wait(), 60)
+    latency = [(got - finished) * 1000 for got, finished in receiver.arrived.values()]
+    return {
+        "n": n,
+        "delivered": len(latency),
+        "delivery_p50_ms": bench.pct(latency, 50),
+        "delivery_p99_ms": bench.pct(latency, 99),
+    }
+
+
 async def _round(url: str, receiver: Receiver, round_: int) -> tuple[float, float, float]:
     await bench._b1_burst(url, bench.B1_WARMUP, 10**6)
     plain = await bench._b1_burst(url, bench.B1_N, round_ * 10**5)
@@ -115,6 +138,7 @@ async def _main(rounds: int) -> None:
         server = bench.ServerProcess(Path(state))
         try:
             results = [await _round(server.url, receiver, r) for r in range(rounds)]
+            bench.emit("B10-unloaded", **await _unloaded(server.url, receiver))
         finally:
             server.stop()
     await runner.cleanup()

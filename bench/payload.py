@@ -9,7 +9,7 @@ under ``--dir`` (default: the system temp dir). Then: create a prediction
 without input, PUT ``--size-mib`` MiB through the presigned upload URL (explicit
 Content-Length, streamed from disk), long-poll until it succeeds, stream the
 output down from its ``output_url`` to disk, and check the sha256 (untimed). The
-client is freight's own ``AsyncClient`` (as BENCH.md asks).
+client is freight's own ``AsyncClient`` (the workloads' rule, bench/README.md).
 
 A thread samples ``VmHWM`` (the kernel's peak RSS) of ``freight serve`` and of
 every descendant (runners) all along. The physical reference is ``cp`` of the
