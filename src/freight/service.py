@@ -34,7 +34,7 @@ from freight.ids import new_id
 from freight.keys import input_key, upload_key
 from freight.media import JSON, OCTET_STREAM, is_json_type
 from freight.model import InputKind
-from freight.pipelines.runs import RUN, Bundle, step_rows
+from freight.pipelines.runs import RUN, bundle_of, step_rows
 from freight.prediction import Prediction, Status
 from freight.project import Pipelines
 from freight.registry import ModelSpec
@@ -243,7 +243,7 @@ class PredictionService:
             row.input_json = orjson.dumps(new_input.json).decode()  # templates read it
         assert row.definition is not None
         spec = self._pipelines.specs[row.target]
-        steps = step_rows(spec, row, Bundle(**orjson.loads(row.definition)), new_id)
+        steps = step_rows(spec, row, bundle_of(row.definition), new_id)
         return await self._store.create_run(row, steps)
 
     async def deliveries(self, prediction_id: str) -> list[DeliveryView]:

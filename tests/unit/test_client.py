@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ from freight.client import (
     StepInfo,
 )
 from freight.errors import FreightError
-
-Handler = Callable[[httpx.Request], httpx.Response]
+from tests.unit.fake_api import Api, error
 
 
 def prediction(id: str = "p1", status: str = "queued", **fields: Any) -> dict[str, Any]:
@@ -47,30 +46,6 @@ def prediction(id: str = "p1", status: str = "queued", **fields: Any) -> dict[st
     }
     body.update(fields)
     return body
-
-
-def error(status: int, code: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    body = {"error": {"code": code, "message": f"{code} happened", "detail": {"k": 1}}}
-    return httpx.Response(status, json=body, headers=headers)
-
-
-class Api:
-    """A scripted server: answers queued per (method, path), records every request."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], list[Handler | httpx.Response]] = {}
-        self.requests: list[httpx.Request] = []
-
-    def on(self, method: str, path: str, *answers: Handler | httpx.Response) -> None:
-        self.routes.setdefault((method, path), []).extend(answers)
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answers = self.routes.get((request.method, request.url.path))
-        if not answers:
-            return error(404, "no_route")
-        answer = answers.pop(0) if len(answers) > 1 else answers[0]
-        return answer(request) if callable(answer) else answer
 
 
 @pytest.fixture

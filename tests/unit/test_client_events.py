@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,8 +11,8 @@ import pytest
 
 from freight.client import AsyncClient, Client, FreightClientError, StreamEvent, _events
 from freight.client._events import SseParser
+from tests.unit.fake_api import Api, error
 
-Handler = Callable[[httpx.Request], httpx.Response]
 EVENTS = "/v1/predictions/p1/events"
 
 
@@ -34,38 +34,11 @@ def stream(*events: tuple[int, str, dict[str, Any]], ping: bool = True) -> httpx
     return httpx.Response(200, headers=headers, content=sse(*events, ping=ping))
 
 
-def error(status: int, code: str) -> httpx.Response:
-    body = {"error": {"code": code, "message": f"{code} happened", "detail": {}}}
-    return httpx.Response(status, json=body)
-
-
 LIFE = [
     (1, "queued", prediction("queued")),
     (2, "running", prediction("running")),
     (3, "succeeded", prediction("succeeded", output={"y": 1})),
 ]
-
-
-class Api:
-    """Answers queued per (method, path), the last repeating; records every request."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], list[Handler | httpx.Response]] = {}
-        self.requests: list[httpx.Request] = []
-
-    def on(self, method: str, path: str, *answers: Handler | httpx.Response) -> None:
-        self.routes.setdefault((method, path), []).extend(answers)
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answers = self.routes.get((request.method, request.url.path))
-        if not answers:
-            return error(404, "not_found")
-        answer = answers.pop(0) if len(answers) > 1 else answers[0]
-        return answer(request) if callable(answer) else answer
-
-    def paths(self) -> list[str]:
-        return [r.url.path for r in self.requests]
 
 
 @pytest.fixture

@@ -67,14 +67,15 @@ class Bundle:
 
 
 @lru_cache(maxsize=256)
-def _bundle(text: str) -> Bundle:
+def bundle_of(text: str) -> Bundle:
+    """A run's stored definition, parsed once per text."""
     return Bundle(**orjson.loads(text))
 
 
 @lru_cache(maxsize=256)
 def _spec(text: str, name: str) -> PipelineSpec:
     """Specs parsed once per (definition, pipeline): advancing a run only evaluates."""
-    return build_pipeline(name, _bundle(text).pipelines[name])
+    return build_pipeline(name, bundle_of(text).pipelines[name])
 
 
 def spec_of(run: Prediction) -> PipelineSpec:
@@ -202,7 +203,7 @@ class _Advance:
     @property
     def bundle(self) -> Bundle:
         assert self.run.definition is not None
-        return _bundle(self.run.definition)
+        return bundle_of(self.run.definition)
 
     def current(self, row: Prediction) -> Prediction:
         return self.changes.updated.get(row.id, row)
@@ -458,6 +459,7 @@ __all__ = [
     "aadvance_all",
     "advance",
     "advance_all",
+    "bundle_of",
     "spec_of",
     "state_of",
     "step_rows",
