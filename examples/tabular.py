@@ -10,6 +10,14 @@ into memory as one string first.
 Output: ``{"predictions": [{"label": "benign", "probability": 0.98}, ...],
 "rows": n}`` in input order, ``probability`` being that of the predicted label.
 
+A JSON *object* of feature -> value (no ``"rows"`` key) is one row, answered with
+its own ``{"label": ..., "probability": ...}``: what a batch job sends per record
+(each line of a JSON Lines file, each row of a CSV file). ``predict_batch``
+scores every row of every input in one ``predict_proba`` call, then splits the
+scores back per input; an input that cannot be read fails alone (its slot in
+the returned list holds the exception, which freight reports as that input's
+``model_error``), the others are still scored.
+
 The classifier (standardisation + logistic regression, fixed ``random_state``)
 is trained on scikit-learn's bundled Wisconsin breast-cancer data the first
 time any replica loads, and cached (see ``_training.py``).
@@ -99,15 +107,52 @@ class Tabular(freight.Model):
                 return rows_from_csv(text, self.features)
         raise ValueError(f"unsupported content type {payload.content_type!r}: send JSON or CSV")
 
-    def predict(self, input: freight.Payload) -> dict[str, Any]:
-        rows = self.read_rows(input)
+    def read_input(self, payload: freight.Payload) -> tuple[list[list[float]], bool]:
+        """The rows of one input, and whether it is a single row (a JSON object of
+        feature -> value) rather than a table."""
+        kind = media_type(payload.content_type)
+        if kind in JSON_TYPES or kind.endswith("+json"):
+            value = payload.json()
+            if isinstance(value, dict) and "rows" not in value:
+                return [_row(value, self.features, 0)], True
+            return rows_from_json(value, self.features), False
+        return self.read_rows(payload), False
+
+    def score(self, rows: list[list[float]]) -> list[dict[str, Any]]:
+        """One prediction per row, from one predict_proba call over all of them."""
         if not rows:
-            return {"predictions": [], "rows": 0}
-        probabilities = self.estimator.predict_proba(rows)
+            return []
         predictions = []
-        for scores in probabilities:
+        for scores in self.estimator.predict_proba(rows):
             best = int(scores.argmax())
             predictions.append(
                 {"label": self.labels[best], "probability": round(float(scores[best]), 6)}
             )
-        return {"predictions": predictions, "rows": len(rows)}
+        return predictions
+
+    def predict(self, input: freight.Payload) -> dict[str, Any]:
+        rows = self.read_rows(input)
+        return {"predictions": self.score(rows), "rows": len(rows)}
+
+    def predict_batch(self, inputs: list[freight.Payload]) -> list[dict[str, Any] | Exception]:
+        """Every input's rows scored together; an unreadable input fails alone."""
+        read: list[tuple[list[list[float]], bool] | Exception] = []
+        for payload in inputs:
+            try:
+                read.append(self.read_input(payload))
+            except (ValueError, TypeError) as exc:  # this input only: returned, not raised
+                read.append(exc)
+        scores = iter(
+            self.score([row for r in read if not isinstance(r, Exception) for row in r[0]])
+        )
+        outputs: list[dict[str, Any] | Exception] = []
+        for item in read:
+            if isinstance(item, Exception):
+                outputs.append(item)
+                continue
+            rows, single = item
+            predictions = [next(scores) for _ in rows]
+            outputs.append(
+                predictions[0] if single else {"predictions": predictions, "rows": len(rows)}
+            )
+        return outputs

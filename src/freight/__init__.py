@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from freight.model import Batching, File, Model, Payload, Replicas
+from freight.model import Batching, File, Model, Payload, Replicas, Resources
 
 if TYPE_CHECKING:
     from freight.client import AsyncClient, Client
@@ -24,6 +24,7 @@ __all__ = [
     "Payload",
     "Pipeline",
     "Replicas",
+    "Resources",
     "Step",
 ]
 __version__ = "0.1.0"

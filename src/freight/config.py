@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from freight.errors import ConfigError
@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     public_url: str = ""  # base URL put in front of signed API routes; default from request
 
     models: list[str] = Field(default_factory=list)  # "module:Class"; empty = discover
+    # model *names* this process serves (``freight worker --model NAME``); empty = all
+    serve_models: list[str] = Field(default_factory=list)
     inline_output_max_bytes: int = Field(256 * KiB, ge=0)
     inline_input_max_bytes: int = Field(256 * KiB, ge=0)
     max_json_bytes: int = Field(32 * MiB, ge=1)
@@ -51,6 +53,12 @@ class Settings(BaseSettings):
     # failed loads in a row after which a model's queued predictions fail
     # model_unavailable (loading is still retried); 0 = never give up
     max_load_attempts: int = Field(5, ge=0)
+    # autoscaling (embedded and worker agents): replicas of all models together on this
+    # node (None: no cap), how often the autoscaler looks, and the node's GPUs ("0,1",
+    # "none"; empty: what nvidia-smi lists)
+    max_replicas: int | None = Field(None, ge=1)
+    autoscale_interval_s: float = Field(0.2, gt=0)
+    gpus: str = ""
     reap_interval_s: float = Field(1.0, gt=0)
     poll_interval_s: float = Field(0.5, gt=0)
     drain_grace_s: float = Field(30.0, ge=0)
@@ -72,6 +80,16 @@ class Settings(BaseSettings):
     webhook_secret_overlap_s: float = Field(24 * 3600.0, ge=0)  # old key signs this long
     webhook_allow_private: bool = False  # also `notifications: {webhooks: {allow_private}}`
     log_level: str = "info"
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus_text(cls, value: Any) -> Any:
+        """``gpus: [0, 1]`` or ``gpus: 0`` in freight.yaml mean what "0,1" and "0" do."""
+        if isinstance(value, list | tuple):
+            return ",".join(str(item) for item in value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -53,6 +53,47 @@ batch_size = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=registry,
 )
+
+# autoscaling: set by this process's agent on every tick (absent without an agent)
+replica_count = Gauge(
+    "freight_replicas",
+    "Replicas of the model on this node, running or starting (the autoscaler's count).",
+    ["model"],
+    registry=registry,
+)
+replicas_desired = Gauge(
+    "freight_replicas_desired",
+    "Replicas the autoscaler wants for the model (before the node's capacity).",
+    ["model"],
+    registry=registry,
+)
+backlog_without_capacity = Gauge(
+    "freight_backlog_without_capacity",
+    "1 when the model has queued predictions and no replica on this node.",
+    ["model"],
+    registry=registry,
+)
+scale_decisions = Counter(
+    "freight_scale_decisions",
+    "Replica count changes by the autoscaler: up, down, from_zero; clamp when the "
+    "node's capacity held a model below its need.",
+    ["model", "reason"],
+    registry=registry,
+)
+cold_start_seconds = Histogram(
+    "freight_replica_cold_start_seconds",
+    "A replica's start, spawn to ready (its model's load() included).",
+    ["model"],
+    buckets=_SECONDS,
+    registry=registry,
+)
+
+
+def model_scale(model: str, *, replicas: int, desired: int, queued: int) -> None:
+    """The autoscaler's view of one model after a tick."""
+    replica_count.labels(model).set(replicas)
+    replicas_desired.labels(model).set(desired)
+    backlog_without_capacity.labels(model).set(1 if queued > 0 and replicas == 0 else 0)
 
 
 def record_batch(target: str, rows: list[Prediction], outcomes: list[Completion]) -> None:

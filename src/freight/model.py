@@ -41,35 +41,117 @@ class Batching:
 
 @dataclass(frozen=True, slots=True)
 class Replicas:
-    """How many runner processes serve the model (``min`` are started up front)."""
+    """How many runner processes serve the model, and when the autoscaler changes that.
+
+    ``min`` replicas are kept at all times (``0`` lets an idle model scale to zero;
+    its first request then waits in the queue while a replica loads). Up to ``max``
+    are started while the work per replica (queued + running) exceeds
+    ``target_backlog``; one is removed after ``idle_s`` seconds in which the smaller
+    count would have carried the work. See :mod:`freight.scaling.policy`.
+    """
 
     min: int = 1
     max: int = 1
     target_backlog: int = 8
-    idle_seconds: float = 300.0
+    idle_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.min < 0 or self.max < max(1, self.min):
             raise ModelDefinitionError("replicas need 0 <= min <= max and max >= 1")
+        if self.target_backlog < 1:
+            raise ModelDefinitionError("replicas.target_backlog must be >= 1")
+        if not self.idle_s >= 0:  # also rejects NaN
+            raise ModelDefinitionError("replicas.idle_s must be >= 0")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one replica of the model needs from the node.
+
+    ``gpus`` devices are given to each replica for itself (never shared with another
+    replica); a model with ``gpus=0`` sees no GPU at all.
+    """
+
+    gpus: int = 0
+
+    def __post_init__(self) -> None:
+        if self.gpus < 0:
+            raise ModelDefinitionError("resources.gpus must be >= 0")
+
+
 class Payload:
-    """A prediction's input as a file on local disk, with what is known about it."""
+    """A prediction's input as a file on local disk, with what is known about it.
 
-    path: Path
-    content_type: str
-    size: int
+    Or held in memory (:meth:`from_bytes`): a batch job hands each record of a chunk
+    to a Payload model this way, because a file per record would cost more than
+    the record. ``read_bytes``, ``json`` and ``open`` then never touch the disk;
+    ``path`` writes the bytes to a file on first access (in ``temp_dir``; the
+    runner passes a directory it removes after the chunk) and returns that file.
+    """
+
+    __slots__ = ("_data", "_path", "_temp_dir", "content_type", "size")
+
+    def __init__(self, path: Path, content_type: str, size: int) -> None:
+        self._path: Path | None = path
+        self._data: bytes | None = None
+        self._temp_dir: Path | None = None
+        self.content_type = content_type
+        self.size = size
+
+    @classmethod
+    def from_bytes(cls, data: bytes, content_type: str, *, temp_dir: Path | None = None) -> Payload:
+        """An in-memory payload; its ``path`` is a file written lazily in ``temp_dir``
+        (the system's temporary directory when None: the caller removes it)."""
+        payload = cls.__new__(cls)
+        payload._path, payload._data, payload._temp_dir = None, bytes(data), temp_dir
+        payload.content_type, payload.size = content_type, len(data)
+        return payload
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            import tempfile
+
+            assert self._data is not None
+            fd, name = tempfile.mkstemp(prefix="freight-payload-", dir=self._temp_dir)
+            with open(fd, "wb") as f:
+                f.write(self._data)
+            self._path = Path(name)
+        return self._path
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the bytes are held here (``path`` may still write them out)."""
+        return self._data is not None
 
     def read_bytes(self) -> bytes:
-        return self.path.read_bytes()
+        return self._data if self._data is not None else self.path.read_bytes()
 
     def json(self) -> Any:
+        if self._data is not None:
+            return json.loads(self._data)
         with self.path.open("rb") as f:
             return json.load(f)
 
     def open(self) -> typing.BinaryIO:
+        if self._data is not None:
+            import io
+
+            return io.BytesIO(self._data)
         return self.path.open("rb")
+
+    def __repr__(self) -> str:
+        where = f"<{self.size} bytes in memory>" if self._path is None else repr(self._path)
+        return f"Payload(path={where}, content_type={self.content_type!r}, size={self.size})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Payload):
+            return NotImplemented
+        mine = self._data if self._data is not None else self._path
+        theirs = other._data if other._data is not None else other._path
+        return (mine, self.content_type, self.size) == (theirs, other.content_type, other.size)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it replaces
 
 
 @dataclass(slots=True)
@@ -97,6 +179,7 @@ class Model:
     name: ClassVar[str] = ""
     batching: ClassVar[Batching] = Batching()
     replicas: ClassVar[Replicas] = Replicas()
+    resources: ClassVar[Resources] = Resources()
     timeout_s: ClassVar[float | None] = None  # default: the max_run_s setting
     max_attempts: ClassVar[int | None] = None  # default: the max_attempts setting
 

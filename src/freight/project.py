@@ -66,7 +66,7 @@ def load_pipelines(
     """Parse and check the project's pipelines; raise one PipelineDefinitionError
     listing every fault."""
     raw = declared(project_dir)
-    if settings.models:  # this process serves some models only: it runs what it can
+    if settings.models or settings.serve_models:  # some models only: it runs what it can
         raw = _servable(raw, set(models))
     if not raw:
         return Pipelines()

@@ -11,11 +11,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from freight.errors import ModelDefinitionError
-from freight.model import Batching, Model, Replicas
+from freight.model import Batching, Model, Replicas, Resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,7 @@ class ModelSpec:
     replicas: Replicas
     timeout_s: float | None
     max_attempts: int | None
+    resources: Resources = field(default_factory=Resources)  # per replica; default: no GPU
 
     @classmethod
     def of(cls, model: type[Model], ref: str) -> ModelSpec:
@@ -41,6 +42,7 @@ class ModelSpec:
             replicas=model.replicas,
             timeout_s=model.timeout_s,
             max_attempts=model.max_attempts,
+            resources=model.resources,
         )
 
 

@@ -25,8 +25,9 @@ from freight.agent import Agent
 from freight.api import create_app, create_probe_app
 from freight.api.routes import objects
 from freight.backlog import BacklogGauge
+from freight.batch import BatchService
 from freight.config import Settings, load_settings
-from freight.errors import FreightError
+from freight.errors import ConfigError, FreightError
 from freight.events import CompletionHub, WorkSignal
 from freight.notify.config import NotificationsConfig, allow_private, load_notifications
 from freight.project import Pipelines, load_pipelines
@@ -67,6 +68,14 @@ def prepare(project_dir: Path, **overrides: object) -> Parts:
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     specs = discover(project_dir, settings.models or None)
+    if settings.serve_models:  # a worker of some models only (one Deployment per model)
+        unknown = sorted(set(settings.serve_models) - set(specs))
+        if unknown:
+            raise ConfigError(
+                f"no model named {', '.join(unknown)} in {project_dir} "
+                f"(it has {', '.join(sorted(specs)) or 'none'})"
+            )
+        specs = {name: spec for name, spec in specs.items() if name in settings.serve_models}
     pipelines = load_pipelines(project_dir, specs, settings)
     notifications = load_notifications(project_dir)
     migrate(settings.resolved_database_url)
@@ -88,6 +97,7 @@ class Services:
 
     predictions: PredictionService
     system: SystemService
+    batch: BatchService
     signer: UrlSigner
     agent: Agent | None
     signal: WorkSignal
@@ -111,6 +121,7 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
             sink_for=sink_factory(
                 parts.settings, parts.notifications, parts.allow_private_webhooks
             ),
+            pipelines=parts.pipelines,
         )
         if with_agent
         else None
@@ -133,7 +144,18 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
     system = SystemService(
         parts.specs, store, backlog, fleet=agent, pipelines=parts.pipelines.specs
     )
-    return Services(predictions, system, signer, agent, signal_, hub)
+    batch = BatchService(
+        settings,
+        parts.specs,
+        store,
+        storage,
+        signal=signal_,
+        pipelines=parts.pipelines,
+        subscriptions=Subscriptions(
+            server_sinks(parts.notifications), allow_private=parts.allow_private_webhooks
+        ),
+    )
+    return Services(predictions, system, batch, signer, agent, signal_, hub)
 
 
 async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
@@ -189,6 +211,7 @@ async def _serve_http(parts: Parts, services: Services) -> int:
         services.system,
         services.signer,
         lifespan=_lifespan(parts, services.agent),
+        batch=services.batch,
     )
     return await _uvicorn(app, parts, services, parts.settings.host, parts.settings.port)
 
@@ -212,9 +235,7 @@ async def _serve_worker(parts: Parts, services: Services) -> int:
     return 0
 
 
-async def _uvicorn(
-    app: FastAPI, parts: Parts, services: Services, host: str, port: int
-) -> int:
+async def _uvicorn(app: FastAPI, parts: Parts, services: Services, host: str, port: int) -> int:
     config = uvicorn.Config(
         app,
         host=host,
@@ -276,15 +297,24 @@ async def _announce(parts: Parts, services: Services, server: uvicorn.Server | N
         return
     if server is None or parts.worker_port is not None:
         print(f"freight: worker {agent.worker_id}", flush=True)
+    # a model scaled to zero (min 0) or not served on this node has nothing to wait for
+    idle = {n for n, spec in parts.specs.items() if spec.replicas.min == 0}
     while True:
         states = agent.model_states()
-        pending = [n for n, s in states.items() if s.ready_replicas == 0 and s.load_error is None]
+        pending = [
+            n
+            for n, s in states.items()
+            if s.served and n not in idle and s.ready_replicas == 0 and s.load_error is None
+        ]
         if not pending:
             break
         await asyncio.sleep(0.1)
     ready = sorted(n for n, s in states.items() if s.ready_replicas)
     failed = sorted(n for n, s in states.items() if s.load_error is not None)
     print(f"freight: models ready: {', '.join(ready) or 'none'}", flush=True)
+    at_zero = sorted(n for n in idle if n in states and states[n].served)
+    if at_zero:
+        print(f"freight: models at zero until work arrives: {', '.join(at_zero)}", flush=True)
     if failed:
         print(f"freight: models failing to load: {', '.join(failed)}", flush=True)
 
@@ -351,7 +381,14 @@ def serve_api(project_dir: Path, host: str | None = None, port: int | None = Non
     return _main(project_dir, True, False, host=host, port=port)
 
 
-def serve_worker(project_dir: Path, host: str | None = None, port: int | None = None) -> int:
+def serve_worker(
+    project_dir: Path,
+    host: str | None = None,
+    port: int | None = None,
+    models: list[str] | None = None,
+) -> int:
     """Cluster shape: an agent and its replicas; with ``port``, ``/healthz``, ``/readyz``
-    and ``/metrics`` on ``host:port`` for Kubernetes probes and Prometheus."""
-    return _main(project_dir, False, True, worker_port=port, host=host)
+    and ``/metrics`` on ``host:port`` for Kubernetes probes and Prometheus; with
+    ``models``, only those models (by name)."""
+    extra: dict[str, object] = {"serve_models": models} if models else {}
+    return _main(project_dir, False, True, worker_port=port, host=host, **extra)

@@ -53,7 +53,7 @@ class SystemService:
         missing = [
             name
             for name, spec in sorted(self._specs.items())
-            if spec.replicas.min > 0 and states.get(name, ModelState()).ready_replicas == 0
+            if spec.replicas.min > 0 and _waits_for_a_replica(states.get(name, ModelState()))
         ]
         if missing:
             raise NotReadyError(
@@ -71,6 +71,17 @@ class SystemService:
             )
             for name, spec in sorted(self._specs.items())
         ]
+
+    async def model(self, name: str) -> ModelInfo:
+        """One served model (NotFoundError naming it otherwise)."""
+        spec = self._specs.get(name)
+        if spec is None:
+            raise NotFoundError(f"no model named {name!r}", code="unknown_target", target=name)
+        stats = await self._store.stats()
+        state = None
+        if self._fleet is not None:
+            state = self._fleet.model_states().get(name, ModelState())
+        return ModelInfo(spec=spec, backlog=stats.get(name, TargetStats()), state=state)
 
     def pipelines(self) -> list[PipelineSpec]:
         return [self._pipelines[name] for name in sorted(self._pipelines)]
@@ -91,6 +102,12 @@ class SystemService:
         if self._fleet is None:
             return {}
         return {name: s.ready_replicas for name, s in self._fleet.model_states().items()}
+
+
+def _waits_for_a_replica(state: ModelState) -> bool:
+    """No replica loaded of a model this node serves (one it cannot serve, such as a
+    GPU model on a node without GPUs, does not hold readiness back)."""
+    return state.served and state.ready_replicas == 0
 
 
 __all__ = ["ModelInfo", "SystemService"]

@@ -144,5 +144,3 @@ def prediction_dict(
         "item_index": p.item_index,
         "steps": None if steps is None else steps_dict(steps, step_output_urls),
     }
-
-

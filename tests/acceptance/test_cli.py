@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.acceptance.conftest import FREIGHT as FREIGHT_CMD
 from tests.acceptance.conftest import Cli, run_cli
 from tests.fixtures.server import Server
 
@@ -148,3 +149,53 @@ def test_migrate_brings_a_fresh_database_to_head(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "is current" in result.stdout
     assert (tmp_path / "state" / "freight.db").exists()
+
+
+def test_batch_detach_and_reattach(
+    make_server: Callable[..., Server], cli_for: Callable[[Server], Cli], tmp_path: Path
+) -> None:
+    """`freight batch` uploads a local file and follows the job; Ctrl-C (SIGINT)
+    detaches with exit 130 and leaves the job running; `batch status ID --follow -o`
+    re-attaches and downloads every record, in order."""
+    import signal as signals
+
+    import httpx
+
+    from tests.fixtures.server import wait_until
+
+    server = make_server(models=["_Latch"])
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    data = tmp_path / "in.jsonl"
+    data.write_text(
+        "".join(json.dumps({"dir": str(gate), "n": i, "hold": i >= 50}) + "\n" for i in range(200))
+    )
+    out = tmp_path / "out.jsonl"
+    env = {**server.env, "FREIGHT_URL": server.url, "COLUMNS": "200", "NO_COLOR": "1"}
+    follower = subprocess.Popen(
+        [*FREIGHT_CMD, "batch", "latch", str(data), "-o", str(out), "--records-per-call", "10"],
+        env=env,
+        cwd=server.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with httpx.Client(base_url=server.url) as client:
+        job = wait_until(
+            lambda: next(
+                (j for j in client.get("/v1/batch-jobs").json()["items"] if j["counts"]["done"]),
+                None,
+            )
+        )
+        follower.send_signal(signals.SIGINT)
+        _, stderr = follower.communicate(timeout=30)
+        assert follower.returncode == 130, stderr
+        assert f"freight batch status {job['id']} --follow" in stderr
+        assert client.get(f"/v1/batch-jobs/{job['id']}").json()["status"] == "running"
+        assert not out.exists()
+    (gate / "open").touch()
+    cli = cli_for(server)
+    attached = cli("batch", "status", job["id"], "--follow", "-o", str(out), timeout_s=120)
+    assert attached.returncode == 0, attached.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["n"] for r in lines] == list(range(200))

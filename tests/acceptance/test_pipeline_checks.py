@@ -10,7 +10,7 @@ import yaml
 
 from tests.acceptance.conftest import run_cli
 
-MODELS = '''
+MODELS = """
 import freight
 
 
@@ -19,7 +19,7 @@ class Double(freight.Model):
 
     def predict(self, input: int) -> int:
         return input * 2
-'''
+"""
 
 BROKEN = {
     "looping": {

@@ -458,3 +458,293 @@ async def test_memory_urls_open_separate_storages(memory_storage_url: str) -> No
     first, second = open_storage(memory_storage_url), open_storage(memory_storage_url)
     await first.put("k", b"x")
     assert await second.stat("k") is None
+
+
+# -- listing -----------------------------------------------------------------
+
+
+async def list_infos(storage: Storage, prefix: str) -> list[ObjectInfo]:
+    return [info async for info in storage.list(prefix)]
+
+
+async def list_keys(storage: Storage, prefix: str) -> list[str]:
+    return [info.key for info in await list_infos(storage, prefix)]
+
+
+BIG = SYNC_IO_MAX_BYTES + 1  # local storage keeps this as a file, smaller ones as rows
+
+
+async def test_list_empty_prefix_lists_everything_in_key_order(storage: Storage) -> None:
+    """list("") yields every object once, in byte order of the keys (``/`` sorts between
+    ``-``/``.`` and the digits: a walk of directories must not put ``a/b`` first), with
+    its size; small and large objects alike."""
+    sizes = {
+        "a0": 3,
+        "a/b": BIG,
+        "a-c": 1,
+        "a.x": BIG,
+        "a/c/d": 5,
+        "a/c-": BIG,
+        "A": 2,
+        "b": 0,
+        "_u": 4,
+        "~t": BIG,
+        "z/z/z/z": 6,
+    }
+    for key, size in sizes.items():
+        await storage.put(key, b"k" * size)
+    infos = await list_infos(storage, "")
+    assert [i.key for i in infos] == sorted(sizes, key=lambda k: k.encode())
+    assert {i.key: i.size for i in infos} == sizes
+
+
+async def test_list_on_empty_storage_and_unused_prefixes_yield_nothing(storage: Storage) -> None:
+    """Nothing stored: nothing listed; a prefix no key has yields nothing either."""
+    assert await list_keys(storage, "") == []
+    assert await list_keys(storage, "data/") == []
+    await storage.put("data/x1.csv", b"1")
+    await storage.put("data/sub/y", b"x" * BIG)
+    for prefix in ("nothing/", "nothing", "data/z", "data/x1.csvx", "data/sub/y/", "e", "data/-"):
+        assert await list_keys(storage, prefix) == [], prefix
+
+
+async def test_list_prefix_filters_including_mid_name(storage: Storage) -> None:
+    """A prefix is a string prefix of the key, not a path: ``data/x`` matches
+    ``data/x1.csv`` and everything under ``data/x/``; an exact key lists itself."""
+    keys = [
+        "data/x1.csv",
+        "data/x2.csv",
+        "data/x/nested",
+        "data/y.csv",
+        "data-other",
+        "datax",
+        "other/data/x1",
+    ]
+    for i, key in enumerate(keys):
+        await storage.put(key, b"v" * (BIG if i % 2 else 1))
+    assert await list_keys(storage, "data/x") == ["data/x/nested", "data/x1.csv", "data/x2.csv"]
+    assert await list_keys(storage, "data/x1") == ["data/x1.csv"]
+    assert await list_keys(storage, "data/x1.csv") == ["data/x1.csv"]
+    assert await list_keys(storage, "data/x/") == ["data/x/nested"]
+    assert await list_keys(storage, "data/") == [
+        "data/x/nested",
+        "data/x1.csv",
+        "data/x2.csv",
+        "data/y.csv",
+    ]
+    assert await list_keys(storage, "data") == [
+        "data-other",
+        "data/x/nested",
+        "data/x1.csv",
+        "data/x2.csv",
+        "data/y.csv",
+        "datax",
+    ]
+    assert await list_keys(storage, "d") == await list_keys(storage, "data")
+    assert await list_keys(storage, "o") == ["other/data/x1"]
+
+
+async def test_list_nested_directories(storage: Storage) -> None:
+    """Keys several "directories" deep are listed whole, under any of their prefixes."""
+    keys = ["n/a/b/c/d", "n/a/b/e", "n/a/f", "n/g", "n/a/b/c/h"]
+    for key in keys:
+        await storage.put(key, key.encode() * (4000 if key.endswith("e") else 1))
+    assert await list_keys(storage, "n/") == sorted(keys)
+    assert await list_keys(storage, "n/a/b/") == ["n/a/b/c/d", "n/a/b/c/h", "n/a/b/e"]
+    assert await list_keys(storage, "n/a/b/c") == ["n/a/b/c/d", "n/a/b/c/h"]
+    assert await list_keys(storage, "n/a/b/c/d") == ["n/a/b/c/d"]
+    sizes = {i.key: i.size for i in await list_infos(storage, "n")}
+    assert sizes["n/a/b/e"] == len(b"n/a/b/e") * 4000
+
+
+async def test_list_shows_objects_of_every_write_path(storage: Storage, tmp_path: Path) -> None:
+    """Objects written by put, put_many, put_stream and put_file are all listed, with
+    their sizes (and their content types where the listing knows them)."""
+    src = tmp_path / "upload.bin"
+    src.write_bytes(b"f" * 70_000)
+    await storage.put("w/put-small", b"s" * 10, content_type="text/plain")
+    await storage.put("w/put-big", b"b" * BIG, content_type="application/octet-stream")
+    await storage.put_many([("w/many-1", b"m"), ("w/many-2", b"m" * BIG)])
+    assert await storage.put_stream("w/stream", chunks_of(300_000, 100_000), content_type="t/s")
+    await storage.put_stream("w/stream-empty", chunks_of(0))
+    await storage.put_file("w/file", src, content_type="text/csv")
+    infos = {i.key: i for i in await list_infos(storage, "w/")}
+    assert {k: i.size for k, i in infos.items()} == {
+        "w/file": 70_000,
+        "w/many-1": 1,
+        "w/many-2": BIG,
+        "w/put-big": BIG,
+        "w/put-small": 10,
+        "w/stream": 300_000,
+        "w/stream-empty": 0,
+    }
+    expected_types = {
+        "w/put-small": "text/plain",
+        "w/put-big": "application/octet-stream",
+        "w/stream": "t/s",
+        "w/file": "text/csv",
+    }
+    for key, info in infos.items():
+        if isinstance(storage, MemoryStorage):  # the memory fake knows every type
+            assert info.content_type == expected_types.get(key), key
+        else:
+            assert info.content_type in (None, expected_types.get(key)), key
+
+
+async def test_list_after_overwrite_and_delete(storage: Storage) -> None:
+    """An overwritten object is listed once, at its new size, whichever of a small or a
+    large object replaced the other; a deleted one is not listed."""
+    await storage.put("o/big-then-small", b"b" * BIG)
+    await storage.put("o/big-then-small", b"small")
+    await storage.put("o/small-then-big", b"small")
+    await storage.put("o/small-then-big", b"b" * BIG)
+    await storage.put("o/gone", b"x")
+    await storage.put("o/gone-big", b"x" * BIG)
+    await storage.delete("o/gone")
+    await storage.delete("o/gone-big")
+    infos = await list_infos(storage, "o/")
+    assert [(i.key, i.size) for i in infos] == [("o/big-then-small", 5), ("o/small-then-big", BIG)]
+
+
+async def test_list_does_not_show_a_stream_in_flight(storage: Storage) -> None:
+    """An object still being streamed in (a temp file, a multipart upload) is not listed
+    until its upload completes; a failed one never is."""
+    await storage.put("up/existing", b"e")
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def paused() -> AsyncIterator[bytes]:
+        yield b"p" * (2 * MiB)
+        started.set()
+        await release.wait()
+        yield b"q" * 100
+
+    upload = asyncio.create_task(storage.put_stream("up/in-flight", paused()))
+    await asyncio.wait_for(started.wait(), 10)
+    assert await list_keys(storage, "") == ["up/existing"]
+    assert await list_keys(storage, "up/in") == []
+    release.set()
+    assert await upload == 2 * MiB + 100
+    with pytest.raises(PayloadTooLargeError):
+        await storage.put_stream("up/too-big", chunks_of(3 * MiB), max_bytes=MiB)
+    infos = await list_infos(storage, "up/")
+    assert [(i.key, i.size) for i in infos] == [("up/existing", 1), ("up/in-flight", 2 * MiB + 100)]
+
+
+async def test_list_many_objects_crosses_pages(storage: Storage) -> None:
+    """1,200 objects (over S3's 1,000-key page and the local backend's 1,000-object step)
+    are all listed, in order, and a prefix deep into them starts and stops right."""
+    keys = [f"many/{i:04d}" for i in range(1200)]
+    await storage.put_many([(key, key.encode()) for key in reversed(keys)])
+    await storage.put("many0", b"after")
+    await storage.put("man", b"before")
+    infos = await list_infos(storage, "many/")
+    assert [i.key for i in infos] == keys
+    assert all(i.size == 9 for i in infos)
+    assert await list_keys(storage, "many/11") == keys[1100:1200]
+    assert await list_keys(storage, "many/10") == keys[1000:1100]
+    assert len(await list_keys(storage, "")) == 1202
+
+
+async def test_list_can_stop_early(storage: Storage) -> None:
+    """A caller may stop part-way (the rest is never fetched) and list again."""
+    await storage.put_many([(f"s/{i:02d}", b"x") for i in range(30)])
+    stream = storage.list("s/")
+    first = [await anext(stream) for _ in range(3)]
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert [i.key for i in first] == ["s/00", "s/01", "s/02"]
+    assert len(await list_keys(storage, "s/")) == 30
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["/abs", "/", "a//", "a//b", "../x", "a/./b", "a/../", "é", "sp ace", "q?x", "x" * 1025],
+)
+async def test_list_invalid_prefix_rejected(storage: Storage, prefix: str) -> None:
+    """A prefix no valid key could start with (absolute, empty or dot segments, foreign
+    characters) is an invalid_key error, not an empty listing."""
+    with pytest.raises(InvalidRequestError) as info:
+        await list_keys(storage, prefix)
+    assert info.value.code == "invalid_key"
+
+
+@pytest.mark.parametrize("prefix", ["a/.", "a/..", ".", "..", "a/b.freight-tmp"])
+async def test_list_prefix_may_end_in_dots(storage: Storage, prefix: str) -> None:
+    """A partial last segment may be ``.`` or ``..`` (``..b`` is a valid name) or end like
+    a temp file's name: such prefixes are valid and match what they prefix."""
+    await storage.put("a/..b", b"1")
+    await storage.put("..c", b"2")
+    await storage.put("a/b.freight-tmpx", b"3")
+    expected = {
+        "a/.": ["a/..b"],
+        "a/..": ["a/..b"],
+        ".": ["..c"],
+        "..": ["..c"],
+        "a/b.freight-tmp": ["a/b.freight-tmpx"],
+    }
+    assert await list_keys(storage, prefix) == expected[prefix]
+
+
+async def test_local_list_merges_rows_and_files_across_pages(local_storage_url: str) -> None:
+    """Local storage: interleaved small objects (rows) and files, over a thousand of
+    each, come out as one ordered listing; none of the table's or temp files show."""
+    storage = open_storage(local_storage_url)
+    assert isinstance(storage, LocalStorage)
+    rows = [f"m/{i:04d}" for i in range(0, 2100, 2)]
+    files = [f"m/{i:04d}" for i in range(1, 2100, 2)]
+    await storage.put_many([(key, b"r") for key in rows])
+    for key in files:
+        await storage.put_stream(key, chunks_of(2, 2))
+    assert storage.local_path(files[0]) is not None and storage.local_path(rows[0]) is None
+    infos = await list_infos(storage, "")
+    assert [i.key for i in infos] == sorted(rows + files)
+    assert all(i.size == (1 if i.key in rows else 2) for i in infos[:50])
+    assert (storage.root / "@small-objects.sqlite").is_file()  # in the root, never listed
+    assert all(i.content_type is None for i in infos)
+
+
+async def test_local_list_skips_temp_files_foreign_names_and_symlinks(
+    local_storage_url: str, tmp_path: Path
+) -> None:
+    """Local storage lists only what it could read back: no leftover temp file, no name
+    outside the key alphabet, nothing through a symlink (never outside the root)."""
+    storage = open_storage(local_storage_url)
+    assert isinstance(storage, LocalStorage)
+    await storage.put("d/real", b"x" * BIG)
+    (storage.root / "d" / ".real.123.0.freight-tmp").write_bytes(b"half")
+    (storage.root / "d" / "sp ace").write_bytes(b"foreign")
+    (storage.root / "d" / "empty-dir").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"s")
+    (storage.root / "d" / "link-dir").symlink_to(outside, target_is_directory=True)
+    (storage.root / "d" / "link-file").symlink_to(outside / "secret")
+    (storage.root / "top-link").symlink_to(outside, target_is_directory=True)
+    assert await list_keys(storage, "") == ["d/real"]
+    assert await list_keys(storage, "d/") == ["d/real"]
+    assert await list_keys(storage, "d/link-dir/") == []
+    assert await list_keys(storage, "top-link/") == []
+    assert await list_keys(storage, "top-link") == []
+
+
+async def test_s3_list_is_relative_to_the_url_prefix(s3_url: str) -> None:
+    """S3 storage on ``s3://bucket/pre/fix`` lists keys relative to its prefix and
+    nothing beside it (``pre/fixed`` is not under ``pre/fix/``)."""
+    parts = urlsplit(s3_url)
+    whole = open_storage(s3_url)
+    scoped = open_storage(f"s3://{parts.netloc}/pre/fix?{parts.query}")
+    await scoped.put("data/a", b"1")
+    await scoped.put("data/b", b"22")
+    await whole.put("pre/fixed", b"x")
+    await whole.put("pre/other", b"x")
+    await whole.put("other", b"x")
+    assert [(i.key, i.size) for i in await list_infos(scoped, "")] == [
+        ("data/a", 1),
+        ("data/b", 2),
+    ]
+    assert await list_keys(scoped, "data/b") == ["data/b"]
+    assert await list_keys(whole, "pre/") == [
+        "pre/fix/data/a",
+        "pre/fix/data/b",
+        "pre/fixed",
+        "pre/other",
+    ]

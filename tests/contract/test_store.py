@@ -287,6 +287,27 @@ async def test_heartbeat_extends_leases_and_reports_lost(store: Store) -> None:
     assert await store.heartbeat("w1", [], lease_s=60, now=T0 + 10) == []
 
 
+async def test_save_progress_is_fenced(store: Store) -> None:
+    """save_progress writes the definition of a row its worker and attempt hold, and of
+    no other (a driver that lost its job cannot overwrite its successor's progress)."""
+    (p,) = await add(store, make())
+    c = await claim_one(store)
+    assert await store.save_progress(p.id, worker_id="w1", attempt=c.attempts, definition="{}")
+    got = await store.get(p.id)
+    assert got is not None and got.definition == "{}"
+    assert not await store.save_progress(p.id, worker_id="w2", attempt=c.attempts, definition="x")
+    stale = c.attempts - 1
+    assert not await store.save_progress(p.id, worker_id="w1", attempt=stale, definition="x")
+    await store.complete([done(c)])
+    assert not await store.save_progress(p.id, worker_id="w1", attempt=c.attempts, definition="x")
+    got = await store.get(p.id)
+    assert got is not None and got.definition == "{}"
+    (q,) = await add(store, make())
+    c = await claim_one(store)
+    await store.cancel(q.id, now=T0 + 2)
+    assert await store.save_progress(q.id, worker_id="w1", attempt=c.attempts, definition="[]")
+
+
 @pytest.mark.parametrize("before", [Status.QUEUED, Status.RUNNING, Status.AWAITING_INPUT])
 async def test_cancel_live_prediction(store: Store, before: Status) -> None:
     """cancel of a live prediction makes it canceled and reports the status it had."""

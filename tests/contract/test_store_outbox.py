@@ -100,8 +100,9 @@ async def test_a_retry_is_due_at_next_at_and_each_attempt_is_recorded(store: Sto
     await store.create(p)
     await run_once(store, p)
     (row,) = await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 2)
-    retry = ok(row.id, status=DeliveryStatus.PENDING, status_code=500, error="HTTP 500",
-               next_at=T0 + 60)
+    retry = ok(
+        row.id, status=DeliveryStatus.PENDING, status_code=500, error="HTTP 500", next_at=T0 + 60
+    )
     await store.finish_deliveries([retry])
     assert await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 59) == []
     (again,) = await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 61)

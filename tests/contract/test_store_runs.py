@@ -57,8 +57,12 @@ PIPELINES = {
     },
     "fan": {
         "steps": {
-            "each": {"model": "double", "for_each": "$input.xs", "input": "$item",
-                     "max_concurrency": 2},
+            "each": {
+                "model": "double",
+                "for_each": "$input.xs",
+                "input": "$item",
+                "max_concurrency": 2,
+            },
         },
         "output": "$steps.each.output",
     },
@@ -181,7 +185,10 @@ async def test_diamond_runs_parallel_branches_and_joins(
     run = await start(service, "diamond", {"x": 3})
     steps = by_step(await service.steps(run.id))
     assert {n: s.status for n, s in steps.items()} == {
-        "a": Status.QUEUED, "b": Status.PENDING, "c": Status.PENDING, "d": Status.PENDING
+        "a": Status.QUEUED,
+        "b": Status.PENDING,
+        "c": Status.PENDING,
+        "d": Status.PENDING,
     }
     assert (steps["d"].waiting_on, steps["b"].waiting_on) == (2, 1)
     a = (await store.claim("double", 8, worker_id="w", lease_s=30, now=T0))[0]
@@ -265,9 +272,7 @@ async def test_required_failure_fails_the_run_and_cancels_the_rest(
     assert await store.heartbeat("w", [held[0].id], lease_s=30, now=T0) == [held[0].id]
 
 
-async def test_optional_failure_resolves_to_null(
-    service: PredictionService, store: Store
-) -> None:
+async def test_optional_failure_resolves_to_null(service: PredictionService, store: Store) -> None:
     """An optional step's failure leaves the run going; its output reads null."""
     run = await start(service, "soft", 1)
     await work(store)
@@ -313,9 +318,7 @@ async def test_step_failed_by_release_moves_the_run_on(
     assert (done.status, done.error_code) == (Status.FAILED, "attempts_exhausted")
 
 
-async def test_advancing_twice_changes_nothing(
-    service: PredictionService, store: Store
-) -> None:
+async def test_advancing_twice_changes_nothing(service: PredictionService, store: Store) -> None:
     """A replayed completion (fenced) does not start a step twice."""
     run = await start(service, "diamond", {"x": 1})
     a = (await store.claim("double", 8, worker_id="w", lease_s=30, now=T0))[0]

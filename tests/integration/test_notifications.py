@@ -65,9 +65,7 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             answer = state.answer
-            headers = {k.lower(): v for k, v in self.headers.items()} | {
-                "x-answered": str(answer)
-            }
+            headers = {k.lower(): v for k, v in self.headers.items()} | {"x-answered": str(answer)}
             with state.lock:
                 state.received.append((headers, body))
             self.send_response(answer)
@@ -92,10 +90,18 @@ def secret_of(env: dict[str, str], project: Path) -> str:
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from pathlib import Path; "
-         "from freight.server import webhook_secret; print(webhook_secret(Path(sys.argv[1])))",
-         str(project)],
-        env=env, capture_output=True, text=True, check=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; "
+            "from freight.server import webhook_secret; print(webhook_secret(Path(sys.argv[1])))",
+            str(project),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     return out.stdout.strip()
 
@@ -136,9 +142,9 @@ def test_a_receiver_that_comes_back_gets_every_event_once_in_order(
         got = wait_until(lambda: (r := receiver.accepted(secret)) and len(r) == 6 and r)
 
         def recorded() -> list[dict[str, Any]] | None:
-            rows: list[dict[str, Any]] = client.get(
-                f"/v1/predictions/{ids[0]}/deliveries"
-            ).json()["data"]
+            rows: list[dict[str, Any]] = client.get(f"/v1/predictions/{ids[0]}/deliveries").json()[
+                "data"
+            ]
             return rows if all(r["status"] == "delivered" for r in rows) else None
 
         rows = wait_until(recorded)  # the receiver may answer before the row is recorded
@@ -190,3 +196,30 @@ def test_410_gone_stops_the_subscription(
     assert [r["event"] for r in rows] == ["started", "completed"]
     assert rows[0]["last_code"] == 410
     assert len(receiver.received) == 1
+
+
+def test_a_batch_job_notifies_started_and_completed(
+    make_server: Callable[..., Server], receiver: Receiver
+) -> None:
+    """A batch job's webhook gets batch_job.started and batch_job.completed, signed,
+    carrying the job object (counts included), through the same outbox."""
+    import httpx
+
+    server = make_server(models=["Echo"], **FAST_DELIVERY)
+    secret = secret_of(server.env, server.project)
+    with server.client() as client:
+        job = client.post(
+            "/v1/batch-jobs",
+            json={
+                "target": "echo",
+                "input": {"upload": ["d.jsonl"]},
+                "webhook": {"url": receiver.url, "events": ["started", "completed"]},
+            },
+        ).json()
+        put = httpx.put(job["upload_urls"]["d.jsonl"], content=b'{"a": 1}\n{"a": 2}\n')
+        assert put.status_code == 200, put.text
+    got = wait_until(lambda: (r := receiver.accepted(secret)) and len(r) == 2 and r)
+    assert [g["type"] for g in got] == ["batch_job.started", "batch_job.completed"]
+    data = got[1]["data"]
+    assert (data["id"], data["target"], data["status"]) == (job["id"], "echo", "succeeded")
+    assert data["counts"] == {"total": 2, "done": 2, "failed": 0}

@@ -122,3 +122,37 @@ class _Gate(freight.Model):
         for item in inputs:
             (Path(item["dir"]) / f"{item['tag']}.done").touch()
         return [{"tag": item["tag"], "pid": os.getpid()} for item in inputs]
+
+
+class _Latch(freight.Model):
+    """Batch-job records: appends input["n"] to input["dir"]/runs for every record it
+    runs; a record with "hold" waits until input["dir"]/open exists. A test kills the
+    server while held records run, then counts how often each record ran."""
+
+    name = "latch"
+    replicas = freight.Replicas(min=1, max=1)
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in inputs:
+            with (Path(item["dir"]) / "runs").open("a") as runs:
+                runs.write(f"{item['n']}\n")
+        deadline = time.monotonic() + 300
+        for item in inputs:
+            while item.get("hold") and not (Path(item["dir"]) / "open").exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the latch was never opened")
+                time.sleep(0.02)
+        return [{"n": item["n"]} for item in inputs]
+
+
+class _Nap0(freight.Model):
+    """Sleeps input["ms"]; scales from zero to three replicas (two predictions each)
+    and back to zero after a second idle. Out of discovery (leading underscore): only
+    servers that name it (``models=["_Nap0"]``) serve it."""
+
+    name = "nap0"
+    replicas = freight.Replicas(min=0, max=3, target_backlog=2, idle_s=1)
+
+    def predict(self, input: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(input.get("ms", 0) / 1000)
+        return {"slept_ms": input.get("ms", 0), "pid": os.getpid()}

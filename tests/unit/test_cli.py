@@ -214,8 +214,12 @@ def test_serve_calls_the_server_lazily(monkeypatch: pytest.MonkeyPatch, tmp_path
     fake = types.ModuleType("freight.server")
 
     def entry(name: str) -> Any:
-        def run(project_dir: Path, host: str | None, port: int | None) -> int:
+        def run(
+            project_dir: Path, host: str | None, port: int | None, models: Any = None
+        ) -> int:
             calls.append((name, project_dir, host, port))
+            if models:
+                calls.append((name, project_dir, ",".join(models), None))
             return 3 if name == "serve" else 0
 
         return run
@@ -227,10 +231,13 @@ def test_serve_calls_the_server_lazily(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert result.exit_code == 3
     assert runner.invoke(app, ["worker"]).exit_code == 0
     assert runner.invoke(app, ["api", "--host", "0.0.0.0"]).exit_code == 0
+    assert runner.invoke(app, ["worker", "--model", "a", "--model", "b"]).exit_code == 0
     assert calls == [
         ("serve", tmp_path, None, 0),
         ("serve_worker", Path("."), None, None),
         ("serve_api", Path("."), "0.0.0.0", None),
+        ("serve_worker", Path("."), None, None),
+        ("serve_worker", Path("."), "a,b", None),
     ]
 
 

@@ -6,6 +6,19 @@ canceled or lost, and delete finished predictions past their retention (purge:
 rows first, then their objects). In the embedded shape the SQLite store is
 exclusive, so at start-up every ``running`` row is an orphan of a crash and is
 requeued.
+
+Autoscale, every ``autoscale_interval_s``: each served model's backlog (from
+``store.stats()``) and replicas are observed, :func:`~freight.scaling.decide`
+says how many replicas each should have, :func:`~freight.scaling.allocate`
+shares the node (``max_replicas``, the GPUs) between them, and the workers grow
+or shrink to that. A model at zero replicas wakes the duty at once when work
+for it is signalled in this process, so its first request starts a replica
+without waiting for the next tick.
+
+GPUs are detected once, at construction (``gpus`` setting, else ``nvidia-smi``).
+A deployment this node cannot run fails the start (ConfigError); a model that
+needs GPUs on a node without any is not served here (logged, and shown on
+``/v1/models``).
 """
 
 from __future__ import annotations
@@ -13,22 +26,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from freight import metrics
 from freight.agent.delivery import Deliverer, RetryPolicy, SinkFor
+from freight.agent.driver import BatchDriver
 from freight.agent.replica import RunnerCommand
-from freight.agent.worker import ModelWorker, Persist
+from freight.agent.worker import ModelWorker, Persist, ReplicaLauncher
 from freight.config import Settings
-from freight.errors import StoreUnavailableError
+from freight.errors import ConfigError, StoreUnavailableError
 from freight.events import CompletionHub, WorkSignal
 from freight.fleet import ModelState
 from freight.keys import is_own_input, is_own_output
-from freight.prediction import Prediction
+from freight.prediction import Prediction, TargetStats
+from freight.project import Pipelines
 from freight.registry import ModelSpec
+from freight.scaling import (
+    Decision,
+    GpuPool,
+    ModelScaleState,
+    Observation,
+    Want,
+    allocate,
+    capped,
+    check_deployable,
+    decide,
+    detect_devices,
+)
+from freight.scaling.gpus import GPUS_ENV, NVIDIA_SMI_QUERY
 from freight.storage.base import Storage
 from freight.store.base import Store
 
@@ -54,7 +85,12 @@ class Agent:
         hub: CompletionHub,
         storage_url: str,
         sink_for: SinkFor | None = None,
+        devices: Sequence[str] | None = None,
+        launch: ReplicaLauncher | None = None,
+        pipelines: Pipelines | None = None,
     ) -> None:
+        """``devices``: the node's GPUs (default: detected); ``launch``: replaces the
+        runner processes (tests)."""
         self._settings = settings
         self._store = store
         self._storage = storage
@@ -80,6 +116,17 @@ class Agent:
             if sink_for is not None
             else None
         )
+        self.driver = BatchDriver(
+            store,
+            storage,
+            signal=signal,
+            hub=hub,
+            worker_id=self.worker_id,
+            lease_s=settings.lease_s,
+            poll_s=settings.poll_interval_s,
+            pipelines=pipelines,
+        )
+        self._driving: asyncio.Task[None] | None = None
         wake = self.deliverer.wake if self.deliverer is not None else None
         self._persist = Persist(store, hub.publish, lambda: self._stopping, on_outbox=wake)
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,6 +136,16 @@ class Agent:
         # disk rather than a tmpfs, and on the local store's filesystem: moved, not copied
         scratch = (settings.state_dir / "tmp").resolve()
         scratch.mkdir(parents=True, exist_ok=True)
+        self.devices = list(devices) if devices is not None else _detect_devices(settings)
+        self.gpu_pool = GpuPool(self.devices)
+        self.not_served = _deployable(specs, self.devices)
+        served = {name: spec for name, spec in specs.items() if name not in self.not_served}
+        _warn_about_the_cap(served, settings.max_replicas)
+        self._claiming = True
+        self._scale_states: dict[str, ModelScaleState] = {}
+        self._stats: dict[str, TargetStats] = {}  # the last backlog read (kept over an outage)
+        self._stats_stale = False
+        self._capped: set[str] = set()  # models the node's capacity holds below their need
         self.workers = {
             name: ModelWorker(
                 spec,
@@ -106,11 +163,13 @@ class Agent:
                 worker_id=self.worker_id,
                 lease_s=settings.lease_s,
                 poll_interval_s=settings.poll_interval_s,
-                replicas=max(1, spec.replicas.min),
+                replicas=0,  # the first autoscale tick (at start) brings each to its min
                 max_load_attempts=settings.max_load_attempts,
                 on_finished=self._persist,
+                launch=launch,
+                gpu_pool=self.gpu_pool,
             )
-            for name, spec in specs.items()
+            for name, spec in served.items()
         }
 
     async def start(self) -> None:
@@ -120,7 +179,14 @@ class Agent:
                 log.warning("requeued %d predictions left running by a previous run", len(orphans))
         for worker in self.workers.values():
             worker.start()
+        now = time.monotonic()
+        self._scale_states = {name: ModelScaleState.initial(now) for name in self.workers}
+        try:
+            await self._autoscale()  # the min replicas (and whatever is queued) start now
+        except Exception:
+            log.exception("autoscale failed (the next tick tries again)")
         self._tasks = [
+            asyncio.create_task(self._scale_loop(), name="agent:autoscale"),
             asyncio.create_task(
                 self._every(self._settings.lease_s / 3, self._heartbeat), name="agent:heartbeat"
             ),
@@ -137,6 +203,7 @@ class Agent:
             )
         if self.deliverer is not None:
             self._delivering = asyncio.create_task(self.deliverer.run(), name="agent:deliver")
+        self._driving = asyncio.create_task(self.driver.run(), name="agent:batch")
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop claiming, let running work finish within the grace, requeue the rest."""
@@ -149,6 +216,9 @@ class Agent:
             await self.deliverer.stop()  # the last completions' events, within a grace
             await asyncio.gather(self._delivering, return_exceptions=True)
         self._stopping = True
+        if self._driving is not None:
+            self._driving.cancel()
+            await asyncio.gather(self._driving, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -156,20 +226,126 @@ class Agent:
     def stop_claiming(self) -> None:
         """Claim nothing more (called the moment SIGTERM arrives, before the HTTP
         server finishes its open requests); running work goes on until :meth:`drain`."""
+        self._claiming = False
         for worker in self.workers.values():
             worker.stop_claiming()
+        self.driver.stop()
 
     def model_states(self) -> dict[str, ModelState]:
         """The :class:`~freight.fleet.Fleet` view of this node's replicas."""
-        return {
-            name: ModelState(ready_replicas=w.ready_replicas, load_error=w.load_error)
+        states = {
+            name: ModelState(
+                ready_replicas=w.ready_replicas,
+                load_error=w.load_error,
+                replicas=w.replicas,
+                starting=w.starting,
+                desired=w.scaling.desired,
+                reason=w.scaling.reason,
+                last_change=w.scaling.last_change,
+                cold_starts=w.cold_starts,
+            )
             for name, w in self.workers.items()
         }
+        for name, message in self.not_served.items():
+            states[name] = ModelState(served=False, not_served=message)
+        return states
 
     async def interrupt(self, prediction_id: str) -> None:
         """A running prediction was canceled: kill the runner that holds it."""
         for worker in self.workers.values():
             await worker.interrupt({prediction_id})
+
+    # -- autoscaling -----------------------------------------------------------------
+    async def _scale_loop(self) -> None:
+        interval_s = self._settings.autoscale_interval_s
+        while not self._stopping and self._claiming:
+            await self._until_scaling_is_due(interval_s)
+            try:
+                await self._autoscale()
+            except Exception:
+                log.exception("autoscale failed")
+
+    async def _until_scaling_is_due(self, interval_s: float) -> None:
+        """One interval, or less when work is signalled for a model with no replica."""
+        idle = [name for name, w in self.workers.items() if w.replicas == 0 and not w.stopping]
+        if not idle:
+            await asyncio.sleep(interval_s)
+            return
+        # nothing else waits on these models' signals (they have no slot), so taking
+        # the wake-up here steals it from nobody; the new slot claims without one
+        waits = [asyncio.ensure_future(self._signal.wait(name, interval_s)) for name in idle]
+        try:
+            await asyncio.wait(waits, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _autoscale(self) -> None:
+        """One tick: observe every served model, decide, share the node, apply."""
+        if not self._claiming or not self.workers:
+            return
+        try:
+            self._stats = await self._store.stats()
+            self._stats_stale = False
+        except StoreUnavailableError:
+            if not self._stats_stale:
+                log.warning("store unavailable: scaling on the last backlog seen")
+            self._stats_stale = True
+        now = time.monotonic()
+        seen: dict[str, tuple[Observation, Decision]] = {}
+        wants: dict[str, Want] = {}
+        for name, worker in self.workers.items():
+            spec = worker.spec
+            obs = Observation(
+                now,
+                queued=self._stats.get(name, TargetStats()).queued,
+                in_flight=worker.in_flight,
+                replicas=worker.replicas,
+                starting=worker.starting,
+            )
+            state = self._scale_states.get(name) or ModelScaleState.initial(now)
+            decision, self._scale_states[name] = decide(spec.replicas, obs, state)
+            seen[name] = obs, decision
+            wants[name] = Want.of(decision, spec.replicas, obs, gpus=spec.resources.gpus)
+        granted = allocate(
+            wants, max_replicas_total=self._settings.max_replicas, max_gpus=len(self.devices)
+        )
+        for name, (obs, decision) in seen.items():
+            self._apply(self.workers[name], obs, decision, granted[name])
+        for name in self.not_served:
+            queued = self._stats.get(name, TargetStats()).queued
+            metrics.model_scale(name, replicas=0, desired=0, queued=queued)
+
+    def _apply(self, worker: ModelWorker, obs: Observation, decision: Decision, grant: int) -> None:
+        name = worker.spec.name
+        final = capped(decision, grant)
+        before = worker.replicas
+        after = worker.scale_to(grant)
+        reason = final.reason
+        if after < grant:
+            reason = f"{reason}; waiting for GPUs ({after} of {grant})"
+        worker.scaling.desired, worker.scaling.reason = decision.desired, reason
+        if grant < decision.desired:
+            if name not in self._capped:
+                self._capped.add(name)
+                metrics.scale_decisions.labels(name, "clamp").inc()
+                log.info("model %s: held at %d replicas: %s", name, grant, final.reason)
+        else:
+            self._capped.discard(name)
+        if after != before:
+            kind = "down" if after < before else "from_zero" if before == 0 and obs.work else "up"
+            metrics.scale_decisions.labels(name, kind).inc()
+            worker.record_change(before, after, reason)
+            log.info(
+                "model %s: %d -> %d replicas (%s; queued %d, running %d)",
+                name,
+                before,
+                after,
+                reason,
+                obs.queued,
+                obs.in_flight,
+            )
+        metrics.model_scale(name, replicas=after, desired=decision.desired, queued=obs.queued)
 
     async def _every(self, interval_s: float, duty: Duty) -> None:
         while not self._stopping:
@@ -247,3 +423,44 @@ class Agent:
                     log.warning("retention: could not delete object %s: %s", key, exc)
 
         await asyncio.gather(*(delete(k) for k in keys))
+
+
+def _detect_devices(settings: Settings) -> list[str]:
+    """The node's GPUs: the ``gpus`` setting, else what ``nvidia-smi`` lists (none
+    without it)."""
+    output: str | None = None
+    if not settings.gpus.strip() and shutil.which(NVIDIA_SMI_QUERY[0]):
+        try:
+            output = subprocess.run(
+                NVIDIA_SMI_QUERY, capture_output=True, text=True, timeout=30, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("nvidia-smi failed (%s): no GPU is used on this node", exc)
+    devices = detect_devices({GPUS_ENV: settings.gpus}, output)
+    if devices:
+        log.info("GPUs of this node: %s", ", ".join(devices))
+    return devices
+
+
+def _deployable(specs: dict[str, ModelSpec], devices: Sequence[str]) -> dict[str, str]:
+    """The models this node cannot serve, with why; raises ConfigError when the
+    deployment cannot run here at all."""
+    problems = check_deployable(specs.values(), devices)
+    fatal = [p.message for p in problems if p.fatal]
+    if fatal:
+        raise ConfigError("; ".join(fatal), problems=fatal)
+    skipped = {p.model: p.message for p in problems if p.model is not None}
+    for message in skipped.values():
+        log.warning("%s", message)
+    return skipped
+
+
+def _warn_about_the_cap(specs: dict[str, ModelSpec], cap: int | None) -> None:
+    floor = sum(spec.replicas.min for spec in specs.values())
+    if cap is not None and floor > cap:
+        log.warning(
+            "max_replicas %d is below the models' minimum replicas together (%d): "
+            "some models stay below their min",
+            cap,
+            floor,
+        )

@@ -34,6 +34,8 @@ from freight.notify.event import Event, Outcome
 from freight.notify.signing import WebhookSecrets
 from freight.notify.sinks.base import Sink
 from freight.store.base import Store
+from freight.transform.job import JOB, JobDoc
+from freight.transform.view import job_dict
 from freight.views import prediction_dict
 
 log = logging.getLogger("freight.delivery")
@@ -202,12 +204,12 @@ class Deliverer:
         if row.subscription >= len(entries):
             return Outcome.gone(error="the subscription no longer exists")
         sink = await self._sink(entries[row.subscription])
-        event = Event.for_prediction(
-            row.event_id,
-            prediction_dict(prediction),
-            timestamp=row.created_at,
-            type=f"prediction.{row.event_type}",
-        )
+        if prediction.kind == JOB:  # a batch job: its own object and event types
+            data = job_dict(prediction, JobDoc.from_json(prediction.definition or "{}"))
+            type_ = f"batch_job.{row.event_type}"
+        else:
+            data, type_ = prediction_dict(prediction), f"prediction.{row.event_type}"
+        event = Event.for_prediction(row.event_id, data, timestamp=row.created_at, type=type_)
         try:
             return await asyncio.wait_for(sink.send(event), self._timeout_s)
         except TimeoutError:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,6 +120,7 @@ class Replica:
     async def start(self) -> None:
         """Spawn the runner and wait until its model is loaded."""
         env = {**os.environ, **(self._command.env or {})}
+        began = time.monotonic()
         self._proc = await asyncio.create_subprocess_exec(
             *self._command.argv(),
             stdin=asyncio.subprocess.PIPE,
@@ -139,7 +141,14 @@ class Replica:
             )
         self.load_ms = frame.load_ms
         self.ready = True
-        log.info("replica %s ready (pid %s, load %.0f ms)", self.name, self.pid, self.load_ms or 0)
+        log.info(
+            "replica %s ready in %.0f ms (pid %s, load() %.0f ms%s)",
+            self.name,
+            (time.monotonic() - began) * 1000,
+            self.pid,
+            self.load_ms or 0,
+            _devices(self._command.env),
+        )
 
     async def _first_frame(self) -> Frame:
         """The runner's first frame, within the load timeout; a runner that dies or hangs
@@ -218,3 +227,11 @@ class Replica:
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
         await self.kill()
+
+
+def _devices(env: dict[str, str] | None) -> str:
+    """ ", GPUs 0,1" when the runner was confined to GPUs (", no GPU" to none)."""
+    if env is None or "CUDA_VISIBLE_DEVICES" not in env:
+        return ""
+    devices = env["CUDA_VISIBLE_DEVICES"]
+    return f", GPUs {devices}" if devices else ", no GPU"

@@ -12,6 +12,14 @@ queued for it and fail it ``model_unavailable``. Claiming first keeps this
 fenced like any other outcome (and correct with several workers); the next
 successful load ends it.
 
+The slots are not fixed: :meth:`ModelWorker.scale_to` adds slots (each loads
+its replica at once) and asks slots to leave. A slot leaves only at an idle
+point of its loop, between batches: a slot running a batch finishes it first
+(and one asked to stay again before that simply goes on). A slot of a model
+that asks for GPUs holds its devices (from the agent's
+:class:`~freight.scaling.GpuPool`) for its lifetime, and its runners see only
+those through ``CUDA_VISIBLE_DEVICES``.
+
 The replica is a seam (:class:`~freight.agent.replica.ReplicaHandle` and a
 factory): tests drive every branch of the loop with fakes, no processes.
 """
@@ -20,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from freight import metrics
@@ -38,14 +48,19 @@ from freight.agent.replica import (
 )
 from freight.errors import StoreUnavailableError
 from freight.events import WorkSignal
+from freight.fleet import ColdStart, ScaleChange
 from freight.prediction import Completion, ErrorCode, Prediction, Release
 from freight.registry import ModelSpec
+from freight.scaling import GpuPool, visible_devices_env
 from freight.storage.base import Storage
 from freight.store.base import Queue
+from freight.transform.job import CHUNK
 
 log = logging.getLogger("freight.agent")
 
 ReplicaFactory = Callable[[str], ReplicaHandle]
+#: a replica from its name and its own command (its environment names its GPUs)
+ReplicaLauncher = Callable[[str, RunnerCommand], ReplicaHandle]
 
 #: the default of the ``max_load_attempts`` setting
 DEFAULT_MAX_LOAD_ATTEMPTS = 5
@@ -57,6 +72,8 @@ STORE_BACKOFF_MAX_S = 5.0
 UNAVAILABLE_CLAIM = 100
 #: how long a drain waits for slots after killing their replicas
 DRAIN_KILL_WAIT_S = 10.0
+#: cold starts (spawn -> ready) remembered per model for /v1/models
+COLD_STARTS_KEPT = 5
 
 
 @dataclass
@@ -71,6 +88,27 @@ class Slot:
     finishing: bool = False  # the runner answered: only its outcome is left to record
     load_backoff_s: float = 0.0  # the last wait between failed loads (0: none failed)
     retry_load_at: float = 0.0  # monotonic time of the next load after a failed one
+    devices: tuple[str, ...] = ()  # GPUs this slot's runners get (held until it ends)
+    task: asyncio.Task[None] | None = None
+    loading: bool = False  # its replica is starting (spawn -> ready)
+    retiring: bool = False  # asked to leave: its loop ends at its next idle point
+    gone: bool = False  # its loop ended: it can no longer be asked to stay
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # ends its sleeps
+
+    @property
+    def busy(self) -> bool:
+        """Running a batch (or recording its outcome)."""
+        return bool(self.running) or self.finishing
+
+
+class Scaling:
+    """What the autoscaler last said of one model, and its replicas' cold starts."""
+
+    def __init__(self) -> None:
+        self.desired: int | None = None
+        self.reason: str | None = None
+        self.last_change: ScaleChange | None = None
+        self.cold_starts: deque[ColdStart] = deque(maxlen=COLD_STARTS_KEPT)
 
 
 class LoadHealth:
@@ -113,9 +151,21 @@ class ModelWorker:
         on_finished: Persist,
         max_load_attempts: int = DEFAULT_MAX_LOAD_ATTEMPTS,
         make_replica: ReplicaFactory | None = None,
+        launch: ReplicaLauncher | None = None,
+        gpu_pool: GpuPool | None = None,
     ) -> None:
+        """``replicas``: the slots it starts with (:meth:`scale_to` changes them).
+        ``make_replica`` (a replica from its name) or ``launch`` (from its name and
+        command) replace the runner process; ``gpu_pool``: the node's GPUs, of which
+        each slot holds ``spec.resources.gpus`` (without a pool the runners' GPU
+        environment is left alone)."""
         self.spec = spec
-        self._make_replica: ReplicaFactory = make_replica or (lambda n: Replica(n, command))
+        self._command = command
+        if make_replica is not None:
+            self._launch: ReplicaLauncher = lambda name, _command: make_replica(name)
+        else:
+            self._launch = launch or Replica
+        self._gpu_pool = gpu_pool
         self._store = store
         self._storage = storage
         self._signal = signal
@@ -123,39 +173,144 @@ class ModelWorker:
         self._lease_s = lease_s
         self._poll_s = poll_interval_s
         self._persist = on_finished
-        self.slots = [Slot(i) for i in range(replicas)]
-        self._tasks: list[asyncio.Task[None]] = []
+        self.slots: list[Slot] = []
+        self._started = False
         self.stopping = False
         self._stopped = asyncio.Event()
         self.health = LoadHealth(max_load_attempts)
+        self.scaling = Scaling()
+        for _ in range(replicas):
+            self._add_slot()
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
+        self._started = True
         for slot in self.slots:
-            name = f"{self.spec.name}-{slot.index}"
-            self._tasks.append(asyncio.create_task(self._slot_loop(slot), name=f"slot:{name}"))
+            self._start_slot(slot)
+
+    def _start_slot(self, slot: Slot) -> None:
+        name = f"{self.spec.name}-{slot.index}"
+        slot.task = asyncio.create_task(self._slot_loop(slot), name=f"slot:{name}")
 
     async def drain(self, grace_s: float) -> None:
         """Stop claiming; let running batches finish within the grace; past it kill their
         replicas (what they held is requeued without counting an attempt)."""
         self.stop_claiming()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=grace_s)
+        tasks = [slot.task for slot in self.slots if slot.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
             if pending:
                 await self._kill_busy()
                 _, pending = await asyncio.wait(pending, timeout=DRAIN_KILL_WAIT_S)
                 for task in pending:
                     task.cancel()
-        for slot in self.slots:
+        for slot in list(self.slots):
             if slot.replica is not None:
                 await slot.replica.stop()
+            self._release(slot)
 
     def stop_claiming(self) -> None:
         """Claim nothing more from now on (the first thing a SIGTERM does); what runs
         goes on until :meth:`drain`."""
         self.stopping = True
         self._stopped.set()
+        for slot in self.slots:
+            slot.wake.set()
         self._signal.notify(self.spec.name)
+
+    # -- scaling -------------------------------------------------------------------
+    @property
+    def replicas(self) -> int:
+        """Slots alive or starting, not counting those asked to leave."""
+        return sum(1 for s in self.slots if not s.retiring)
+
+    @property
+    def starting(self) -> int:
+        """Of :attr:`replicas`, those whose replica is loading."""
+        return sum(1 for s in self.slots if s.loading and not s.retiring)
+
+    @property
+    def in_flight(self) -> int:
+        """Predictions this worker's replicas are running now."""
+        return sum(len(s.running) for s in self.slots)
+
+    def scale_to(self, count: int) -> int:
+        """Grow or shrink to ``count`` slots; returns :attr:`replicas` after it.
+
+        Growing keeps slots that were asked to leave but are still there, then adds
+        new ones (each loads its replica at once); short of GPUs it adds what fits
+        (the next call tries again). Shrinking asks slots to leave, the least useful
+        first: one without a live replica, then an idle one, then one loading, and a
+        busy one last; none is interrupted, a busy one leaves after its batch.
+        """
+        if self.stopping:
+            return self.replicas
+        active = [s for s in self.slots if not s.retiring]
+        if count > len(active):
+            for slot in [s for s in self.slots if s.retiring and not s.gone]:
+                if self.replicas >= count:
+                    break
+                slot.retiring = False
+                slot.wake.clear()
+            while self.replicas < count and self._add_slot() is not None:
+                pass
+        elif count < len(active):
+            for slot in sorted(active, key=_leave_order)[: len(active) - count]:
+                self._ask_to_leave(slot)
+        return self.replicas
+
+    def _add_slot(self) -> Slot | None:
+        """A new slot (started if the worker is); None when its GPUs are not free."""
+        devices: tuple[str, ...] = ()
+        if self._gpu_pool is not None:
+            got = self._gpu_pool.acquire(self.spec.resources.gpus)
+            if got is None:
+                return None
+            devices = got
+        used = {s.index for s in self.slots}
+        index = next(i for i in itertools.count() if i not in used)
+        slot = Slot(index, devices=devices)
+        self.slots.append(slot)
+        if self._started:
+            self._start_slot(slot)
+        return slot
+
+    def _ask_to_leave(self, slot: Slot) -> None:
+        slot.retiring = True
+        if slot.task is None:  # never started: nothing runs in it
+            self.slots.remove(slot)
+            self._release(slot)
+            return
+        slot.wake.set()  # out of a back-off sleep
+        self._signal.notify(self.spec.name)  # out of its wait for work
+
+    async def _leave(self, slot: Slot) -> None:
+        """The end of a slot that was asked to leave: its replica stopped, its GPUs freed."""
+        if slot.replica is not None:
+            await slot.replica.stop()
+        if slot in self.slots:
+            self.slots.remove(slot)
+        self._release(slot)
+        log.info("replica %s-%d stopped (scaled down)", self.spec.name, slot.index)
+
+    def _release(self, slot: Slot) -> None:
+        if slot.devices and self._gpu_pool is not None:
+            self._gpu_pool.release(slot.devices)
+        slot.devices = ()
+
+    def command_for(self, slot: Slot) -> RunnerCommand:
+        """The slot's runner command: the worker's, confined to the slot's GPUs."""
+        if self._gpu_pool is None:
+            return self._command
+        env = {**(self._command.env or {}), **visible_devices_env(slot.devices)}
+        return replace(self._command, env=env)
+
+    def record_change(self, before: int, after: int, reason: str) -> None:
+        self.scaling.last_change = ScaleChange(before, after, reason, time.time())
+
+    @property
+    def cold_starts(self) -> tuple[ColdStart, ...]:
+        return tuple(self.scaling.cold_starts)
 
     async def _kill_busy(self) -> None:
         """Kill the replicas still running a batch, or still loading."""
@@ -194,20 +349,25 @@ class ModelWorker:
     # -- the loop ------------------------------------------------------------------
     async def _slot_loop(self, slot: Slot) -> None:
         backoff_s = BACKOFF_START_S
-        while not self.stopping:
-            try:
-                await self._step(slot)
-                backoff_s = BACKOFF_START_S
-            except StoreUnavailableError:
-                log.warning(
-                    "store unavailable; model %s retries in %.1fs", self.spec.name, backoff_s
-                )
-                await self._sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, STORE_BACKOFF_MAX_S)
-            except Exception:
-                log.exception("slot %s-%d failed; restarting it", self.spec.name, slot.index)
-                await self._sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, LOAD_BACKOFF_MAX_S)
+        try:
+            while not self.stopping and not slot.retiring:
+                try:
+                    await self._step(slot)
+                    backoff_s = BACKOFF_START_S
+                except StoreUnavailableError:
+                    log.warning(
+                        "store unavailable; model %s retries in %.1fs", self.spec.name, backoff_s
+                    )
+                    await self._sleep(backoff_s, slot)
+                    backoff_s = min(backoff_s * 2, STORE_BACKOFF_MAX_S)
+                except Exception:
+                    log.exception("slot %s-%d failed; restarting it", self.spec.name, slot.index)
+                    await self._sleep(backoff_s, slot)
+                    backoff_s = min(backoff_s * 2, LOAD_BACKOFF_MAX_S)
+        finally:
+            slot.gone = True
+            if not self.stopping:  # asked to leave (a drain stops what is left itself)
+                await self._leave(slot)
 
     async def _step(self, slot: Slot) -> None:
         """One turn of a slot: (re)load its replica when due, else claim and run."""
@@ -217,29 +377,42 @@ class ModelWorker:
                 return
             if not await self._spawn(slot):
                 return
-        rows = await self._claim()
+        if slot.retiring:
+            return
+        rows = await self._alone(await self._claim())
         if rows:
             await self._run(slot, rows)
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake at once when the worker drains."""
+    async def _sleep(self, seconds: float, slot: Slot | None = None) -> None:
+        """Sleep, but wake at once when the worker drains (or the slot is asked to leave)."""
+        event = slot.wake if slot is not None else self._stopped
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), max(0.0, seconds))
+            await asyncio.wait_for(event.wait(), max(0.0, seconds))
 
     async def _spawn(self, slot: Slot) -> bool:
         """A fresh replica in the slot; False (and the next try scheduled) when it did
         not load."""
         if slot.replica is not None:
             await slot.replica.kill()
-        slot.replica = self._make_replica(f"{self.spec.name}-{slot.index}")
+        slot.replica = self._launch(f"{self.spec.name}-{slot.index}", self.command_for(slot))
+        slot.loading = True
+        began = time.monotonic()
         try:
             await slot.replica.start()
         except ReplicaLoadError as exc:
             self._load_failed(slot, exc)
             return False
+        finally:
+            slot.loading = False
+        self._started_one(slot.replica, time.monotonic() - began)
         self.health.loaded()
         slot.load_backoff_s = 0.0
         return True
+
+    def _started_one(self, replica: ReplicaHandle, seconds: float) -> None:
+        load_s = replica.load_ms / 1000 if replica.load_ms is not None else None
+        self.scaling.cold_starts.append(ColdStart(seconds, load_s, time.time()))
+        metrics.cold_start_seconds.labels(self.spec.name).observe(seconds)
 
     def _load_failed(self, slot: Slot, exc: ReplicaLoadError) -> None:
         slot.load_backoff_s = min(max(slot.load_backoff_s * 2, BACKOFF_START_S), LOAD_BACKOFF_MAX_S)
@@ -260,7 +433,7 @@ class ModelWorker:
         """Wait for the slot's next load; an unavailable model's queue fails meanwhile."""
         remaining = slot.retry_load_at - time.monotonic()
         if not self.health.unavailable:
-            await self._sleep(remaining)
+            await self._sleep(remaining, slot)
             return
         rows = await self._claim_some(UNAVAILABLE_CLAIM)
         if rows:
@@ -304,6 +477,24 @@ class ModelWorker:
                 await self._signal.wait(self.spec.name, remaining)
                 rows += await self._claim_some(batching.max_size - len(rows))
         return rows
+
+    async def _alone(self, rows: list[Prediction]) -> list[Prediction]:
+        """A batch job's chunk runs alone: never batched with interactive predictions
+        (they would wait for its records) nor with another chunk (the other replicas
+        take it). What is given back is requeued without counting an attempt."""
+        chunks = [row for row in rows if row.kind == CHUNK]
+        if not chunks or len(rows) == 1:
+            return rows
+        keep = [row for row in rows if row.kind != CHUNK] or chunks[:1]
+        kept = {row.id for row in keep}
+        back = [
+            Release(id=row.id, attempt=row.attempts, worker_id=self._worker_id, count_attempt=False)
+            for row in rows
+            if row.id not in kept
+        ]
+        await self._persist.release(back)
+        self._signal.notify(self.spec.name)
+        return keep
 
     async def _claim_some(self, limit: int) -> list[Prediction]:
         if self.stopping:
@@ -372,4 +563,25 @@ class ModelWorker:
         self._signal.notify(self.spec.name)
 
 
-__all__ = ["LoadHealth", "ModelWorker", "Persist", "ReplicaFactory", "Slot"]
+def _leave_order(slot: Slot) -> tuple[int, int]:
+    """Which slot leaves first when scaling down (smallest first); newest first on a tie."""
+    if slot.busy:
+        rank = 3
+    elif slot.loading:
+        rank = 2
+    elif slot.replica is None or not slot.replica.alive:
+        rank = 0  # nothing loaded (between failed loads): nothing lost
+    else:
+        rank = 1
+    return rank, -slot.index
+
+
+__all__ = [
+    "LoadHealth",
+    "ModelWorker",
+    "Persist",
+    "ReplicaFactory",
+    "ReplicaLauncher",
+    "Scaling",
+    "Slot",
+]

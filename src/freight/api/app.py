@@ -9,15 +9,23 @@ from fastapi import FastAPI
 
 from freight import __version__, metrics
 from freight.api import docs, errors
-from freight.api.routes import events, health, models, objects, pipelines, predictions
+from freight.api.routes import (
+    batch_jobs,
+    events,
+    health,
+    models,
+    objects,
+    pipelines,
+    predictions,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from freight.batch import BatchService
     from freight.service import PredictionService
     from freight.signing import UrlSigner
     from freight.system import SystemService
-
 
 
 def _install_metrics(system: SystemService) -> None:
@@ -31,6 +39,8 @@ def create_app(
     system: SystemService,
     signer: UrlSigner,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+    *,
+    batch: BatchService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="freight",
@@ -42,12 +52,13 @@ def create_app(
     app.state.service = service
     app.state.system = system
     app.state.signer = signer
+    app.state.batch = batch
     app.state.public_url = service.public_url
     errors.install(app)
     _install_metrics(system)
     # routes are matched in order, one regex each: the hot ones first (real-time
     # predict, create/get), the docs last
-    for module in (models, predictions, events, pipelines, objects, health):
+    for module in (models, predictions, events, pipelines, batch_jobs, objects, health):
         app.include_router(module.router)
     docs.install(app)
     return app

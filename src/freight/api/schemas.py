@@ -208,9 +208,20 @@ class ModelOut(BaseModel):
     name: str
     input_kind: str
     batching: dict[str, Any]
-    replicas: dict[str, Any]
+    replicas: dict[str, Any] = Field(
+        description="min, max, target_backlog, idle_s, gpus (per replica); on a node "
+        "running replicas: running / ready (loaded), starting, total (running or "
+        "starting) and desired (the autoscaler's count)"
+    )
     backlog: dict[str, int]
     load_error: dict[str, Any] | None = None
+    scaling: dict[str, Any] | None = Field(
+        None,
+        description="served (false: this node cannot serve it, not_served says why), "
+        "reason (the autoscaler's last tick), last_change {from, to, reason, at}, "
+        "cold_starts [{seconds, load_s, at}] (spawn to ready, the last few); null "
+        "where no replica runs in this process",
+    )
 
 
 class ModelList(BaseModel):
@@ -241,3 +252,36 @@ class PipelineOut(BaseModel):
 
 class PipelineList(BaseModel):
     data: list[PipelineOut]
+
+
+class BatchUpload(BaseModel):
+    """Upload the input files through presigned URLs (``upload_urls`` of the job)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upload: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class CreateBatchJob(BaseModel):
+    """Body of ``POST /v1/batch-jobs``: run ``target`` over every record of ``input``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(min_length=1, max_length=200)
+    input: str | BatchUpload = Field(
+        description="freight://<key> of a file, a prefix ending in '/' (every file under "
+        "it), a URI of the configured store, or {'upload': [names]}"
+    )
+    output: str | None = Field(None, description="a prefix for the outputs (freight://...)")
+    split: Literal["line", "none"] = "line"
+    records_per_call: int = Field(64, ge=1, le=100_000)
+    max_call_bytes: int = Field(6 * 1024 * 1024, ge=1, le=1 << 30)
+    concurrency: int = Field(4, ge=1, le=1024)
+    on_error: Literal["fail", "continue"] = "fail"
+    join: Literal["none", "input"] = "none"
+    input_filter: str | None = Field(None, max_length=10_000)
+    output_filter: str | None = Field(None, max_length=10_000)
+    content_type: str | None = Field(None, max_length=200)
+    priority: int = Field(-10, ge=-1000, le=1000)
+    metadata: dict[str, Any] | None = None
+    webhook: WebhookIn | None = None

@@ -125,9 +125,19 @@ def worker(
             "Prometheus); without it the worker opens no port.",
         ),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Serve only this model (repeat for several); default: every model of the "
+            "project. Kubernetes: one worker Deployment per model.",
+        ),
+    ] = None,
 ) -> None:
     """Run only a worker node: the agent and its model runners (cluster shape)."""
-    _serve("serve_worker", project_dir, host, port)
+    server: Any = importlib.import_module("freight.server")
+    code = server.serve_worker(project_dir=project_dir, host=host, port=port, models=model)
+    raise typer.Exit(int(code or 0))
 
 
 @app.command()
@@ -356,3 +366,10 @@ def _counts(project_dir: Path) -> tuple[int, int]:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+# -- batch jobs: ``freight batch ...`` (its commands use the helpers above) ---------------
+
+from freight.cli._batch import batch_app  # noqa: E402
+
+app.add_typer(batch_app, name="batch")

@@ -16,13 +16,27 @@ raises the built-in ``TimeoutError``; invalid arguments raise ``ValueError``.
 Following: ``handle.wait()`` follows the prediction's server-sent event stream
 (``client.events(id)`` yields each :class:`StreamEvent`, resuming a dropped
 connection where it left off) and long-polls a server that has none.
+
+Batch jobs run a model or pipeline over whole files (JSON Lines, CSV):
+
+    job = client.batch("tabular", "rows/", output="freight://results/run1/")
+    job = client.wait_batch_job(job.id)                 # polled until terminal
+    for out in job.outputs:                             # one per input file
+        client.download(out.output_url, f"results/{out.name}")
 """
 
 from __future__ import annotations
 
 from freight.client._async import AsyncClient, AsyncPredictionHandle
 from freight.client._models import (
+    BATCH_TERMINAL_STATUSES,
     TERMINAL_STATUSES,
+    BatchCounts,
+    BatchInput,
+    BatchJob,
+    BatchOptions,
+    BatchOutput,
+    BatchOutputLocation,
     Delivery,
     DeliveryTry,
     ErrorInfo,
@@ -39,9 +53,16 @@ from freight.client._models import (
 from freight.client._sync import Client, PredictionHandle
 
 __all__ = [
+    "BATCH_TERMINAL_STATUSES",
     "TERMINAL_STATUSES",
     "AsyncClient",
     "AsyncPredictionHandle",
+    "BatchCounts",
+    "BatchInput",
+    "BatchJob",
+    "BatchOptions",
+    "BatchOutput",
+    "BatchOutputLocation",
     "Client",
     "Delivery",
     "DeliveryTry",

@@ -74,7 +74,7 @@ class AiohttpTransport:
                 timeout=_timeout(call, self._timeout_s),
             ) as reply:
                 if call.download_to is not None and 200 <= reply.status < 300:
-                    await _save(reply, call.download_to)
+                    await _save(reply, call.download_to, call)
                     data = b""
                 else:
                     data = await reply.read()
@@ -128,13 +128,19 @@ class AiohttpTransport:
             self._session = None
 
 
-async def _save(reply: aiohttp.ClientResponse, path: Path) -> None:
-    """Stream the body to a temporary file, renamed into place only when complete."""
+async def _save(reply: aiohttp.ClientResponse, path: Path, call: Call) -> None:
+    """Stream the body to a temporary file, renamed into place only when complete;
+    ``call.progress(received, total)`` follows it."""
     part = partial_path(path)
+    total = reply.content_length or 0
+    received = 0
     try:
         with part.open("wb") as f:
             async for chunk in reply.content.iter_chunked(CHUNK_BYTES):
                 await asyncio.to_thread(f.write, chunk)
+                received += len(chunk)
+                if call.progress is not None:
+                    call.progress(received, total)
         os.replace(part, path)
     except BaseException:
         part.unlink(missing_ok=True)

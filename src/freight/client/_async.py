@@ -11,7 +11,7 @@ import asyncio
 import builtins
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +23,7 @@ from freight.client import _flows
 from freight.client._aiohttp import AiohttpTransport
 from freight.client._events import Follower, check_stream, fallback
 from freight.client._models import (
+    BatchJob,
     Delivery,
     FreightClientError,
     HandleBase,
@@ -279,6 +280,119 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         return await self._drive(_flows.health())
 
+    # -- batch jobs -----------------------------------------------------------------------
+
+    async def create_batch_job(
+        self,
+        target: str,
+        input: str | Sequence[str],
+        *,
+        output: str | None = None,
+        split: str | None = None,
+        records_per_call: int | None = None,
+        max_call_bytes: int | None = None,
+        concurrency: int | None = None,
+        on_error: str | None = None,
+        join: str | None = None,
+        input_filter: str | None = None,
+        output_filter: str | None = None,
+        content_type: str | None = None,
+        priority: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+    ) -> BatchJob:
+        """Create a batch job over ``input``: a stored object's URI (a prefix ending in
+        ``/`` reads every file under it), or the names of files to upload next (the job
+        then waits in ``awaiting_input``; see :meth:`upload_batch_input`). ``output``: a
+        prefix for the results (default ``freight://batch/<id>/output/``). Options left
+        None take the server's defaults."""
+        body = _flows.batch_job_body(
+            target,
+            input,
+            output=output,
+            split=split,
+            records_per_call=records_per_call,
+            max_call_bytes=max_call_bytes,
+            concurrency=concurrency,
+            on_error=on_error,
+            join=join,
+            input_filter=input_filter,
+            output_filter=output_filter,
+            content_type=content_type,
+            priority=priority,
+            metadata=metadata,
+            webhook=webhook,
+            webhook_events=webhook_events,
+        )
+        return await self._drive(_flows.create_batch_job(body))
+
+    async def batch(
+        self,
+        target: str,
+        input: str | Path,
+        *,
+        output: str | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+        **options: Any,
+    ) -> BatchJob:
+        """Run ``target`` over ``input`` and return the job, queued: an object URI is
+        read in place; a local file, or every regular file of a local directory (named
+        relative to it), is uploaded first (``progress(name, sent, total)`` follows each).
+        ``options``: those of :meth:`create_batch_job`."""
+        flow = _flows.batch(target, input, output=output, progress=progress, options=options)
+        return await self._drive(flow)
+
+    async def upload_batch_input(
+        self,
+        job: BatchJob,
+        name: str,
+        path: str | Path,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        content_type: str | None = None,
+    ) -> BatchJob:
+        """Stream the file at ``path`` to ``job.upload_urls[name]``; the job's last upload
+        queues it. ``progress(sent, total)`` follows it."""
+        flow = _flows.upload_batch_input(
+            job, name, Path(path), content_type=content_type, progress=progress
+        )
+        return await self._drive(flow)
+
+    async def batch_job(self, job_id: str) -> BatchJob:
+        return await self._drive(_flows.get_batch_job(job_id))
+
+    async def wait_batch_job(
+        self, job_id: str, *, timeout: float | None = None, poll_s: float = 1.0
+    ) -> BatchJob:
+        """The job once terminal, polled every ``poll_s`` seconds (TimeoutError after
+        ``timeout``)."""
+        return await self._drive(_flows.wait_batch_job(job_id, timeout=timeout, poll_s=poll_s))
+
+    async def batch_jobs(
+        self, *, status: str | None = None, target: str | None = None, limit: int = 50
+    ) -> AsyncIterator[BatchJob]:
+        """Every matching batch job, newest first, fetching pages of ``limit`` lazily."""
+        cursor: str | None = None
+        while True:
+            flow = _flows.batch_page(status=status, target=target, cursor=cursor, limit=limit)
+            items, cursor = await self._drive(flow)
+            for item in items:
+                yield item
+            if cursor is None:
+                return
+
+    async def cancel_batch_job(self, job_id: str) -> BatchJob:
+        """Stop the job; the records done so far stay in its outputs."""
+        return await self._drive(_flows.cancel_batch_job(job_id))
+
+    async def download(
+        self, url: str, path: str | Path, progress: Callable[[int, int], None] | None = None
+    ) -> Path:
+        """Stream ``url`` (e.g. a batch output's presigned ``output_url``) into ``path``,
+        never whole in memory; ``progress(received, total)`` follows it (total 0: unknown)."""
+        return await self._drive(_flows.download_url(url, Path(path), progress=progress))
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -318,7 +432,8 @@ class AsyncClient:
             if step.upload is None:
                 return await self._send(step, step.content)
             with step.upload.open("rb") as f:
-                return await self._send(step, _chunks(f))
+                total = os.fstat(f.fileno()).st_size
+                return await self._send(step, _chunks(f, total, step.progress))
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from exc
 
@@ -354,7 +469,7 @@ class AsyncClient:
         response = await self._http.send(request, stream=True)
         try:
             if call.download_to is not None and response.is_success:
-                await _save(response, call.download_to)
+                await _save(response, call.download_to, call.progress)
             else:
                 await response.aread()
         finally:
@@ -362,18 +477,31 @@ class AsyncClient:
         return response
 
 
-async def _chunks(f: IO[bytes]) -> AsyncIterator[bytes]:
+async def _chunks(
+    f: IO[bytes], total: int, progress: Callable[[int, int], None] | None
+) -> AsyncIterator[bytes]:
+    sent = 0
     while chunk := await asyncio.to_thread(f.read, CHUNK_BYTES):
         yield chunk
+        sent += len(chunk)
+        if progress is not None:
+            progress(sent, total)
 
 
-async def _save(response: httpx.Response, path: Path) -> None:
+async def _save(
+    response: httpx.Response, path: Path, progress: Callable[[int, int], None] | None
+) -> None:
     """Stream the body to a temporary file, renamed into place only when complete."""
     part = partial_path(path)
+    total = int(response.headers.get("content-length") or 0)
+    received = 0
     try:
         with part.open("wb") as f:
             async for chunk in response.aiter_bytes(CHUNK_BYTES):
                 await asyncio.to_thread(f.write, chunk)
+                received += len(chunk)
+                if progress is not None:
+                    progress(received, total)
         os.replace(part, path)
     except BaseException:
         part.unlink(missing_ok=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from freight.client._events import deliveries_from
 from freight.client._models import (
+    BatchJob,
     Delivery,
     FreightClientError,
     ModelInfo,
@@ -26,6 +27,8 @@ from freight.client._models import (
 from freight.client._protocol import (
     Call,
     Flow,
+    batch_job_from,
+    batch_page_from,
     check,
     held_for,
     models_from,
@@ -326,3 +329,223 @@ def _realtime(call: Call) -> Flow[Any]:
         return (yield from output(pending))
     check(response)
     return output_from(response) if response.content else None
+
+
+# -- batch jobs -------------------------------------------------------------------------
+
+BATCH_JOBS = "/v1/batch-jobs"
+#: how the file types a batch job reads are labelled when uploaded (mimetypes lacks them)
+_UPLOAD_TYPES = {".jsonl": "application/jsonl", ".ndjson": "application/jsonl"}
+
+
+def _job_path(job_id: str) -> str:
+    return f"{BATCH_JOBS}/{quote(job_id, safe='')}"
+
+
+def is_uri(value: str) -> bool:
+    """An object URI (``freight://...``, ``s3://...``) rather than a local path."""
+    return "://" in value
+
+
+def batch_job_body(
+    target: str,
+    input: str | Sequence[str],
+    *,
+    output: str | None = None,
+    split: str | None = None,
+    records_per_call: int | None = None,
+    max_call_bytes: int | None = None,
+    concurrency: int | None = None,
+    on_error: str | None = None,
+    join: str | None = None,
+    input_filter: str | None = None,
+    output_filter: str | None = None,
+    content_type: str | None = None,
+    priority: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    webhook: str | None = None,
+    webhook_events: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The body of ``POST /v1/batch-jobs``; options left None take the server's default.
+
+    ``input``: a stored object's URI (a prefix ending in ``/`` for every file under
+    it), or the names of the files to upload (``{"upload": [...]}``)."""
+    if isinstance(input, str):
+        job_input: Any = input
+    else:
+        names = list(input)
+        if not names:
+            raise ValueError("give the input as a URI or at least one name to upload")
+        if len(set(names)) != len(names):
+            raise ValueError("upload names must be unique")
+        job_input = {"upload": names}
+    body: dict[str, Any] = {"target": target, "input": job_input}
+    extras = {
+        "output": output,
+        "split": split,
+        "records_per_call": records_per_call,
+        "max_call_bytes": max_call_bytes,
+        "concurrency": concurrency,
+        "on_error": on_error,
+        "join": join,
+        "input_filter": input_filter,
+        "output_filter": output_filter,
+        "content_type": content_type,
+        "priority": priority,
+        "metadata": metadata,
+    }
+    body.update({k: v for k, v in extras.items() if v is not None})
+    if webhook is not None:
+        body["webhook"] = {"url": webhook, **_events_field(webhook_events)}
+    elif webhook_events is not None:
+        raise ValueError("webhook_events needs webhook")
+    return body
+
+
+def create_batch_job(body: dict[str, Any]) -> Flow[BatchJob]:
+    """Create a job from :func:`batch_job_body`; uploads are left to the caller."""
+    call = Call("POST", BATCH_JOBS, json=body, has_json=True)
+    return batch_job_from((yield from request(call)))
+
+
+def get_batch_job(job_id: str) -> Flow[BatchJob]:
+    return batch_job_from((yield from request(Call("GET", _job_path(job_id)))))
+
+
+def cancel_batch_job(job_id: str) -> Flow[BatchJob]:
+    return batch_job_from((yield from request(Call("POST", _job_path(job_id) + "/cancel"))))
+
+
+def batch_page(
+    *, status: str | None, target: str | None, cursor: str | None, limit: int
+) -> Flow[tuple[list[BatchJob], str | None]]:
+    params = {"status": status, "target": target, "cursor": cursor, "limit": str(limit)}
+    call = Call("GET", BATCH_JOBS, params={k: v for k, v in params.items() if v})
+    return batch_page_from((yield from request(call)))
+
+
+def wait_batch_job(
+    job_id: str, *, timeout: float | None = None, poll_s: float = 1.0
+) -> Flow[BatchJob]:
+    """Poll the job every ``poll_s`` seconds until it is terminal; TimeoutError after
+    ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job = yield from get_batch_job(job_id)
+        if job.terminal:
+            return job
+        left = poll_s if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"batch job {job_id} still {job.status} after {timeout} s")
+        yield from pause(min(poll_s, left))
+
+
+def upload_type(name: str, content_type: str | None = None) -> str:
+    """The Content-Type an input file is uploaded with: the job's ``content_type``
+    when given, else what its name says (gzip for ``.gz``), else octet-stream."""
+    if content_type:
+        return content_type
+    kind, encoding = mimetypes.guess_type(name, strict=False)
+    if encoding == "gzip":
+        return "application/gzip"
+    suffix = Path(name).suffix.lower()
+    return _UPLOAD_TYPES.get(suffix) or kind or OCTET_STREAM
+
+
+def upload_batch_input(
+    job: BatchJob,
+    name: str,
+    path: Path,
+    *,
+    content_type: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Flow[BatchJob]:
+    """PUT one input file to the job's signed ``upload_urls[name]``, streamed from disk."""
+    url = (job.upload_urls or {}).get(name)
+    if not url:
+        raise FreightClientError(
+            0,
+            "invalid_response",
+            f"batch job {job.id} ({job.status}) has no upload URL for {name!r}",
+        )
+    headers = {
+        "Content-Type": upload_type(name, content_type),
+        "Content-Length": str(path.stat().st_size),
+    }
+    call = Call("PUT", url, headers=headers, upload=path, timeout=held_for(None), progress=progress)
+    return batch_job_from((yield from request(call)))
+
+
+def download_url(
+    url: str, path: Path, *, progress: Callable[[int, int], None] | None = None
+) -> Flow[Path]:
+    """Stream ``url`` (a presigned download, or a path on the server) into ``path``."""
+    call = Call("GET", url, download_to=path, timeout=held_for(None), progress=progress)
+    check((yield from request(call)))
+    return path
+
+
+def local_inputs(path: Path) -> list[tuple[str, Path]]:
+    """The files to upload for a local input: a file under its own name, or every
+    regular file of a directory (recursively) under its name relative to it, in order."""
+    if path.is_file():
+        return [(path.name, path)]
+    if not path.is_dir():
+        raise ValueError(f"{path} is neither a file nor a directory")
+    found = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+    if not found:
+        raise ValueError(f"{path} holds no files")
+    return found
+
+
+def batch_uploads(
+    job: BatchJob,
+    files: Sequence[tuple[str, Path]],
+    *,
+    content_type: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Flow[BatchJob]:
+    """Upload each ``(name, path)`` of a job awaiting input; the last one queues it.
+    ``progress(name, sent, total)`` follows each file."""
+    signed = job  # its upload_urls sign every name; later answers need not repeat them
+    for name, path in files:
+        if job.status != "awaiting_input":
+            break  # a retried run may find the uploads done
+        each = None if progress is None else _progress_of(progress, name)
+        job = yield from upload_batch_input(
+            signed, name, path, content_type=content_type, progress=each
+        )
+    return job
+
+
+def batch(
+    target: str,
+    source: str | Path,
+    *,
+    output: str | None,
+    progress: Callable[[str, int, int], None] | None,
+    options: dict[str, Any],
+) -> Flow[BatchJob]:
+    """Create a job over ``source`` (an object URI, or a local file or directory whose
+    files are uploaded) and return it, queued: the convenience behind ``client.batch``."""
+    if isinstance(source, str) and is_uri(source):
+        return (
+            yield from create_batch_job(batch_job_body(target, source, output=output, **options))
+        )
+    files = local_inputs(Path(source))
+    body = batch_job_body(target, [name for name, _ in files], output=output, **options)
+    job = yield from create_batch_job(body)
+    return (
+        yield from batch_uploads(
+            job, files, content_type=options.get("content_type"), progress=progress
+        )
+    )
+
+
+def _progress_of(
+    progress: Callable[[str, int, int], None], name: str
+) -> Callable[[int, int], None]:
+    def update(sent: int, total: int) -> None:
+        progress(name, sent, total)
+
+    return update

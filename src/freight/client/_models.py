@@ -150,6 +150,100 @@ class Prediction(_Wire):
         return self.status == "succeeded"
 
 
+#: a batch job's statuses that can no longer change
+BATCH_TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+
+
+class BatchOptions(_Wire):
+    """How a batch job splits, calls and joins (the server's defaults filled in)."""
+
+    split: str = "line"
+    records_per_call: int | None = None
+    max_call_bytes: int | None = None
+    concurrency: int | None = None
+    on_error: str = "fail"
+    join: str = "none"
+    input_filter: str | None = None
+    output_filter: str | None = None
+    content_type: str | None = None
+    priority: int | None = None
+
+
+class BatchInput(_Wire):
+    """Where a job reads: the stored object or prefix, and how many files it holds
+    (None until the input was listed or uploaded)."""
+
+    uri: str | None = None
+    files: int | None = None
+
+
+class BatchOutputLocation(_Wire):
+    """Where a job writes: the output prefix and its manifest (``manifest_url``, a
+    presigned download, appears once the manifest exists)."""
+
+    uri: str | None = None
+    manifest_uri: str | None = None
+    manifest_url: str | None = None
+
+
+class BatchCounts(_Wire):
+    """Records done and failed; ``total`` is None until every input file was split."""
+
+    total: int | None = None
+    done: int = 0
+    failed: int = 0
+
+
+class BatchOutput(_Wire):
+    """One finished input file: where its output (and its failed records, if any)
+    went, with presigned ``*_url`` downloads."""
+
+    name: str
+    input_uri: str | None = None
+    output_uri: str | None = None
+    output_url: str | None = None
+    errors_uri: str | None = None
+    errors_url: str | None = None
+    records: int = 0
+    failed: int = 0
+
+
+class BatchJob(_Wire):
+    """One batch-transform job as the API reports it, at the moment it was fetched.
+
+    ``upload_urls`` (name -> signed PUT URL) is set while it is ``awaiting_input``;
+    ``outputs`` lists the files finished so far."""
+
+    id: str
+    target: str
+    target_kind: str = "model"
+    status: str
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    options: BatchOptions = Field(default_factory=BatchOptions)
+    input: BatchInput = Field(default_factory=BatchInput)
+    output: BatchOutputLocation = Field(default_factory=BatchOutputLocation)
+    counts: BatchCounts = Field(default_factory=BatchCounts)
+    progress: float = 0.0
+    records_per_s: float | None = None
+    eta_s: float | None = None
+    outputs: list[BatchOutput] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    upload_urls: dict[str, str] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    urls: Urls = Field(default_factory=Urls)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the status can no longer change."""
+        return self.status in BATCH_TERMINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
     """One event of ``GET /v1/predictions/{id}/events``: ``id`` counts from 1 within

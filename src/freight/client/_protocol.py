@@ -14,7 +14,7 @@ it responses.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -22,7 +22,13 @@ from typing import Any, TypeVar, cast
 import httpx
 from pydantic import ValidationError
 
-from freight.client._models import FreightClientError, ModelInfo, PipelineInfo, Prediction
+from freight.client._models import (
+    BatchJob,
+    FreightClientError,
+    ModelInfo,
+    PipelineInfo,
+    Prediction,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "FREIGHT_URL"
@@ -40,6 +46,8 @@ class Call:
     ``upload`` names a file to stream as the body (its size must be in the
     headers); ``download_to`` asks the transport to stream a successful body
     into that file instead of memory. ``timeout`` overrides the client's.
+    ``progress(done, total)`` follows that upload or download (total 0: unknown),
+    in place of the client's own ``upload_progress``/``download_progress``.
     """
 
     method: str
@@ -52,6 +60,7 @@ class Call:
     upload: Path | None = None
     download_to: Path | None = None
     timeout: httpx.Timeout | None = None
+    progress: Callable[[int, int], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +202,24 @@ def page_from(response: httpx.Response) -> tuple[list[Prediction], str | None]:
         cursor = body.get("next_cursor")
     except (ValidationError, KeyError, TypeError, AttributeError) as exc:
         raise _invalid(response, "not a page of predictions") from exc
+    return items, (str(cursor) if cursor else None)
+
+
+def batch_job_from(response: httpx.Response) -> BatchJob:
+    body = json_body(response)
+    try:
+        return BatchJob.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(response, f"not a batch job: {exc.error_count()} errors") from exc
+
+
+def batch_page_from(response: httpx.Response) -> tuple[list[BatchJob], str | None]:
+    body = json_body(response)
+    try:
+        items = [BatchJob.model_validate(item) for item in body["items"]]
+        cursor = body.get("next_cursor")
+    except (ValidationError, KeyError, TypeError, AttributeError) as exc:
+        raise _invalid(response, "not a page of batch jobs") from exc
     return items, (str(cursor) if cursor else None)
 
 

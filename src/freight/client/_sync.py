@@ -21,6 +21,7 @@ import httpx
 from freight.client import _flows
 from freight.client._events import Follower, check_stream, fallback
 from freight.client._models import (
+    BatchJob,
     Delivery,
     FreightClientError,
     HandleBase,
@@ -274,6 +275,118 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self._drive(_flows.health())
 
+    # -- batch jobs -----------------------------------------------------------------------
+
+    def create_batch_job(
+        self,
+        target: str,
+        input: str | Sequence[str],
+        *,
+        output: str | None = None,
+        split: str | None = None,
+        records_per_call: int | None = None,
+        max_call_bytes: int | None = None,
+        concurrency: int | None = None,
+        on_error: str | None = None,
+        join: str | None = None,
+        input_filter: str | None = None,
+        output_filter: str | None = None,
+        content_type: str | None = None,
+        priority: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+    ) -> BatchJob:
+        """Create a batch job over ``input``: a stored object's URI (a prefix ending in
+        ``/`` reads every file under it), or the names of files to upload next (the job
+        then waits in ``awaiting_input``; see :meth:`upload_batch_input`). ``output``: a
+        prefix for the results (default ``freight://batch/<id>/output/``). Options left
+        None take the server's defaults."""
+        body = _flows.batch_job_body(
+            target,
+            input,
+            output=output,
+            split=split,
+            records_per_call=records_per_call,
+            max_call_bytes=max_call_bytes,
+            concurrency=concurrency,
+            on_error=on_error,
+            join=join,
+            input_filter=input_filter,
+            output_filter=output_filter,
+            content_type=content_type,
+            priority=priority,
+            metadata=metadata,
+            webhook=webhook,
+            webhook_events=webhook_events,
+        )
+        return self._drive(_flows.create_batch_job(body))
+
+    def batch(
+        self,
+        target: str,
+        input: str | Path,
+        *,
+        output: str | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+        **options: Any,
+    ) -> BatchJob:
+        """Run ``target`` over ``input`` and return the job, queued: an object URI is
+        read in place; a local file, or every regular file of a local directory (named
+        relative to it), is uploaded first (``progress(name, sent, total)`` follows each).
+        ``options``: those of :meth:`create_batch_job`."""
+        flow = _flows.batch(target, input, output=output, progress=progress, options=options)
+        return self._drive(flow)
+
+    def upload_batch_input(
+        self,
+        job: BatchJob,
+        name: str,
+        path: str | Path,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        content_type: str | None = None,
+    ) -> BatchJob:
+        """Stream the file at ``path`` to ``job.upload_urls[name]``; the job's last upload
+        queues it. ``progress(sent, total)`` follows it."""
+        flow = _flows.upload_batch_input(
+            job, name, Path(path), content_type=content_type, progress=progress
+        )
+        return self._drive(flow)
+
+    def batch_job(self, job_id: str) -> BatchJob:
+        return self._drive(_flows.get_batch_job(job_id))
+
+    def wait_batch_job(
+        self, job_id: str, *, timeout: float | None = None, poll_s: float = 1.0
+    ) -> BatchJob:
+        """The job once terminal, polled every ``poll_s`` seconds (TimeoutError after
+        ``timeout``)."""
+        return self._drive(_flows.wait_batch_job(job_id, timeout=timeout, poll_s=poll_s))
+
+    def batch_jobs(
+        self, *, status: str | None = None, target: str | None = None, limit: int = 50
+    ) -> Iterator[BatchJob]:
+        """Every matching batch job, newest first, fetching pages of ``limit`` lazily."""
+        cursor: str | None = None
+        while True:
+            flow = _flows.batch_page(status=status, target=target, cursor=cursor, limit=limit)
+            items, cursor = self._drive(flow)
+            yield from items
+            if cursor is None:
+                return
+
+    def cancel_batch_job(self, job_id: str) -> BatchJob:
+        """Stop the job; the records done so far stay in its outputs."""
+        return self._drive(_flows.cancel_batch_job(job_id))
+
+    def download(
+        self, url: str, path: str | Path, progress: Callable[[int, int], None] | None = None
+    ) -> Path:
+        """Stream ``url`` (e.g. a batch output's presigned ``output_url``) into ``path``,
+        never whole in memory; ``progress(received, total)`` follows it (total 0: unknown)."""
+        return self._drive(_flows.download_url(url, Path(path), progress=progress))
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -311,7 +424,8 @@ class Client:
                 return self._send(step, step.content)
             with step.upload.open("rb") as f:
                 total = os.fstat(f.fileno()).st_size
-                return self._send(step, _chunks(f, total, self.upload_progress))
+                progress = step.progress or self.upload_progress
+                return self._send(step, _chunks(f, total, progress))
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from exc
 
@@ -335,7 +449,7 @@ class Client:
         response = self._http.send(request, stream=True)
         try:
             if call.download_to is not None and response.is_success:
-                _save(response, call.download_to, self.download_progress)
+                _save(response, call.download_to, call.progress or self.download_progress)
             else:
                 response.read()
         finally:

@@ -43,6 +43,15 @@ class PayloadIO:
         self._inline_max = inline_max_bytes
         self._temp: list[Path] = []
 
+    @property
+    def storage(self) -> Storage:
+        """The object store (chunk predictions read and write their objects there)."""
+        return self._storage
+
+    @property
+    def input_kind(self) -> str:
+        return self._kind
+
     async def _local_file(self, key: str) -> Path:
         path = self._storage.local_path(key)
         if path is not None:

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from freight.model import Model
 from freight.prediction import ErrorCode
 from freight.runner import protocol
+from freight.runner.chunks import ChunkRunner, is_chunk
 from freight.runner.payloads import PayloadIO
 from freight.runner.protocol import Batch, BatchItem, Failed, LoadFailed, Ready, Result, Stop
 from freight.runner.tracebacks import error_detail, error_message
@@ -83,6 +84,12 @@ class BatchServer:
         self._batch_mode = type(model).predict_batch is not Model.predict_batch
         self._io = io
         self._project = project_dir
+        self._chunks = ChunkRunner(
+            lambda inputs: _call_model(model, self._batch_mode, inputs),
+            io,
+            project_dir,
+            {BatchMismatchError: ErrorCode.BATCH_MISMATCH},
+        )
 
     def _failed(self, item_id: str, exc: BaseException, code: str) -> Failed:
         return Failed(item_id, code, error_message(exc), error_detail(exc, self._project))
@@ -102,7 +109,10 @@ class BatchServer:
         results: dict[str, protocol.ResultItem] = {}
         inputs: list[Any] = []
         accepted: list[BatchItem] = []
-        for item in batch.items:
+        # chunk predictions (batch jobs) run by themselves, after the others
+        chunks = [i for i in batch.items if is_chunk(i)]
+        singles = [i for i in batch.items if not is_chunk(i)] if chunks else batch.items
+        for item in singles:
             try:
                 inputs.append(await self._io.read_input(item))
                 accepted.append(item)
@@ -112,6 +122,8 @@ class BatchServer:
             outputs = _call_model(self._model, self._batch_mode, inputs) if inputs else []
             for item, output in zip(accepted, outputs, strict=True):
                 results[item.id] = await self._output(item.id, output)
+            for item in chunks:
+                results[item.id] = await self._chunks.run(item)
         finally:
             self._io.cleanup()
         items = tuple(results[i.id] for i in batch.items if i.id in results)

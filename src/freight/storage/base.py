@@ -1,4 +1,4 @@
-"""The object-store seam: streaming put/get, stat, delete, presign.
+"""The object-store seam: streaming put/get, stat, list, delete, presign.
 
 Implementations: :class:`freight.storage.local.LocalStorage` (a directory; its
 presigned URLs are HMAC-signed, expiring routes of freight's own API) and
@@ -72,3 +72,17 @@ class Storage(Protocol):
 
     def local_path(self, key: str) -> Path | None:
         """The object's file when the backend is a local directory, else None."""
+
+    # last in the class: below it, ``list`` in an annotation would name this method
+    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order (byte order),
+        streamed page by page (S3: obstore's list, paginated; never the whole listing in
+        memory at once where the backend pages).
+
+        ``prefix`` is a plain string prefix, not a path: ``data/x`` matches ``data/x1.csv``
+        and ``data/x/y``; ``""`` lists everything. InvalidRequestError (``invalid_key``)
+        when no valid key could start with it (absolute, ``//``, a ``..`` segment, a
+        character outside the key alphabet). Objects still being written (a stream in
+        flight, a backend's temporary files) never appear. ``content_type`` is filled in
+        where the listing knows it (memory), else None (local, S3: ask :meth:`stat`).
+        """

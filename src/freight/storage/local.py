@@ -19,6 +19,12 @@ Design choices, each for a reason:
 - **Keys are a restricted alphabet** (:func:`validate_key`) so that a key is
   its own URL path: a signed API path naming it is the same string whether
   read raw or percent-decoded, and no key can escape the root.
+- **Listing merges the two kinds.** :meth:`LocalStorage.list` walks the files
+  under the root (sorted per directory so that the walk is in key order; no
+  symlink followed; temporary files, the table's own files and any name outside
+  the key alphabet skipped) and merges them with the table's rows, read in
+  keyset pages; a key that is both (a small put over a large file) is its row,
+  as for every read.
 - **Presigned URLs** come from the ``presign`` callable the server passes in
   (obstore cannot presign a ``LocalStore``): a signed, expiring route of
   freight's API, which verifies it and streams the object. This backend knows
@@ -30,12 +36,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import heapq
 import itertools
 import os
 import re
 import shutil
 import stat
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -50,7 +57,7 @@ from freight.errors import (
 from freight.storage._small import SmallObjects
 from freight.storage.base import ObjectInfo, Presign
 
-__all__ = ["LocalStorage", "validate_key"]
+__all__ = ["LocalStorage", "validate_key", "validate_prefix"]
 
 SYNC_IO_MAX_BYTES = 64 * 1024
 """Reads and writes up to this size run on the event loop; larger ones in a thread."""
@@ -60,6 +67,8 @@ _TMP_SUFFIX = ".freight-tmp"
 _TMP_COUNTER = itertools.count()
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]{1,255}")
 _MAX_KEY_CHARS = 1024  # S3's limit, so both backends accept the same keys
+_NAME_START = re.compile(r"[A-Za-z0-9._~-]{0,255}")  # a key segment's beginning
+_LIST_PAGE = 1000  # objects per threaded step of a listing (and per query of the table)
 
 
 def validate_key(key: str) -> str:
@@ -87,6 +96,42 @@ def validate_key(key: str) -> str:
             f"invalid object key {key!r}: {reason}", code="invalid_key", key=key
         )
     return key
+
+
+def validate_prefix(prefix: str) -> tuple[str, str]:
+    """Split a listing prefix into ``(directory, name start)``, or raise ``invalid_key``.
+
+    ``"data/x"`` -> ``("data", "x")``, ``"data/"`` -> ``("data", "")``, ``""`` ->
+    ``("", "")``. Every whole segment must be valid as in a key; the last, partial one
+    may be anything a segment can begin with (``..`` too: ``..b`` is a valid name).
+    A prefix that no valid key could start with is refused rather than listing nothing,
+    so that a caller's bug (a leading ``/``, a URI) is not mistaken for "no objects".
+    """
+    directory, _, start = prefix.rpartition("/")
+    reason = None
+    if len(prefix) > _MAX_KEY_CHARS:
+        reason = "longer than 1024 characters"
+    elif not _NAME_START.fullmatch(start):
+        reason = f"bad segment start {start!r}"
+    elif "/" in prefix:
+        for segment in directory.split("/"):
+            if not _is_segment(segment):
+                reason = f"bad segment {segment!r}"
+                break
+    if reason is not None:
+        raise InvalidRequestError(
+            f"invalid object key prefix {prefix!r}: {reason}", code="invalid_key", key=prefix
+        )
+    return directory, start
+
+
+def _is_segment(name: str) -> bool:
+    """Whether ``name`` is a valid key segment (what :func:`validate_key` accepts)."""
+    return (
+        name not in (".", "..")
+        and _SEGMENT.fullmatch(name) is not None
+        and not name.endswith(_TMP_SUFFIX)
+    )
 
 
 class LocalStorage:
@@ -321,6 +366,126 @@ class LocalStorage:
         if self._presign is None:
             raise ConfigError("local storage was opened without a presigner: cannot presign")
         return self._presign(key, expires_s)
+
+    # -- listing (last: below it, ``list`` would name this method) -------------
+
+    def _objects(self, prefix: str, directory: str, start: str) -> Iterator[ObjectInfo]:
+        """Rows and files under ``prefix`` merged in key order, a row winning a tie."""
+        merged = heapq.merge(
+            _rows(self._small, prefix), self._files(directory, start), key=_info_key
+        )
+        previous = None
+        for info in merged:
+            if info.key != previous:
+                previous = info.key
+                yield info
+
+    def _files(self, directory: str, start: str) -> Iterator[ObjectInfo]:
+        """The files whose keys start with ``directory/start``, in key order.
+
+        Depth first, each directory's entries sorted with a directory named ``d``
+        sorting as ``d/`` (its keys all begin so): that makes the walk key order even
+        where ``/`` falls between other characters (``a-c`` < ``a/b`` < ``a0``).
+        """
+        path = self.root
+        for segment in directory.split("/") if directory else ():
+            path = path / segment
+            try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):  # a file, or a symlink
+                    return
+            except OSError:  # missing (or not a directory on the way): nothing there
+                return
+        stack = [iter(_entries(path, f"{directory}/" if directory else "", start))]
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
+            _, key, entry_path, is_dir = entry
+            if is_dir:
+                stack.append(iter(_entries(entry_path, key + "/", "")))
+                continue
+            try:
+                st = os.lstat(entry_path)
+            except OSError:  # deleted since the directory was read
+                continue
+            if stat.S_ISREG(st.st_mode) and len(key) <= _MAX_KEY_CHARS:
+                yield ObjectInfo(key=key, size=st.st_size, content_type=None)
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """The objects under ``prefix`` in key order, ``_LIST_PAGE`` at a time walked
+        (and read from the table) in a thread; ``content_type`` is None (see above)."""
+        directory, start = validate_prefix(prefix)
+        objects = self._objects(prefix, directory, start)
+        while True:
+            page = await asyncio.to_thread(_take, objects, _LIST_PAGE)
+            for info in page:
+                yield info
+            if len(page) < _LIST_PAGE:
+                return
+
+
+def _info_key(info: ObjectInfo) -> str:
+    return info.key
+
+
+def _take(objects: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
+    return list(itertools.islice(objects, n))
+
+
+def _entries(path: Path, key_prefix: str, start: str) -> list[tuple[str, str, Path, bool]]:
+    """``(sort key, key, path, is a directory)`` of the listable entries of ``path`` whose
+    names begin with ``start``, sorted; symlinks are neither followed nor listed."""
+    found = []
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                name = entry.name
+                if not name.startswith(start) or not _is_segment(name):
+                    continue  # temp files, the table's files, foreign names
+                try:
+                    if entry.is_symlink():
+                        continue
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                sort_key = name + "/" if is_dir else name
+                found.append((sort_key, key_prefix + name, Path(entry.path), is_dir))
+    except (FileNotFoundError, NotADirectoryError):  # pruned by a concurrent delete
+        return []
+    except OSError as exc:
+        raise StorageError(f"cannot list {path}: {exc}", path=str(path)) from exc
+    found.sort()
+    return found
+
+
+def _rows(small: SmallObjects, prefix: str) -> Iterator[ObjectInfo]:
+    """The table's objects under ``prefix`` in key order, read in keyset pages (BINARY
+    collation: byte order, the order of the files' walk)."""
+    # the keys are ASCII: the first string past every key that starts with the prefix
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+    after: str | None = None
+    while True:
+        sql = "SELECT key, length(data) FROM objects WHERE "
+        params: list[object] = []
+        if after is None:
+            sql += "key >= ?"
+            params.append(prefix)
+        else:
+            sql += "key > ?"
+            params.append(after)
+        if end is not None:
+            sql += " AND key < ?"
+            params.append(end)
+        sql += " ORDER BY key LIMIT ?"
+        params.append(_LIST_PAGE)
+        with small._lock:
+            rows = small._db().execute(sql, params).fetchall()
+        for key, size in rows:
+            yield ObjectInfo(key=key, size=int(size), content_type=None)
+        if len(rows) < _LIST_PAGE:
+            return
+        after = rows[-1][0]
 
 
 def _unlink(path: Path) -> None:

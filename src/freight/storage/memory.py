@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from freight.errors import ConfigError, NotFoundError, PayloadTooLargeError
 from freight.storage.base import ObjectInfo, Presign
-from freight.storage.local import validate_key
+from freight.storage.local import validate_key, validate_prefix
 
 __all__ = ["MemoryStorage"]
 
@@ -134,3 +134,15 @@ class MemoryStorage:
     def local_path(self, key: str) -> Path | None:
         """Never a file: callers that want one must stream the object out instead."""
         return None
+
+    # -- listing (last: below it, ``list`` would name this method) -------------
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """The objects under ``prefix`` in key order, with their content types: the keys
+        as they were at the start (an object deleted meanwhile is skipped, an object
+        overwritten meanwhile is listed as it is when reached)."""
+        validate_prefix(prefix)
+        for key in sorted(k for k in self._objects if k.startswith(prefix)):
+            found = self._objects.get(key)
+            if found is not None:
+                yield ObjectInfo(key=key, size=len(found[0]), content_type=found[1])

@@ -15,6 +15,17 @@ tests against a moto server:
 
 Content types are stored as S3 object metadata (``Content-Type``) because S3
 serves presigned downloads itself; :meth:`S3Storage.stat` reads it back.
+(A listing does not carry them: ListObjectsV2 returns no Content-Type, so
+:meth:`S3Storage.list` gives ``content_type=None`` rather than a HEAD per object.)
+
+Listing goes through ``obstore.list`` (ListObjectsV2 pages of 1,000 keys, fetched
+as the caller iterates). obstore's prefixes are whole path segments (``data/x``
+matches ``data/x/y``, not ``data/x1``), so the listing asks for the prefix's
+directory, starting just before the prefix (``offset``, S3's ``start-after``),
+keeps the keys that start with the prefix and stops at the first key past them.
+That relies on the server listing in byte order, as S3 general-purpose buckets,
+MinIO and moto do; a key out of order raises StorageError rather than breaking the
+contract silently (S3 Express directory buckets list unordered: unsupported).
 
 URL: ``s3://bucket[/prefix]?endpoint=http://host:port&region=us-east-1``, plus
 optional ``access_key_id``/``secret_access_key``/``session_token`` (else the usual
@@ -42,7 +53,7 @@ from freight.errors import (
     StorageError,
 )
 from freight.storage.base import ObjectInfo
-from freight.storage.local import validate_key
+from freight.storage.local import validate_key, validate_prefix
 
 if TYPE_CHECKING:
     from obstore import Attributes
@@ -52,6 +63,9 @@ __all__ = ["S3Storage"]
 _QUERY_KEYS = {"endpoint", "region", "access_key_id", "secret_access_key", "session_token"}
 _PART_BYTES = 5 * 1024 * 1024  # S3's minimum multipart part size
 _MAX_CONCURRENCY = 4  # parts in flight per upload: bounds memory to ~20 MiB per stream
+_LIST_PAGE = 1000  # keys per batch of a listing (S3's page size)
+# the key alphabet of validate_key, in byte order
+_ALPHABET = "".join(sorted("-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
 
 @contextlib.contextmanager
@@ -65,6 +79,28 @@ def _mapped(key: str) -> Iterator[None]:
         raise NotFoundError(f"no object {key!r}", key=key) from None
     except Exception as exc:  # obstore BaseError, ValueError, OSError, ...
         raise StorageError(f"object store failed on {key!r}: {exc}", key=key) from exc
+
+
+def _list_offset(directory: str, start: str) -> str | None:
+    """A key just below every key that starts with ``directory/start`` (S3 lists the keys
+    strictly after it), made of key characters only; None when the directory alone
+    bounds the listing. ``data/x`` -> ``data/w~~~…``: only a key of ``data/w`` and 16
+    tildes and more falls between it and ``data/x``, and the filter drops it."""
+    if not start:
+        return None
+    base = f"{directory}/{start[:-1]}" if directory else start[:-1]
+    position = _ALPHABET.find(start[-1])
+    if position <= 0:  # the lowest character: every key after the stem will do
+        return None if not base or base.endswith("/") else base
+    return base + _ALPHABET[position - 1] + "~" * 16
+
+
+def _is_key(key: str) -> bool:
+    try:
+        validate_key(key)
+    except FreightError:
+        return False
+    return True
 
 
 def _attributes(content_type: str | None) -> Attributes | None:
@@ -263,3 +299,34 @@ class S3Storage:
 
     def local_path(self, key: str) -> Path | None:
         return None
+
+    # -- listing (last: below it, ``list`` would name this method) -------------
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """The objects under ``prefix`` in key order, page by page (see the module doc);
+        keys that are not valid keys (a console's ``folder/`` markers, objects written
+        by other tools) are skipped. ``content_type`` is None: ask :meth:`stat`."""
+        directory, start = validate_prefix(prefix)
+        offset = _list_offset(directory, start)
+        previous: str | None = None
+        with _mapped(prefix):
+            stream = obstore.list(
+                self._store, directory or None, offset=offset, chunk_size=_LIST_PAGE
+            )
+            async for batch in stream:
+                for meta in batch:
+                    key = meta["path"]
+                    if not key.startswith(prefix):
+                        if key > prefix:  # past every key with the prefix: done
+                            return
+                        continue
+                    if not _is_key(key):
+                        continue
+                    if previous is not None and key <= previous:
+                        raise StorageError(
+                            f"{self._description} listed {key!r} after {previous!r}: "
+                            "not in key order",
+                            key=key,
+                        )
+                    previous = key
+                    yield ObjectInfo(key=key, size=meta["size"], content_type=None)

@@ -104,6 +104,15 @@ class Queue(Protocol):
         """Extend the leases of ``ids`` held by ``worker_id``; return the ids this worker
         no longer holds (canceled, requeued by someone else, finished)."""
 
+    async def save_progress(
+        self, prediction_id: str, *, worker_id: str, attempt: int, definition: str
+    ) -> bool:
+        """Replace the ``definition`` of a row this worker holds (a batch job's driver
+        recording how far it got, so that whoever resumes the job starts there; and
+        once more after a cancel, the outputs it finished). Fenced like
+        :meth:`complete` (a canceled row still names its last holder); False when
+        the row is no longer held."""
+
     async def reap(self, *, now: float) -> ReapResult:
         """One sweep: running with an expired lease -> queued (or failed
         ``attempts_exhausted`` when attempts are spent); queued past ``expires_at`` ->

@@ -42,6 +42,9 @@ from freight.store.rows import cancel_targets, check_idempotent, not_awaiting_in
 
 _Rows = builtins.list[Prediction]
 _Outbox = builtins.list[OutboxRow]
+#: the kinds of rows held under a lease by a worker (model predictions, batch-job
+#: chunks, batch jobs held by their driver); pipeline runs use it as their deadline
+_LEASED = frozenset({"model", "chunk", "batch"})
 _COUNTED = (Status.QUEUED, Status.RUNNING, Status.AWAITING_INPUT)
 
 
@@ -213,7 +216,7 @@ class MemoryStore(MemoryOutbox):
         self._check()
         result: dict[str, TargetStats] = {}
         for row in self._rows.values():
-            if row.status in _COUNTED and (row.status is not Status.RUNNING or row.kind == "model"):
+            if row.status in _COUNTED and (row.status is not Status.RUNNING or row.kind in _LEASED):
                 counts = result.setdefault(row.target, TargetStats())
                 name = row.status.value
                 setattr(counts, name, getattr(counts, name) + 1)
@@ -311,6 +314,18 @@ class MemoryStore(MemoryOutbox):
                 lost.append(prediction_id)
         return lost
 
+    async def save_progress(
+        self, prediction_id: str, *, worker_id: str, attempt: int, definition: str
+    ) -> bool:
+        self._check()
+        row = self._rows.get(prediction_id)
+        if row is None or row.status not in (Status.RUNNING, Status.CANCELED):
+            return False
+        if row.worker_id != worker_id or row.attempts != attempt:
+            return False
+        row.definition = definition
+        return True
+
     @outboxed
     async def reap(self, *, now: float) -> ReapResult:
         """The sweeps of ``sql.py`` in its order: TTL, uploads, leases (fail, requeue)."""
@@ -333,7 +348,7 @@ class MemoryStore(MemoryOutbox):
                 result.failed.append(row.id)
                 runs.append(row)
         for row in self._where(Status.RUNNING):
-            if row.kind != "model" or not _expired(row.lease_expires_at, now):
+            if row.kind not in _LEASED or not _expired(row.lease_expires_at, now):
                 continue
             if row.attempts >= row.max_attempts:
                 row.status, row.finished_at, row.lease_expires_at = Status.FAILED, now, None
@@ -357,7 +372,7 @@ class MemoryStore(MemoryOutbox):
         self._check()
         recovered: builtins.list[str] = []
         for row in self._where(Status.RUNNING):
-            if row.kind != "model":
+            if row.kind not in _LEASED:
                 continue  # runs and for_each steps are not held by any worker
             if row.attempts > 0 and row.lease_expires_at is not None and row.lease_expires_at > now:
                 row.attempts -= 1  # a live lease was cut by our crash: not its fault

@@ -304,6 +304,14 @@ class PostgresStore:
             held = set(await _ids(conn, statement, params))
         return [i for i in ids if i not in held]
 
+    async def save_progress(
+        self, prediction_id: str, *, worker_id: str, attempt: int, definition: str
+    ) -> bool:
+        params = {"id": prediction_id, "worker_id": worker_id, "attempt": attempt}
+        params["definition"] = definition
+        async with self._connection() as conn:
+            return bool(await _ids(conn, _R["SAVE_PROGRESS"], params))
+
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
         async with self._connection() as conn:
             current = await _rows(conn, _R["GET_FOR_UPDATE"], {"id": prediction_id})
@@ -369,9 +377,7 @@ class PostgresStore:
                     stop = {"prediction_id": prediction_id, "subscription": subscription}
                     await conn.execute(_R["STOP_SUBSCRIPTION"], stop | {"at": result.at})
 
-    async def deliveries(
-        self, prediction_id: str
-    ) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
+    async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         params = {"id": prediction_id}
         async with self._connection() as conn:
             cur = await conn.execute(_R["OUTBOX_OF"], params)

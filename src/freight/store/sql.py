@@ -125,6 +125,14 @@ UPDATE predictions SET lease_expires_at = :lease_expires_at
 WHERE status = 'running' AND worker_id = :worker_id AND id IN {ids}
 RETURNING id"""
 
+# A batch job's driver saves its progress (the job's definition) while it holds the job,
+# and once more after a cancel (the outputs it finished with what was done).
+SAVE_PROGRESS = """
+UPDATE predictions SET definition = :definition
+WHERE id = :id AND status IN ('running', 'canceled') AND worker_id = :worker_id
+    AND attempts = :attempt
+RETURNING id"""
+
 CANCEL = f"""
 UPDATE predictions SET status = 'canceled', finished_at = :now, lease_expires_at = NULL,
     error_code = 'canceled', error_message = 'canceled on request'
@@ -158,12 +166,12 @@ UPDATE predictions SET status = 'failed', finished_at = :now, lease_expires_at =
     error_code = 'attempts_exhausted',
     error_message = 'lease expired and no attempts are left'
 WHERE status = 'running' AND lease_expires_at < :now AND attempts >= max_attempts
-    AND kind = 'model'
+    AND kind IN ('model', 'chunk', 'batch')
 RETURNING id, run_id"""
 
 REAP_LEASE_REQUEUE = """
 UPDATE predictions SET status = 'queued', worker_id = NULL, lease_expires_at = NULL
-WHERE status = 'running' AND lease_expires_at < :now AND kind = 'model'
+WHERE status = 'running' AND lease_expires_at < :now AND kind IN ('model', 'chunk', 'batch')
 RETURNING id"""
 
 # A live lease at start-up was cut by our own crash: not the prediction's fault.
@@ -171,7 +179,7 @@ RECOVER_ORPHANS = """
 UPDATE predictions SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
     attempts = CASE WHEN lease_expires_at > :now AND attempts > 0
         THEN attempts - 1 ELSE attempts END
-WHERE status = 'running' AND kind = 'model'
+WHERE status = 'running' AND kind IN ('model', 'chunk', 'batch')
 RETURNING id"""
 
 # Retention: the oldest terminal rows finished before a cut-off, deleted in one
@@ -194,7 +202,7 @@ STATS = """
 SELECT target, 'queued', count(*) FROM predictions WHERE status = 'queued' GROUP BY target
 UNION ALL
 SELECT target, 'running', count(*) FROM predictions
-WHERE status = 'running' AND kind = 'model' GROUP BY target
+WHERE status = 'running' AND kind IN ('model', 'chunk', 'batch') GROUP BY target
 UNION ALL
 SELECT target, 'awaiting_input', count(*) FROM predictions
 WHERE status = 'awaiting_input' GROUP BY target"""
@@ -291,6 +299,7 @@ STATEMENTS = (
     "COMPLETE",
     "RELEASE",
     "CANCEL",
+    "SAVE_PROGRESS",
     "REAP_TTL",
     "REAP_UPLOAD",
     "REAP_RUN_TIMEOUT",

@@ -354,6 +354,13 @@ class SqliteStore:
         lease = now + lease_s
         return await self._writer.submit(lambda conn: _heartbeat(conn, worker_id, ids, lease))
 
+    async def save_progress(
+        self, prediction_id: str, *, worker_id: str, attempt: int, definition: str
+    ) -> bool:
+        params = {"id": prediction_id, "worker_id": worker_id, "attempt": attempt}
+        params["definition"] = definition
+        return bool(await self._writer.submit(lambda conn: _ids(conn, _R["SAVE_PROGRESS"], params)))
+
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
         result, changes = await self._writer.submit(lambda conn: _cancel(conn, prediction_id, now))
         self._tell(changes)
@@ -381,9 +388,7 @@ class SqliteStore:
     async def finish_deliveries(self, results: Sequence[DeliveryResult]) -> None:
         await self._writer.submit(lambda conn: _finish_deliveries(conn, results))
 
-    async def deliveries(
-        self, prediction_id: str
-    ) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
+    async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         return self._point.run(lambda conn: _deliveries(conn, prediction_id))
 
     async def webhook_secrets(self, *, now: float, overlap_s: float) -> list[str]:

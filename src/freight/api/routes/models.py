@@ -12,7 +12,7 @@ from freight.api.bodies import body_stream, content_type_of, read_json
 from freight.api.errors import responses
 from freight.api.render import json_response
 from freight.api.routes.predictions import WEBHOOK_PARAMETERS, respond, webhook_of
-from freight.api.schemas import ModelList, PredictionOut
+from freight.api.schemas import ModelList, ModelOut, PredictionOut
 from freight.errors import (
     InvalidRequestError,
     NotFoundError,
@@ -22,15 +22,18 @@ from freight.errors import (
     StorageError,
     UnsupportedMediaTypeError,
 )
+from freight.fleet import ModelState
 from freight.media import OCTET_STREAM, is_json_type
 from freight.service import NewInput
 from freight.system import ModelInfo
+from freight.views import iso
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 def _model_dict(info: ModelInfo) -> dict[str, Any]:
     spec, backlog, state = info.spec, info.backlog, info.state
+    ready = state.ready_replicas if state else 0
     return {
         "name": spec.name,
         "input_kind": spec.input_kind,
@@ -38,7 +41,14 @@ def _model_dict(info: ModelInfo) -> dict[str, Any]:
         "replicas": {
             "min": spec.replicas.min,
             "max": spec.replicas.max,
-            "running": state.ready_replicas if state else 0,
+            "target_backlog": spec.replicas.target_backlog,
+            "idle_s": spec.replicas.idle_s,
+            "gpus": spec.resources.gpus,
+            "running": ready,  # loaded (the field older clients read)
+            "ready": ready,
+            "starting": state.starting if state else 0,
+            "total": state.replicas if state else 0,
+            "desired": state.desired if state else None,
         },
         "backlog": {
             "queued": backlog.queued,
@@ -46,6 +56,32 @@ def _model_dict(info: ModelInfo) -> dict[str, Any]:
             "awaiting_input": backlog.awaiting_input,
         },
         "load_error": state.load_error if state else None,
+        "scaling": _scaling_dict(state) if state else None,
+    }
+
+
+def _scaling_dict(state: ModelState) -> dict[str, Any]:
+    change = state.last_change
+    return {
+        "served": state.served,
+        "not_served": state.not_served,
+        "reason": state.reason,
+        "last_change": None
+        if change is None
+        else {
+            "from": change.before,
+            "to": change.after,
+            "reason": change.reason,
+            "at": iso(change.at),
+        },
+        "cold_starts": [
+            {
+                "seconds": round(c.seconds, 3),
+                "load_s": None if c.load_s is None else round(c.load_s, 3),
+                "at": iso(c.at),
+            }
+            for c in state.cold_starts
+        ],
     }
 
 
@@ -54,6 +90,13 @@ async def list_models(request: Request) -> Response:
     """Every served model: batching, replicas, backlog, and a load error if any."""
     infos = await deps.system(request).models()
     return json_response({"data": [_model_dict(info) for info in infos]})
+
+
+@router.get("/{name}", response_model=ModelOut, responses=responses(NotFoundError))
+async def get_model(request: Request, name: str) -> Response:
+    """One served model: its replicas and the autoscaler's last word on them."""
+    info = await deps.system(request).model(name)
+    return json_response(_model_dict(info))
 
 
 @router.post(
@@ -82,7 +125,7 @@ async def list_models(request: Request) -> Response:
                 "application/json": {"schema": {}},
                 OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}},
             },
-        }
+        },
     },
 )
 async def predict(

@@ -1,0 +1,235 @@
+"""freight benchmark B9: a batch job over the tabular example (bench/README.md).
+
+    .venv/bin/python bench/batch.py [--records 100000] [--rounds 1] [--rss 10000,100000]
+
+The data: rows of scikit-learn's bundled breast-cancer table, resampled to
+``--records`` JSON Lines records (one row per line, a dict of the 30 features).
+
+- **reference** (the physical bound): one process, the tabular model loaded once,
+  a plain loop reading the file, calling ``predict_batch`` on ``records_per_call``
+  records at a time (each an in-memory ``freight.Payload``, as freight hands them)
+  and writing one JSON line per output.
+- **freight**: ``freight serve examples/`` (tabular and echo only), the file
+  uploaded through the job's presigned URL, then ``POST /v1/batch-jobs``'s job
+  polled every 10 ms: *time to first record* is create -> the first chunk counted
+  done; *records/s* is records / (create -> succeeded). The upload is not timed.
+- **interactive**: p50 of real-time ``echo`` predictions (one at a time) with no
+  job, then while a job runs: what a big job costs interactive callers.
+- **rss**: the peak RSS of every freight process (server + runners) during jobs of
+  each size in ``--rss``: it must not grow with the data set.
+
+Prints JSON lines, then a summary line. Bounded: every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "examples"))
+
+import bench  # noqa: E402
+
+import freight  # noqa: E402
+
+RECORDS_PER_CALL = 256
+
+
+def make_data(path: Path, n: int) -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    names = [str(f) for f in data.feature_names]
+    rows = [dict(zip(names, (round(float(v), 5) for v in row), strict=True)) for row in data.data]
+    rng = random.Random(0)
+    with path.open("w") as f:
+        for _ in range(n):
+            f.write(json.dumps(rng.choice(rows)) + "\n")
+
+
+def reference(path: Path, out: Path) -> dict[str, Any]:
+    """The plain loop: same model, same data, same call size, one process."""
+    import orjson
+    from tabular import Tabular
+
+    model = Tabular()
+    model.load()
+    started = time.perf_counter()
+    count = 0
+    with path.open("rb") as src, out.open("wb") as dst:
+        batch: list[freight.Payload] = []
+
+        def flush() -> None:
+            for output in model.predict_batch(batch):
+                dst.write(orjson.dumps(output) + b"\n")
+            batch.clear()
+
+        for line in src:
+            batch.append(freight.Payload.from_bytes(line, "application/json"))
+            count += 1
+            if len(batch) >= RECORDS_PER_CALL:
+                flush()
+        if batch:
+            flush()
+    elapsed = time.perf_counter() - started
+    return bench.emit(
+        "B9-reference", records=count, s=round(elapsed, 3), rps=round(count / elapsed)
+    )
+
+
+class RssWatch:
+    """Samples the RSS of a process tree every 50 ms; keeps each pid's peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                return
+            for proc in procs:
+                try:
+                    rss = proc.memory_info().rss
+                    name = "server" if proc.pid == self.root.pid else "runner"
+                except psutil.Error:
+                    continue
+                _, peak = self.peaks.get(proc.pid, ("", 0))
+                self.peaks[proc.pid] = (name, max(peak, rss))
+            self._stop.wait(0.05)
+
+    def summary(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, peak in self.peaks.values():
+            out[name] = max(out.get(name, 0), peak // (1 << 20))
+        return out
+
+
+def run_job(client: httpx.Client, path: Path) -> dict[str, Any]:
+    job = client.post(
+        "/v1/batch-jobs",
+        json={
+            "target": "tabular",
+            "input": {"upload": [path.name]},
+            "records_per_call": RECORDS_PER_CALL,
+        },
+    ).json()
+    job_id, upload = job["id"], job["upload_urls"][path.name]
+    with path.open("rb") as f:
+        response = httpx.put(upload, content=f, timeout=300)  # queues the job
+    created = time.perf_counter()
+    assert response.status_code == 200, response.text
+    first = None
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/batch-jobs/{job_id}").json()
+        if first is None and body["counts"]["done"] > 0:
+            first = time.perf_counter() - created
+        if body["status"] in {"succeeded", "failed", "canceled"}:
+            break
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - created
+    assert body["status"] == "succeeded", body
+    return {"job": body, "first_s": first, "s": elapsed}
+
+
+def interactive_p50(client: httpx.Client, n: int) -> float:
+    samples = []
+    for i in range(n):
+        started = time.perf_counter()
+        response = client.post("/v1/models/echo/predict", json={"i": i})
+        assert response.status_code == 200
+        samples.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(samples), 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rss", default="10000,100000", help="job sizes for the RSS check")
+    args = parser.parse_args()
+    os.environ["FREIGHT_MODELS"] = json.dumps(["tabular:Tabular", "echo:Echo"])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = work / "records.jsonl"
+        make_data(data, args.records)
+        ref = [reference(data, work / "ref.out") for _ in range(args.rounds)]
+        server = bench.ServerProcess(work)
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                idle = interactive_p50(client, 200)
+                runs = []
+                for round_ in range(args.rounds):
+                    result = run_job(client, data)
+                    runs.append(result)
+                    bench.emit(
+                        "B9-freight",
+                        round=round_,
+                        records=result["job"]["counts"]["done"],
+                        first_record_s=round(result["first_s"], 3),
+                        s=round(result["s"], 3),
+                        rps=round(args.records / result["s"]),
+                    )
+                busy_p50: list[float] = []
+                done = threading.Event()
+
+                def background() -> None:
+                    with httpx.Client(base_url=server.url, timeout=60) as c:
+                        run_job(c, data)
+                    done.set()
+
+                thread = threading.Thread(target=background)
+                thread.start()
+                time.sleep(1.0)  # let the job reach its steady state (bench only)
+                while not done.is_set() and len(busy_p50) < 3:
+                    busy_p50.append(interactive_p50(client, 100))
+                thread.join()
+                bench.emit("B9-interactive", idle_p50_ms=idle, during_job_p50_ms=busy_p50)
+                for size in [int(s) for s in args.rss.split(",") if s]:
+                    part = work / f"rss-{size}.jsonl"
+                    make_data(part, size)
+                    with RssWatch(server.proc.pid) as watch:
+                        run_job(client, part)
+                    bench.emit("B9-rss", records=size, peak_rss_mib=watch.summary())
+        finally:
+            server.stop()
+    ref_rps = statistics.median(r["rps"] for r in ref)
+    rps = statistics.median(args.records / r["s"] for r in runs)
+    bench.emit(
+        "B9-summary",
+        reference_rps=round(ref_rps),
+        freight_rps=round(rps),
+        ratio=round(rps / ref_rps, 3),
+        first_record_s=round(statistics.median(r["first_s"] for r in runs), 3),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""The batch-job service: what the API (and the CLI through it) may do with jobs.
+
+A job is checked whole at create — its target exists, its options parse (JMESPath
+included), its input location holds at least one readable file of a known format,
+its output location is in the store — so a mistake fails the request with a 4xx,
+not an hour later. What runs it is the driver of some agent
+(:mod:`freight.agent.driver`), which claims the job row like a prediction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import orjson
+
+from freight.config import Settings
+from freight.errors import ConflictError, InvalidRequestError, NotFoundError
+from freight.events import WorkSignal
+from freight.ids import new_id
+from freight.prediction import Prediction, Status
+from freight.project import Pipelines
+from freight.registry import ModelSpec
+from freight.storage.base import Storage
+from freight.store.base import Store
+from freight.subscriptions import Subscriptions, Webhook
+from freight.transform.job import (
+    JOB,
+    QUEUE,
+    JobDoc,
+    default_output,
+    input_file,
+    upload_prefix,
+)
+from freight.transform.spec import Options
+
+URI_PREFIX = "freight://"
+#: how many rows a filtered listing reads per page of the store (jobs of other targets
+#: are skipped in Python: the job's target lives in its document)
+LIST_SCAN = 200
+#: a job runs its driver's lease at most this many times before it fails
+JOB_MAX_ATTEMPTS = 100
+#: a job may run this long (the reaper fails a job row held past it)
+JOB_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    target: str
+    input_uri: str | None
+    uploads: list[str] | None
+    output_uri: str | None
+    options: Options
+    metadata: dict[str, Any] | None = None
+    webhook: Webhook | None = None
+
+
+def _name_ok(name: str) -> bool:
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+class BatchService:
+    def __init__(
+        self,
+        settings: Settings,
+        specs: dict[str, ModelSpec],
+        store: Store,
+        storage: Storage,
+        *,
+        signal: WorkSignal,
+        pipelines: Pipelines | None = None,
+        subscriptions: Subscriptions | None = None,
+    ) -> None:
+        self._settings = settings
+        self._specs = specs
+        self._store = store
+        self._storage = storage
+        self._signal = signal
+        self._pipelines = pipelines or Pipelines()
+        self._subscriptions = subscriptions or Subscriptions()
+
+    # -- create --------------------------------------------------------------------
+    async def create(self, request: JobRequest) -> Prediction:
+        """Check the request whole, then queue the job (or wait for its uploads)."""
+        job_id, now = new_id(), time.time()
+        doc = self._doc(request, job_id)
+        row = Prediction(
+            id=job_id,
+            target=QUEUE,
+            kind=JOB,
+            status=Status.QUEUED,
+            created_at=now,
+            queued_at=now,
+            max_attempts=JOB_MAX_ATTEMPTS,
+            timeout_s=JOB_TIMEOUT_S,
+            priority=request.options.priority,
+            metadata=orjson.dumps(request.metadata).decode() if request.metadata else None,
+        )
+        row.notify = self._subscriptions.notify_for(request.target, request.webhook)
+        if request.uploads is not None:
+            doc.input_prefix, doc.uploads = upload_prefix(job_id), request.uploads
+            row.status, row.queued_at = Status.AWAITING_INPUT, None
+            row.upload_expires_at = now + self._settings.upload_url_expires_s
+        else:
+            assert request.input_uri is not None
+            await self._resolve_input(doc, request.input_uri)
+        row.definition = doc.to_json()
+        stored, _ = await self._store.create(row)
+        if stored.status == Status.QUEUED:
+            self._signal.notify(QUEUE)
+        return stored
+
+    def _doc(self, request: JobRequest, job_id: str) -> JobDoc:
+        target, options = request.target, request.options
+        if target in self._pipelines.specs:
+            kind, timeout_s, attempts = "pipeline", self._settings.max_run_s, 1
+        elif target in self._specs:
+            spec = self._specs[target]
+            kind = "model"
+            timeout_s = min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s)
+            attempts = spec.max_attempts or self._settings.max_attempts
+        else:
+            raise NotFoundError(
+                f"no model or pipeline named {target!r}", code="unknown_target", target=target
+            )
+        for name in ("input_filter", "output_filter"):
+            expression = getattr(options, name)
+            if expression is not None:
+                try:
+                    jmespath.compile(expression)
+                except jmespath.exceptions.JMESPathError as exc:
+                    raise InvalidRequestError(
+                        f"{name} is not a JMESPath expression: {exc}", field=name
+                    ) from exc
+        if request.uploads is not None:
+            bad = [n for n in request.uploads if not _name_ok(n)]
+            if bad or not request.uploads or len(set(request.uploads)) != len(request.uploads):
+                raise InvalidRequestError(
+                    "upload names must be distinct relative paths without '..'", names=bad
+                )
+            for name in request.uploads:
+                if input_file(name, name, 0, options) is None:
+                    raise InvalidRequestError(
+                        f"cannot tell the format of {name!r}: name it .jsonl, .csv (optionally "
+                        ".gz) or give content_type",
+                        code="unknown_format",
+                        name=name,
+                    )
+        output = default_output(job_id)
+        if request.output_uri is not None:
+            output = self._key_of(request.output_uri, "output")
+            if output and not output.endswith("/"):
+                output += "/"
+        return JobDoc(
+            target=target,
+            target_kind=kind,
+            options=options,
+            output_prefix=output,
+            input_uri=request.input_uri,
+            chunk_timeout_s=timeout_s,
+            chunk_max_attempts=attempts,
+        )
+
+    def _key_of(self, uri: str, what: str) -> str:
+        key = (
+            uri[len(URI_PREFIX) :] if uri.startswith(URI_PREFIX) else self._storage.key_for_uri(uri)
+        )
+        if key is None or key.startswith("/") or ".." in key.split("/"):
+            raise InvalidRequestError(
+                f"{what} {uri!r} is not in freight's object store: give freight://<key> or a "
+                "URI of the configured store",
+                code="invalid_location",
+            )
+        return key
+
+    async def _resolve_input(self, doc: JobDoc, uri: str) -> None:
+        """One object, or a prefix of several: at least one file of a known format."""
+        key = self._key_of(uri, "input")
+        if key and not key.endswith("/"):
+            info = await self._storage.stat(key)
+            if info is not None:
+                name = key.rpartition("/")[2]
+                if input_file(key, name, info.size, doc.options) is None:
+                    raise InvalidRequestError(
+                        f"cannot tell the format of {uri!r}: name it .jsonl, .csv (optionally "
+                        ".gz) or give content_type",
+                        code="unknown_format",
+                    )
+                doc.input_key = key
+                return
+            key += "/"
+        async for info in self._storage.list(key):
+            if input_file(info.key, info.key[len(key) :], info.size, doc.options) is not None:
+                doc.input_prefix = key
+                return
+        raise NotFoundError(
+            f"no readable input file at {uri!r} (JSON Lines or CSV, optionally gzip)",
+            code="input_not_found",
+            uri=uri,
+        )
+
+    # -- uploads -------------------------------------------------------------------
+    async def upload(
+        self, job_id: str, name: str, chunks: AsyncIterable[bytes], content_type: str
+    ) -> Prediction:
+        """Land one of the job's uploads; the last one to land queues the job."""
+        row = await self.get(job_id)
+        doc = JobDoc.from_json(row.definition or "{}")
+        if row.status != Status.AWAITING_INPUT:
+            raise ConflictError(
+                f"batch job {job_id} is {row.status}, not awaiting input",
+                code="invalid_state",
+                status=str(row.status),
+            )
+        if name not in (doc.uploads or []):
+            raise NotFoundError(f"batch job {job_id} expects no upload named {name!r}", name=name)
+        assert doc.input_prefix is not None
+        await self._storage.put_stream(
+            doc.input_prefix + name,
+            chunks,
+            content_type=content_type,
+            max_bytes=self._settings.max_payload_bytes,
+        )
+        landed = await asyncio.gather(
+            *(self._storage.stat(doc.input_prefix + n) for n in doc.uploads or [])
+        )
+        if any(info is None for info in landed):
+            return row
+        try:
+            row = await self._store.mark_input_ready(
+                job_id,
+                input_key=doc.input_prefix,
+                input_content_type=content_type,
+                input_bytes=sum(info.size for info in landed if info is not None),
+                now=time.time(),
+            )
+        except ConflictError:  # a racing last upload queued it first
+            return await self.get(job_id)
+        self._signal.notify(QUEUE)
+        return row
+
+    # -- read, list, cancel --------------------------------------------------------
+    async def get(self, job_id: str) -> Prediction:
+        row = await self._store.get(job_id)
+        if row is None or row.kind != JOB:
+            raise NotFoundError("batch job not found", id=job_id)
+        return row
+
+    async def list(
+        self,
+        *,
+        status: Status | None = None,
+        target: str | None = None,
+        after_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Prediction]:
+        """Newest first; ``after_id`` is the last id of the previous page."""
+        found: list[Prediction] = []
+        while len(found) < limit:
+            page = await self._store.list(
+                target=QUEUE, status=status, after_id=after_id, limit=LIST_SCAN
+            )
+            for row in page:
+                if target is None or JobDoc.from_json(row.definition or "{}").target == target:
+                    found.append(row)
+            if len(page) < LIST_SCAN:
+                break
+            after_id = page[-1].id
+        return found[:limit]
+
+    async def cancel(self, job_id: str) -> Prediction:
+        """Cancel the job and its queued chunks; what is done stays in the outputs (its
+        driver finishes the output files with the chunks already done)."""
+        row = await self.get(job_id)
+        row, _ = await self._store.cancel(job_id, now=time.time())
+        doc = JobDoc.from_json(row.definition or "{}")
+        for chunk in doc.window:
+            with contextlib.suppress(NotFoundError):
+                await self._store.cancel(chunk, now=time.time())
+        return row
+
+    # -- rendering helpers -----------------------------------------------------------
+    async def presign(self, key: str | None) -> str | None:
+        """A download URL for an object of the job, None when it does not exist."""
+        if key is None or await self._storage.stat(key) is None:
+            return None
+        return await self._storage.presign_get(key, expires_s=self._settings.download_url_expires_s)
+
+
+def doc_of(row: Prediction) -> JobDoc:
+    return JobDoc.from_json(row.definition or "{}")
+
+
+__all__ = ["BatchService", "JobRequest", "doc_of"]

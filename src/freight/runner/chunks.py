@@ -1,0 +1,277 @@
+"""Chunk predictions: a batch job's records, run on a replica of the model.
+
+A chunk arrives as an ordinary batch item whose content type is
+:data:`~freight.transform.spec.CHUNK_MEDIA_TYPE`: its inline JSON is the
+:class:`~freight.transform.spec.ChunkSpec`, its input key the object holding the
+chunk's lines (for ``split="none"``, format ``whole``: the input file itself).
+The records run through the model here, in the runner, because that is where
+the model is: one queued prediction per chunk instead of one per record, and
+the records' calls go straight to ``predict_batch``.
+
+The runner writes the chunk's output object (always, empty when every record
+failed: the assembler concatenates objects without asking) and its error object
+(only when a record failed), then reports a ``Stored`` whose inline JSON is the
+:class:`~freight.transform.spec.ChunkSummary`. A record's failure is in the
+error object; only a chunk that cannot be run at all (a bad spec, an unreadable
+object) is the prediction's ``Failed`` (``input_error``; ``output_error`` when
+its objects cannot be written).
+
+Records become the model's input kind (:func:`converter`): JSON models get the
+parsed (filtered) value; bytes models the record's raw bytes (a filtered value
+as JSON text); Payload models an in-memory :class:`~freight.model.Payload` and
+Path models a file per record, both holding the record as a JSON document (a
+CSV row as its object of header -> value: a lone CSV line means nothing without
+its header). Files live in a directory removed after the chunk.
+
+``split="none"`` (format ``whole``): the file is read exactly as a normal
+prediction's input (:class:`~freight.runner.payloads.PayloadIO`), so a Path or
+Payload model streams it from disk. Its output object is the model's output:
+one line of JSON, or bytes / a ``File`` as they are. The input filter applies
+to a JSON model's input only, ``join`` not at all (a file cannot be embedded in
+a line); a failure is the error object's one entry, ``line`` 1, ``input`` null.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import jmespath
+import orjson
+
+from freight.media import JSON, OCTET_STREAM
+from freight.model import File, InputKind, Payload
+from freight.prediction import ErrorCode
+from freight.runner.payloads import PayloadIO
+from freight.runner.protocol import BatchItem, Failed, ResultItem, Stored
+from freight.runner.tracebacks import error_detail, error_message
+from freight.transform.records import (
+    FILTER_ERROR,
+    INVALID_RECORD,
+    MODEL_ERROR,
+    OUTPUT_ERROR,
+    Call,
+    ChunkOutput,
+    Record,
+    ToInput,
+    record_value,
+    run_chunk,
+)
+from freight.transform.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary
+from freight.transform.split import CHUNK_MAX_BYTES, RECORD_MAX_BYTES
+
+#: a chunk object over this is refused (a chunk is at most CHUNK_MAX_BYTES, or one
+#: record): a guard against a driver bug, not a limit anyone should meet
+CHUNK_READ_MAX_BYTES: Final = CHUNK_MAX_BYTES + RECORD_MAX_BYTES
+JSONL: Final = "application/jsonl"
+CSV: Final = "text/csv"
+
+
+def is_chunk(item: BatchItem) -> bool:
+    """Whether a batch item is a chunk prediction (run here, not as one input)."""
+    return item.content_type == CHUNK_MEDIA_TYPE
+
+
+# -- records as the model's input kind ------------------------------------------------
+
+
+def _raw_or_json(record: Record) -> bytes:
+    """A bytes model's input: the record's raw bytes, or its filtered value as JSON."""
+    return orjson.dumps(record.value) if record.filtered else record.raw
+
+
+def _document(record: Record, format: str) -> bytes:
+    """The record as a JSON document (the line itself when it is one, unfiltered)."""
+    if format == "jsonl" and not record.filtered:
+        return record.raw
+    return orjson.dumps(record.value)
+
+
+def converter(kind: str, format: str, temp_dir: Path) -> ToInput:
+    """How this chunk's records become the model's input (see the module docstring)."""
+    if kind == InputKind.BYTES:
+        return _raw_or_json
+    if kind == InputKind.PAYLOAD:
+        return lambda r: Payload.from_bytes(_document(r, format), JSON, temp_dir=temp_dir)
+    if kind == InputKind.PATH:
+
+        def to_path(record: Record) -> Path:
+            fd, name = tempfile.mkstemp(prefix="freight-record-", suffix=".json", dir=temp_dir)
+            with os.fdopen(fd, "wb") as f:
+                f.write(_document(record, format))
+            return Path(name)
+
+        return to_path
+    return record_value
+
+
+# -- the runner's part -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A chunk's objects as stored: what the result frame reports."""
+
+    content_type: str
+    summary: ChunkSummary
+
+
+class ChunkRunner:
+    """Runs chunk predictions through the loaded model (one runner process each).
+
+    ``call`` is the model (``runner.process._call_model`` bound to it); ``codes``
+    maps exception types it returns to record error codes (``BatchMismatchError``
+    -> ``batch_mismatch``), any other exception being a ``model_error``."""
+
+    def __init__(
+        self,
+        call: Call,
+        io: PayloadIO,
+        project_dir: Path,
+        codes: Mapping[type[BaseException], str],
+    ) -> None:
+        self._call = call
+        self._io = io
+        self._project = project_dir
+        self._codes = dict(codes)
+
+    def describe(self, exc: BaseException) -> tuple[str, str]:
+        """A model's exception as a record error (code, message), as the runner words
+        a failed prediction."""
+        code = next((c for t, c in self._codes.items() if isinstance(exc, t)), MODEL_ERROR)
+        return str(code), error_message(exc)
+
+    def _failed(self, item_id: str, exc: BaseException, code: str) -> Failed:
+        return Failed(item_id, code, error_message(exc), error_detail(exc, self._project))
+
+    async def run(self, item: BatchItem) -> ResultItem:
+        """One chunk: its records run, its objects written, its summary reported."""
+        try:
+            spec = ChunkSpec.from_json(item.input_json or "")
+            key = item.input_key
+            if key is None:
+                raise ValueError("the chunk prediction has no stored input")
+            if spec.format == "whole":
+                output = await self._whole(item.id, spec, key)
+            else:
+                output = self._records(spec, await self._read(key))
+        except Exception as exc:  # a bad spec, a missing object: the chunk, not a record
+            return self._failed(item.id, exc, ErrorCode.INPUT_ERROR)
+        try:
+            written = await self._write(spec, output)
+        except Exception as exc:
+            return self._failed(item.id, exc, ErrorCode.OUTPUT_ERROR)
+        summary = written.summary
+        return Stored(
+            item.id, spec.output_key, written.content_type, summary.output_bytes, summary.to_json()
+        )
+
+    async def _read(self, key: str) -> bytes:
+        """The chunk's bytes, streamed in and refused past CHUNK_READ_MAX_BYTES."""
+        buffer = bytearray()
+        async for block in self._io.storage.get_stream(key):
+            buffer += block
+            if len(buffer) > CHUNK_READ_MAX_BYTES:
+                raise ValueError(f"chunk object {key!r} is over {CHUNK_READ_MAX_BYTES} bytes")
+        return bytes(buffer)
+
+    def _records(self, spec: ChunkSpec, data: bytes) -> _Output:
+        with tempfile.TemporaryDirectory(prefix="freight-chunk-") as temp:
+            to_input = converter(self._io.input_kind, spec.format, Path(temp))
+            done = run_chunk(spec, data, self._call, to_input=to_input, describe=self.describe)
+        return _Output(done.output, None, CSV if spec.format == "csv" else JSONL, done)
+
+    async def _whole(self, item_id: str, spec: ChunkSpec, key: str) -> _Output:
+        """split=none: the file is the one record, read as a normal prediction's input."""
+        source = BatchItem(item_id, input_key=key, content_type=spec.content_type)
+        try:
+            value = await self._io.read_input(source)
+        except (TypeError, ValueError) as exc:  # not what the model takes: the record's
+            return _whole_failed(INVALID_RECORD, error_message(exc))
+        if spec.input_filter is not None and self._io.input_kind == InputKind.JSON:
+            value, failure = _apply(spec.input_filter, value)
+            if failure is not None:
+                return _whole_failed(FILTER_ERROR, failure)
+        (result,) = self._call([value])
+        if isinstance(result, BaseException):
+            return _whole_failed(*self.describe(result))
+        return _whole_output(spec, result)
+
+    async def _write(self, spec: ChunkSpec, output: _Output) -> _Written:
+        storage = self._io.storage
+        if output.file is not None:
+            source = Path(output.file.path)
+            try:
+                size = await storage.put_file(
+                    spec.output_key, source, content_type=output.content_type
+                )
+            finally:
+                source.unlink(missing_ok=True)
+        else:
+            size = await storage.put(
+                spec.output_key, output.data or b"", content_type=output.content_type
+            )
+        if output.chunk.errors:
+            await storage.put(spec.errors_key, output.chunk.errors, content_type=JSONL)
+        summary = output.chunk.summary
+        if summary.output_bytes != size:
+            summary = ChunkSummary(
+                summary.records, summary.failed, size, summary.errors_bytes, summary.columns
+            )
+        return _Written(output.content_type, summary)
+
+
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """A chunk's result before it is written: bytes, or a File output (whole)."""
+
+    data: bytes | None
+    file: File | None
+    content_type: str
+    chunk: ChunkOutput
+
+
+def _apply(expression: str, value: Any) -> tuple[Any, str | None]:
+    """A JMESPath filter's result, or why it failed on this value (an expression that
+    does not compile raises: the chunk's failure, as in records.py)."""
+    compiled = jmespath.compile(expression)
+    try:
+        return compiled.search(value), None
+    except Exception as exc:
+        return None, error_message(exc)
+
+
+def _whole_failed(code: str, message: str) -> _Output:
+    entry = {"line": 1, "error": {"code": code, "message": message}, "input": None}
+    errors = orjson.dumps(entry) + b"\n"
+    summary = ChunkSummary(records=1, failed=1, output_bytes=0, errors_bytes=len(errors))
+    return _Output(b"", None, JSONL, ChunkOutput(b"", errors, summary))
+
+
+def _whole_output(spec: ChunkSpec, result: Any) -> _Output:
+    """The model's output for a whole file: a File or bytes as they are, anything else
+    as one line of JSON (after the output filter)."""
+    if isinstance(result, File):
+        chunk = ChunkOutput(b"", b"", ChunkSummary(records=1, failed=0, output_bytes=0))
+        return _Output(None, result, result.content_type, chunk)
+    if isinstance(result, bytes | bytearray | memoryview):
+        data = bytes(result)
+        summary = ChunkSummary(records=1, failed=0, output_bytes=len(data))
+        return _Output(data, None, OCTET_STREAM, ChunkOutput(data, b"", summary))
+    if spec.output_filter is not None:
+        result, failure = _apply(spec.output_filter, result)
+        if failure is not None:
+            return _whole_failed(FILTER_ERROR, failure)
+    try:
+        data = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+    except TypeError as exc:
+        return _whole_failed(OUTPUT_ERROR, f"the output is not JSON-able: {exc}")
+    summary = ChunkSummary(records=1, failed=0, output_bytes=len(data))
+    return _Output(data, None, JSON, ChunkOutput(data, b"", summary))
+
+
+__all__ = ["CHUNK_READ_MAX_BYTES", "ChunkRunner", "converter", "is_chunk"]
