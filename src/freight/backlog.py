@@ -12,6 +12,7 @@ import asyncio
 import time
 
 from freight.errors import QueueFullError
+from freight.prediction import TargetStats
 from freight.store.base import Store
 
 
@@ -20,12 +21,18 @@ class BacklogGauge:
         self._store = store
         self._refresh_s = refresh_s
         self._counts: dict[str, int] | None = None
+        self._stats: dict[str, TargetStats] = {}
         self._at = 0.0
         self._refreshing: asyncio.Task[None] | None = None
 
     def snapshot(self) -> dict[str, int]:
         """The counts as last known (never queries)."""
         return dict(self._counts or {})
+
+    def stats(self) -> dict[str, TargetStats]:
+        """The whole last count per target (queued, running, oldest queued): what the
+        database says, so every API process of a cluster reports the same figures."""
+        return dict(self._stats)
 
     async def fresh(self) -> dict[str, int]:
         """The counts, counted now (a metrics scrape, every few seconds at most, may
@@ -39,6 +46,7 @@ class BacklogGauge:
 
     async def _refresh(self) -> None:
         stats = await self._store.stats()
+        self._stats = stats
         self._counts = {t: s.queued + s.awaiting_input for t, s in stats.items()}
         self._at = time.monotonic()
 

@@ -8,13 +8,14 @@ avoided on purpose: its files pile up as runners restart.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from freight.prediction import Completion, Prediction
+from freight.prediction import Completion, Prediction, TargetStats
 
 registry = CollectorRegistry(auto_describe=True)
 
@@ -116,9 +117,11 @@ class StateCollector(Collector):
         self,
         backlog: Callable[[], Mapping[str, int]],
         replicas: Callable[[], Mapping[str, int]],
+        stats: Callable[[], Mapping[str, TargetStats]] | None = None,
     ) -> None:
         self._backlog = backlog
         self._replicas = replicas
+        self._stats = stats
 
     def collect(self) -> Iterable[Metric]:
         queued = GaugeMetricFamily(
@@ -136,7 +139,29 @@ class StateCollector(Collector):
         )
         for model, count in sorted(self._replicas().items()):
             ready.add_metric([model], count)
-        return [queued, ready]
+        return [queued, ready, *self._queue_families()]
+
+    def _queue_families(self) -> list[Metric]:
+        """In flight and the age of the oldest queued prediction, per target, from the
+        database's last count (the same on every process of a cluster)."""
+        if self._stats is None:
+            return []
+        running = GaugeMetricFamily(
+            "freight_in_flight",
+            "Predictions running per target (as last counted in the database).",
+            labels=["target"],
+        )
+        oldest = GaugeMetricFamily(
+            "freight_oldest_queued_age_seconds",
+            "Age of the oldest queued prediction per target (0 when none is queued).",
+            labels=["target"],
+        )
+        now = time.time()
+        for target, stats in sorted(self._stats().items()):
+            running.add_metric([target], stats.running)
+            at = stats.oldest_queued_at
+            oldest.add_metric([target], max(0.0, now - at) if at is not None else 0.0)
+        return [running, oldest]
 
 
 _installed: list[StateCollector] = []

@@ -144,3 +144,14 @@ class TargetStats:
     queued: int = 0
     running: int = 0
     awaiting_input: int = 0
+    oldest_queued_id: str | None = None  # UUIDv7: it carries its creation time
+
+    @property
+    def oldest_queued_at(self) -> float | None:
+        """Epoch seconds the oldest queued prediction was created (its id's UUIDv7
+        timestamp; None when nothing is queued or the id is not a UUIDv7)."""
+        text = (self.oldest_queued_id or "").replace("-", "")[:12]
+        try:
+            return int(text, 16) / 1000 if len(text) == 12 else None
+        except ValueError:
+            return None

@@ -95,6 +95,10 @@ class SystemService:
     def backlog_snapshot(self) -> dict[str, int]:
         return self._backlog.snapshot()
 
+    def queue_stats(self) -> dict[str, TargetStats]:
+        """Running counts and the oldest queued prediction per target, as last counted."""
+        return self._backlog.stats()
+
     async def refresh_backlog(self) -> dict[str, int]:
         return await self._backlog.fresh()
 

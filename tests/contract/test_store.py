@@ -391,8 +391,9 @@ async def test_stats_counts_live_rows_per_target(store: Store) -> None:
     c2 = await claim_one(store, "a")
     await store.complete([done(c2)])
     assert c.status is Status.RUNNING
+    left = [p for p in await store.list(target="a", status=Status.QUEUED)]
     assert await store.stats() == {
-        "a": TargetStats(queued=1, running=1, awaiting_input=0),
+        "a": TargetStats(queued=1, running=1, awaiting_input=0, oldest_queued_id=left[0].id),
         "b": TargetStats(queued=0, running=0, awaiting_input=1),
     }
 

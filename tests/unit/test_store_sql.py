@@ -96,9 +96,14 @@ def test_check_idempotent_compares_hashes() -> None:
 
 
 def test_stats_from_rows_groups_per_target() -> None:
-    """stats_from_rows folds (target, status, count) rows into TargetStats."""
-    rows = [("a", "queued", 2), ("a", "running", 1), ("b", "awaiting_input", 4)]
-    assert stats_from_rows(rows) == {
-        "a": TargetStats(queued=2, running=1),
+    """stats_from_rows folds (target, status, count, oldest id) rows into TargetStats;
+    the oldest queued id dates the oldest queued prediction (UUIDv7 milliseconds)."""
+    oldest = "01a23402-1875-7264-9b52-7b3fd281f725"
+    rows = [("a", "queued", 2, oldest), ("a", "running", 1, None), ("b", "awaiting_input", 4, None)]
+    stats = stats_from_rows(rows)
+    assert stats == {
+        "a": TargetStats(queued=2, running=1, oldest_queued_id=oldest),
         "b": TargetStats(awaiting_input=4),
     }
+    assert stats["a"].oldest_queued_at == int("01a234021875", 16) / 1000
+    assert stats["b"].oldest_queued_at is None

@@ -217,6 +217,9 @@ class BatchDriver:
             doc.outputs.append(output)
             doc.done, doc.failed, doc.consumed, doc.window = 0, 0, 0, []
             await self._save(run, force=True)
+            # only once the file is recorded done: a driver resuming before this point
+            # re-assembles the file from these chunk objects
+            await self._cleanup(run.row.id, index)
         doc.split_all = not run.canceled and doc.error is None
         await self._finish(run)
 
@@ -267,7 +270,6 @@ class BatchDriver:
             await self._storage.put_stream(
                 errors_key, self._concat(errors), content_type=JSONL_TYPE
             )
-        await self._cleanup(run.row.id, index)
         return FileOutput(
             name=file.name,
             input_key=file.key,

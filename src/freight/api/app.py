@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
 def _install_metrics(system: SystemService) -> None:
     metrics.install(
-        metrics.StateCollector(backlog=system.backlog_snapshot, replicas=system.ready_replicas)
+        metrics.StateCollector(
+            backlog=system.backlog_snapshot,
+            replicas=system.ready_replicas,
+            stats=system.queue_stats,
+        )
     )
 
 

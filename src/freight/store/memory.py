@@ -220,6 +220,10 @@ class MemoryStore(MemoryOutbox):
                 counts = result.setdefault(row.target, TargetStats())
                 name = row.status.value
                 setattr(counts, name, getattr(counts, name) + 1)
+                if row.status is Status.QUEUED and (
+                    counts.oldest_queued_id is None or row.id < counts.oldest_queued_id
+                ):
+                    counts.oldest_queued_id = row.id
         return result
 
     async def purge(self, *, before: float, limit: int) -> _Rows:

@@ -108,10 +108,13 @@ def not_awaiting_input(prediction_id: str, current: Prediction | None) -> Except
 
 
 def stats_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, TargetStats]:
-    """``(target, status, count)`` rows -> counts per target."""
+    """``(target, status, count, oldest id)`` rows -> counts per target."""
     result: dict[str, TargetStats] = {}
-    for target, status, count in rows:
-        setattr(result.setdefault(target, TargetStats()), status, int(count))
+    for target, status, count, oldest in rows:
+        stats = result.setdefault(target, TargetStats())
+        setattr(stats, status, int(count))
+        if oldest is not None:
+            stats.oldest_queued_id = str(oldest)
     return result
 
 

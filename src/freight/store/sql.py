@@ -198,13 +198,16 @@ WHERE id IN (
 # One branch per status, each with a literal predicate, so that each counts only
 # its own partial index instead of scanning the whole table (which grows forever
 # until retention): an IN (...) over statuses made both engines scan everything.
+# min(id) of the queued rows: ids are UUIDv7, so it dates the oldest queued prediction
+# from the claim index alone (min(queued_at) would read every queued row)
 STATS = """
-SELECT target, 'queued', count(*) FROM predictions WHERE status = 'queued' GROUP BY target
+SELECT target, 'queued', count(*), min(id) FROM predictions WHERE status = 'queued'
+GROUP BY target
 UNION ALL
-SELECT target, 'running', count(*) FROM predictions
+SELECT target, 'running', count(*), NULL FROM predictions
 WHERE status = 'running' AND kind IN ('model', 'chunk', 'batch') GROUP BY target
 UNION ALL
-SELECT target, 'awaiting_input', count(*) FROM predictions
+SELECT target, 'awaiting_input', count(*), NULL FROM predictions
 WHERE status = 'awaiting_input' GROUP BY target"""
 
 
