@@ -100,3 +100,21 @@ def test_three_workers_two_apis_share_2000_predictions_through_a_kill(
     for worker in workers[1:]:
         worker.signal(signal.SIGTERM)
         assert worker.wait_exit() == 0
+
+
+def test_a_batch_job_through_an_api_driven_by_a_worker(
+    make_server: Callable[..., Server],
+) -> None:
+    """The split shape: a batch job created and uploaded through `freight api`, driven
+    and run by a `freight worker` (the API process has no agent), outputs in order."""
+    import httpx
+
+    from tests.integration.test_batch_jobs import fetch, jsonl, read_jsonl, submit, wait_job
+
+    api = make_server(models=["Echo"], command="api", **SECRET)
+    make_server(models=["Echo"], command="worker", **SECRET)
+    records = [{"i": i} for i in range(1000)]
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        job = wait_job(client, submit(client, "echo", {"d.jsonl": jsonl(records)})["id"])
+        assert job["status"] == "succeeded", job
+        assert read_jsonl(fetch(job["outputs"][0]["output_url"])) == records
