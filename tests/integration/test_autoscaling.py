@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.acceptance.conftest import run_cli
 from tests.fixtures.server import Server, wait_until
 from tests.integration.helpers import create, wait_done
 
@@ -60,6 +61,10 @@ def test_scale_from_zero_and_back(make_server: MakeServer) -> None:
         metrics = client.get("/metrics").text
         assert 'freight_scale_decisions_total{model="nap0",reason="from_zero"} 2.0' in metrics
         assert 'freight_scale_decisions_total{model="nap0",reason="down"} 1.0' in metrics
+    shown = run_cli("models", "nap0", env={**server.env, "FREIGHT_URL": server.url})
+    assert shown.returncode == 0, shown.stderr
+    assert "last change" in shown.stdout, shown.stdout
+    assert "cold start" in shown.stdout
 
 
 def test_a_burst_scales_out(make_server: MakeServer) -> None:

@@ -300,10 +300,20 @@ def cancel(
 
 
 @app.command()
-def models(ctx: typer.Context, url: UrlOption = None) -> None:
+def models(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="One model: its replicas and its autoscaler's decisions."),
+    ] = None,
+    url: UrlOption = None,
+) -> None:
     """List the served models with their batching, replicas and backlog."""
     with _client(ctx, url) as client:
-        out.print(_render.models_table(client.models()))
+        if name is None:
+            out.print(_render.models_table(client.models()))
+        else:
+            out.print(_render.model_detail(client.model(name)))
 
 
 # -- pipelines ----------------------------------------------------------------------------

@@ -112,6 +112,39 @@ def models_table(models: list[ModelInfo]) -> Table:
     return table
 
 
+def model_detail(m: ModelInfo) -> Table:
+    """One model: its replicas and what its autoscaler decided, and why."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("name", m.name)
+    table.add_row("input", m.input_kind)
+    if m.replicas is not None:
+        r = m.replicas
+        desired = "-" if r.desired is None else str(r.desired)
+        table.add_row(
+            "replicas",
+            f"{r.running} ready, {r.starting} starting, desired {desired}"
+            f" (min {r.min}, max {r.max}, target backlog {r.target_backlog}, idle {r.idle_s} s"
+            f"{f', {r.gpus} GPU each' if r.gpus else ''})",
+        )
+    table.add_row("backlog", f"{m.backlog.queued} queued, {m.backlog.running} running")
+    scaling = m.scaling
+    if scaling is not None:
+        if not scaling.served:
+            table.add_row("served", f"no: {scaling.not_served}")
+        table.add_row("autoscaler", scaling.reason or "-")
+        change = scaling.last_change
+        if change is not None:
+            table.add_row(
+                "last change", f"{change.from_} -> {change.to} ({change.reason}) at {change.at}"
+            )
+        for start in scaling.cold_starts:
+            load = f", load() {start.load_s:g} s" if start.load_s is not None else ""
+            table.add_row("cold start", f"{start.seconds:g} s{load} at {start.at}")
+    return table
+
+
 def summary(p: Prediction) -> Group:
     """The one-line outcome printed after predict."""
     line = Text.assemble(("prediction ", "dim"), (p.id, "bold"), " ", status_text(p.status))

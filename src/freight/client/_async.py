@@ -277,6 +277,10 @@ class AsyncClient:
         """One pipeline: its steps, their dependencies, and its graph (Mermaid)."""
         return await self._drive(_flows.pipeline(name))
 
+    async def model(self, name: str) -> ModelInfo:
+        """One model: settings, replicas, backlog, and its autoscaler's last decisions."""
+        return await self._drive(_flows.model(name))
+
     async def health(self) -> dict[str, Any]:
         return await self._drive(_flows.health())
 

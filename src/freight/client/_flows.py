@@ -31,6 +31,7 @@ from freight.client._protocol import (
     batch_page_from,
     check,
     held_for,
+    model_from,
     models_from,
     number,
     outcome_error,
@@ -212,6 +213,11 @@ def page(
 
 def models() -> Flow[list[ModelInfo]]:
     return models_from((yield from request(Call("GET", "/v1/models"))))
+
+
+def model(name: str) -> Flow[ModelInfo]:
+    call = Call("GET", f"/v1/models/{quote(name, safe='')}")
+    return model_from((yield from request(call)))
 
 
 def pipelines() -> Flow[list[PipelineInfo]]:

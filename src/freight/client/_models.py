@@ -298,6 +298,36 @@ class ReplicasInfo(_Wire):
     min: int
     max: int
     running: int = 0
+    starting: int = 0
+    desired: int | None = None
+    target_backlog: int | None = None
+    idle_s: float | None = None
+    gpus: int = 0
+
+
+class ScaleChangeInfo(_Wire):
+    """The autoscaler's last change of a model's replica count."""
+
+    from_: int = Field(0, alias="from")
+    to: int = 0
+    reason: str = ""
+    at: str | None = None
+
+
+class ColdStartInfo(_Wire):
+    seconds: float
+    load_s: float | None = None
+    at: str | None = None
+
+
+class ScalingInfo(_Wire):
+    """What the autoscaler of the node that answered did, and why."""
+
+    served: bool = True
+    not_served: str | None = None
+    reason: str | None = None
+    last_change: ScaleChangeInfo | None = None
+    cold_starts: list[ColdStartInfo] = Field(default_factory=list)
 
 
 class BacklogInfo(_Wire):
@@ -313,6 +343,7 @@ class ModelInfo(_Wire):
     batching: BatchingInfo | None = None
     replicas: ReplicasInfo | None = None
     backlog: BacklogInfo = Field(default_factory=BacklogInfo)
+    scaling: ScalingInfo | None = None
 
 
 class PipelineStepInfo(_Wire):

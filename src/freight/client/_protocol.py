@@ -187,6 +187,14 @@ def pipelines_from(response: httpx.Response) -> list[PipelineInfo]:
         raise _invalid(response, "not a pipeline listing") from exc
 
 
+def model_from(response: httpx.Response) -> ModelInfo:
+    body = json_body(response)
+    try:
+        return ModelInfo.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(response, f"not a model: {exc.error_count()} errors") from exc
+
+
 def pipeline_from(response: httpx.Response) -> PipelineInfo:
     body = json_body(response)
     try:

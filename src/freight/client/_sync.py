@@ -272,6 +272,10 @@ class Client:
         """One pipeline: its steps, their dependencies, and its graph (Mermaid)."""
         return self._drive(_flows.pipeline(name))
 
+    def model(self, name: str) -> ModelInfo:
+        """One model: settings, replicas, backlog, and its autoscaler's last decisions."""
+        return self._drive(_flows.model(name))
+
     def health(self) -> dict[str, Any]:
         return self._drive(_flows.health())
 
