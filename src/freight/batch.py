@@ -24,6 +24,7 @@ from freight.config import Settings
 from freight.errors import ConflictError, InvalidRequestError, NotFoundError
 from freight.events import WorkSignal
 from freight.ids import new_id
+from freight.keys import key_of_uri
 from freight.prediction import Prediction, Status
 from freight.project import Pipelines
 from freight.registry import ModelSpec
@@ -40,7 +41,6 @@ from freight.transform.job import (
 )
 from freight.transform.spec import Options
 
-URI_PREFIX = "freight://"
 #: how many rows a filtered listing reads per page of the store (jobs of other targets
 #: are skipped in Python: the job's target lives in its document)
 LIST_SCAN = 200
@@ -169,10 +169,8 @@ class BatchService:
         )
 
     def _key_of(self, uri: str, what: str) -> str:
-        key = (
-            uri[len(URI_PREFIX) :] if uri.startswith(URI_PREFIX) else self._storage.key_for_uri(uri)
-        )
-        if key is None or key.startswith("/") or ".." in key.split("/"):
+        key = key_of_uri(uri, self._storage.key_for_uri)
+        if key is None:
             raise InvalidRequestError(
                 f"{what} {uri!r} is not in freight's object store: give freight://<key> or a "
                 "URI of the configured store",
@@ -287,11 +285,16 @@ class BatchService:
         return row
 
     # -- rendering helpers -----------------------------------------------------------
-    async def presign(self, key: str | None) -> str | None:
-        """A download URL for an object of the job, None when it does not exist."""
-        if key is None or await self._storage.stat(key) is None:
-            return None
-        return await self._storage.presign_get(key, expires_s=self._settings.download_url_expires_s)
+    async def download_urls(self, row: Prediction) -> dict[str, str]:
+        """Presigned URLs of the job's finished outputs and error files (recorded only
+        once written whole: no stat needed), and of its manifest once it exists."""
+        doc, expires_s = doc_of(row), self._settings.download_url_expires_s
+        keys = [o.output_key for o in doc.outputs]
+        keys += [o.errors_key for o in doc.outputs if o.errors_key]
+        manifest = doc.output_prefix + "manifest.json"
+        if row.status.terminal and await self._storage.stat(manifest) is not None:
+            keys.append(manifest)
+        return {key: await self._storage.presign_get(key, expires_s=expires_s) for key in keys}
 
 
 def doc_of(row: Prediction) -> JobDoc:

@@ -10,6 +10,7 @@ lives in one place.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 
 def input_key(prediction_id: str) -> str:
@@ -27,6 +28,19 @@ def output_key(prediction_id: str) -> str:
     return f"outputs/{prediction_id}"
 
 
+URI_PREFIX = "freight://"
+
+
+def key_of_uri(uri: str, store_key: Callable[[str], str | None]) -> str | None:
+    """The object key a URI names: ``freight://<key>``, or a URI of the configured
+    store (``store_key`` is its ``key_for_uri``); None when it is elsewhere or would
+    climb out of the store (``..``)."""
+    key = uri[len(URI_PREFIX) :] if uri.startswith(URI_PREFIX) else store_key(uri)
+    if key is None or key.startswith("/") or ".." in key.split("/"):
+        return None
+    return key
+
+
 def is_own_input(prediction_id: str, key: str | None) -> bool:
     """True when ``key`` is the input freight stored for the prediction (not an
     ``input_uri`` object of the caller's, which retention must never delete)."""
@@ -42,6 +56,7 @@ __all__ = [
     "input_key",
     "is_own_input",
     "is_own_output",
+    "key_of_uri",
     "output_key",
     "upload_key",
 ]

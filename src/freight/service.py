@@ -31,7 +31,7 @@ from freight.errors import (
 )
 from freight.events import CompletionHub, WorkSignal
 from freight.ids import new_id
-from freight.keys import input_key, upload_key
+from freight.keys import input_key, key_of_uri, upload_key
 from freight.media import JSON, OCTET_STREAM, is_json_type
 from freight.model import InputKind
 from freight.pipelines.runs import RUN, bundle_of, step_rows
@@ -297,8 +297,7 @@ class PredictionService:
     def _key_of_uri(self, uri: str) -> str:
         """``freight://<key>``, or a URI of the configured store (``s3://bucket/key``,
         ``file:///root/key``): inputs are read where they are, not copied."""
-        prefix = "freight://"
-        key = uri[len(prefix) :] if uri.startswith(prefix) else self._storage.key_for_uri(uri)
+        key = key_of_uri(uri, self._storage.key_for_uri)
         if not key:
             raise InvalidRequestError(
                 f"input_uri {uri!r} is not in freight's object store: give freight://<key> "

@@ -29,7 +29,7 @@ def _fragment(text: str | None) -> Any:
     return None if text is None else orjson.Fragment(text)
 
 
-def _error(p: Prediction) -> dict[str, Any] | None:
+def error_of(p: Prediction) -> dict[str, Any] | None:
     if p.error_code is None:
         return None
     detail = orjson.loads(p.error_detail) if p.error_detail else {}
@@ -52,7 +52,7 @@ def _step(row: Prediction, output_url: str | None) -> dict[str, Any]:
         },
         "output": _fragment(row.output_json),
         "output_url": output_url,
-        "error": _error(row),
+        "error": error_of(row),
         "items": [] if row.kind == "for_each" else None,
     }
     return entry
@@ -63,7 +63,7 @@ def _item(row: Prediction) -> dict[str, Any]:
         "index": row.item_index,
         "prediction_id": row.id,
         "status": str(row.status),
-        "error": _error(row),
+        "error": error_of(row),
     }
 
 
@@ -132,7 +132,7 @@ def prediction_dict(
         "output_bytes": p.output_bytes,
         "output_url": output_url,
         "upload_url": upload_url,
-        "error": _error(p),
+        "error": error_of(p),
         "metadata": _fragment(p.metadata) or {},
         "urls": {
             "self": base,

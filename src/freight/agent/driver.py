@@ -36,6 +36,7 @@ from freight.project import Pipelines
 from freight.storage.base import Storage
 from freight.store.base import Store
 from freight.transform import records, split
+from freight.transform.formats import csv_header
 from freight.transform.job import (
     CHUNK,
     QUEUE,
@@ -497,7 +498,7 @@ class BatchDriver:
         if row.status == Status.SUCCEEDED and row.output_json is not None:
             summary = ChunkSummary.from_json(row.output_json)
             if summary.columns is not None and not header_written:
-                yield (",".join(_csv_cell(c) for c in summary.columns) + "\n").encode()
+                yield csv_header(summary.columns)
             async for data in self._storage.get_stream(pending.output_key):
                 yield data
             doc.done += summary.records - summary.failed
@@ -606,12 +607,6 @@ class BatchDriver:
             completion.error_message = doc.error["message"]
         await self._store.complete([completion])
         self._hub.publish([row.id])
-
-
-def _csv_cell(value: str) -> str:
-    if any(c in value for c in ',"\n\r'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
 
 
 __all__ = ["BatchDriver"]

@@ -28,6 +28,7 @@ Batch jobs run a model or pipeline over whole files (JSON Lines, CSV):
 from __future__ import annotations
 
 from freight.client._async import AsyncClient, AsyncPredictionHandle
+from freight.client._flows import BatchJobOptions
 from freight.client._models import (
     BATCH_TERMINAL_STATUSES,
     TERMINAL_STATUSES,
@@ -60,6 +61,7 @@ __all__ = [
     "BatchCounts",
     "BatchInput",
     "BatchJob",
+    "BatchJobOptions",
     "BatchOptions",
     "BatchOutput",
     "BatchOutputLocation",

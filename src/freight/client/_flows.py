@@ -12,7 +12,7 @@ import mimetypes
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import quote
 
 from freight.client._events import deliveries_from
@@ -353,24 +353,28 @@ def is_uri(value: str) -> bool:
     return "://" in value
 
 
+class BatchJobOptions(TypedDict, total=False):
+    """The options of a batch job (``POST /v1/batch-jobs``); one left out takes the
+    server's default. The sync and async clients take them as keywords."""
+
+    output: str | None
+    split: str | None
+    records_per_call: int | None
+    max_call_bytes: int | None
+    concurrency: int | None
+    on_error: str | None
+    join: str | None
+    input_filter: str | None
+    output_filter: str | None
+    content_type: str | None
+    priority: int | None
+    metadata: dict[str, Any] | None
+    webhook: str | None
+    webhook_events: Sequence[str] | None
+
+
 def batch_job_body(
-    target: str,
-    input: str | Sequence[str],
-    *,
-    output: str | None = None,
-    split: str | None = None,
-    records_per_call: int | None = None,
-    max_call_bytes: int | None = None,
-    concurrency: int | None = None,
-    on_error: str | None = None,
-    join: str | None = None,
-    input_filter: str | None = None,
-    output_filter: str | None = None,
-    content_type: str | None = None,
-    priority: int | None = None,
-    metadata: dict[str, Any] | None = None,
-    webhook: str | None = None,
-    webhook_events: Sequence[str] | None = None,
+    target: str, input: str | Sequence[str], **options: Unpack[BatchJobOptions]
 ) -> dict[str, Any]:
     """The body of ``POST /v1/batch-jobs``; options left None take the server's default.
 
@@ -386,24 +390,12 @@ def batch_job_body(
             raise ValueError("upload names must be unique")
         job_input = {"upload": names}
     body: dict[str, Any] = {"target": target, "input": job_input}
-    extras = {
-        "output": output,
-        "split": split,
-        "records_per_call": records_per_call,
-        "max_call_bytes": max_call_bytes,
-        "concurrency": concurrency,
-        "on_error": on_error,
-        "join": join,
-        "input_filter": input_filter,
-        "output_filter": output_filter,
-        "content_type": content_type,
-        "priority": priority,
-        "metadata": metadata,
-    }
-    body.update({k: v for k, v in extras.items() if v is not None})
+    webhook, events = options.get("webhook"), options.get("webhook_events")
+    skip = {"webhook", "webhook_events"}
+    body.update({k: v for k, v in options.items() if v is not None and k not in skip})
     if webhook is not None:
-        body["webhook"] = {"url": webhook, **_events_field(webhook_events)}
-    elif webhook_events is not None:
+        body["webhook"] = {"url": webhook, **_events_field(events)}
+    elif events is not None:
         raise ValueError("webhook_events needs webhook")
     return body
 
@@ -528,18 +520,15 @@ def batch(
     target: str,
     source: str | Path,
     *,
-    output: str | None,
     progress: Callable[[str, int, int], None] | None,
-    options: dict[str, Any],
+    options: BatchJobOptions,
 ) -> Flow[BatchJob]:
     """Create a job over ``source`` (an object URI, or a local file or directory whose
     files are uploaded) and return it, queued: the convenience behind ``client.batch``."""
     if isinstance(source, str) and is_uri(source):
-        return (
-            yield from create_batch_job(batch_job_body(target, source, output=output, **options))
-        )
+        return (yield from create_batch_job(batch_job_body(target, source, **options)))
     files = local_inputs(Path(source))
-    body = batch_job_body(target, [name for name, _ in files], output=output, **options)
+    body = batch_job_body(target, [name for name, _ in files], **options)
     job = yield from create_batch_job(body)
     return (
         yield from batch_uploads(

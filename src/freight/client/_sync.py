@@ -14,12 +14,13 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, Unpack
 
 import httpx
 
 from freight.client import _flows
 from freight.client._events import Follower, check_stream, fallback
+from freight.client._flows import BatchJobOptions
 from freight.client._models import (
     BatchJob,
     Delivery,
@@ -282,48 +283,15 @@ class Client:
     # -- batch jobs -----------------------------------------------------------------------
 
     def create_batch_job(
-        self,
-        target: str,
-        input: str | Sequence[str],
-        *,
-        output: str | None = None,
-        split: str | None = None,
-        records_per_call: int | None = None,
-        max_call_bytes: int | None = None,
-        concurrency: int | None = None,
-        on_error: str | None = None,
-        join: str | None = None,
-        input_filter: str | None = None,
-        output_filter: str | None = None,
-        content_type: str | None = None,
-        priority: int | None = None,
-        metadata: dict[str, Any] | None = None,
-        webhook: str | None = None,
-        webhook_events: Sequence[str] | None = None,
+        self, target: str, input: str | Sequence[str], **options: Unpack[BatchJobOptions]
     ) -> BatchJob:
         """Create a batch job over ``input``: a stored object's URI (a prefix ending in
         ``/`` reads every file under it), or the names of files to upload next (the job
-        then waits in ``awaiting_input``; see :meth:`upload_batch_input`). ``output``: a
-        prefix for the results (default ``freight://batch/<id>/output/``). Options left
-        None take the server's defaults."""
-        body = _flows.batch_job_body(
-            target,
-            input,
-            output=output,
-            split=split,
-            records_per_call=records_per_call,
-            max_call_bytes=max_call_bytes,
-            concurrency=concurrency,
-            on_error=on_error,
-            join=join,
-            input_filter=input_filter,
-            output_filter=output_filter,
-            content_type=content_type,
-            priority=priority,
-            metadata=metadata,
-            webhook=webhook,
-            webhook_events=webhook_events,
-        )
+        then waits in ``awaiting_input``; see :meth:`upload_batch_input`). ``options``
+        (:class:`~freight.client.BatchJobOptions`): ``output`` (a prefix for the results,
+        default ``freight://batch/<id>/output/``), split, records_per_call, ... ; one
+        left None takes the server's default."""
+        body = _flows.batch_job_body(target, input, **options)
         return self._drive(_flows.create_batch_job(body))
 
     def batch(
@@ -331,15 +299,14 @@ class Client:
         target: str,
         input: str | Path,
         *,
-        output: str | None = None,
         progress: Callable[[str, int, int], None] | None = None,
-        **options: Any,
+        **options: Unpack[BatchJobOptions],
     ) -> BatchJob:
         """Run ``target`` over ``input`` and return the job, queued: an object URI is
         read in place; a local file, or every regular file of a local directory (named
         relative to it), is uploaded first (``progress(name, sent, total)`` follows each).
         ``options``: those of :meth:`create_batch_job`."""
-        flow = _flows.batch(target, input, output=output, progress=progress, options=options)
+        flow = _flows.batch(target, input, progress=progress, options=options)
         return self._drive(flow)
 
     def upload_batch_input(

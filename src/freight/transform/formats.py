@@ -131,8 +131,16 @@ def csv_rows(
     return buffer.getvalue().encode(), [*inputs, *renamed]
 
 
+def csv_header(columns: list[str]) -> bytes:
+    """The header line of a CSV output, quoted as its rows are."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(columns)
+    return buffer.getvalue().encode()
+
+
 __all__ = [
     "cell_value",
+    "csv_header",
     "csv_rows",
     "json_line",
     "output_cells",

@@ -13,7 +13,7 @@ import orjson
 
 from freight.prediction import Prediction, Status
 from freight.transform.job import JobDoc
-from freight.views import iso
+from freight.views import error_of, iso
 
 #: job statuses as the API names them (a job row never skips or pends)
 STATUSES = ("awaiting_input", "queued", "running", "succeeded", "failed", "canceled", "expired")
@@ -21,13 +21,6 @@ STATUSES = ("awaiting_input", "queued", "running", "succeeded", "failed", "cance
 
 def _uri(key: str | None) -> str | None:
     return None if key is None else f"freight://{key}"
-
-
-def _error(row: Prediction) -> dict[str, Any] | None:
-    if row.error_code is None:
-        return None
-    detail = orjson.loads(row.error_detail) if row.error_detail else {}
-    return {"code": row.error_code, "message": row.error_message, "detail": detail}
 
 
 def job_dict(
@@ -81,7 +74,7 @@ def job_dict(
             }
             for o in doc.outputs
         ],
-        "error": _error(row) or (doc.error if row.status == Status.FAILED else None),
+        "error": error_of(row) or (doc.error if row.status == Status.FAILED else None),
         "upload_urls": dict(upload_urls) if upload_urls else None,
         "metadata": orjson.loads(row.metadata) if row.metadata else {},
         "urls": {"self": base, "cancel": f"{base}/cancel"},
@@ -90,13 +83,3 @@ def job_dict(
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-def object_keys(doc: JobDoc) -> list[str]:
-    """The keys a job view may presign: manifest, outputs, error files."""
-    keys = [doc.output_prefix + "manifest.json"]
-    for o in doc.outputs:
-        keys.append(o.output_key)
-        if o.errors_key:
-            keys.append(o.errors_key)
-    return keys

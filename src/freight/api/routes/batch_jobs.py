@@ -30,7 +30,7 @@ from freight.media import OCTET_STREAM
 from freight.prediction import Prediction, Status
 from freight.subscriptions import Webhook
 from freight.transform.spec import Options
-from freight.transform.view import job_dict, object_keys
+from freight.transform.view import job_dict
 
 router = APIRouter(prefix="/v1/batch-jobs", tags=["batch jobs"])
 PREFIX = "/v1/batch-jobs"
@@ -47,11 +47,7 @@ def _upload_path(job_id: str, name: str) -> str:
 
 async def _view(request: Request, row: Prediction) -> dict[str, Any]:
     svc, doc = _service(request), doc_of(row)
-    urls: dict[str, str | None] = {}
-    if row.status.terminal or doc.outputs:
-        for key in object_keys(doc):
-            url = await svc.presign(key)
-            urls[key] = deps.absolute(request, url) if url else None
+    urls = {key: deps.absolute(request, url) for key, url in (await svc.download_urls(row)).items()}
     uploads = None
     if row.status == Status.AWAITING_INPUT and doc.uploads and row.upload_expires_at:
         signer = deps.signer(request)
