@@ -220,6 +220,7 @@ class PredictionService:
         """A pipeline run: running from the start (or awaiting its upload), advancing by
         the definition it carries; its whole-run timeout is its lease."""
         spec = self._pipelines.specs[target]
+        timeout_s = min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s)
         return Prediction(
             id=new_id(),
             target=target,
@@ -229,8 +230,10 @@ class PredictionService:
             queued_at=now,
             started_at=now,
             max_attempts=1,
-            timeout_s=min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s),
-            lease_expires_at=now + spec.timeout_s if spec.timeout_s else None,
+            timeout_s=timeout_s,
+            # every run has a deadline (its lease), counted from its start: a run that
+            # awaits its upload gets it anew when the input lands (mark_input_ready)
+            lease_expires_at=now + timeout_s,
             definition=self._pipelines.bundles[target],
         )
 

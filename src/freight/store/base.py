@@ -151,8 +151,10 @@ class Records(Protocol):
         input_content_type: str,
         input_bytes: int,
         now: float,
+        input_json: str | None = None,
     ) -> Prediction:
-        """``awaiting_input`` -> ``queued`` once its upload landed. Raises NotFoundError,
+        """``awaiting_input`` -> ``queued`` once its upload landed (``input_json``: the
+        uploaded JSON itself, kept inline where it is small enough). Raises NotFoundError,
         or ConflictError(code="invalid_state") when the prediction is in another status."""
 
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:

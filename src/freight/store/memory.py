@@ -183,6 +183,7 @@ class MemoryStore(MemoryOutbox):
         input_content_type: str,
         input_bytes: int,
         now: float,
+        input_json: str | None = None,
     ) -> Prediction:
         self._check()
         row = self._rows.get(prediction_id)
@@ -190,9 +191,10 @@ class MemoryStore(MemoryOutbox):
             raise not_awaiting_input(prediction_id, None if row is None else _copy(row))
         row.status, row.queued_at = Status.QUEUED, now
         row.input_key, row.input_content_type = input_key, input_content_type
-        row.input_bytes = input_bytes
+        row.input_bytes, row.input_json = input_bytes, input_json
         if row.kind == "pipeline":  # a run got its input: it starts
             row.status, row.started_at = Status.RUNNING, now
+            row.lease_expires_at = now + row.timeout_s
             self._advance([row.id], now)
         return _copy(self._rows[prediction_id])
 

@@ -243,6 +243,7 @@ class PostgresStore:
         input_content_type: str,
         input_bytes: int,
         now: float,
+        input_json: str | None = None,
     ) -> Prediction:
         params = input_ready_params(
             prediction_id,
@@ -250,6 +251,7 @@ class PostgresStore:
             input_content_type=input_content_type,
             input_bytes=input_bytes,
             now=now,
+            input_json=input_json,
         )
         async with self._connection() as conn:
             rows = await _rows(conn, _R["MARK_INPUT_READY"], params)

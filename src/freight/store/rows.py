@@ -55,11 +55,18 @@ def release_params(release: Release, now: float) -> dict[str, Any]:
 
 
 def input_ready_params(
-    prediction_id: str, *, input_key: str, input_content_type: str, input_bytes: int, now: float
+    prediction_id: str,
+    *,
+    input_key: str,
+    input_content_type: str,
+    input_bytes: int,
+    now: float,
+    input_json: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": prediction_id,
         "input_key": input_key,
+        "input_json": input_json,
         "input_bytes": input_bytes,
         "input_content_type": input_content_type,
         "now": now,

@@ -76,7 +76,9 @@ MARK_INPUT_READY = f"""
 UPDATE predictions SET
     status = CASE WHEN kind = 'pipeline' THEN 'running' ELSE 'queued' END,
     started_at = CASE WHEN kind = 'pipeline' THEN :now ELSE started_at END,
-    queued_at = :now, input_key = :input_key,
+    lease_expires_at = CASE WHEN kind = 'pipeline' THEN :now + timeout_s
+        ELSE lease_expires_at END,
+    queued_at = :now, input_key = :input_key, input_json = :input_json,
     input_content_type = :input_content_type, input_bytes = :input_bytes
 WHERE id = :id AND status = 'awaiting_input'
 {RETURNING}"""

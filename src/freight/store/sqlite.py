@@ -296,6 +296,7 @@ class SqliteStore:
         input_content_type: str,
         input_bytes: int,
         now: float,
+        input_json: str | None = None,
     ) -> Prediction:
         params = input_ready_params(
             prediction_id,
@@ -303,6 +304,7 @@ class SqliteStore:
             input_content_type=input_content_type,
             input_bytes=input_bytes,
             now=now,
+            input_json=input_json,
         )
         row, changes = await self._writer.submit(lambda conn: _mark_input_ready(conn, params))
         self._tell(changes)
