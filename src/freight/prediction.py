@@ -32,6 +32,24 @@ TERMINAL = frozenset(
 )
 
 
+class Kind(enum.StrEnum):
+    """What a row of the queue table is. Rows of kinds in :data:`LEASED` are claimed and
+    leased by workers; a pipeline run's lease is its deadline."""
+
+    MODEL = "model"  # a prediction of a model (a top-level one, or a pipeline step's)
+    PIPELINE = "pipeline"  # a pipeline run (top-level, or a nested run inside another)
+    FOR_EACH = "for_each"  # the row that gathers a for_each step's elements
+    CHUNK = "chunk"  # a batch job's chunk of records, run by a model
+    BATCH = "batch"  # a batch job, held by its driver
+
+    @property
+    def leased(self) -> bool:
+        return self in LEASED
+
+
+LEASED = frozenset({Kind.MODEL, Kind.CHUNK, Kind.BATCH})
+
+
 class ErrorCode(enum.StrEnum):
     """Stable codes of a failed / canceled / expired prediction."""
 
@@ -55,7 +73,7 @@ class Prediction:
     target: str
     status: Status
     created_at: float
-    kind: str = "model"
+    kind: Kind = Kind.MODEL
     priority: int = 0
     queued_at: float | None = None
     started_at: float | None = None

@@ -47,10 +47,10 @@ from freight.pipelines.plan import (
     step_status,
 )
 from freight.pipelines.spec import PipelineSpec, StepSpec, build_pipeline
-from freight.prediction import ErrorCode, Prediction, Status
+from freight.prediction import ErrorCode, Kind, Prediction, Status
 
-RUN = "pipeline"
-FOR_EACH = "for_each"
+RUN = Kind.PIPELINE
+FOR_EACH = Kind.FOR_EACH
 _REF_KEYS = frozenset({"object", "content_type", "bytes"})
 
 
@@ -131,7 +131,7 @@ def _new_row(
         target=step.target,
         status=Status.PENDING,
         created_at=run.created_at,
-        kind=FOR_EACH if gathering else step.kind,
+        kind=FOR_EACH if gathering else Kind(step.kind),
         priority=run.priority,
         max_attempts=int(step.max_attempts or defaults.get("max_attempts") or run.max_attempts),
         timeout_s=float(min(timeout, run.timeout_s)),

@@ -13,16 +13,26 @@ from typing import Any
 
 from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
 from freight.errors import ConflictError, NotFoundError
-from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
+from freight.prediction import (
+    Completion,
+    Kind,
+    Prediction,
+    ReapResult,
+    Release,
+    Status,
+    TargetStats,
+)
 from freight.store.sql import COLUMNS
 
 _STATUS_INDEX = COLUMNS.index("status")
+_KIND_INDEX = COLUMNS.index("kind")
 
 
 def row_to_prediction(row: Sequence[Any]) -> Prediction:
     """A row selected as ``COLS`` -> Prediction (``status`` as :class:`Status`)."""
     values = list(row)
     values[_STATUS_INDEX] = Status(values[_STATUS_INDEX])
+    values[_KIND_INDEX] = Kind(values[_KIND_INDEX])
     return Prediction(*values)
 
 
@@ -33,6 +43,7 @@ def prediction_params(prediction: Prediction) -> dict[str, Any]:
     """
     params = {c: getattr(prediction, c) for c in COLUMNS}
     params["status"] = Status(prediction.status).value
+    params["kind"] = Kind(prediction.kind).value
     return params
 
 

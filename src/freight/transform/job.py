@@ -16,14 +16,15 @@ from typing import Any, Final
 
 import orjson
 
+from freight.prediction import Kind
 from freight.transform.spec import InputFile, Options
 
 #: the ``target`` column of every job row: the queue the drivers claim from (the
 #: job's own target, a model or a pipeline, is in its document)
 QUEUE: Final = "@batch"
 #: the ``kind`` of a job row, and of the predictions that run its chunks
-JOB: Final = "batch"
-CHUNK: Final = "chunk"
+JOB: Final = Kind.BATCH
+CHUNK: Final = Kind.CHUNK
 
 
 @dataclass(slots=True)
