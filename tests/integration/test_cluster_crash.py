@@ -73,8 +73,8 @@ def test_three_workers_two_apis_share_2000_predictions_through_a_kill(
 ) -> None:
     """Three workers and two APIs on one PostgreSQL and one S3: 2,000 predictions
     created through both APIs while one worker is SIGKILLed mid-way all succeed;
-    every prediction ran once per attempt (SKIP LOCKED claims and fenced completions:
-    none run twice except the killed worker's batch, which lease expiry hands over)."""
+    each ran at least once and at most once per attempt (SKIP LOCKED claims and fenced
+    completions: only the killed worker's claims, which lease expiry hands over, rerun)."""
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
     apis = [make_server(models=["_Latch"], command="api", **SECRET) for _ in range(2)]
@@ -95,7 +95,15 @@ def test_three_workers_two_apis_share_2000_predictions_through_a_kill(
     counts = {n: 0 for n in range(2000)}
     for n in ran:
         counts[int(n)] += 1
-    assert {n: counts[n] for n in range(2000)} == {n: done[n]["attempts"] for n in range(2000)}
+    # A claim the killed worker held but had not yet handed to its runner counts an
+    # attempt and no run, so a rerun prediction ran between once and `attempts` times;
+    # one claimed once ran exactly once (no duplicate runs without a kill).
+    wrong = {
+        n: (counts[n], done[n]["attempts"])
+        for n in range(2000)
+        if not 1 <= counts[n] <= done[n]["attempts"]
+    }
+    assert wrong == {}, "runs, attempts outside 1 <= runs <= attempts"
     assert sum(1 for p in done if p["attempts"] > 1) <= 64, "more reruns than one batch"
     for worker in workers[1:]:
         worker.signal(signal.SIGTERM)
