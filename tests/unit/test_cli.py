@@ -12,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from freight.cli import _app, app
+from freight.cli import _app, _base, app
 from freight.client import Client
 
 runner = CliRunner()
@@ -61,7 +61,7 @@ class Api:
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Api:
     scripted = Api()
-    monkeypatch.setattr(_app, "client_factory", scripted.client)
+    monkeypatch.setattr(_base, "client_factory", scripted.client)
     return scripted
 
 
@@ -169,7 +169,7 @@ def test_unreachable_server_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
         raise httpx.ConnectError("refused", request=request)
 
     monkeypatch.setattr(
-        _app, "client_factory", lambda url: Client(url, transport=httpx.MockTransport(refuse))
+        _base, "client_factory", lambda url: Client(url, transport=httpx.MockTransport(refuse))
     )
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 1

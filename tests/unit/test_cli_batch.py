@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from freight.cli import _app, _batch, app
+from freight.cli import _base, _batch, app
 from freight.client import Client
 from tests.unit.fake_api import Api, error
 from tests.unit.test_client_batch import awaiting, job
@@ -70,7 +70,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Api:
     def client(url: str | None) -> Client:
         return Client(url or "http://freight.test", transport=httpx.MockTransport(scripted))
 
-    monkeypatch.setattr(_app, "client_factory", client)
+    monkeypatch.setattr(_base, "client_factory", client)
     monkeypatch.setattr(_batch, "POLL_S", 0.0)
     return scripted
 

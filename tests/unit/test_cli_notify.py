@@ -13,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from freight.cli import _app, _render, app
+from freight.cli import _base, _render, app
 from freight.client import Prediction, StreamEvent
 from tests.unit.test_cli import Api, prediction
 
@@ -24,7 +24,7 @@ EVENTS = "/v1/predictions/p1/events"
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Api:
     scripted = Api()
-    monkeypatch.setattr(_app, "client_factory", scripted.client)
+    monkeypatch.setattr(_base, "client_factory", scripted.client)
     return scripted
 
 

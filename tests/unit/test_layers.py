@@ -138,3 +138,102 @@ def test_imports_point_down(path: Path) -> None:
 def test_the_checker_flags_wrong_arrows(module: str, source: str, expected: int) -> None:
     """The checker itself catches arrows pointing the wrong way (so passing means something)."""
     assert len(_violations(module, source)) == expected
+
+
+def _package_modules(package: str) -> dict[str, Path]:
+    """Every module of ``freight.<package>`` (its ``__init__`` included) by dotted name."""
+    root = SRC.parent / package.replace(".", "/")
+    assert root.is_dir(), root
+    return {_module_name(path): path for path in sorted(root.rglob("*.py"))}
+
+
+def _edges(module: str, source: str, is_package: bool, known: set[str]) -> set[str]:
+    """The modules of ``known`` that ``module`` imports: ``from pkg import name`` points at
+    ``pkg.name`` when that is a module, else at ``pkg`` itself."""
+    tree = ast.parse(source)
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base]).rstrip(".")
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {name for name in found if name in known and name != module}
+
+
+def _graph(modules: dict[str, str], packages: set[str]) -> dict[str, set[str]]:
+    """Each module of ``modules`` (name -> source; ``packages``: the ``__init__`` ones) with
+    the modules of ``modules`` it imports."""
+    known = set(modules)
+    return {name: _edges(name, source, name in packages, known) for name, source in modules.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (its modules in order, the first repeated), or []."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def _sources(package: str) -> tuple[dict[str, str], set[str]]:
+    paths = _package_modules(package)
+    sources = {name: path.read_text() for name, path in paths.items()}
+    return sources, {name for name, path in paths.items() if path.name == "__init__.py"}
+
+
+def test_routes_never_import_each_other() -> None:
+    """A route module reaches what it shares with others through ``freight.api`` modules
+    (params, render, bodies), never through another route module."""
+    sources, packages = _sources("freight.api.routes")
+    graph = _graph(sources, packages)
+    crossing = {
+        name: sorted(targets - {"freight.api.routes"})
+        for name, targets in graph.items()
+        if targets - {"freight.api.routes"}
+    }
+    assert crossing == {}
+
+
+def test_the_cli_package_has_no_import_cycle() -> None:
+    """The CLI's modules import each other one way (the package's ``__init__`` wires
+    them; a submodule importing it or a sibling that imports it back is a cycle)."""
+    sources, packages = _sources("freight.cli")
+    assert _cycle(_graph(sources, packages)) == []
+
+
+def test_the_cycle_and_crossing_checks_catch_what_they_look_for() -> None:
+    """The checkers find a two-module cycle, an import through the package's own name, a
+    relative one, and pass a graph that only points one way."""
+    looped = {
+        "p": "from p import a",
+        "p.a": "from p.b import x",
+        "p.b": "import p.a",
+    }
+    assert _cycle(_graph(looped, {"p"})) == ["p.a", "p.b", "p.a"]
+    relative = {"p": "", "p.a": "from . import b", "p.b": "from .a import y"}
+    assert _cycle(_graph(relative, {"p"})) == ["p.a", "p.b", "p.a"]
+    through_init = {"p": "from p.a import run", "p.a": "from p import helper"}
+    assert _cycle(_graph(through_init, {"p"})) == ["p", "p.a", "p"]
+    one_way = {"p": "from p import a, b", "p.a": "from p import b", "p.b": "import json"}
+    assert _cycle(_graph(one_way, {"p"})) == []

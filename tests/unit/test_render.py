@@ -291,7 +291,7 @@ def test_the_webhook_query_parameters_of_the_realtime_routes() -> None:
     import pytest
     from fastapi.exceptions import RequestValidationError
 
-    from freight.api.routes.predictions import webhook_query
+    from freight.api.params import webhook_query
     from freight.service import Webhook
 
     assert webhook_query() is None

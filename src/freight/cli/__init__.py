@@ -1,16 +1,17 @@
 """The ``freight`` command line (Typer + Rich).
 
 ``main`` is the console-script entry point (``freight = "freight.cli:main"``).
-The commands live in ``_app.py``; tests swap ``_app.client_factory`` to point
-the CLI at a scripted server.
+The app and what every command module shares live in ``_base.py``; the commands in
+``_app.py`` (with ``_batch.py``) and ``_notify.py``, registered on import. Tests swap
+``_base.client_factory`` to point the CLI at a scripted server.
 """
 
 from __future__ import annotations
 
-from freight.cli import _notify  # registers the notification commands
-from freight.cli._app import app
+from freight.cli import _app, _notify  # register their commands
+from freight.cli._base import app
 
-__all__ = ["_notify", "app", "main"]
+__all__ = ["_app", "_notify", "app", "main"]
 
 
 def main() -> None:

@@ -2,9 +2,8 @@
 
 Server commands import ``freight.server`` only when run, so client-side
 commands start fast and work where the server's dependencies are absent.
-Client commands build their client through :data:`client_factory` — the seam
-tests use to point the CLI at a scripted server. Every client error becomes a
-red one-line message with its code and exit status 1, never a traceback.
+Client commands build their client through :func:`_base.command_client` (the
+seam tests swap is ``_base.client_factory``).
 """
 
 from __future__ import annotations
@@ -12,14 +11,12 @@ from __future__ import annotations
 import importlib
 import json
 import mimetypes
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -31,62 +28,20 @@ from rich.progress import (
 from rich.text import Text
 
 from freight.cli import _render
-from freight.cli._follow import follow
-from freight.client import Client, FreightClientError, Prediction, PredictionHandle
-from freight.errors import FreightError
-
-app = typer.Typer(
-    name="freight",
-    help="Self-hosted asynchronous ML inference.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+from freight.cli._base import (
+    DirArgument,
+    HostOption,
+    PortOption,
+    UrlOption,
+    app,
+    err,
+    out,
 )
-out = Console()
-err = Console(stderr=True)
-
-client_factory: Callable[[str | None], Client] = Client
-"""Builds the client for a command from the --url value (None: $FREIGHT_URL or default)."""
-
-UrlOption = Annotated[
-    str | None,
-    typer.Option("--url", help="Server URL (default: global --url, $FREIGHT_URL, localhost)."),
-]
-HostOption = Annotated[str | None, typer.Option("--host", help="Interface to listen on.")]
-PortOption = Annotated[int | None, typer.Option("--port", help="Port to listen on.")]
-DirArgument = Annotated[Path, typer.Argument(help="Project directory holding the models.")]
-
-
-@app.callback()
-def _root(ctx: typer.Context, url: UrlOption = None) -> None:
-    ctx.obj = {"url": url}
-    _fit_consoles()
-
-
-def _fit_consoles() -> None:
-    """Rich reads ``COLUMNS`` once, when a console is made (here, at import): read it
-    again for each command, so a width set for this run applies to it."""
-    columns = os.environ.get("COLUMNS", "")
-    for console in (out, err):
-        console.width = int(columns) if columns.isdigit() else None  # type: ignore[assignment]
-
-
-@contextmanager
-def _client(ctx: typer.Context, url: str | None) -> Iterator[Client]:
-    """The command's client, with client errors turned into a message and exit code 1."""
-    chosen = url or (ctx.obj or {}).get("url")
-    try:
-        with client_factory(chosen) as client:
-            yield client
-    except FreightClientError as exc:
-        err.print(f"[bold red]error[/] [red]{exc.code}[/]: {exc.message}")
-        for problem in _render.problems(exc.detail):  # which field, and why (a 422)
-            err.print(Text(f"  {problem}"), soft_wrap=True)
-        raise typer.Exit(1) from None
-    except TimeoutError as exc:
-        err.print(f"[bold yellow]timeout[/]: {exc}")
-        raise typer.Exit(1) from None
-
+from freight.cli._base import command_client as _client
+from freight.cli._batch import batch_app
+from freight.cli._follow import follow
+from freight.client import Client, Prediction, PredictionHandle
+from freight.errors import FreightError
 
 # -- server ----------------------------------------------------------------------------------
 
@@ -378,8 +333,6 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-# -- batch jobs: ``freight batch ...`` (its commands use the helpers above) ---------------
-
-from freight.cli._batch import batch_app  # noqa: E402
+# -- batch jobs: ``freight batch ...`` (its commands use the helpers of ``_base``) ---------
 
 app.add_typer(batch_app, name="batch")

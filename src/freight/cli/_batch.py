@@ -40,7 +40,8 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from freight.cli import _render
-from freight.cli._app import UrlOption, _client, err, out
+from freight.cli._base import UrlOption, err, out
+from freight.cli._base import command_client as _client
 from freight.client import BatchJob, Client
 from freight.client._flows import is_uri, local_inputs
 

@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from freight.cli import _render
-from freight.cli._app import DirArgument, UrlOption, _client, app, err, out
+from freight.cli._base import DirArgument, UrlOption, app, err, out
+from freight.cli._base import command_client as _client
 from freight.errors import FreightError
 
 webhooks = typer.Typer(name="webhooks", help="Webhook settings of a server.", no_args_is_help=True)

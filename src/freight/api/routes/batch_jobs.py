@@ -13,8 +13,8 @@ from starlette.responses import Response
 from freight.api import deps
 from freight.api.bodies import body_stream, content_type_of, read_json
 from freight.api.errors import responses
+from freight.api.params import CursorQuery, decode_cursor, next_cursor
 from freight.api.render import json_response
-from freight.api.routes.predictions import _decode_cursor, _encode_cursor
 from freight.api.schemas import BatchUpload, CreateBatchJob
 from freight.batch import BatchService, JobRequest, doc_of
 from freight.errors import (
@@ -130,18 +130,18 @@ async def list_batch_jobs(
     request: Request,
     target: str | None = None,
     status: Status | None = None,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     """Newest first; follow ``next_cursor`` for older ones."""
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor)
     rows = await _service(request).list(
         status=status, target=target, after_id=after, limit=limit + 1
     )
     page, more = rows[:limit], len(rows) > limit
     items = [await _view(request, row) for row in page]
     return json_response(
-        {"items": items, "next_cursor": _encode_cursor(page[-1].id) if more else None}
+        {"items": items, "next_cursor": next_cursor([r.id for r in page], more)}
     )
 
 

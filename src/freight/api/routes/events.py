@@ -23,8 +23,7 @@ from starlette.responses import Response
 from freight import streams
 from freight.api import deps
 from freight.api.errors import responses
-from freight.api.render import iso, json_response
-from freight.api.routes.predictions import rendered
+from freight.api.render import iso, json_response, rendered
 from freight.api.schemas import DeliveryList
 from freight.errors import FreightError, NotFoundError
 from freight.service import DeliveryView, PredictionService

@@ -17,8 +17,8 @@ from starlette.responses import Response, StreamingResponse
 from freight.api import deps
 from freight.api.bodies import read_json
 from freight.api.errors import responses
-from freight.api.render import json_response
-from freight.api.routes.predictions import WEBHOOK_PARAMETERS, respond, webhook_of
+from freight.api.params import WEBHOOK_PARAMETERS, webhook_of
+from freight.api.render import json_response, respond
 from freight.api.schemas import PipelineList, PipelineOut, PredictionOut
 from freight.errors import (
     InvalidRequestError,

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -16,15 +12,17 @@ from starlette.responses import Response, StreamingResponse
 from freight.api import deps
 from freight.api.bodies import body_stream, content_type_of, read_json
 from freight.api.errors import responses
-from freight.api.render import json_response, prediction_dict
-from freight.api.schemas import (
-    WEBHOOK_URL_MAX,
-    WEBHOOK_URL_PATTERN,
-    CreatePrediction,
-    PredictionOut,
-    PredictionPage,
-    check_webhook_events,
+from freight.api.params import (
+    CursorQuery,
+    PreferHeader,
+    WaitQuery,
+    decode_cursor,
+    next_cursor,
+    prefer_wait,
+    webhook_in,
 )
+from freight.api.render import json_response, rendered, respond
+from freight.api.schemas import CreatePrediction, PredictionOut, PredictionPage
 from freight.errors import (
     ConflictError,
     InvalidRequestError,
@@ -36,117 +34,10 @@ from freight.errors import (
     UrlError,
 )
 from freight.media import OCTET_STREAM
-from freight.prediction import Prediction, Status
-from freight.service import CreateOptions, NewInput, Webhook, request_hash
+from freight.prediction import Status
+from freight.service import CreateOptions, NewInput, request_hash
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
-
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
-_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-async def _output_url(request: Request, row: Prediction) -> str | None:
-    url = await deps.service(request).output_url(row)
-    return deps.absolute(request, url) if url else None
-
-
-async def rendered(
-    request: Request, row: Prediction, upload_url: str | None = None
-) -> dict[str, Any]:
-    """The prediction object; a pipeline run also gets its steps map (one more query,
-    plus a presigned URL per step whose output is not inline)."""
-    output_url = await _output_url(request, row)
-    if row.kind != "pipeline":
-        return prediction_dict(row, output_url=output_url, upload_url=upload_url)
-    steps = await deps.service(request).steps(row.id)
-    step_urls: dict[str, str] = {}
-    for step in steps:
-        if step.item_index is None and (url := await _output_url(request, step)):
-            step_urls[step.id] = url
-    return prediction_dict(
-        row,
-        output_url=output_url,
-        upload_url=upload_url,
-        steps=steps,
-        step_output_urls=step_urls,
-    )
-
-
-async def respond(request: Request, row: Prediction, status_code: int | None = None) -> Response:
-    """Render a prediction with its presigned URLs made absolute."""
-    upload_url = None
-    if row.status == Status.AWAITING_INPUT and row.upload_expires_at is not None:
-        path = f"/v1/predictions/{row.id}/input"
-        upload_url = deps.signer(request).sign_until("PUT", path, row.upload_expires_at)
-    body = await rendered(request, row, deps.absolute(request, upload_url) if upload_url else None)
-    if status_code is None:
-        status_code = 200 if row.status.terminal else 202
-    return json_response(body, status_code)
-
-
-def prefer_wait(prefer: str | None) -> float | None:
-    match = _PREFER_WAIT.search(prefer or "")
-    return float(match.group(1)) if match else None
-
-
-#: the real-time routes' webhook parameters, for the OpenAPI document (they are read
-#: from the query string by :func:`webhook_of`: a FastAPI dependency would cost a
-#: dependency resolution on every real-time call, measured at ~7 % of B3)
-WEBHOOK_PARAMETERS: list[dict[str, Any]] = [
-    {
-        "name": "webhook",
-        "in": "query",
-        "required": False,
-        "description": "http(s) URL to POST this prediction's events to (signed, "
-        "Standard Webhooks)",
-        "schema": {"type": "string", "maxLength": WEBHOOK_URL_MAX, "pattern": WEBHOOK_URL_PATTERN},
-    },
-    {
-        "name": "webhook_events",
-        "in": "query",
-        "required": False,
-        "description": "comma-separated events for `webhook`: started, completed "
-        "(default completed)",
-        "schema": {"type": "string"},
-    },
-]
-_WEBHOOK_URL = re.compile(WEBHOOK_URL_PATTERN)
-
-
-def webhook_of(request: Request) -> Webhook | None:
-    """The real-time routes' webhook: their body is the input itself, so it comes as
-    query parameters (``webhook=<url>&webhook_events=started,completed``)."""
-    query = request.query_params
-    if "webhook" not in query and "webhook_events" not in query:
-        return None
-    return webhook_query(query.get("webhook"), query.get("webhook_events"))
-
-
-def webhook_query(webhook: str | None = None, webhook_events: str | None = None) -> Webhook | None:
-    """Check the two parameters (422 ``validation_error`` naming the bad one)."""
-    if webhook is None:
-        if webhook_events is not None:
-            raise _query_invalid("webhook_events", "webhook_events needs webhook", webhook_events)
-        return None
-    if len(webhook) > WEBHOOK_URL_MAX or not _WEBHOOK_URL.search(webhook):
-        raise _query_invalid(
-            "webhook", f"an http(s) URL of at most {WEBHOOK_URL_MAX} characters", webhook
-        )
-    if webhook_events is None:
-        return Webhook(webhook)
-    names = [name.strip() for name in webhook_events.split(",") if name.strip()]
-    try:
-        check_webhook_events(names or [webhook_events])
-    except ValueError as exc:
-        raise _query_invalid("webhook_events", str(exc), webhook_events) from None
-    return Webhook(webhook, tuple(dict.fromkeys(names)))
-
-
-def _query_invalid(name: str, message: str, value: str) -> RequestValidationError:
-    """A 422 ``validation_error`` in the shape FastAPI gives a query parameter's."""
-    return RequestValidationError(
-        [{"loc": ("query", name), "msg": message, "type": "value_error", "input": value}]
-    )
 
 
 def _validate(raw: Any) -> CreatePrediction:
@@ -182,7 +73,7 @@ _CREATE_ERRORS = responses(
 async def create_prediction(
     request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-    prefer: Annotated[str | None, Header()] = None,
+    prefer: PreferHeader = None,
 ) -> Response:
     """Queue a prediction; answers 202 at once (or waits with ``Prefer: wait=N``)."""
     svc = deps.service(request)
@@ -205,9 +96,7 @@ async def create_prediction(
             ttl_s=body.ttl_s,
             idempotency_key=idempotency_key,
             request_hash=request_hash(raw) if idempotency_key else None,
-            webhook=None
-            if body.webhook is None
-            else Webhook(body.webhook.url, tuple(dict.fromkeys(body.webhook.events))),
+            webhook=webhook_in(body.webhook),
         ),
     )
     wait_s = prefer_wait(prefer)
@@ -220,25 +109,11 @@ async def create_prediction(
 async def get_prediction(
     request: Request,
     prediction_id: str,
-    wait: Annotated[float | None, Query(ge=0, description="long-poll up to N s")] = None,
+    wait: WaitQuery = None,
 ) -> Response:
     svc = deps.service(request)
     row = await (svc.wait(prediction_id, wait) if wait else svc.get(prediction_id))
     return await respond(request, row, 200)
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        after = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
-    except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
-        after = None
-    if not isinstance(after, str) or not _ID.match(after):
-        raise InvalidRequestError("the pagination cursor is not valid", code="invalid_cursor")
-    return after
-
-
-def _encode_cursor(after: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"after": after})).decode()
 
 
 @router.get("", response_model=PredictionPage, responses=responses(InvalidRequestError))
@@ -246,18 +121,16 @@ async def list_predictions(
     request: Request,
     target: str | None = None,
     status: Status | None = None,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     """Newest first; follow ``next_cursor`` for older ones."""
     svc = deps.service(request)
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor)
     rows = await svc.list(target=target, status=status, after_id=after, limit=limit + 1)
     page, more = rows[:limit], len(rows) > limit
     data = [await rendered(request, row) for row in page]
-    return json_response(
-        {"data": data, "next_cursor": _encode_cursor(page[-1].id) if more else None}
-    )
+    return json_response({"data": data, "next_cursor": next_cursor([r.id for r in page], more)})
 
 
 @router.post(

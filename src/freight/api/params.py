@@ -1,0 +1,198 @@
+"""What several routes read from a request the same way: pagination cursors, the
+long poll (``Prefer: wait=N``, ``?wait=N``) and the real-time routes' webhook
+query parameters — each beside the OpenAPI text that declares exactly what the
+server takes, so the document and the checks cannot drift apart.
+
+Routes share request handling through this module (and ``render``, ``bodies``)
+only: no route module imports another (``tests/unit/test_layers.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Header, Query
+from fastapi.exceptions import RequestValidationError
+from starlette.requests import Request
+
+from freight.api.schemas import (
+    WEBHOOK_EVENTS,
+    WEBHOOK_URL_MAX,
+    WEBHOOK_URL_PATTERN,
+    WebhookIn,
+    check_webhook_events,
+)
+from freight.errors import InvalidRequestError
+from freight.subscriptions import Webhook
+
+# -- pagination cursors --------------------------------------------------------------
+
+#: a cursor is the base64url text of ``{"after":"<id>"}`` as orjson writes it: 10 + 36
+#: + 2 = 48 bytes, so exactly 64 characters and no padding
+CURSOR_LENGTH = 64
+CURSOR_PATTERN = rf"^[A-Za-z0-9_-]{{{CURSOR_LENGTH}}}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+#: the ``cursor`` query parameter of a list route: declared with the shape the server
+#: takes (anything else is a 400 ``invalid_cursor``, from :func:`decode_cursor`)
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        description="`next_cursor` of the previous page",
+        json_schema_extra={
+            "pattern": CURSOR_PATTERN,
+            "minLength": CURSOR_LENGTH,
+            "maxLength": CURSOR_LENGTH,
+        },
+    ),
+]
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    """The id a page starts after (None: the first page); 400 ``invalid_cursor`` for a
+    cursor freight did not issue."""
+    if cursor is None:
+        return None
+    after: Any = None
+    if _CURSOR.match(cursor):
+        try:
+            after = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
+        except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+            after = None
+    if not isinstance(after, str) or not _ID.match(after):
+        raise InvalidRequestError("the pagination cursor is not valid", code="invalid_cursor")
+    return after
+
+
+def encode_cursor(after: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after})).decode()
+
+
+def next_cursor(ids: list[str], more: bool) -> str | None:
+    """The ``next_cursor`` of a page whose rows have ``ids``: None on the last page."""
+    return encode_cursor(ids[-1]) if more and ids else None
+
+
+# -- long polls ------------------------------------------------------------------------
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
+
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        description="`wait=N`: hold the answer up to N seconds (the server's `max_wait_s` "
+        "at most) for the prediction to end; other preferences are ignored"
+    ),
+]
+WaitQuery = Annotated[
+    float | None,
+    Query(ge=0, description="long-poll up to N s (the server's `max_wait_s` at most)"),
+]
+
+
+def prefer_wait(prefer: str | None) -> float | None:
+    """The seconds of ``Prefer: wait=N`` (RFC 7240), or None."""
+    match = _PREFER_WAIT.search(prefer or "")
+    return float(match.group(1)) if match else None
+
+
+# -- webhooks --------------------------------------------------------------------------
+
+_EVENT = "|".join(WEBHOOK_EVENTS)
+#: ``webhook_events``: a comma-separated list of known events (spaces around each allowed)
+WEBHOOK_EVENTS_PATTERN = rf"^ *({_EVENT}) *(, *({_EVENT}) *)*$"
+_WEBHOOK_URL = re.compile(WEBHOOK_URL_PATTERN)
+_WEBHOOK_EVENTS = re.compile(WEBHOOK_EVENTS_PATTERN)
+
+#: the real-time routes' webhook parameters, for the OpenAPI document (they are read
+#: from the query string by :func:`webhook_of`: a FastAPI dependency would cost a
+#: dependency resolution on every real-time call, measured at ~7 % of B3)
+WEBHOOK_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "webhook",
+        "in": "query",
+        "required": False,
+        "description": "http(s) URL to POST this prediction's events to (signed, "
+        "Standard Webhooks)",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": WEBHOOK_URL_MAX,
+            "pattern": WEBHOOK_URL_PATTERN,
+        },
+    },
+    {
+        "name": "webhook_events",
+        "in": "query",
+        "required": False,
+        "description": "comma-separated events for `webhook` (which it needs): "
+        f"{', '.join(WEBHOOK_EVENTS)} (default completed)",
+        "schema": {"type": "string", "pattern": WEBHOOK_EVENTS_PATTERN},
+    },
+]
+
+
+def webhook_of(request: Request) -> Webhook | None:
+    """The real-time routes' webhook: their body is the input itself, so it comes as
+    query parameters (``webhook=<url>&webhook_events=started,completed``)."""
+    query = request.query_params
+    if "webhook" not in query and "webhook_events" not in query:
+        return None
+    return webhook_query(query.get("webhook"), query.get("webhook_events"))
+
+
+def webhook_query(webhook: str | None = None, webhook_events: str | None = None) -> Webhook | None:
+    """Check the two parameters (422 ``validation_error`` naming the bad one)."""
+    if webhook is None:
+        if webhook_events is not None:
+            raise _query_invalid("webhook_events", "webhook_events needs webhook", webhook_events)
+        return None
+    if not webhook or len(webhook) > WEBHOOK_URL_MAX or not _WEBHOOK_URL.search(webhook):
+        raise _query_invalid(
+            "webhook", f"an http(s) URL of at most {WEBHOOK_URL_MAX} characters", webhook
+        )
+    if webhook_events is None:
+        return Webhook(webhook)
+    names = [name.strip(" ") for name in webhook_events.split(",")]
+    if not _WEBHOOK_EVENTS.match(webhook_events):
+        try:
+            check_webhook_events(names)  # names the unknown ones
+        except ValueError as exc:
+            raise _query_invalid("webhook_events", str(exc), webhook_events) from None
+        message = f"a comma-separated list of {', '.join(WEBHOOK_EVENTS)}"
+        raise _query_invalid("webhook_events", message, webhook_events)
+    return Webhook(webhook, tuple(dict.fromkeys(names)))
+
+
+def webhook_in(body: WebhookIn | None) -> Webhook | None:
+    """A create body's ``webhook`` object (already validated by its model)."""
+    return None if body is None else Webhook(body.url, tuple(dict.fromkeys(body.events)))
+
+
+def _query_invalid(name: str, message: str, value: str) -> RequestValidationError:
+    """A 422 ``validation_error`` in the shape FastAPI gives a query parameter's."""
+    return RequestValidationError(
+        [{"loc": ("query", name), "msg": message, "type": "value_error", "input": value}]
+    )
+
+
+__all__ = [
+    "CURSOR_PATTERN",
+    "WEBHOOK_EVENTS_PATTERN",
+    "WEBHOOK_PARAMETERS",
+    "CursorQuery",
+    "PreferHeader",
+    "WaitQuery",
+    "decode_cursor",
+    "encode_cursor",
+    "next_cursor",
+    "prefer_wait",
+    "webhook_in",
+    "webhook_of",
+    "webhook_query",
+]
