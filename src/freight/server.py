@@ -25,7 +25,7 @@ from freight.agent import Agent
 from freight.api import create_app, create_probe_app
 from freight.api.routes import objects
 from freight.backlog import BacklogGauge
-from freight.batch import BatchService
+from freight.batch.service import BatchService
 from freight.config import Settings, load_settings
 from freight.errors import ConfigError, FreightError
 from freight.events import CompletionHub, WorkSignal

@@ -18,8 +18,10 @@ from typing import Any
 import orjson
 import pytest
 
-from freight.agent.driver import BatchDriver
-from freight.batch import BatchService, JobRequest, doc_of
+from freight.batch.driver import BatchDriver
+from freight.batch.records import run_chunk
+from freight.batch.service import BatchService, JobRequest, doc_of
+from freight.batch.spec import ChunkSpec, Options
 from freight.config import Settings
 from freight.errors import InvalidRequestError, NotFoundError
 from freight.events import CompletionHub, WorkSignal
@@ -28,8 +30,6 @@ from freight.prediction import Completion, Prediction, Status
 from freight.registry import ModelSpec
 from freight.storage.memory import MemoryStorage
 from freight.store.memory import MemoryStore
-from freight.transform.records import run_chunk
-from freight.transform.spec import ChunkSpec, Options
 
 LIVENESS_S = 30.0
 SPEC = ModelSpec(

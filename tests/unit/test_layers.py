@@ -14,7 +14,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "freight"
 
-#: top-level module or package of freight -> its layer
+#: top-level module or package of freight (or one module of a package whose parts sit
+#: in different layers, as ``batch.service``) -> its layer
 LAYER = {
     "": "root",  # the package itself: the public facade (lazy client imports)
     "api": "face",
@@ -24,11 +25,13 @@ LAYER = {
     "server": "root",
     "wiring": "root",
     "service": "service",
+    "intake": "service",  # the prediction service's inputs
     "system": "service",
     "backlog": "service",
     "subscriptions": "service",
     "streams": "service",
-    "batch": "service",
+    "batch.service": "service",  # batch/: the pure core is domain, as pipelines/ is
+    "batch.driver": "engine",  # run by the agent, beside the workers
     "notify": "backend",
     "agent": "engine",
     "runner": "engine",
@@ -53,7 +56,8 @@ ALLOWED = {
 
 #: narrower rules than the layers say, each with its reason
 FORBIDDEN: dict[str, set[str]] = {
-    "runner": {"store", "agent"},  # the runner never touches the store
+    # the runner never touches the store (nor what does: the batch driver and service)
+    "runner": {"store", "agent", "batch.driver", "batch.service"},
     "store": {"storage"},  # backends do not know each other
     "storage": {"store"},
     "client": {"server", "api", "service"},  # the SDK speaks HTTP only
@@ -61,8 +65,13 @@ FORBIDDEN: dict[str, set[str]] = {
 
 
 def _top(module: str) -> str | None:
+    """The unit of ``module`` that has a layer: its top-level package, or the module
+    itself where LAYER names it (``batch.driver``)."""
     parts = module.split(".")
-    return parts[1] if parts[0] == "freight" and len(parts) > 1 else None
+    if parts[0] != "freight" or len(parts) < 2:
+        return None
+    own = ".".join(parts[1:3])
+    return own if own in LAYER else parts[1]
 
 
 def _layer(top: str) -> str:
@@ -90,8 +99,10 @@ def _imports(module: str, source: str, is_package: bool) -> set[str]:
                 found.add(".".join([*base, node.module or ""]).rstrip("."))
             elif node.module == "freight":  # from freight import client
                 found.update(f"freight.{alias.name}" for alias in node.names)
-            elif node.module:
+            elif node.module:  # the module, and a module of another layer in it
                 found.add(node.module)
+                inner = (f"{node.module}.{alias.name}" for alias in node.names)
+                found.update(name for name in inner if _top(name) != _top(node.module))
     return found
 
 
@@ -133,6 +144,11 @@ def test_imports_point_down(path: Path) -> None:
         ("freight.errors", "from freight.service import NewInput", 1),
         ("freight.api.routes.x", "from freight.service import NewInput", 0),
         ("freight.agent.worker", "from freight.store.base import Store", 0),
+        ("freight.batch.job", "from freight.batch import driver", 1),
+        ("freight.batch.driver", "from freight.batch.service import BatchService", 1),
+        ("freight.batch.service", "from freight.batch.job import JobDoc", 0),
+        ("freight.runner.chunks", "from freight.batch.records import run_chunk", 0),
+        ("freight.runner.chunks", "from freight.batch.driver import BatchDriver", 1),
     ],
 )
 def test_the_checker_flags_wrong_arrows(module: str, source: str, expected: int) -> None:

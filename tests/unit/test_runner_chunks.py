@@ -15,13 +15,13 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 
+from freight.batch.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary, Format
 from freight.model import File, Model, Payload
 from freight.runner.chunks import CHUNK_READ_MAX_BYTES, is_chunk
 from freight.runner.payloads import PayloadIO
 from freight.runner.process import BatchServer
 from freight.runner.protocol import Batch, BatchItem, Failed, Inline, ResultItem, Stored
 from freight.storage.memory import MemoryStorage
-from freight.transform.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary, Format
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -36,9 +36,9 @@ from pathlib import Path
 
 from freight import metrics
 from freight.agent.delivery import Deliverer, RetryPolicy, SinkFor
-from freight.agent.driver import BatchDriver
 from freight.agent.replica import RunnerCommand
 from freight.agent.worker import ModelWorker, Persist, ReplicaLauncher
+from freight.batch.driver import BatchDriver
 from freight.config import Settings
 from freight.errors import ConfigError, StoreUnavailableError
 from freight.events import CompletionHub, WorkSignal

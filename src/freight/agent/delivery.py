@@ -29,13 +29,13 @@ from typing import Any
 
 import orjson
 
+from freight.batch.job import JOB, JobDoc
+from freight.batch.view import job_dict
 from freight.deliveries import DeliveryResult, DeliveryStatus, OutboxRow
 from freight.notify.event import Event, Outcome
 from freight.notify.signing import WebhookSecrets
 from freight.notify.sinks.base import Sink
 from freight.store.base import Store
-from freight.transform.job import JOB, JobDoc
-from freight.transform.view import job_dict
 from freight.views import prediction_dict
 
 log = logging.getLogger("freight.delivery")

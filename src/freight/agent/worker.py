@@ -46,6 +46,7 @@ from freight.agent.replica import (
     ReplicaLoadError,
     RunnerCommand,
 )
+from freight.batch.job import CHUNK
 from freight.errors import StoreUnavailableError
 from freight.events import WorkSignal
 from freight.fleet import ColdStart, ScaleChange
@@ -54,7 +55,6 @@ from freight.registry import ModelSpec
 from freight.scaling import GpuPool, visible_devices_env
 from freight.storage.base import Storage
 from freight.store.base import Queue
-from freight.transform.job import CHUNK
 
 log = logging.getLogger("freight.agent")
 

@@ -22,7 +22,7 @@ from freight.api.routes import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from freight.batch import BatchService
+    from freight.batch.service import BatchService
     from freight.service import PredictionService
     from freight.signing import UrlSigner
     from freight.system import SystemService

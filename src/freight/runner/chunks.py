@@ -1,8 +1,8 @@
 """Chunk predictions: a batch job's records, run on a replica of the model.
 
 A chunk arrives as an ordinary batch item whose content type is
-:data:`~freight.transform.spec.CHUNK_MEDIA_TYPE`: its inline JSON is the
-:class:`~freight.transform.spec.ChunkSpec`, its input key the object holding the
+:data:`~freight.batch.spec.CHUNK_MEDIA_TYPE`: its inline JSON is the
+:class:`~freight.batch.spec.ChunkSpec`, its input key the object holding the
 chunk's lines (for ``split="none"``, format ``whole``: the input file itself).
 The records run through the model here, in the runner, because that is where
 the model is: one queued prediction per chunk instead of one per record, and
@@ -11,7 +11,7 @@ the records' calls go straight to ``predict_batch``.
 The runner writes the chunk's output object (always, empty when every record
 failed: the assembler concatenates objects without asking) and its error object
 (only when a record failed), then reports a ``Stored`` whose inline JSON is the
-:class:`~freight.transform.spec.ChunkSummary`. A record's failure is in the
+:class:`~freight.batch.spec.ChunkSummary`. A record's failure is in the
 error object; only a chunk that cannot be run at all (a bad spec, an unreadable
 object) is the prediction's ``Failed`` (``input_error``; ``output_error`` when
 its objects cannot be written).
@@ -43,13 +43,7 @@ from typing import Any, Final
 import jmespath
 import orjson
 
-from freight.media import JSON, OCTET_STREAM
-from freight.model import File, InputKind, Payload
-from freight.prediction import ErrorCode
-from freight.runner.payloads import PayloadIO
-from freight.runner.protocol import BatchItem, Failed, ResultItem, Stored
-from freight.runner.tracebacks import error_detail, error_message
-from freight.transform.records import (
+from freight.batch.records import (
     FILTER_ERROR,
     INVALID_RECORD,
     MODEL_ERROR,
@@ -61,8 +55,14 @@ from freight.transform.records import (
     record_value,
     run_chunk,
 )
-from freight.transform.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary
-from freight.transform.split import CHUNK_MAX_BYTES, RECORD_MAX_BYTES
+from freight.batch.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary
+from freight.batch.split import CHUNK_MAX_BYTES, RECORD_MAX_BYTES
+from freight.media import JSON, OCTET_STREAM
+from freight.model import File, InputKind, Payload
+from freight.prediction import ErrorCode
+from freight.runner.payloads import PayloadIO
+from freight.runner.protocol import BatchItem, Failed, ResultItem, Stored
+from freight.runner.tracebacks import error_detail, error_message
 
 #: a chunk object over this is refused (a chunk is at most CHUNK_MAX_BYTES, or one
 #: record): a guard against a driver bug, not a limit anyone should meet

@@ -16,7 +16,9 @@ from freight.api.errors import responses
 from freight.api.params import CursorQuery, decode_cursor, next_cursor
 from freight.api.render import json_response
 from freight.api.schemas import BatchUpload, CreateBatchJob
-from freight.batch import BatchService, JobRequest, doc_of
+from freight.batch.service import BatchService, JobRequest, doc_of
+from freight.batch.spec import Options
+from freight.batch.view import job_dict
 from freight.errors import (
     ConflictError,
     InvalidRequestError,
@@ -29,8 +31,6 @@ from freight.errors import (
 from freight.media import OCTET_STREAM
 from freight.prediction import Prediction, Status
 from freight.subscriptions import Webhook
-from freight.transform.spec import Options
-from freight.transform.view import job_dict
 
 router = APIRouter(prefix="/v1/batch-jobs", tags=["batch jobs"])
 PREFIX = "/v1/batch-jobs"

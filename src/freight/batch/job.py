@@ -16,8 +16,8 @@ from typing import Any, Final
 
 import orjson
 
+from freight.batch.spec import InputFile, Options
 from freight.prediction import Kind
-from freight.transform.spec import InputFile, Options
 
 #: the ``target`` column of every job row: the queue the drivers claim from (the
 #: job's own target, a model or a pipeline, is in its document)

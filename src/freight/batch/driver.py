@@ -27,17 +27,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from freight.errors import NotFoundError, StoreUnavailableError
-from freight.events import CompletionHub, WorkSignal
-from freight.ids import new_id
-from freight.pipelines.runs import RUN, bundle_of, step_rows
-from freight.prediction import Completion, Prediction, Status
-from freight.project import Pipelines
-from freight.storage.base import Storage
-from freight.store.base import Store
-from freight.transform import records, split
-from freight.transform.formats import csv_header
-from freight.transform.job import (
+from freight.batch import records, split
+from freight.batch.formats import csv_header
+from freight.batch.job import (
     CHUNK,
     QUEUE,
     FileOutput,
@@ -46,7 +38,15 @@ from freight.transform.job import (
     chunk_keys,
     input_file,
 )
-from freight.transform.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary, InputFile
+from freight.batch.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary, InputFile
+from freight.errors import NotFoundError, StoreUnavailableError
+from freight.events import CompletionHub, WorkSignal
+from freight.ids import new_id
+from freight.pipelines.runs import RUN, bundle_of, step_rows
+from freight.prediction import Completion, Prediction, Status
+from freight.project import Pipelines
+from freight.storage.base import Storage
+from freight.store.base import Store
 
 log = logging.getLogger("freight.batch")
 

@@ -8,16 +8,16 @@ from typing import Any
 import orjson
 import pytest
 
-from freight.transform.formats import cell_value, output_cells
-from freight.transform.records import (
+from freight.batch.formats import cell_value, output_cells
+from freight.batch.records import (
     ChunkOutput,
     Record,
     arun_chunk,
     describe_error,
     run_chunk,
 )
-from freight.transform.spec import ChunkSpec, ChunkSummary, Format
-from freight.transform.split import TOO_LARGE_MARKER
+from freight.batch.spec import ChunkSpec, ChunkSummary, Format
+from freight.batch.split import TOO_LARGE_MARKER
 
 
 def spec(format: Format = "jsonl", **changes: Any) -> ChunkSpec:

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
+from freight.batch.job import JobDoc
 from freight.prediction import Prediction, Status
-from freight.transform.job import JobDoc
 from freight.views import error_of, iso
 
 #: job statuses as the API names them (a job row never skips or pends)

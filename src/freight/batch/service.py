@@ -4,7 +4,7 @@ A job is checked whole at create — its target exists, its options parse (JMESP
 included), its input location holds at least one readable file of a known format,
 its output location is in the store — so a mistake fails the request with a 4xx,
 not an hour later. What runs it is the driver of some agent
-(:mod:`freight.agent.driver`), which claims the job row like a prediction.
+(:mod:`freight.batch.driver`), which claims the job row like a prediction.
 """
 
 from __future__ import annotations
@@ -20,6 +20,15 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
+from freight.batch.job import (
+    JOB,
+    QUEUE,
+    JobDoc,
+    default_output,
+    input_file,
+    upload_prefix,
+)
+from freight.batch.spec import Options
 from freight.config import Settings
 from freight.errors import ConflictError, InvalidRequestError, NotFoundError
 from freight.events import WorkSignal
@@ -31,15 +40,6 @@ from freight.registry import ModelSpec
 from freight.storage.base import Storage
 from freight.store.base import Store
 from freight.subscriptions import Subscriptions, Webhook
-from freight.transform.job import (
-    JOB,
-    QUEUE,
-    JobDoc,
-    default_output,
-    input_file,
-    upload_prefix,
-)
-from freight.transform.spec import Options
 
 #: how many rows a filtered listing reads per page of the store (jobs of other targets
 #: are skipped in Python: the job's target lives in its document)

@@ -39,8 +39,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from freight.batch.spec import Format
 from freight.errors import InvalidRequestError
-from freight.transform.spec import Format
 
 #: a chunk holds at most this many calls' worth of records (see chunk_records)
 CALLS_PER_CHUNK_MAX: Final = 64

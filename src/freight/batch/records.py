@@ -2,7 +2,7 @@
 
 Pure: the chunk's bytes, a ``call`` (the model, or a pipeline) and a converter to
 the model's input kind come in; the output bytes, the error bytes and the
-:class:`~freight.transform.spec.ChunkSummary` go out. The runner
+:class:`~freight.batch.spec.ChunkSummary` go out. The runner
 (``freight.runner.chunks``) brings the storage and the model; the driver may
 bring a pipeline as the ``call`` (:func:`arun_chunk` awaits it).
 
@@ -29,10 +29,10 @@ from typing import Any, Final
 import jmespath
 import orjson
 
+from freight.batch.formats import csv_rows, json_line, output_cells, parse_csv_row, parse_json
+from freight.batch.spec import ChunkSpec, ChunkSummary
+from freight.batch.split import is_blank, too_large_size, units
 from freight.prediction import ErrorCode
-from freight.transform.formats import csv_rows, json_line, output_cells, parse_csv_row, parse_json
-from freight.transform.spec import ChunkSpec, ChunkSummary
-from freight.transform.split import is_blank, too_large_size, units
 
 INVALID_RECORD: Final = "invalid_record"
 RECORD_TOO_LARGE: Final = "record_too_large"

@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from freight.errors import InvalidRequestError
-from freight.transform.spec import Format
-from freight.transform.split import (
+from freight.batch.spec import Format
+from freight.batch.split import (
     CALLS_PER_CHUNK_MAX,
     CHUNK_MAX_BYTES,
     TOO_LARGE_MARKER,
@@ -26,6 +25,7 @@ from freight.transform.split import (
     units,
     whole_csv_line,
 )
+from freight.errors import InvalidRequestError
 
 
 async def blocks(data: bytes, size: int) -> AsyncIterator[bytes]:
