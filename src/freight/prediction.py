@@ -63,6 +63,7 @@ class ErrorCode(enum.StrEnum):
     REPLICA_FAILED = "replica_failed"
     BATCH_MISMATCH = "batch_mismatch"  # predict_batch returned the wrong number of outputs
     MODEL_UNAVAILABLE = "model_unavailable"  # the model failed to load max_load_attempts times
+    TOO_MANY_ITEMS = "too_many_items"  # a for_each step over more elements than it may take
 
 
 @dataclass(slots=True)

@@ -373,15 +373,31 @@ async def test_reap_expires_ttl_and_uploads(store: Store) -> None:
 
 
 async def test_recover_orphans_requeues_running(store: Store) -> None:
-    """recover_orphans requeues every running row, giving back attempts of live leases."""
+    """recover_orphans requeues every running row, counting the attempt the crash cut
+    short (the crash may have been the input's doing), live lease or not."""
     live, expired = await add(store, make(), make())
     await store.claim("m", 1, worker_id="w1", lease_s=100, now=T0)
     await store.claim("m", 1, worker_id="w1", lease_s=1, now=T0)
     assert sorted(await store.recover_orphans(now=T0 + 10)) == sorted([live.id, expired.id])
     got_live, got_expired = await store.get(live.id), await store.get(expired.id)
     assert got_live is not None and got_expired is not None
-    assert (got_live.status, got_live.attempts) == (Status.QUEUED, 0)
+    assert (got_live.status, got_live.attempts) == (Status.QUEUED, 1)
     assert (got_expired.status, got_expired.attempts) == (Status.QUEUED, 1)
+
+
+async def test_recover_orphans_ends_a_prediction_whose_attempts_are_spent(store: Store) -> None:
+    """An input that crashed the only writer max_attempts times ends attempts_exhausted."""
+    (row,) = await add(store, make(max_attempts=2))
+    for crash in range(2):
+        await store.claim("m", 1, worker_id="w1", lease_s=100, now=T0 + crash)
+        await store.recover_orphans(now=T0 + crash + 0.5)
+    got = await store.get(row.id)
+    assert got is not None
+    assert (got.status, got.attempts, got.error_code) == (
+        Status.FAILED,
+        2,
+        "attempts_exhausted",
+    )
 
 
 async def test_stats_counts_live_rows_per_target(store: Store) -> None:

@@ -28,7 +28,7 @@ as its input (its key), never a copy through the database.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -37,6 +37,8 @@ import orjson
 
 from freight.media import JSON
 from freight.pipelines.plan import (
+    BROKEN,
+    MAX_FOR_EACH_ITEMS,
     Decision,
     StepError,
     StepState,
@@ -85,21 +87,26 @@ def spec_of(run: Prediction) -> PipelineSpec:
 
 @dataclass
 class Changes:
-    """What one advancement writes: rows to update (whole) and to insert, and who to
-    tell once it committed."""
+    """What one advancement writes, and whom to tell once it committed.
+
+    ``updated`` rows are written back whole, each guarded by the status it had when
+    read (``was``): a row that changed meanwhile is not overwritten. Cancels are
+    guarded by "not terminal" only, so they also stop a step claimed meanwhile."""
 
     updated: dict[str, Prediction] = field(default_factory=dict)
+    was: dict[str, Status] = field(default_factory=dict)  # id -> status when read
     inserted: list[Prediction] = field(default_factory=list)
+    canceled: dict[str, str] = field(default_factory=dict)  # id -> message, unless terminal
+    cancel_elements: list[tuple[str, str]] = field(default_factory=list)  # (step, message)
+    cancel_rest: str | None = None  # the run ended: cancel every unfinished row of it
     queued: set[str] = field(default_factory=set)  # targets with new queued work
     finished: list[str] = field(default_factory=list)  # ids that became terminal
+    ended: list[Prediction] = field(default_factory=list)  # rows of runs that ended
     again: list[str] = field(default_factory=list)  # runs to advance next
 
     def merge(self, other: Changes) -> None:
-        self.updated |= other.updated
-        self.inserted += other.inserted
         self.queued |= other.queued
         self.finished += other.finished
-        self.again += other.again
 
 
 # -- creating rows ------------------------------------------------------------------
@@ -178,27 +185,32 @@ def state_of(row: Prediction) -> StepState:
 # -- advancing ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Elements:
+    """What an advancement asks its store for: the element rows of a for_each step,
+    in element order (only the first ``limit`` pending ones when ``pending``)."""
+
+    step: str
+    pending: bool = False
+    limit: int | None = None
+
+
+#: an advancement: yields what it must read, receives the rows, returns its writes
+Advancing = Generator[Elements, list[Prediction], "Changes"]
+
+
 class _Advance:
-    """One advancement of one run over its rows (the run's own steps only)."""
+    """One advancement of one run over its step heads (the rows of its steps, and of
+    its for_each steps' gathering rows; never all of their elements)."""
 
     def __init__(
-        self, run: Prediction, rows: Iterable[Prediction], now: float, new_id: Callable[[], str]
+        self, run: Prediction, heads: Iterable[Prediction], now: float, new_id: Callable[[], str]
     ) -> None:
         self.run = run
         self.now = now
         self.new_id = new_id
         self.changes = Changes()
-        self.heads: dict[str, Prediction] = {}
-        self.elements: dict[str, list[Prediction]] = {}
-        for row in rows:
-            if row.step is None:
-                continue
-            if row.item_index is None:
-                self.heads[row.step] = row
-            else:
-                self.elements.setdefault(row.step, []).append(row)
-        for items in self.elements.values():
-            items.sort(key=lambda r: r.item_index or 0)
+        self.heads = {row.step: row for row in heads if row.step is not None}
 
     @property
     def bundle(self) -> Bundle:
@@ -211,10 +223,13 @@ class _Advance:
     # writing ------------------------------------------------------------------
     def write(self, row: Prediction, **fields: Any) -> Prediction:
         before = self.current(row)
+        self.changes.was.setdefault(row.id, row.status)
         after = dataclasses.replace(before, **fields)
         self.changes.updated[row.id] = after
         if after.status.terminal and not before.status.terminal:
             self.changes.finished.append(after.id)
+            if after.run_id is not None and after.run_id != self.run.id:
+                self.changes.ended.append(after)  # this run, nested in its parent
             if after.kind == RUN and after.run_id is not None:
                 self.changes.again.append(after.run_id)  # a nested run ended: its parent
         return after
@@ -224,18 +239,25 @@ class _Advance:
         self.write(row, status=status, finished_at=self.now, waiting_on=0, **fields)
 
     def cancel(self, row: Prediction, message: str) -> None:
+        """Cancel a step head, and (in the store, in one statement) what is left of its
+        elements or, for a nested run, of its own rows."""
         if self.current(row).status.terminal:
             return
-        self.finish(row, Status.CANCELED, error_code=ErrorCode.CANCELED, error_message=message)
-        if row.kind == RUN:
-            self.changes.again.append(row.id)  # its own steps are canceled in turn
+        self.changes.canceled[row.id] = message
+        if row.kind == FOR_EACH:
+            self.changes.cancel_elements.append((row.step or "", message))
 
     def start(self, row: Prediction, value: Any) -> None:
         """Queue a model step (its input rendered, or by reference); start a nested run."""
         fields = _input_fields(value)
         if row.kind == RUN:
             started = self.write(
-                row, status=Status.RUNNING, started_at=self.now, waiting_on=0, **fields
+                row,
+                status=Status.RUNNING,
+                started_at=self.now,
+                waiting_on=0,
+                lease_expires_at=self.now + row.timeout_s,
+                **fields,
             )
             self.changes.inserted += self.children(started)
             return
@@ -245,7 +267,12 @@ class _Advance:
     def start_new(self, row: Prediction) -> Prediction:
         """Start an element created in this same advancement (not yet a stored row)."""
         if row.kind == RUN:
-            started = dataclasses.replace(row, status=Status.RUNNING, started_at=self.now)
+            started = dataclasses.replace(
+                row,
+                status=Status.RUNNING,
+                started_at=self.now,
+                lease_expires_at=self.now + row.timeout_s,
+            )
             self.changes.inserted += self.children(started)
             return started
         self.changes.queued.add(row.target)
@@ -258,33 +285,65 @@ class _Advance:
         return step_rows(spec, nested, self.bundle, self.new_id)
 
     # deciding -----------------------------------------------------------------
-    def states(self, spec: PipelineSpec) -> dict[str, StepState]:
+    def states(
+        self, spec: PipelineSpec, ended: dict[str, list[Prediction]]
+    ) -> Generator[Elements, list[Prediction], dict[str, StepState]]:
         states: dict[str, StepState] = {}
         for name in spec.order:
             head = self.heads.get(name)
             if head is None:
                 continue
-            if head.kind == FOR_EACH and head.status == Status.RUNNING:
-                self.gather(spec.steps[name], head)
+            if head.kind == FOR_EACH and head.status == Status.RUNNING and name in ended:
+                yield from self.gather(spec.steps[name], head, ended[name])
             states[name] = state_of(self.current(head))
         return states
 
-    def gather(self, step: StepSpec, head: Prediction) -> None:
-        """A for_each step: fail or finish it from its elements, or start more of them."""
-        elements = self.elements.get(step.name, [])
+    def gather(
+        self, step: StepSpec, head: Prediction, ended: list[Prediction]
+    ) -> Generator[Elements, list[Prediction], None]:
+        """Some elements of a running for_each step ended: fail the step at the first
+        broken one, finish it when none is left (the only read of every element), or
+        start as many pending ones as ended. Linear in the elements over the step's
+        life: the head counts its unfinished elements (``waiting_on``)."""
+        broken = [e for e in ended if step_status(e.status) in BROKEN]
+        if broken:
+            first = min(broken, key=lambda e: e.item_index or 0)
+            self.fail_elements(step, head, first)
+            return
+        left = (head.waiting_on or 0) - len(ended)
+        if left <= 0:  # none left by the count: read them all, once, and gather
+            elements = yield Elements(step.name)
+            self.settle(step, head, elements)
+            return
+        self.write(head, waiting_on=left)
+        if step.max_concurrency is not None:
+            for element in (yield Elements(step.name, pending=True, limit=len(ended))):
+                self.start(element, value_of_input(element))
+
+    def fail_elements(self, step: StepSpec, head: Prediction, element: Prediction) -> None:
+        error = state_of(element).error or StepError(ErrorCode.MODEL_ERROR, "no error recorded")
+        message = f"element {element.item_index}: {error.message}"
+        self.finish(head, Status.FAILED, error_code=error.code, error_message=message)
+        self.changes.cancel_elements.append(
+            (step.name, f"another element of step {step.name!r} failed")
+        )
+
+    def settle(self, step: StepSpec, head: Prediction, elements: list[Prediction]) -> None:
+        """Every element read: the step's outcome, or (a count that drifted, e.g. a run
+        started before the count existed) the count made right and the next started."""
         gathered = fan_in([state_of(e) for e in elements])
         if gathered.status is StepStatus.SUCCEEDED:
             output = orjson.dumps(gathered.output).decode()
             self.finish(head, Status.SUCCEEDED, output_json=output, output_content_type=JSON)
-        elif gathered.status is StepStatus.FAILED:
-            error = gathered.error or StepError(ErrorCode.MODEL_ERROR, "an element failed")
-            self.finish(head, Status.FAILED, error_code=error.code, error_message=error.message)
-            for element in elements:
-                self.cancel(element, f"another element of step {step.name!r} failed")
-        else:
-            statuses = [step_status(e.status) for e in elements]
-            for index in next_elements(statuses, step.max_concurrency):
-                self.start(elements[index], value_of_input(elements[index]))
+            return
+        if gathered.status is StepStatus.FAILED:
+            broken = [e for e in elements if step_status(e.status) in BROKEN]
+            self.fail_elements(step, head, broken[0])
+            return
+        statuses = [step_status(e.status) for e in elements]
+        self.write(head, waiting_on=sum(not s.finished for s in statuses))
+        for index in next_elements(statuses, step.max_concurrency):
+            self.start(elements[index], value_of_input(elements[index]))
 
     def apply(self, spec: PipelineSpec, decision: Decision) -> None:
         for start in decision.start:
@@ -303,26 +362,22 @@ class _Advance:
                 self.heads[name], Status.FAILED, error_code=error.code, error_message=error.message
             )
         for name in decision.cancel:
-            self.cancel_step(name, "the run ended first")
+            if name in self.heads:
+                self.cancel(self.heads[name], "the run ended first")
         if decision.outcome is not None:
             self.conclude(decision)
 
     def fan_out(self, step: StepSpec, head: Prediction, inputs: list[Any]) -> None:
         """Create a for_each step's elements; start as many as ``max_concurrency`` lets."""
-        self.write(head, status=Status.RUNNING, started_at=self.now, waiting_on=0)
-        first = set(next_elements([StepStatus.PENDING] * len(inputs), step.max_concurrency))
+        if not inputs:
+            self.finish(head, Status.SUCCEEDED, output_json="[]", output_content_type=JSON)
+            return
+        self.write(head, status=Status.RUNNING, started_at=self.now, waiting_on=len(inputs))
+        first = len(inputs) if step.max_concurrency is None else step.max_concurrency
         for index, value in enumerate(inputs):
             row = _new_row(step, self.run, self.bundle, self.new_id(), 0, item_index=index)
             row = dataclasses.replace(row, **_input_fields(value))
-            self.changes.inserted.append(self.start_new(row) if index in first else row)
-
-    def cancel_step(self, name: str, message: str) -> None:
-        head = self.heads.get(name)
-        if head is None:
-            return
-        for element in self.elements.get(name, []):
-            self.cancel(element, message)
-        self.cancel(head, message)
+            self.changes.inserted.append(self.start_new(row) if index < first else row)
 
     def count_waiting(self, spec: PipelineSpec) -> None:
         """Keep each pending step's count of unfinished dependencies current."""
@@ -342,14 +397,7 @@ class _Advance:
         outcome = decision.outcome
         assert outcome is not None
         if outcome.status == Status.SUCCEEDED:
-            text = orjson.dumps(outcome.output).decode()
-            self.finish(
-                self.run,
-                Status.SUCCEEDED,
-                output_json=text,
-                output_content_type=JSON,
-                output_bytes=len(text.encode()),
-            )
+            self.finish(self.run, Status.SUCCEEDED, **_output_fields(outcome.output))
             return
         error = outcome.error or StepError(ErrorCode.MODEL_ERROR, "the run failed")
         detail = {"step": outcome.failed_step} if outcome.failed_step else {}
@@ -363,81 +411,67 @@ class _Advance:
 
 
 def advance(
-    run: Prediction, rows: Iterable[Prediction], *, now: float, new_id: Callable[[], str]
-) -> Changes:
-    """What to write now for ``run`` given its steps' rows (see the module docstring).
+    run: Prediction,
+    heads: Iterable[Prediction],
+    ended: Iterable[Prediction] = (),
+    *,
+    now: float,
+    new_id: Callable[[], str],
+) -> Advancing:
+    """What to write now for ``run``, given its step heads and the elements of its
+    for_each steps that ended in this transaction (see the module docstring).
 
-    A run that ended (canceled, timed out, expired) cancels what is left of it; a
-    run waiting for its uploaded input does nothing yet."""
-    job = _Advance(run, rows, now, new_id)
+    A run that ended (canceled, timed out, expired) cancels what is left of it, in
+    one statement of the store; a run waiting for its uploaded input does nothing."""
+    job = _Advance(run, heads, now, new_id)
     if run.status.terminal:
-        for name in list(job.heads):
-            job.cancel_step(name, f"the run {run.status}")
+        job.changes.cancel_rest = f"the run {run.status}"
         return job.changes
     if run.status != Status.RUNNING or run.definition is None:
         return job.changes
+    by_step: dict[str, list[Prediction]] = {}
+    for element in ended:
+        if element.step is not None and element.item_index is not None:
+            by_step.setdefault(element.step, []).append(element)
     spec = spec_of(run)
-    decision = plan(spec, value_of_input(run), job.states(spec))
+    states = yield from job.states(spec, by_step)
+    decision = plan(spec, value_of_input(run), states)
     job.apply(spec, decision)
     job.count_waiting(spec)
     return job.changes
 
 
-Load = Callable[[str], tuple[Prediction | None, list[Prediction]]]
-Save = Callable[[Changes], None]
-ALoad = Callable[[str], Awaitable[tuple[Prediction | None, list[Prediction]]]]
-ASave = Callable[[Changes], Awaitable[None]]
-#: a bound on cascades (nested runs inside nested runs ...) within one transaction
-MAX_ADVANCES = 10_000
+def _as_reference(value: Any) -> str | None:
+    """The key of a whole object reference (``{"object": "freight://<key>", ...}``)."""
+    if isinstance(value, dict) and set(value) == _REF_KEYS:
+        uri = str(value["object"])
+        if uri.startswith("freight://"):
+            return uri.removeprefix("freight://")
+    return None
 
 
-def advance_all(
-    run_ids: Iterable[str], load: Load, save: Save, *, now: float, new_id: Callable[[], str]
-) -> Changes:
-    """Advance the runs ``run_ids`` and every run their changes touch in turn (a nested
-    run that started or ended, a parent whose nested run ended), inside the caller's
-    transaction: ``load(id)`` reads a run and its rows (locking the run row where the
-    database can), ``save(changes)`` writes them."""
-    total, todo = Changes(), list(dict.fromkeys(run_ids))
-    for _ in range(MAX_ADVANCES):
-        if not todo:
-            return total
-        run, rows = load(todo.pop(0))
-        if run is None:
-            continue
-        changes = advance(run, rows, now=now, new_id=new_id)
-        save(changes)
-        total.merge(changes)
-        todo += [r for r in changes.again if r not in todo]
-    raise RuntimeError("pipeline advancement did not settle")  # pragma: no cover - a bug
-
-
-async def aadvance_all(
-    run_ids: Iterable[str], load: ALoad, save: ASave, *, now: float, new_id: Callable[[], str]
-) -> Changes:
-    """:func:`advance_all` for a database reached asynchronously."""
-    total, todo = Changes(), list(dict.fromkeys(run_ids))
-    for _ in range(MAX_ADVANCES):
-        if not todo:
-            return total
-        run, rows = await load(todo.pop(0))
-        if run is None:
-            continue
-        changes = advance(run, rows, now=now, new_id=new_id)
-        await save(changes)
-        total.merge(changes)
-        todo += [r for r in changes.again if r not in todo]
-    raise RuntimeError("pipeline advancement did not settle")  # pragma: no cover - a bug
+def _output_fields(value: Any) -> dict[str, Any]:
+    """A run's output: the object itself when the value is one whole reference (so it is
+    downloaded like a model's large output), else the JSON inline."""
+    key = _as_reference(value)
+    if key is not None:
+        return {
+            "output_json": None,
+            "output_key": key,
+            "output_content_type": value["content_type"],
+            "output_bytes": value["bytes"],
+        }
+    text = orjson.dumps(value).decode()
+    return {"output_json": text, "output_content_type": JSON, "output_bytes": len(text.encode())}
 
 
 def _input_fields(value: Any) -> dict[str, Any]:
     """A step's input: the object itself when the value is a whole reference, else the
     rendered JSON inline."""
-    if isinstance(value, dict) and set(value) == _REF_KEYS and str(value["object"]).startswith(
-        "freight://"
-    ):
+    key = _as_reference(value)
+    if key is not None:
         return {
-            "input_key": str(value["object"]).removeprefix("freight://"),
+            "input_key": key,
             "input_content_type": value["content_type"],
             "input_bytes": value["bytes"],
             "input_json": None,
@@ -453,12 +487,13 @@ def _input_fields(value: Any) -> dict[str, Any]:
 
 __all__ = [
     "FOR_EACH",
+    "MAX_FOR_EACH_ITEMS",
     "RUN",
+    "Advancing",
     "Bundle",
     "Changes",
-    "aadvance_all",
+    "Elements",
     "advance",
-    "advance_all",
     "bundle_of",
     "spec_of",
     "state_of",

@@ -5,8 +5,9 @@ brings a database to the current schema and is safe to call at every start.
 
     sqlite:///relative/path.db, sqlite:////abs/path.db   -> SqliteStore
     postgresql://user@host:5432/db (or postgres://...)   -> PostgresStore
-    memory://                                            -> MemoryStore (tests; one
-                                                            fresh store per call)
+    memory://                                            -> MemoryStore (SQLite in a
+                                                            temporary directory, fresh
+                                                            per call: tests)
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ MEMORY_URL = "memory://"
 def migrate(url: str) -> None:
     """Bring the database at ``url`` to the head revision (see ``_migrate.migrate``).
 
-    An in-memory store has no schema: nothing to do, so that a server started on
-    ``memory://`` in a test goes through the same start-up as on a real database.
+    A ``memory://`` store is migrated when it is made: nothing to do here, so that a
+    server started on it in a test goes through the same start-up as on a real database.
     """
     if url == MEMORY_URL:
         return

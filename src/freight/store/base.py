@@ -1,11 +1,11 @@
 """The job store seam: narrow, domain-level protocols over SQL.
 
 The ``predictions`` table *is* the queue. Every method is one transaction.
-Implementations: :class:`freight.store.sqlite.SqliteStore` (one writer
-connection on the event loop, group commit),
-:class:`freight.store.postgres.PostgresStore` (psycopg 3, ``FOR UPDATE SKIP
-LOCKED``) and :class:`freight.store.memory.MemoryStore` (dicts, for tests of
-the logic above the store). All raise :class:`~freight.errors.StoreUnavailableError`
+Every transaction is written once, in ``ops.py``, and driven by two stores:
+:class:`freight.store.sqlite.SqliteStore` (one writer connection on the event
+loop, group commit; :class:`freight.store.memory.MemoryStore` is one in a
+temporary directory) and :class:`freight.store.postgres.PostgresStore`
+(psycopg 3, ``FOR UPDATE SKIP LOCKED``). All raise :class:`~freight.errors.StoreUnavailableError`
 when the database cannot be reached, never a driver exception.
 
 The protocol is split by role so that each consumer names only what it uses,
@@ -24,11 +24,11 @@ instead of every fake and every backend at once:
 
 Pipelines: a run and its steps are rows of the same table. Every method that
 ends a row of a run (complete, release, reap, cancel) or starts one
-(create_run, mark_input_ready) advances that run in the same transaction with
-:func:`freight.pipelines.runs.advance_all`: the steps it unblocks are queued,
-the run's outcome written, before the commit. A store with no other writer
-(SQLite, memory) reports what that advancement queued and finished through the
-callbacks given to :meth:`Lifecycle.listen`; PostgreSQL's triggers NOTIFY.
+(create_run, mark_input_ready) advances that run in the same transaction
+(``store/advancing.py``): the steps it unblocks are queued, the run's outcome
+written, before the commit. SQLite reports what a transaction queued and
+finished through the callbacks given to :meth:`Lifecycle.listen`; PostgreSQL's
+triggers NOTIFY.
 """
 
 from __future__ import annotations
@@ -37,7 +37,15 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
-from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
+from freight.prediction import (
+    Completion,
+    Kind,
+    Prediction,
+    ReapResult,
+    Release,
+    Status,
+    TargetStats,
+)
 
 
 class Lifecycle(Protocol):
@@ -176,10 +184,13 @@ class Records(Protocol):
         *,
         target: str | None = None,
         status: Status | None = None,
+        kind: Kind | None = None,
         after_id: str | None = None,
         limit: int = 50,
     ) -> list[Prediction]:
-        """Newest first; ``after_id`` is the last id of the previous page (ids < after_id)."""
+        """Newest first; ``after_id`` is the last id of the previous page (ids < after_id).
+        Without ``kind``: top-level predictions and runs (no steps, chunks or batch jobs);
+        with it, every row of that kind (``ix_predictions_kind_id``)."""
 
 
 class Outbox(Protocol):

@@ -2,8 +2,9 @@
 
 Many agents claim concurrently (``exclusive = False``): the claim takes rows
 with ``FOR UPDATE SKIP LOCKED`` so claimers partition the backlog instead of
-queueing on each other's row locks. Each method is one transaction on one
-pooled connection (``pool.connection()`` commits, or rolls back on error).
+queueing on each other's row locks. Each method is one transaction of ``ops.py``
+driven on one pooled connection (``pool.connection()`` commits, or rolls back on
+error); the lock order is ``ops.py``'s.
 
 Outages: every driver or pool failure to reach the server becomes
 :class:`~freight.errors.StoreUnavailableError` (the API answers 503). Connect
@@ -21,35 +22,24 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
-from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
-from freight.errors import ConflictError, NotFoundError, StoreUnavailableError
-from freight.ids import new_id
-from freight.pipelines.runs import Changes, aadvance_all
-from freight.prediction import Completion, Prediction, ReapResult, Release, Status, TargetStats
-from freight.store import sql
-from freight.store._migrate import check_schema_version
-from freight.store.rows import (
-    attempt_row,
-    cancel_targets,
-    check_idempotent,
-    claim_order,
-    claim_params,
-    completion_params,
-    delivery_params,
-    input_ready_params,
-    not_awaiting_input,
-    outbox_claim_params,
-    outbox_row,
-    prediction_params,
-    reap_result,
-    reap_runs,
-    release_params,
-    row_to_prediction,
-    secrets_in_use,
-    stats_from_rows,
+from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
+from freight.errors import ConflictError, StoreUnavailableError
+from freight.prediction import (
+    Completion,
+    Kind,
+    Prediction,
+    ReapResult,
+    Release,
+    Status,
+    TargetStats,
 )
+from freight.store import _op, ops, sql
+from freight.store._migrate import check_schema_version
+from freight.store._op import Op, T, Told
+from freight.store.rows import claim_params, input_ready_params, outbox_claim_params
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 OnWork = Callable[[str], None]  # called with a target that has new queued work
@@ -57,56 +47,39 @@ OnDone = Callable[[str], None]  # called with the id of a prediction now termina
 
 log = logging.getLogger(__name__)
 
-# Rendered once: ``{skip_locked}`` filled, ``:name`` -> ``%(name)s``.
-_R = sql.rendered("postgresql")
+#: a transaction that lost a deadlock or a serialization conflict is run again (it is
+#: a generator made anew, so it re-reads everything); the lock order of ``ops.py``
+#: should make this rare, and each retry is logged with PostgreSQL's own message
+RETRIES = 4
 
 
-async def _ids(conn: Conn, statement: str, params: dict[str, Any]) -> list[str]:
-    cur = await conn.execute(statement, params)
-    return [row[0] for row in await cur.fetchall()]
-
-
-async def _rows(conn: Conn, statement: str, params: dict[str, Any]) -> list[Prediction]:
-    cur = await conn.execute(statement, params)
-    return [row_to_prediction(r) for r in await cur.fetchall()]
-
-
-async def _executemany_ids(conn: Conn, statement: str, params: list[dict[str, Any]]) -> list[Any]:
-    """Run ``statement`` per parameter set in one pipeline; every returned row."""
-    rows: list[Any] = []
-    if not params:
-        return rows
-    async with conn.cursor() as cur:
-        await cur.executemany(statement, params, returning=True)
+async def drive(conn: Conn, op: Op[T]) -> T:
+    """Run a transaction's statements on this connection (the caller's transaction)."""
+    try:
+        statement = next(op)
         while True:
+            statement = op.send(await _execute(conn, statement))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def _execute(conn: Conn, statement: ops.Sql) -> list[tuple[Any, ...]]:
+    text = sql.render(statement.text, "postgresql")
+    if not isinstance(statement.params, list):
+        cur = await conn.execute(text, statement.params)
+        return await cur.fetchall() if cur.description is not None else []
+    rows: list[tuple[Any, ...]] = []
+    if not statement.params:
+        return rows
+    returning = "RETURNING" in text
+    async with conn.cursor() as cur:  # one pipeline: one round trip for the whole list
+        await cur.executemany(text, statement.params, returning=returning)
+        while returning:
             rows += await cur.fetchall()
             if not cur.nextset():
                 break
     return rows
-
-
-async def _advance(conn: Conn, run_ids: Sequence[str | None], now: float) -> Changes:
-    """Advance the pipeline runs these rows belong to, in the caller's transaction. The
-    run row is locked first (FOR UPDATE): two workers finishing steps of one run at
-    once advance it one after the other, each seeing the other's step finished."""
-    wanted = [r for r in run_ids if r is not None]
-    if not wanted:
-        return Changes()
-
-    async def load(run_id: str) -> tuple[Prediction | None, list[Prediction]]:
-        run = await _rows(conn, _R["GET_FOR_UPDATE"], {"id": run_id})
-        return (run[0] if run else None), await _rows(conn, _R["RUN_ROWS"], {"run_id": run_id})
-
-    async def save(changes: Changes) -> None:
-        async with conn.cursor() as cur:
-            if changes.updated:
-                params = [prediction_params(r) for r in changes.updated.values()]
-                await cur.executemany(_R["UPDATE_ROW"], params)
-            if changes.inserted:
-                params = [prediction_params(r) for r in changes.inserted]
-                await cur.executemany(_R["INSERT_STEP"], params)
-
-    return await aadvance_all(wanted, load, save, now=now, new_id=new_id)
 
 
 class PostgresStore:
@@ -164,6 +137,33 @@ class PostgresStore:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
 
+    async def _run(self, make: Callable[[], Op[T]]) -> T:
+        """One transaction of ``ops.py``; run again when it lost a deadlock."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                async with self._pool.connection() as conn:
+                    return await drive(conn, make())
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+                if attempt == RETRIES:
+                    raise StoreUnavailableError(f"PostgreSQL: {exc.sqlstate} {exc}") from exc
+                log.warning(
+                    "transaction lost a lock conflict (%s: %s); running it again (%d/%d)",
+                    exc.sqlstate,
+                    str(exc).strip().replace("\n", " "),
+                    attempt,
+                    RETRIES - 1,
+                )
+            except psycopg.IntegrityError as exc:
+                raise ConflictError(f"constraint violated: {exc}") from exc
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run_told(self, make: Callable[[], Op[tuple[T, Told]]]) -> T:
+        """Who to wake is told by the database's own triggers (NOTIFY)."""
+        result, _ = await self._run(make)
+        return result
+
     async def listen(
         self, on_work: OnWork, on_done: OnDone, on_outbox: Callable[[], None] | None = None
     ) -> None:
@@ -200,40 +200,18 @@ class PostgresStore:
             await conn.execute("SELECT 1")
 
     async def create(self, prediction: Prediction) -> tuple[Prediction, bool]:
-        async with self._connection() as conn:
-            rows = await _rows(conn, _R["INSERT"], prediction_params(prediction))
-            if rows:
-                return rows[0], True
-            key = {"key": prediction.idempotency_key}
-            existing = await _rows(conn, _R["GET_BY_IDEMPOTENCY_KEY"], key)
-            if not existing:  # pragma: no cover - DO NOTHING only fires on this key
-                raise ConflictError("insert was ignored", code="conflict", id=prediction.id)
-            return check_idempotent(existing[0], prediction), False
+        return await self._run(lambda: ops.create(prediction))
 
     async def create_run(
         self, run: Prediction, steps: Sequence[Prediction]
     ) -> tuple[Prediction, bool]:
-        async with self._connection() as conn:
-            rows = await _rows(conn, _R["INSERT"], prediction_params(run))
-            if not rows:
-                key = {"key": run.idempotency_key}
-                existing = await _rows(conn, _R["GET_BY_IDEMPOTENCY_KEY"], key)
-                if not existing:  # pragma: no cover - DO NOTHING only fires on this key
-                    raise ConflictError("insert was ignored", code="conflict", id=run.id)
-                return check_idempotent(existing[0], run), False
-            async with conn.cursor() as cur:
-                await cur.executemany(_R["INSERT_STEP"], [prediction_params(s) for s in steps])
-            changes = await _advance(conn, [run.id], run.created_at)
-        return changes.updated.get(run.id, rows[0]), True
+        return await self._run_told(lambda: ops.create_run(run, steps))
 
     async def steps(self, run_id: str) -> list[Prediction]:
-        async with self._connection() as conn:
-            return await _rows(conn, _R["RUN_ROWS"], {"run_id": run_id})
+        return await self._run(lambda: _op.fetch(sql.RUN_ROWS, {"run_id": run_id}))
 
     async def get(self, prediction_id: str) -> Prediction | None:
-        async with self._connection() as conn:
-            rows = await _rows(conn, _R["GET"], {"id": prediction_id})
-        return rows[0] if rows else None
+        return await self._run(lambda: _op.get(prediction_id))
 
     async def mark_input_ready(
         self,
@@ -253,15 +231,7 @@ class PostgresStore:
             now=now,
             input_json=input_json,
         )
-        async with self._connection() as conn:
-            rows = await _rows(conn, _R["MARK_INPUT_READY"], params)
-            if not rows:
-                current = await _rows(conn, _R["GET"], {"id": prediction_id})
-                raise not_awaiting_input(prediction_id, current[0] if current else None)
-            if rows[0].kind != "pipeline":
-                return rows[0]
-            changes = await _advance(conn, [rows[0].id], now)  # a run got its input
-        return changes.updated.get(rows[0].id, rows[0])
+        return await self._run_told(lambda: ops.mark_input_ready(params))
 
     async def claim(
         self,
@@ -273,23 +243,13 @@ class PostgresStore:
         now: float,
     ) -> list[Prediction]:
         params = claim_params(target, limit, worker_id=worker_id, lease_s=lease_s, now=now)
-        async with self._connection() as conn:
-            return claim_order(await _rows(conn, _R["CLAIM"], params))
+        return await self._run(lambda: ops.claim(params))
 
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
-        params = [completion_params(c) for c in completions]
-        async with self._connection() as conn:
-            rows = await _executemany_ids(conn, _R["COMPLETE"], params)
-            finished_at = max((c.finished_at for c in completions), default=0.0)
-            await _advance(conn, [row[1] for row in rows], finished_at)
-        return [row[0] for row in rows]
+        return await self._run_told(lambda: ops.complete(completions))
 
     async def release(self, releases: Sequence[Release], *, now: float) -> dict[str, Status]:
-        params = [release_params(r, now) for r in releases]
-        async with self._connection() as conn:
-            rows = await _executemany_ids(conn, _R["RELEASE"], params)
-            await _advance(conn, [row[2] for row in rows if Status(row[1]).terminal], now)
-        return {row[0]: Status(row[1]) for row in rows}
+        return await self._run_told(lambda: ops.release(releases, now))
 
     async def heartbeat(
         self,
@@ -299,110 +259,50 @@ class PostgresStore:
         lease_s: float,
         now: float,
     ) -> list[str]:
-        in_list, params = sql.expand_in("id", ids)
-        statement = sql.render(sql.HEARTBEAT.format(ids=in_list), "postgresql")
-        params |= {"worker_id": worker_id, "lease_expires_at": now + lease_s}
-        async with self._connection() as conn:
-            held = set(await _ids(conn, statement, params))
-        return [i for i in ids if i not in held]
+        return await self._run(lambda: ops.heartbeat(worker_id, ids, now + lease_s))
 
     async def save_progress(
         self, prediction_id: str, *, worker_id: str, attempt: int, definition: str
     ) -> bool:
         params = {"id": prediction_id, "worker_id": worker_id, "attempt": attempt}
         params["definition"] = definition
-        async with self._connection() as conn:
-            return bool(await _ids(conn, _R["SAVE_PROGRESS"], params))
+        return await self._run(lambda: ops.save_progress(params))
 
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
-        async with self._connection() as conn:
-            current = await _rows(conn, _R["GET_FOR_UPDATE"], {"id": prediction_id})
-            if not current:
-                raise NotFoundError("prediction not found", id=prediction_id)
-            before = current[0]
-            if before.status.terminal:
-                return before, before.status
-            rows = await _rows(conn, _R["CANCEL"], {"id": prediction_id, "now": now})
-            await _advance(conn, cancel_targets(rows[0]), now)
-            return rows[0], before.status
+        return await self._run_told(lambda: ops.cancel(prediction_id, now))
 
     async def reap(self, *, now: float) -> ReapResult:
-        params = {"now": now}
-        names = ("REAP_TTL", "REAP_UPLOAD", "REAP_RUN_TIMEOUT", "REAP_LEASE_FAIL")
-        async with self._connection() as conn:
-            ended = []
-            for name in names:
-                cur = await conn.execute(_R[name], params)
-                ended.append(await cur.fetchall())
-            requeued = await _ids(conn, _R["REAP_LEASE_REQUEUE"], params)
-            await _advance(conn, reap_runs(ended), now)
-        return reap_result(ended, requeued)
+        return await self._run_told(lambda: ops.reap(now))
 
     async def recover_orphans(self, *, now: float) -> list[str]:
         """Implemented for completeness; a shared PostgreSQL store must not call it
         (other live processes hold those ``running`` rows): the caller checks
         :attr:`exclusive`."""
-        async with self._connection() as conn:
-            return await _ids(conn, _R["RECOVER_ORPHANS"], {"now": now})
+        return await self._run_told(lambda: ops.recover_orphans(now))
 
     async def purge(self, *, before: float, limit: int) -> list[Prediction]:
-        params = {"before": before, "limit": limit}
-        async with self._connection() as conn:
-            rows = await _rows(conn, _R["PURGE"], params)
-            in_list, ids = sql.expand_in("id", [p.id for p in rows])
-            for statement in (sql.PURGE_OUTBOX, sql.PURGE_ATTEMPTS):
-                await conn.execute(sql.render(statement.format(ids=in_list), "postgresql"), ids)
-        # RETURNING's order is not the subquery's: oldest first, as documented
-        return sorted(rows, key=lambda p: (p.finished_at or 0.0, p.id))
+        return await self._run(lambda: ops.purge(before, limit))
 
     async def claim_deliveries(
         self, limit: int, *, worker_id: str, lease_s: float, now: float
     ) -> list[OutboxRow]:
         params = outbox_claim_params(limit, worker_id=worker_id, lease_s=lease_s, now=now)
-        async with self._connection() as conn:
-            await conn.execute(_R["REQUEUE_SENDING"], params)
-            cur = await conn.execute(_R["CLAIM_DELIVERIES"], params)
-            rows = [outbox_row(r) for r in await cur.fetchall()]
-        return sorted(rows, key=lambda r: (r.next_at, r.id))
+        return await self._run(lambda: ops.claim_deliveries(params))
 
     async def finish_deliveries(self, results: Sequence[DeliveryResult]) -> None:
-        async with self._connection() as conn:
-            for result in results:
-                params = delivery_params(result)
-                cur = await conn.execute(_R["FINISH_DELIVERY"], params)
-                held = await cur.fetchone()
-                if held is None:
-                    continue  # lost the lease meanwhile: another worker owns the row now
-                prediction_id, subscription = held
-                await conn.execute(_R["INSERT_ATTEMPT"], params | {"prediction_id": prediction_id})
-                if result.status == DeliveryStatus.STOPPED:
-                    stop = {"prediction_id": prediction_id, "subscription": subscription}
-                    await conn.execute(_R["STOP_SUBSCRIPTION"], stop | {"at": result.at})
+        await self._run(lambda: ops.finish_deliveries(results))
 
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
-        params = {"id": prediction_id}
-        async with self._connection() as conn:
-            cur = await conn.execute(_R["OUTBOX_OF"], params)
-            rows = [outbox_row(r) for r in await cur.fetchall()]
-            cur = await conn.execute(_R["ATTEMPTS_OF"], params)
-            attempts = [attempt_row(r) for r in await cur.fetchall()]
-        return rows, attempts
+        return await self._run(lambda: ops.deliveries(prediction_id))
 
     async def webhook_secrets(self, *, now: float, overlap_s: float) -> list[str]:
-        async with self._connection() as conn:
-            cur = await conn.execute(_R["WEBHOOK_SECRETS"])
-            return secrets_in_use(await cur.fetchall(), now, overlap_s)
+        return await self._run(lambda: ops.webhook_secrets(now, overlap_s))
 
     async def rotate_webhook_secret(self, secret: str, *, now: float) -> None:
-        async with self._connection() as conn:
-            await conn.execute("LOCK TABLE webhook_secrets IN EXCLUSIVE MODE")
-            await conn.execute(_R["RETIRE_SECRETS"], {"now": now})
-            await conn.execute(_R["INSERT_SECRET"], {"secret": secret, "now": now})
+        await self._run(lambda: ops.rotate_webhook_secret(secret, now))
 
     async def stats(self) -> dict[str, TargetStats]:
-        async with self._connection() as conn:
-            cur = await conn.execute(_R["STATS"])
-            return stats_from_rows(await cur.fetchall())
+        return await self._run(ops.stats)
 
     # Last in the class on purpose: inside the class body this name shadows the
     # builtin ``list`` used in the annotations of the methods above.
@@ -411,14 +311,15 @@ class PostgresStore:
         *,
         target: str | None = None,
         status: Status | None = None,
+        kind: Kind | None = None,
         after_id: str | None = None,
         limit: int = 50,
     ) -> list[Prediction]:
-        statement, params = sql.list_query(
-            target=target, status=status, after_id=after_id, limit=limit
+        return await self._run(
+            lambda: ops.listing(
+                target=target, status=status, kind=kind, after_id=after_id, limit=limit
+            )
         )
-        async with self._connection() as conn:
-            return await _rows(conn, sql.render(statement, "postgresql"), params)
 
 
 async def _schema_version(conn: Conn) -> str | None:

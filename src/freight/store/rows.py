@@ -17,7 +17,6 @@ from freight.prediction import (
     Completion,
     Kind,
     Prediction,
-    ReapResult,
     Release,
     Status,
     TargetStats,
@@ -50,7 +49,19 @@ def prediction_params(prediction: Prediction) -> dict[str, Any]:
 def completion_params(completion: Completion) -> dict[str, Any]:
     params = dataclasses.asdict(completion)
     params["status"] = Status(completion.status).value
+    for name in ("error_message", "error_detail", "output_json"):
+        params[name] = without_nul(params[name])
     return params
+
+
+def without_nul(text: str | None) -> str | None:
+    """A NUL character cannot be stored in a PostgreSQL text column (the driver raises
+    DataError, which would drop the whole batch's completion): U+FFFD stands in, on
+    both engines alike. Models put NULs in error messages (``str(exc)`` of binary
+    input); orjson escapes them in JSON, so output JSON has none."""
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd")
 
 
 def release_params(release: Release, now: float) -> dict[str, Any]:
@@ -134,27 +145,6 @@ def stats_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, TargetStats]:
         if oldest is not None:
             stats.oldest_queued_id = str(oldest)
     return result
-
-
-def cancel_targets(row: Prediction) -> list[str | None]:
-    """The runs a cancel moves on: the row's own run (a canceled step), and the row
-    itself when it is a run (its steps are canceled in turn)."""
-    return [row.run_id, row.id if row.kind == "pipeline" else None]
-
-
-def reap_result(ended: Sequence[Sequence[Sequence[Any]]], requeued: list[str]) -> ReapResult:
-    """The sweeps' ``(id, run_id)`` rows, in the order TTL, upload, run timeout, lease
-    failure -> what the reaper reports."""
-    ttl, upload, run_timeout, lease = ([row[0] for row in rows] for rows in ended)
-    return ReapResult(requeued=requeued, failed=run_timeout + lease, expired=ttl + upload)
-
-
-def reap_runs(ended: Sequence[Sequence[Sequence[Any]]]) -> list[str | None]:
-    """The runs to advance after a sweep: those of ended steps, and the timed-out runs
-    themselves (their steps are canceled)."""
-    runs: list[str | None] = [row[1] for rows in ended for row in rows]
-    runs += [row[0] for row in ended[2]]
-    return runs
 
 
 def outbox_row(row: Sequence[Any]) -> OutboxRow:

@@ -121,6 +121,16 @@ sa.Index("ix_predictions_target_id", predictions.c.target, predictions.c.id)
 _in_run = sa.text("run_id IS NOT NULL")
 sa.Index("ix_predictions_run", predictions.c.run_id, sqlite_where=_in_run, postgresql_where=_in_run)
 sa.Index("ux_predictions_idempotency_key", predictions.c.idempotency_key, unique=True)
+_heads = sa.text("run_id IS NOT NULL AND item_index IS NULL")
+sa.Index("ix_predictions_heads", predictions.c.run_id, sqlite_where=_heads, postgresql_where=_heads)
+_partial_index(
+    "ix_predictions_pending_elements",
+    Status.PENDING,
+    predictions.c.run_id,
+    predictions.c.step,
+    predictions.c.item_index,
+)
+sa.Index("ix_predictions_kind_id", predictions.c.kind, predictions.c.id)
 
 # The transactional outbox: one row per event and subscription, written by a
 # trigger (migration 0006) in the transaction of the status change itself, so a

@@ -15,11 +15,12 @@ the field order of :class:`~freight.prediction.Prediction`, mapped by ``rows.py`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from freight.prediction import Prediction, Status
+from freight.prediction import LEASED, TERMINAL, Kind, Prediction, Status
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -27,20 +28,26 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Prediction))
 COLS = ", ".join(COLUMNS)
 RETURNING = f"RETURNING {COLS}"
 
+
+def _literals(values: Iterable[object]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in sorted(str(v) for v in values)) + ")"
+
+
+#: literal lists rendered from the enums (partial indexes need literal predicates)
+LEASED_KINDS = _literals(LEASED)
+UNFINISHED = _literals(s for s in Status if s not in TERMINAL)
+FINISHED = _literals(TERMINAL)
+
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
+@functools.lru_cache(maxsize=2048)
 def render(sql: str, dialect: Dialect) -> str:
     """Fill the dialect slots of ``sql`` and, for PostgreSQL, convert its parameters."""
     if dialect == "sqlite":
         return sql.format(lock="", skip_locked="")
     filled = sql.format(lock="FOR UPDATE", skip_locked="FOR UPDATE SKIP LOCKED")
     return to_pyformat(filled)
-
-
-def rendered(dialect: Dialect) -> dict[str, str]:
-    """Every fixed statement of this module by name, rendered once for ``dialect``."""
-    return {name: render(globals()[name], dialect) for name in STATEMENTS}
 
 
 def to_pyformat(sql: str) -> str:
@@ -95,7 +102,7 @@ WHERE id IN (
 {RETURNING}"""
 
 # Fenced: applies only while the row is still held by this worker and attempt.
-COMPLETE = """
+COMPLETE = f"""
 UPDATE predictions SET status = :status, finished_at = :finished_at,
     lease_expires_at = NULL,
     output_json = :output_json, output_key = :output_key,
@@ -103,11 +110,11 @@ UPDATE predictions SET status = :status, finished_at = :finished_at,
     error_code = :error_code, error_message = :error_message,
     error_detail = :error_detail, batch_size = :batch_size
 WHERE id = :id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt
-RETURNING id, run_id"""
+{RETURNING}"""
 
 # Failed once the (counted) attempts are spent; otherwise back to the queue.
 # ``started_at`` is kept: it tells a requeued prediction has run before.
-RELEASE = """
+RELEASE = f"""
 UPDATE predictions SET
     status = CASE WHEN :count_attempt AND attempts >= max_attempts
         THEN 'failed' ELSE 'queued' END,
@@ -120,12 +127,19 @@ UPDATE predictions SET
     attempts = CASE WHEN :count_attempt THEN attempts ELSE attempts - 1 END,
     worker_id = NULL, lease_expires_at = NULL
 WHERE id = :id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt
-RETURNING id, status, run_id"""
+{RETURNING}"""
 
+# The lease renewal never waits for a row lock (SKIP LOCKED): it takes part in no cycle.
 HEARTBEAT = """
 UPDATE predictions SET lease_expires_at = :lease_expires_at
-WHERE status = 'running' AND worker_id = :worker_id AND id IN {ids}
+WHERE id IN (
+    SELECT id FROM predictions
+    WHERE status = 'running' AND worker_id = :worker_id AND id IN {ids}
+    ORDER BY id {{skip_locked}}
+)
 RETURNING id"""
+HELD = """
+SELECT id FROM predictions WHERE status = 'running' AND worker_id = :worker_id AND id IN {ids}"""
 
 # A batch job's driver saves its progress (the job's definition) while it holds the job,
 # and once more after a cancel (the outputs it finished with what was done).
@@ -138,51 +152,66 @@ RETURNING id"""
 CANCEL = f"""
 UPDATE predictions SET status = 'canceled', finished_at = :now, lease_expires_at = NULL,
     error_code = 'canceled', error_message = 'canceled on request'
-WHERE id = :id
+WHERE id = :id AND status IN {UNFINISHED}
 {RETURNING}"""
 
-# The reaper's sweeps, in this order: TTL first, so that a row requeued by the
-# lease sweep is not expired in the same sweep (each id lands in one list).
-REAP_TTL = """
-UPDATE predictions SET status = 'expired', finished_at = :now,
-    error_code = 'expired', error_message = 'not started before its expiry time'
-WHERE status = 'queued' AND expires_at < :now
-RETURNING id, run_id"""
+# The reaper's sweeps: each a query of the rows due (bounded: a sweep after a long
+# outage takes them in turns) and the change of those still due once locked.
+_CHANGE = (
+    "WHERE id IN (SELECT id FROM predictions WHERE id IN {{ids}} AND {due} "
+    "ORDER BY id {{{{lock}}}})"
+)
+_REAP_LIMIT = 500
 
-REAP_UPLOAD = """
-UPDATE predictions SET status = 'expired', finished_at = :now,
-    error_code = 'expired', error_message = 'input not uploaded in time'
-WHERE status = 'awaiting_input' AND upload_expires_at < :now
-RETURNING id, run_id"""
 
-# A pipeline run's whole-run deadline is its lease (swept before the leases of
-# predictions, so that each row lands in one list).
-REAP_RUN_TIMEOUT = """
-UPDATE predictions SET status = 'failed', finished_at = :now, lease_expires_at = NULL,
-    error_code = 'timeout', error_message = 'the pipeline did not finish within its timeout_s'
-WHERE status = 'running' AND lease_expires_at < :now AND kind = 'pipeline'
-RETURNING id, run_id"""
+def _reap(due: str, change: str) -> tuple[str, str]:
+    find = f"SELECT id FROM predictions WHERE {due} ORDER BY id LIMIT {_REAP_LIMIT}"
+    return find, f"UPDATE predictions SET {change}\n{_CHANGE.format(due=due)}\n{RETURNING}"
 
-REAP_LEASE_FAIL = """
-UPDATE predictions SET status = 'failed', finished_at = :now, lease_expires_at = NULL,
-    error_code = 'attempts_exhausted',
-    error_message = 'lease expired and no attempts are left'
-WHERE status = 'running' AND lease_expires_at < :now AND attempts >= max_attempts
-    AND kind IN ('model', 'chunk', 'batch')
-RETURNING id, run_id"""
 
-REAP_LEASE_REQUEUE = """
-UPDATE predictions SET status = 'queued', worker_id = NULL, lease_expires_at = NULL
-WHERE status = 'running' AND lease_expires_at < :now AND kind IN ('model', 'chunk', 'batch')
-RETURNING id"""
+_ENDED = "finished_at = :now, lease_expires_at = NULL, waiting_on = 0"
+REAPS: dict[str, tuple[str, str]] = {
+    "TTL": _reap(
+        "status = 'queued' AND expires_at < :now",
+        f"status = 'expired', {_ENDED}, error_code = 'expired', "
+        "error_message = 'not started before its expiry time'",
+    ),
+    "UPLOAD": _reap(
+        "status = 'awaiting_input' AND upload_expires_at < :now",
+        f"status = 'expired', {_ENDED}, error_code = 'expired', "
+        "error_message = 'input not uploaded in time'",
+    ),
+    # a pipeline run's deadline is its lease
+    "RUN_TIMEOUT": _reap(
+        "status = 'running' AND lease_expires_at < :now AND kind = 'pipeline'",
+        f"status = 'failed', {_ENDED}, error_code = 'timeout', "
+        "error_message = 'the pipeline did not finish within its timeout_s'",
+    ),
+    "LEASE_FAIL": _reap(
+        "status = 'running' AND lease_expires_at < :now AND attempts >= max_attempts "
+        f"AND kind IN {LEASED_KINDS}",
+        f"status = 'failed', {_ENDED}, error_code = 'attempts_exhausted', "
+        "error_message = 'lease expired and no attempts are left'",
+    ),
+    "LEASE_REQUEUE": _reap(
+        f"status = 'running' AND lease_expires_at < :now AND kind IN {LEASED_KINDS}",
+        "status = 'queued', worker_id = NULL, lease_expires_at = NULL",
+    ),
+}
 
-# A live lease at start-up was cut by our own crash: not the prediction's fault.
-RECOVER_ORPHANS = """
-UPDATE predictions SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
-    attempts = CASE WHEN lease_expires_at > :now AND attempts > 0
-        THEN attempts - 1 ELSE attempts END
-WHERE status = 'running' AND kind IN ('model', 'chunk', 'batch')
-RETURNING id"""
+# After this (only) writer's own crash every running row is an orphan; the crash may
+# have been the prediction's doing (an input that kills the server): its attempt counts.
+RECOVER_ORPHANS = f"""
+UPDATE predictions SET
+    status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+    finished_at = CASE WHEN attempts >= max_attempts THEN :now ELSE NULL END,
+    error_code = CASE WHEN attempts >= max_attempts
+        THEN 'attempts_exhausted' ELSE error_code END,
+    error_message = CASE WHEN attempts >= max_attempts
+        THEN 'the process running it died and no attempts are left' ELSE error_message END,
+    worker_id = NULL, lease_expires_at = NULL
+WHERE status = 'running' AND kind IN {LEASED_KINDS}
+{RETURNING}"""
 
 # Retention: the oldest terminal rows finished before a cut-off, deleted in one
 # statement. The IN list is the literal predicate of ``ix_predictions_finished``.
@@ -190,7 +219,7 @@ PURGE = f"""
 DELETE FROM predictions
 WHERE id IN (
     SELECT id FROM predictions
-    WHERE status IN ('succeeded', 'failed', 'canceled', 'expired', 'skipped')
+    WHERE status IN {FINISHED}
         AND finished_at < :before
     ORDER BY finished_at
     LIMIT :limit {{skip_locked}}
@@ -202,23 +231,40 @@ WHERE id IN (
 # until retention): an IN (...) over statuses made both engines scan everything.
 # min(id) of the queued rows: ids are UUIDv7, so it dates the oldest queued prediction
 # from the claim index alone (min(queued_at) would read every queued row)
-STATS = """
+STATS = f"""
 SELECT target, 'queued', count(*), min(id) FROM predictions WHERE status = 'queued'
 GROUP BY target
 UNION ALL
 SELECT target, 'running', count(*), NULL FROM predictions
-WHERE status = 'running' AND kind IN ('model', 'chunk', 'batch') GROUP BY target
+WHERE status = 'running' AND kind IN {LEASED_KINDS} GROUP BY target
 UNION ALL
 SELECT target, 'awaiting_input', count(*), NULL FROM predictions
 WHERE status = 'awaiting_input' GROUP BY target"""
 
+# Lock order (ops.py): the runs of some rows, their ancestors, then rows, by id.
+RUNS_OF = "SELECT DISTINCT run_id FROM predictions WHERE id IN {ids} AND run_id IS NOT NULL"
+LOCK_IDS = "SELECT id FROM predictions WHERE id IN {ids} ORDER BY id {{lock}}"
+LOCK_SECRETS = "LOCK TABLE webhook_secrets IN EXCLUSIVE MODE"
+
+
+#: what a listing shows unless asked for a kind: top-level predictions and runs
+_TOP_LEVEL = f"run_id IS NULL AND kind IN {_literals((Kind.MODEL, Kind.PIPELINE))}"
+
 
 def list_query(
-    *, target: str | None, status: Status | None, after_id: str | None, limit: int
+    *,
+    target: str | None,
+    status: Status | None,
+    after_id: str | None,
+    limit: int,
+    kind: Kind | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The listing statement for the given filters: newest first (ids are UUIDv7)."""
-    where: list[str] = []
+    """The listing statement for the given filters: newest first (ids are UUIDv7).
+    Without a ``kind``, top-level predictions and runs only (not steps or chunks)."""
+    where: list[str] = [_TOP_LEVEL] if kind is None else ["kind = :kind"]
     params: dict[str, Any] = {"limit": limit}
+    if kind is not None:
+        params["kind"] = Kind(kind).value
     if target is not None:
         where.append("target = :target")
         params["target"] = target
@@ -228,21 +274,58 @@ def list_query(
     if after_id is not None:
         where.append("id < :after_id")
         params["after_id"] = after_id
-    clause = f"WHERE {' AND '.join(where)} " if where else ""
-    return f"SELECT {COLS} FROM predictions {clause}ORDER BY id DESC LIMIT :limit", params
+    clause = " AND ".join(where)
+    return f"SELECT {COLS} FROM predictions WHERE {clause} ORDER BY id DESC LIMIT :limit", params
 
 
-# Pipelines: a run's own rows (its steps, for_each elements, nested runs); a row
-# written back whole by the advancement of its run.
+# Pipelines: a run's own rows (its steps, for_each elements, nested runs); its step
+# heads (partial index ix_predictions_heads: never the elements); a for_each step's
+# elements, all or the first pending ones (ix_predictions_pending_elements).
 RUN_ROWS = f"SELECT {COLS} FROM predictions WHERE run_id = :run_id ORDER BY id"
+RUN_HEADS = (
+    f"SELECT {COLS} FROM predictions WHERE run_id = :run_id AND item_index IS NULL ORDER BY id"
+)
+ELEMENTS = f"""
+SELECT {COLS} FROM predictions
+WHERE run_id = :run_id AND step = :step AND item_index IS NOT NULL ORDER BY item_index"""
+PENDING_ELEMENTS = f"""
+SELECT {COLS} FROM predictions
+WHERE run_id = :run_id AND step = :step AND item_index IS NOT NULL AND status = 'pending'
+ORDER BY item_index LIMIT :limit"""
+# an advancement's write-back: whole, unless the row changed since it was read
 UPDATE_ROW = (
     "UPDATE predictions SET "
     + ", ".join(f"{c} = :{c}" for c in COLUMNS if c != "id")
-    + " WHERE id = :id"
+    + " WHERE id = :id AND status = :was"
 )
 INSERT_STEP = (
     f"INSERT INTO predictions ({COLS}) VALUES (" + ", ".join(f":{c}" for c in COLUMNS) + ")"
 )
+_CANCELED = (
+    "status = 'canceled', finished_at = :now, lease_expires_at = NULL, waiting_on = 0, "
+    "error_code = 'canceled', error_message = :message"
+)
+# a step head an advancement cancels (also when claimed meanwhile)
+CANCEL_ROW = f"""
+UPDATE predictions SET {_CANCELED} WHERE id = :id AND status IN {UNFINISHED}
+{RETURNING}"""
+# what is left of a for_each step's elements, of an ended run's rows
+CANCEL_ELEMENTS = f"""
+UPDATE predictions SET {_CANCELED}
+WHERE id IN (
+    SELECT id FROM predictions
+    WHERE run_id = :run_id AND step = :step AND item_index IS NOT NULL
+        AND status IN {UNFINISHED}
+    ORDER BY id {{lock}}
+)
+{RETURNING}"""
+CANCEL_REST = f"""
+UPDATE predictions SET {_CANCELED}
+WHERE id IN (
+    SELECT id FROM predictions WHERE run_id = :run_id AND status IN {UNFINISHED}
+    ORDER BY id {{lock}}
+)
+{RETURNING}"""
 
 # -- the outbox (migration 0006) --------------------------------------------------
 OUTBOX_COLUMNS = (
@@ -293,37 +376,3 @@ RETIRE_SECRETS = "UPDATE webhook_secrets SET retired_at = :now WHERE retired_at 
 PURGE_OUTBOX = "DELETE FROM outbox WHERE prediction_id IN {ids}"
 PURGE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE prediction_id IN {ids}"
 
-#: the fixed statements both stores render once at import (``rendered``)
-STATEMENTS = (
-    "INSERT",
-    "GET",
-    "GET_FOR_UPDATE",
-    "GET_BY_IDEMPOTENCY_KEY",
-    "MARK_INPUT_READY",
-    "CLAIM",
-    "COMPLETE",
-    "RELEASE",
-    "CANCEL",
-    "SAVE_PROGRESS",
-    "REAP_TTL",
-    "REAP_UPLOAD",
-    "REAP_RUN_TIMEOUT",
-    "REAP_LEASE_FAIL",
-    "REAP_LEASE_REQUEUE",
-    "RECOVER_ORPHANS",
-    "STATS",
-    "PURGE",
-    "RUN_ROWS",
-    "UPDATE_ROW",
-    "INSERT_STEP",
-    "REQUEUE_SENDING",
-    "CLAIM_DELIVERIES",
-    "FINISH_DELIVERY",
-    "INSERT_ATTEMPT",
-    "STOP_SUBSCRIPTION",
-    "OUTBOX_OF",
-    "ATTEMPTS_OF",
-    "WEBHOOK_SECRETS",
-    "INSERT_SECRET",
-    "RETIRE_SECRETS",
-)

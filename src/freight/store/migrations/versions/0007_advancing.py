@@ -1,0 +1,53 @@
+"""Indexes for advancing runs in O(1) per ended step, and for listing by kind.
+
+- ``ix_predictions_heads``: a run's step heads without its for_each elements (an
+  advancement reads the heads; 10,000 elements must not be scanned per element).
+- ``ix_predictions_pending_elements``: the next pending elements of a for_each step
+  with ``max_concurrency``, in element order.
+- ``ix_predictions_kind_id``: batch jobs (and chunks, steps) listed by kind, newest
+  first, instead of scanning every row.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+HEADS = sa.text("run_id IS NOT NULL AND item_index IS NULL")
+PENDING = sa.text("status = 'pending'")
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_predictions_heads",
+        "predictions",
+        ["run_id"],
+        sqlite_where=HEADS,
+        postgresql_where=HEADS,
+    )
+    op.create_index(
+        "ix_predictions_pending_elements",
+        "predictions",
+        ["run_id", "step", "item_index"],
+        sqlite_where=PENDING,
+        postgresql_where=PENDING,
+    )
+    op.create_index("ix_predictions_kind_id", "predictions", ["kind", "id"])
+
+
+def downgrade() -> None:
+    for name in (
+        "ix_predictions_kind_id",
+        "ix_predictions_pending_elements",
+        "ix_predictions_heads",
+    ):
+        op.drop_index(name, table_name="predictions")

@@ -1,0 +1,268 @@
+"""Every store transaction, written once, for both engines.
+
+A transaction is a generator (sans-I/O, like the client's request flows): it
+yields :class:`Sql` statements and receives each one's rows, and its return value
+is the method's result. ``sqlite.py`` runs it on its one writer connection,
+``postgres.py`` on a pooled async connection; neither holds a rule of its own.
+The dialects differ only in fragments rendered by ``sql.render`` (row locks,
+``SKIP LOCKED``) and in who wakes whom after the commit (PostgreSQL triggers
+NOTIFY; SQLite's store calls back with the :class:`Told` a transaction returns).
+
+**Lock order, one rule** (PostgreSQL; SQLite has one writer): a transaction that
+ends or changes rows of pipeline runs first locks the runs those rows belong to,
+their ancestors included, in id order (:func:`lock_runs_of`); then the rows
+themselves, in id order (every multi-row UPDATE locks through an ``ORDER BY id``
+sub-select). Ids are UUIDv7 and a run's rows are created after it, so id order
+*is* "runs before their steps". Write-backs of an advancement are guarded by the
+status that was read. The lease renewal never waits for a lock (``SKIP
+LOCKED``), so it takes part in no cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
+from freight.errors import ConflictError, NotFoundError
+from freight.prediction import (
+    Completion,
+    Kind,
+    Prediction,
+    ReapResult,
+    Release,
+    Status,
+    TargetStats,
+)
+from freight.store import sql
+from freight.store._op import Op, Sql, Told, as_rows, fetch, fetch_one, get, lock_runs_of
+from freight.store.advancing import advance_runs
+from freight.store.rows import (
+    attempt_row,
+    check_idempotent,
+    claim_order,
+    completion_params,
+    delivery_params,
+    not_awaiting_input,
+    outbox_row,
+    prediction_params,
+    release_params,
+    secrets_in_use,
+    stats_from_rows,
+)
+
+# -- records ----------------------------------------------------------------------
+
+
+def create(prediction: Prediction) -> Op[tuple[Prediction, bool]]:
+    inserted = yield from fetch(sql.INSERT, prediction_params(prediction))
+    if inserted:
+        return inserted[0], True
+    key = {"key": prediction.idempotency_key}
+    existing = yield from fetch_one(sql.GET_BY_IDEMPOTENCY_KEY, key)
+    if existing is None:  # pragma: no cover - DO NOTHING only fires on this key
+        raise ConflictError("insert was ignored", code="conflict", id=prediction.id)
+    return check_idempotent(existing, prediction), False
+
+
+def create_run(
+    run: Prediction, steps: Sequence[Prediction]
+) -> Op[tuple[tuple[Prediction, bool], Told]]:
+    created, inserted = yield from create(run)
+    if not inserted:
+        return (created, False), Told()
+    yield Sql(sql.INSERT_STEP, [prediction_params(s) for s in steps])
+    told = yield from advance_runs([run.id], [], now=run.created_at)
+    return ((yield from get(run.id)) or created, True), told
+
+
+def mark_input_ready(params: dict[str, Any]) -> Op[tuple[Prediction, Told]]:
+    yield from lock_runs_of([params["id"]])
+    row = yield from fetch_one(sql.MARK_INPUT_READY, params)
+    if row is None:
+        raise not_awaiting_input(params["id"], (yield from get(params["id"])))
+    if row.kind != Kind.PIPELINE:
+        return row, Told()
+    told = yield from advance_runs([row.id], [], now=params["now"])  # a run got its input
+    return (yield from get(row.id)) or row, told
+
+
+def cancel(prediction_id: str, now: float) -> Op[tuple[tuple[Prediction, Status], Told]]:
+    yield from lock_runs_of([prediction_id])
+    current = yield from fetch_one(sql.GET_FOR_UPDATE, {"id": prediction_id})
+    if current is None:
+        raise NotFoundError("prediction not found", id=prediction_id)
+    if current.status.terminal:
+        return (current, current.status), Told()
+    row = yield from fetch_one(sql.CANCEL, {"id": prediction_id, "now": now})
+    assert row is not None  # locked above, and not terminal
+    told = yield from advance_runs([row.id] if row.kind == Kind.PIPELINE else [], [row], now=now)
+    return (row, current.status), told
+
+
+def purge(before: float, limit: int) -> Op[list[Prediction]]:
+    purged = yield from fetch(sql.PURGE, {"before": before, "limit": limit})
+    in_list, params = sql.expand_in("id", [p.id for p in purged])
+    for statement in (sql.PURGE_OUTBOX, sql.PURGE_ATTEMPTS):
+        yield Sql(statement.format(ids=in_list), params)
+    # RETURNING's order is the engine's: oldest first, as documented
+    return sorted(purged, key=lambda p: (p.finished_at or 0.0, p.id))
+
+
+def stats() -> Op[dict[str, TargetStats]]:
+    return stats_from_rows((yield Sql(sql.STATS)))
+
+
+def listing(
+    *,
+    target: str | None,
+    status: Status | None,
+    kind: Kind | None,
+    after_id: str | None,
+    limit: int,
+) -> Op[list[Prediction]]:
+    statement, params = sql.list_query(
+        target=target, status=status, kind=kind, after_id=after_id, limit=limit
+    )
+    return (yield from fetch(statement, params))
+
+
+# -- the claim / lease cycle --------------------------------------------------------
+
+
+def claim(params: dict[str, Any]) -> Op[list[Prediction]]:
+    return claim_order((yield from fetch(sql.CLAIM, params)))
+
+
+def complete(completions: Sequence[Completion]) -> Op[tuple[list[str], Told]]:
+    ordered = sorted(completions, key=lambda c: c.id)
+    yield from lock_runs_of(c.id for c in ordered)
+    ended = as_rows((yield Sql(sql.COMPLETE, [completion_params(c) for c in ordered])))
+    finished_at = max((c.finished_at for c in completions), default=0.0)
+    told = yield from advance_runs([], ended, now=finished_at)
+    told.finished += [row.id for row in ended]
+    return [row.id for row in ended], told
+
+
+def release(releases: Sequence[Release], now: float) -> Op[tuple[dict[str, Status], Told]]:
+    ordered = sorted(releases, key=lambda r: r.id)
+    yield from lock_runs_of(r.id for r in ordered)
+    rows = as_rows((yield Sql(sql.RELEASE, [release_params(r, now) for r in ordered])))
+    ended = [row for row in rows if row.status.terminal]
+    told = yield from advance_runs([], ended, now=now)
+    told.finished += [row.id for row in ended]
+    told.queued |= {row.target for row in rows if row.status == Status.QUEUED}
+    return {row.id: row.status for row in rows}, told
+
+
+def heartbeat(worker_id: str, ids: Sequence[str], lease_expires_at: float) -> Op[list[str]]:
+    """Extend what this worker holds; a row locked by another transaction right now
+    (its completion, a cancel) is skipped, not waited for, and counts as held if it
+    still was at the start of this statement: the next beat extends it."""
+    in_list, params = sql.expand_in("id", sorted(ids))
+    params |= {"worker_id": worker_id, "lease_expires_at": lease_expires_at}
+    extended = {r[0] for r in (yield Sql(sql.HEARTBEAT.format(ids=in_list), params))}
+    if len(extended) < len(ids):
+        extended |= {r[0] for r in (yield Sql(sql.HELD.format(ids=in_list), params))}
+    return [i for i in ids if i not in extended]
+
+
+def save_progress(params: dict[str, Any]) -> Op[bool]:
+    return bool((yield Sql(sql.SAVE_PROGRESS, params)))
+
+
+def reap(now: float) -> Op[tuple[ReapResult, Told]]:
+    """The sweeps, in this order: TTL first, so that a row requeued by the lease sweep
+    is not expired in the same sweep (each id lands in one list). Each sweep finds
+    its rows, locks their runs, then changes the rows still due."""
+    ended: dict[str, list[Prediction]] = {}
+    for name in ("TTL", "UPLOAD", "RUN_TIMEOUT", "LEASE_FAIL", "LEASE_REQUEUE"):
+        due, change = sql.REAPS[name]
+        ids = [r[0] for r in (yield Sql(due, {"now": now}))]
+        if not ids:
+            ended[name] = []
+            continue
+        yield from lock_runs_of(ids)
+        in_list, params = sql.expand_in("id", ids)
+        ended[name] = as_rows((yield Sql(change.format(ids=in_list), params | {"now": now})))
+    requeued = ended.pop("LEASE_REQUEUE")
+    rows = [row for sweep in ended.values() for row in sweep]
+    runs = [row.id for row in rows if row.kind == Kind.PIPELINE]
+    told = yield from advance_runs(runs, rows, now=now)
+    told.finished += [row.id for row in rows]
+    told.queued |= {row.target for row in requeued}
+    result = ReapResult(
+        requeued=[r.id for r in requeued],
+        failed=[r.id for r in ended["RUN_TIMEOUT"] + ended["LEASE_FAIL"]],
+        expired=[r.id for r in ended["TTL"] + ended["UPLOAD"]],
+    )
+    return result, told
+
+
+def recover_orphans(now: float) -> Op[tuple[list[str], Told]]:
+    """After this exclusive store's own crash, every ``running`` row is an orphan.
+    The crash may have been the prediction's doing (an input that kills the server),
+    so its attempt counts: spent attempts end it as ``attempts_exhausted``."""
+    rows = as_rows((yield Sql(sql.RECOVER_ORPHANS, {"now": now})))
+    ended = [row for row in rows if row.status.terminal]
+    told = yield from advance_runs([], ended, now=now)
+    told.finished += [row.id for row in ended]
+    told.queued |= {row.target for row in rows if row.status == Status.QUEUED}
+    return [row.id for row in rows], told
+
+
+# -- the outbox ---------------------------------------------------------------------
+
+
+def claim_deliveries(params: dict[str, Any]) -> Op[list[OutboxRow]]:
+    yield Sql(sql.REQUEUE_SENDING, params)
+    rows = [outbox_row(r) for r in (yield Sql(sql.CLAIM_DELIVERIES, params))]
+    return sorted(rows, key=lambda r: (r.next_at, r.id))
+
+
+def finish_deliveries(results: Sequence[DeliveryResult]) -> Op[None]:
+    for result in sorted(results, key=lambda r: r.id):
+        params = delivery_params(result)
+        held = yield Sql(sql.FINISH_DELIVERY, params)
+        if not held:
+            continue  # lost the lease meanwhile: another worker owns the row now
+        prediction_id, subscription = held[0]
+        yield Sql(sql.INSERT_ATTEMPT, params | {"prediction_id": prediction_id})
+        if result.status == DeliveryStatus.STOPPED:
+            stop = {"prediction_id": prediction_id, "subscription": subscription, "at": result.at}
+            yield Sql(sql.STOP_SUBSCRIPTION, stop)
+
+
+def deliveries(prediction_id: str) -> Op[tuple[list[OutboxRow], list[DeliveryAttempt]]]:
+    params = {"id": prediction_id}
+    rows = [outbox_row(r) for r in (yield Sql(sql.OUTBOX_OF, params))]
+    attempts = [attempt_row(r) for r in (yield Sql(sql.ATTEMPTS_OF, params))]
+    return rows, attempts
+
+
+def webhook_secrets(now: float, overlap_s: float) -> Op[list[str]]:
+    return secrets_in_use((yield Sql(sql.WEBHOOK_SECRETS)), now, overlap_s)
+
+
+def rotate_webhook_secret(secret: str, now: float) -> Op[None]:
+    yield Sql(sql.LOCK_SECRETS, lock_only=True)
+    yield Sql(sql.RETIRE_SECRETS, {"now": now})
+    yield Sql(sql.INSERT_SECRET, {"secret": secret, "now": now})
+
+
+__all__ = [
+    "Op",
+    "Sql",
+    "Told",
+    "cancel",
+    "claim",
+    "complete",
+    "create",
+    "create_run",
+    "heartbeat",
+    "mark_input_ready",
+    "purge",
+    "reap",
+    "recover_orphans",
+    "release",
+]
