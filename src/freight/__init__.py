@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from freight.model import Batching, File, Model, Payload, Replicas, Resources
+from freight.model import (
+    Batching,
+    File,
+    Model,
+    Payload,
+    PredictionContext,
+    Replicas,
+    Resources,
+    context,
+    contexts,
+)
 
 if TYPE_CHECKING:
     from freight.client import AsyncClient, Client
@@ -23,9 +33,12 @@ __all__ = [
     "Model",
     "Payload",
     "Pipeline",
+    "PredictionContext",
     "Replicas",
     "Resources",
     "Step",
+    "context",
+    "contexts",
 ]
 __version__ = "0.1.0"
 

@@ -7,16 +7,25 @@ first parameter: ``dict``/``list`` (parsed JSON), ``bytes``, ``pathlib.Path``
 :class:`Payload` (all of it). Outputs are JSON-able values, ``bytes`` or
 :class:`File`.
 
+While ``predict`` runs, :func:`context` is the prediction's
+:class:`PredictionContext` (its id, attempt, deadline, and where it comes from:
+a pipeline step, a batch job's chunk); while ``predict_batch`` runs,
+:func:`contexts` holds one per input, in input order.
+
 This module must stay import-light: runner processes import it before the
 user's model, and must not pay for the web stack.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import math
 import re
+import time
 import typing
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -160,6 +169,81 @@ class File:
 
     path: Path | str
     content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionContext:
+    """What a model may know about the prediction it is running.
+
+    ``attempt`` counts from 1 and grows each time the prediction runs again after
+    its runner or worker died (up to ``max_attempts``); ``deadline`` is the epoch
+    second past which freight kills this attempt (the model's ``timeout_s`` from
+    when the batch was handed to the replica). A pipeline step has ``run_id`` and
+    ``step`` (and ``item_index`` under ``for_each``); a batch job's chunk has
+    ``job_id``. The fields that do not apply are None.
+    """
+
+    prediction_id: str
+    attempt: int = 1
+    max_attempts: int = 1
+    deadline: float = math.inf
+    run_id: str | None = None
+    step: str | None = None
+    item_index: int | None = None
+    job_id: str | None = None
+
+    def remaining_s(self, now: float | None = None) -> float:
+        """Seconds left before the deadline (0 past it; inf without a deadline)."""
+        return max(0.0, self.deadline - (time.time() if now is None else now))
+
+    @property
+    def last_attempt(self) -> bool:
+        """Whether a crash now would fail the prediction ``attempts_exhausted``."""
+        return self.attempt >= self.max_attempts
+
+
+# The runner serves one batch at a time, so the running contexts are the process's
+# (not a ContextVar): threads a model starts inside predict see them too.
+_running: tuple[PredictionContext, ...] | None = None
+_batch_call = False
+
+
+def context() -> PredictionContext:
+    """The context of the prediction ``predict`` is running.
+
+    Raises ModelDefinitionError outside ``predict`` (in ``load``, say) and inside
+    ``predict_batch``, which runs several predictions: use :func:`contexts` there.
+    """
+    if _running is None:
+        raise ModelDefinitionError("freight.context() is only defined while predict() runs")
+    if _batch_call:
+        raise ModelDefinitionError(
+            "freight.context() inside predict_batch(): use freight.contexts(), one per input"
+        )
+    return _running[0]
+
+
+def contexts() -> list[PredictionContext]:
+    """The contexts of the inputs ``predict_batch`` (or ``predict``: one) is running,
+    in input order. Raises ModelDefinitionError outside a prediction."""
+    if _running is None:
+        raise ModelDefinitionError("freight.contexts() is only defined while a prediction runs")
+    return list(_running)
+
+
+@contextlib.contextmanager
+def running(items: Sequence[PredictionContext], *, batch: bool = False) -> Iterator[None]:
+    """Make ``items`` the running contexts for the duration (the runner calls this
+    around every model call; a model's own tests may too). ``batch``: a
+    ``predict_batch`` call, where :func:`context` refuses to pick one. No items:
+    no prediction is running."""
+    global _running, _batch_call
+    before = _running, _batch_call
+    _running, _batch_call = tuple(items) or None, batch
+    try:
+        yield
+    finally:
+        _running, _batch_call = before
 
 
 class InputKind:

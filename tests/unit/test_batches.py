@@ -7,7 +7,9 @@ import copy
 import orjson
 
 from freight.agent.batches import batch, batch_item, failed, outcome
-from freight.prediction import ErrorCode, Prediction, Status
+from freight.batch.job import chunk_id
+from freight.model import PredictionContext
+from freight.prediction import ErrorCode, Kind, Prediction, Status
 from freight.runner.protocol import (
     Batch,
     BatchItem,
@@ -36,8 +38,31 @@ def row(prediction_id: str, attempts: int = 1) -> Prediction:
 
 def test_batch_item_carries_inline_input_or_key() -> None:
     """A runner item holds the id, inline JSON, object key, content type and size."""
-    assert batch_item(row("a")) == BatchItem("a", '{"x":1}', None, "application/json", 7)
-    assert batch([row("a"), row("b")]) == Batch((batch_item(row("a")), batch_item(row("b"))))
+    item = batch_item(row("a"), NOW + 30)
+    assert item == BatchItem("a", '{"x":1}', None, "application/json", 7, item.context)
+    assert batch([row("a"), row("b")], NOW + 30) == Batch(
+        (batch_item(row("a"), NOW + 30), batch_item(row("b"), NOW + 30))
+    )
+
+
+def test_batch_item_context_is_the_rows_attempt_deadline_and_origin() -> None:
+    """The context of a claimed row: its id, attempt (the claim already counted it),
+    max_attempts and the batch deadline; a step's run, step and element index."""
+    step = row("s", attempts=2)
+    step.max_attempts, step.run_id, step.step, step.item_index = 3, "r1", "score", 4
+    assert batch_item(step, NOW + 30).context == PredictionContext(
+        "s", attempt=2, max_attempts=3, deadline=NOW + 30, run_id="r1", step="score", item_index=4
+    )
+    plain = batch_item(row("a"), NOW + 5).context
+    assert plain is not None and (plain.run_id, plain.step, plain.job_id) == (None, None, None)
+
+
+def test_a_chunks_context_names_its_batch_job() -> None:
+    """A chunk row's context carries the id of the batch job it was split from."""
+    chunk = row(chunk_id("job-1", 2, 7))
+    chunk.kind = Kind.CHUNK
+    context = batch_item(chunk, NOW).context
+    assert context is not None and context.job_id == "job-1"
 
 
 def test_inline_json_succeeds_and_is_stored_by_the_agent() -> None:

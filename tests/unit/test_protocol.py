@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import os
 import struct
 import threading
@@ -11,6 +12,7 @@ import threading
 import orjson
 import pytest
 
+from freight.model import PredictionContext
 from freight.runner.protocol import (
     MAX_FRAME_BYTES,
     Batch,
@@ -38,6 +40,14 @@ FRAMES: list[Frame] = [
         (
             BatchItem("a", input_json='{"x":1}', content_type="application/json", size=7),
             BatchItem("b", input_key="inputs/b", content_type="image/png", size=10),
+            BatchItem(
+                "c",
+                input_json="{}",
+                context=PredictionContext(
+                    "c", 2, 3, 1_700_000_030.5, run_id="r", step="s", item_index=0
+                ),
+            ),
+            BatchItem("d", input_key="k", context=PredictionContext("d", job_id="j")),
         )
     ),
     Stop(),
@@ -119,6 +129,20 @@ def test_round_trip_through_a_pipe() -> None:
         (body({"type": "batch", "items": [1]}), "items"),
         (body({"type": "batch", "items": [{"input_json": "1"}]}), "'id'"),
         (body({"type": "batch", "items": [{"id": "a", "size": "7"}]}), "size"),
+        (body({"type": "batch", "items": [{"id": "a", "context": 1}]}), "context"),
+        (
+            body({"type": "batch", "items": [{"id": "a", "context": {"attempt": 1}}]}),
+            "max_attempts",
+        ),
+        (
+            body(
+                {
+                    "type": "batch",
+                    "items": [{"id": "a", "context": {"attempt": 1, "max_attempts": 1, "step": 2}}],
+                }
+            ),
+            "step",
+        ),
         (body({"type": "result", "run_ms": 1}), "items"),
         (body({"type": "result", "run_ms": 1, "items": [{"id": "a"}]}), "kind"),
         (body({"type": "result", "run_ms": 1, "items": [{"kind": "inline", "id": "a"}]}), "json"),
@@ -168,6 +192,17 @@ def test_optional_fields_may_be_absent() -> None:
         }
     )
     assert decode(result) == Result((Failed("a", "c", "m", {}),), 1.0)
+
+
+def test_a_context_without_deadline_travels_as_null() -> None:
+    """A context with no deadline (inf, which JSON cannot hold) crosses as null and comes
+    back as inf; the context's id is the item's."""
+    frame = encode(Batch((BatchItem("a", context=PredictionContext("a")),)))
+    (item,) = orjson.loads(frame[4:])["items"]
+    assert item["context"]["deadline"] is None and "prediction_id" not in item["context"]
+    decoded = decode(frame[4:])
+    assert isinstance(decoded, Batch)
+    assert decoded.items[0].context == PredictionContext("a", deadline=math.inf)
 
 
 def test_unencodable_detail_is_a_protocol_error() -> None:

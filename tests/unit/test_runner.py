@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from freight.model import InputKind, Model
+import freight
+from freight.errors import ModelDefinitionError
+from freight.model import InputKind, Model, PredictionContext, running
 from freight.runner.payloads import HANDBACK_MAX_BYTES, PayloadIO
 from freight.runner.process import BatchServer
 from freight.runner.protocol import Batch, BatchItem, Failed, HandedBack, Inline, Stored
@@ -169,3 +171,108 @@ async def test_small_bytes_are_handed_back(tmp_path: Path) -> None:
     output = await io.write_output("p0", b"\x00abc")
     assert output == HandedBack("p0", b"\x00abc", "application/octet-stream")
     assert storage.keys() == []
+
+
+class Introspect(Model):
+    """Answers with the context it reads: ``freight.context()`` per input."""
+
+    def predict(self, input: dict[str, Any]) -> dict[str, Any]:
+        ctx = freight.context()
+        return {"id": ctx.prediction_id, "attempt": ctx.attempt, "step": ctx.step}
+
+
+class BatchIntrospect(Model):
+    """Answers with ``freight.contexts()``, and whether ``freight.context()`` refused."""
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            freight.context()
+            refused = False
+        except ModelDefinitionError:
+            refused = True
+        return [
+            {"id": c.prediction_id, "attempt": c.attempt, "refused": refused}
+            for c in freight.contexts()
+        ]
+
+
+def with_contexts(*ids: str) -> Batch:
+    return Batch(
+        tuple(
+            BatchItem(
+                i,
+                input_json="{}",
+                context=PredictionContext(i, attempt=n + 1, max_attempts=3, step=f"s{n}"),
+            )
+            for n, i in enumerate(ids)
+        )
+    )
+
+
+async def test_predict_reads_its_own_context(tmp_path: Path) -> None:
+    """Inside predict, freight.context() is the context of the input being predicted."""
+    io = PayloadIO(MemoryStorage(), InputKind.JSON, 1 << 20)
+    result = await BatchServer(Introspect(), io, tmp_path).serve(with_contexts("a", "b"))
+    assert result.items == (
+        Inline("a", '{"id":"a","attempt":1,"step":"s0"}'),
+        Inline("b", '{"id":"b","attempt":2,"step":"s1"}'),
+    )
+
+
+async def test_predict_batch_reads_one_context_per_input(tmp_path: Path) -> None:
+    """Inside predict_batch, freight.contexts() holds one context per input in order,
+    and freight.context() refuses to pick one."""
+    io = PayloadIO(MemoryStorage(), InputKind.JSON, 1 << 20)
+    result = await BatchServer(BatchIntrospect(), io, tmp_path).serve(with_contexts("a", "b"))
+    assert result.items == (
+        Inline("a", '{"id":"a","attempt":1,"refused":true}'),
+        Inline("b", '{"id":"b","attempt":2,"refused":true}'),
+    )
+
+
+async def test_an_item_without_context_gets_its_id(tmp_path: Path) -> None:
+    """An item sent without a context still tells the model its prediction id."""
+    io = PayloadIO(MemoryStorage(), InputKind.JSON, 1 << 20)
+    result = await BatchServer(Introspect(), io, tmp_path).serve(items("{}"))
+    assert result.items == (Inline("p0", '{"id":"p0","attempt":1,"step":null}'),)
+
+
+def test_context_outside_a_prediction_is_refused() -> None:
+    """freight.context() and contexts() raise outside a prediction (in load(), say),
+    and running() restores what was there before."""
+    with pytest.raises(ModelDefinitionError, match="only defined while"):
+        freight.context()
+    with running([PredictionContext("x", deadline=100.0)]):
+        assert freight.context().remaining_s(now=40.0) == 60.0
+        assert freight.context().last_attempt
+    with pytest.raises(ModelDefinitionError, match="only defined while"):
+        freight.contexts()
+
+
+class ChunkIntrospect(Model):
+    """A batch model answering each record with its context's prediction and job."""
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"id": c.prediction_id, "job": c.job_id} for c in freight.contexts()]
+
+
+async def test_every_record_of_a_chunk_reads_the_chunks_context(tmp_path: Path) -> None:
+    """A batch job's records run as their chunk's prediction: each call's contexts are
+    the chunk's, with its job id."""
+    from freight.batch.spec import CHUNK_MEDIA_TYPE, ChunkSpec
+
+    storage = MemoryStorage()
+    await storage.put("batch/j/in/0", b'{"x":1}\n{"x":2}\n{"x":3}\n')
+    spec = ChunkSpec(format="jsonl", first_line=1, output_key="o", errors_key="e")
+    item = BatchItem(
+        "j.0.0",
+        input_json=spec.to_json(),
+        input_key="batch/j/in/0",
+        content_type=CHUNK_MEDIA_TYPE,
+        context=PredictionContext("j.0.0", job_id="j"),
+    )
+    io = PayloadIO(storage, InputKind.JSON, 1 << 20)
+    (result,) = (await BatchServer(ChunkIntrospect(), io, tmp_path).serve(Batch((item,)))).items
+    assert isinstance(result, Stored)
+    lines = (await storage.get("o")).decode().splitlines()
+    assert lines == ['{"id":"j.0.0","job":"j"}'] * 3

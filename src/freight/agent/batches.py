@@ -14,7 +14,8 @@ import orjson
 
 from freight.keys import output_key
 from freight.media import JSON
-from freight.prediction import Completion, ErrorCode, Prediction, Status
+from freight.model import PredictionContext
+from freight.prediction import Completion, ErrorCode, Kind, Prediction, Status
 from freight.runner.protocol import (
     Batch,
     BatchItem,
@@ -29,19 +30,43 @@ from freight.runner.protocol import (
 Objects = list[tuple[str, bytes]]
 
 
-def batch_item(row: Prediction) -> BatchItem:
-    """What a runner needs to read one input: inline JSON or an object key."""
+def job_of_chunk(chunk_id: str) -> str:
+    """The batch job a chunk belongs to: chunk ids are ``{job}.{file}.{piece}``
+    (:func:`freight.batch.job.chunk_id`), and job ids hold no dot."""
+    return chunk_id.split(".", 1)[0]
+
+
+def context(row: Prediction, deadline: float) -> PredictionContext:
+    """What the model may read of a claimed row (``attempts`` is already this one's)."""
+    return PredictionContext(
+        prediction_id=row.id,
+        attempt=row.attempts,
+        max_attempts=row.max_attempts,
+        deadline=deadline,
+        run_id=row.run_id,
+        step=row.step,
+        item_index=row.item_index,
+        job_id=job_of_chunk(row.id) if row.kind == Kind.CHUNK else None,
+    )
+
+
+def batch_item(row: Prediction, deadline: float) -> BatchItem:
+    """What a runner needs to read one input (inline JSON or an object key) and to tell
+    the model which prediction it runs, until when."""
     return BatchItem(
         id=row.id,
         input_json=row.input_json,
         input_key=row.input_key,
         content_type=row.input_content_type,
         size=row.input_bytes,
+        context=context(row, deadline),
     )
 
 
-def batch(rows: Sequence[Prediction]) -> Batch:
-    return Batch(tuple(batch_item(row) for row in rows))
+def batch(rows: Sequence[Prediction], deadline: float) -> Batch:
+    """The rows as one runner batch; ``deadline`` (epoch seconds) is when the agent
+    kills it."""
+    return Batch(tuple(batch_item(row, deadline) for row in rows))
 
 
 def _apply(done: Completion, item: ResultItem, objects: Objects) -> None:
@@ -122,4 +147,4 @@ def failed(
     return completions
 
 
-__all__ = ["Objects", "batch", "batch_item", "failed", "outcome"]
+__all__ = ["Objects", "batch", "batch_item", "context", "failed", "job_of_chunk", "outcome"]

@@ -513,8 +513,9 @@ class ModelWorker:
         slot.running, slot.interrupted, slot.draining_kill = rows, set(), False
         slot.finishing = False
         timeout_s = min(row.timeout_s for row in rows)
+        batch = batches.batch(rows, deadline=time.time() + timeout_s)
         try:
-            result = await asyncio.wait_for(replica.run(batches.batch(rows)), timeout_s)
+            result = await asyncio.wait_for(replica.run(batch), timeout_s)
         except TimeoutError:
             await replica.kill()
             message = f"the model did not finish within {timeout_s:g} s"

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from freight.model import Model
+from freight.model import Model, PredictionContext, running
 from freight.prediction import ErrorCode
 from freight.runner import protocol
 from freight.runner.chunks import ChunkRunner, is_chunk
@@ -52,18 +52,26 @@ def _private_pipes() -> tuple[BinaryIO, BinaryIO]:
     return sys.stdin.buffer, proto_out
 
 
-def _call_model(model: Any, batch_mode: bool, inputs: list[Any]) -> list[Any]:
-    """Outputs (or BaseException instances) per input, in input order."""
+def _call_model(
+    model: Any,
+    batch_mode: bool,
+    inputs: list[Any],
+    contexts: list[PredictionContext] | None = None,
+) -> list[Any]:
+    """Outputs (or BaseException instances) per input, in input order; ``contexts``
+    (one per input) are what ``freight.context()``/``contexts()`` read meanwhile."""
     if not batch_mode:
         results: list[Any] = []
-        for value in inputs:
+        for n, value in enumerate(inputs):
             try:
-                results.append(model.predict(value))
+                with running([contexts[n]] if contexts is not None else ()):
+                    results.append(model.predict(value))
             except Exception as exc:
                 results.append(exc)
         return results
     try:
-        outputs = model.predict_batch(inputs)
+        with running(contexts if contexts is not None else (), batch=True):
+            outputs = model.predict_batch(inputs)
     except Exception as exc:
         return [exc] * len(inputs)
     if not isinstance(outputs, list) or len(outputs) != len(inputs):
@@ -84,8 +92,12 @@ class BatchServer:
         self._batch_mode = type(model).predict_batch is not Model.predict_batch
         self._io = io
         self._project = project_dir
+        # every record of a chunk runs as the chunk's prediction (one context)
+        self._chunk = PredictionContext("")
         self._chunks = ChunkRunner(
-            lambda inputs: _call_model(model, self._batch_mode, inputs),
+            lambda inputs: _call_model(
+                model, self._batch_mode, inputs, [self._chunk] * len(inputs)
+            ),
             io,
             project_dir,
             {BatchMismatchError: ErrorCode.BATCH_MISMATCH},
@@ -119,15 +131,21 @@ class BatchServer:
             except Exception as exc:
                 results[item.id] = self._failed(item.id, exc, ErrorCode.INPUT_ERROR)
         try:
-            outputs = _call_model(self._model, self._batch_mode, inputs) if inputs else []
+            contexts = [_context_of(item) for item in accepted]
+            outputs = _call_model(self._model, self._batch_mode, inputs, contexts) if inputs else []
             for item, output in zip(accepted, outputs, strict=True):
                 results[item.id] = await self._output(item.id, output)
             for item in chunks:
+                self._chunk = _context_of(item)
                 results[item.id] = await self._chunks.run(item)
         finally:
             self._io.cleanup()
         items = tuple(results[i.id] for i in batch.items if i.id in results)
         return Result(items, (time.perf_counter() - started) * 1000)
+
+
+def _context_of(item: BatchItem) -> PredictionContext:
+    return item.context if item.context is not None else PredictionContext(item.id)
 
 
 def _load(args: argparse.Namespace) -> tuple[BatchServer, float]:

@@ -9,8 +9,9 @@ crashed replica, never a half-read result.
 Wire: a 4-byte big-endian length, then one orjson object with a ``type`` tag
 (result items carry a ``kind`` tag). Bytes travel base64 in the JSON. Only
 small data crosses this pipe: object-store keys, inline JSON inputs and outputs
-under the inline limits, handed-back small outputs, errors. Payloads move by
-reference (object keys).
+under the inline limits, handed-back small outputs, errors, and each input's
+:class:`~freight.model.PredictionContext` (what the model reads through
+``freight.context()``). Payloads move by reference (object keys).
 
     agent  -> runner   Batch, Stop
     runner -> agent    Ready | LoadFailed (first frame), then one Result per Batch
@@ -21,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import orjson
+
+from freight.model import PredictionContext
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -60,13 +64,15 @@ class LoadFailed:
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
-    """One prediction's input, by reference: inline JSON text or an object key."""
+    """One prediction's input, by reference: inline JSON text or an object key; and
+    its context (None: the runner makes one of the id alone)."""
 
     id: str
     input_json: str | None = None
     input_key: str | None = None
     content_type: str | None = None
     size: int | None = None
+    context: PredictionContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,21 @@ def _item_wire(item: ResultItem) -> Wire:
     }
 
 
+def _context_wire(context: PredictionContext | None) -> Wire | None:
+    """The context without its id (the item's own); no deadline travels as null."""
+    if context is None:
+        return None
+    return {
+        "attempt": context.attempt,
+        "max_attempts": context.max_attempts,
+        "deadline": context.deadline if context.deadline != math.inf else None,
+        "run_id": context.run_id,
+        "step": context.step,
+        "item_index": context.item_index,
+        "job_id": context.job_id,
+    }
+
+
 def _wire(frame: Frame) -> Wire:
     if isinstance(frame, Batch):
         return {
@@ -174,6 +195,7 @@ def _wire(frame: Frame) -> Wire:
                     "input_key": i.input_key,
                     "content_type": i.content_type,
                     "size": i.size,
+                    "context": _context_wire(i.context),
                 }
                 for i in frame.items
             ],
@@ -269,13 +291,33 @@ def _result_item(obj: Wire) -> ResultItem:
     return decode(obj)
 
 
+def _context(item_id: str, obj: Wire | None) -> PredictionContext | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ProtocolError("field 'context' is not an object")
+    deadline = obj.get("deadline")
+    return PredictionContext(
+        item_id,
+        _get(obj, "attempt", int),
+        _get(obj, "max_attempts", int),
+        math.inf if deadline is None else _number(obj, "deadline"),
+        _get(obj, "run_id", str, optional=True),
+        _get(obj, "step", str, optional=True),
+        _get(obj, "item_index", int, optional=True),
+        _get(obj, "job_id", str, optional=True),
+    )
+
+
 def _batch_item(obj: Wire) -> BatchItem:
+    item_id: str = _get(obj, "id", str)
     return BatchItem(
-        _get(obj, "id", str),
+        item_id,
         _get(obj, "input_json", str, optional=True),
         _get(obj, "input_key", str, optional=True),
         _get(obj, "content_type", str, optional=True),
         _get(obj, "size", int, optional=True),
+        _context(item_id, obj.get("context")),
     )
 
 
