@@ -34,7 +34,8 @@ from freight.ids import new_id
 from freight.keys import input_key, key_of_uri, upload_key
 from freight.media import JSON, OCTET_STREAM, is_json_type
 from freight.model import InputKind
-from freight.pipelines.runs import RUN, bundle_of, step_rows
+from freight.pipelines.runs import RUN
+from freight.pipelines.start import new_run, run_timeout_s, start_rows
 from freight.prediction import Prediction, Status
 from freight.project import Pipelines
 from freight.registry import ModelSpec
@@ -217,36 +218,18 @@ class PredictionService:
         return stored
 
     def _run_row(self, target: str, options: CreateOptions, now: float) -> Prediction:
-        """A pipeline run: running from the start (or awaiting its upload), advancing by
-        the definition it carries; its whole-run timeout is its lease."""
+        """A pipeline run (:func:`freight.pipelines.start.new_run`)."""
         spec = self._pipelines.specs[target]
-        timeout_s = min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s)
-        return Prediction(
-            id=new_id(),
-            target=target,
-            kind=RUN,
-            status=Status.RUNNING,
-            created_at=now,
-            queued_at=now,
-            started_at=now,
-            max_attempts=1,
-            timeout_s=timeout_s,
-            # every run has a deadline (its lease), counted from its start: a run that
-            # awaits its upload gets it anew when the input lands (mark_input_ready)
-            lease_expires_at=now + timeout_s,
-            definition=self._pipelines.bundles[target],
-        )
+        timeout_s = run_timeout_s(spec, self._settings.max_run_s)
+        bundle = self._pipelines.bundles[target]
+        return new_run(target, bundle, run_id=new_id(), now=now, timeout_s=timeout_s)
 
     async def _insert(self, row: Prediction, new_input: NewInput) -> tuple[Prediction, bool]:
         if row.kind != RUN:
             return await self._store.create(row)
-        if row.status == Status.AWAITING_INPUT:
-            row.started_at = None
         if new_input.has_json and row.input_json is None:
             row.input_json = orjson.dumps(new_input.json).decode()  # templates read it
-        assert row.definition is not None
-        spec = self._pipelines.specs[row.target]
-        steps = step_rows(spec, row, bundle_of(row.definition), new_id)
+        steps = start_rows(row, self._pipelines.specs[row.target], new_id)
         return await self._store.create_run(row, steps)
 
     async def deliveries(self, prediction_id: str) -> list[DeliveryView]:
