@@ -209,7 +209,8 @@ async def test_reap_publishes_expired_predictions(tmp_path: Path, store: MemoryS
 async def test_start_requeues_orphans_of_an_exclusive_store(
     tmp_path: Path, store: MemoryStore
 ) -> None:
-    """On an exclusive store, start() requeues what a previous run left running."""
+    """On an exclusive store, start() requeues what a previous run left running, counting
+    the attempt the crash cut short."""
     row = Prediction(id=new_id(), target="m", status=Status.QUEUED, created_at=0.0)
     await store.create(row)
     await store.claim("m", 1, worker_id="dead", lease_s=3600, now=time.time())
@@ -218,6 +219,6 @@ async def test_start_requeues_orphans_of_an_exclusive_store(
     try:
         got = await store.get(row.id)
         assert got is not None
-        assert (got.status, got.worker_id, got.attempts) == (Status.QUEUED, None, 0)
+        assert (got.status, got.worker_id, got.attempts) == (Status.QUEUED, None, 1)
     finally:
         await agent.drain(0)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from freight.prediction import Prediction, Status, TargetStats
+from freight.prediction import Kind, Prediction, Status, TargetStats
 from freight.store import sql
 from freight.store.rows import (
     check_idempotent,
@@ -69,13 +69,16 @@ def test_claim_order_is_priority_desc_then_id() -> None:
 
 
 def test_list_query_builds_filters() -> None:
-    """list_query adds only the filters given and pages by id, newest first."""
+    """list_query adds only the filters given and pages by id, newest first; without a
+    kind it lists top-level predictions and runs only."""
     text, params = sql.list_query(target="t", status=Status.QUEUED, after_id="z", limit=5)
     assert "target = :target AND status = :status AND id < :after_id" in text
     assert text.endswith("ORDER BY id DESC LIMIT :limit")
     assert params == {"target": "t", "status": "queued", "after_id": "z", "limit": 5}
     bare, _ = sql.list_query(target=None, status=None, after_id=None, limit=1)
-    assert "WHERE" not in bare
+    assert "WHERE run_id IS NULL AND kind IN ('model', 'pipeline') ORDER BY" in bare
+    jobs, params = sql.list_query(target=None, status=None, after_id=None, limit=1, kind=Kind.BATCH)
+    assert "WHERE kind = :kind ORDER BY" in jobs and params["kind"] == "batch"
 
 
 def test_check_idempotent_compares_hashes() -> None:
