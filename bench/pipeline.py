@@ -1,6 +1,7 @@
 """freight benchmark B4: a pipeline of three 20 ms models (workload in bench/README.md).
 
     .venv/bin/python bench/pipeline.py [--rounds 3] [--n 200] [--routes realtime,async]
+    .venv/bin/python bench/pipeline.py --for-each 100,1000,10000   # see bench/for_each.py
 
 Serves ``bench/pipeline_project/`` (embedded shape: SQLite + local directory, state
 under ``.freight/`` like ``make run``) on a free port: ``stage-b`` and ``stage-c``
@@ -200,7 +201,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=200, help="timed invocations per route")
     parser.add_argument("--routes", default=",".join(ROUTES))
+    parser.add_argument("--for-each", help="element counts: the advancement cost instead")
+    parser.add_argument("--database-url", help="for --for-each: this database, not SQLite")
+    parser.add_argument("--deadline-s", type=float, default=120.0, help="per --for-each size")
     args = parser.parse_args()
+    if args.for_each:
+        from for_each import for_each
+
+        sizes = [int(n) for n in args.for_each.split(",")]
+        for_each(sizes, args.database_url, args.deadline_s)
+        return
     routes = [r for r in args.routes.split(",") if r]
     unknown = set(routes) - set(ROUTES)
     if unknown:
