@@ -7,12 +7,15 @@ step has one gathering row (kind ``for_each``) and one row per element
 *its* id. Every row is created ``pending`` with the run and holds its count of
 unfinished dependencies (``waiting_on``).
 
-The stores call :func:`advance` inside the transaction that changed a row of a
+The store calls :func:`advance` inside the transaction that changed a row of a
 run (a step completed, failed, expired or was canceled; the run was created,
-got its input, timed out or was canceled) and write back what it returns, so a
+got its input, timed out or was canceled) and writes back what it returns, so a
 step's end, the queueing of the steps it unblocks and the run's outcome commit
 together: kill the process at any moment and the run resumes from its rows.
-:func:`advance` is a pure function of the rows: replaying it changes nothing.
+:func:`advance` decides from the run's step *heads* only; a for_each step's
+gathering row counts its unfinished elements (``waiting_on``), so an element's
+end costs O(1), and the elements are read once, to gather them (it asks its
+store for them by yielding :class:`Elements`). Replaying it changes nothing.
 
 A run advances by the definition it started with: the run row keeps a
 :class:`Bundle` (its pipeline, the pipelines it nests, and the defaults of the
@@ -103,10 +106,6 @@ class Changes:
     finished: list[str] = field(default_factory=list)  # ids that became terminal
     ended: list[Prediction] = field(default_factory=list)  # rows of runs that ended
     again: list[str] = field(default_factory=list)  # runs to advance next
-
-    def merge(self, other: Changes) -> None:
-        self.queued |= other.queued
-        self.finished += other.finished
 
 
 # -- creating rows ------------------------------------------------------------------
