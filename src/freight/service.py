@@ -4,6 +4,9 @@ It owns the rules that span store and storage: inputs are written to the
 object store *before* the row that points at them, so a failure leaves no row
 without its input; an idempotent replay gets the original prediction; an
 upload lands before its prediction is queued.
+
+What an input becomes (objects, and a run's JSON kept on its row so that its
+templates read it as they read an inline one) is :mod:`freight.intake`.
 """
 
 from __future__ import annotations
@@ -23,15 +26,14 @@ from freight.backlog import BacklogGauge
 from freight.config import Settings
 from freight.errors import (
     ConflictError,
-    InvalidRequestError,
     NotFoundError,
-    PayloadTooLargeError,
     PredictionFailedError,
     UnsupportedMediaTypeError,
 )
 from freight.events import CompletionHub, WorkSignal
 from freight.ids import new_id
-from freight.keys import input_key, key_of_uri, upload_key
+from freight.intake import Intake, NewInput
+from freight.keys import upload_key
 from freight.media import JSON, OCTET_STREAM, is_json_type
 from freight.model import InputKind
 from freight.pipelines.runs import RUN
@@ -43,23 +45,19 @@ from freight.storage.base import Storage
 from freight.store.base import Store
 from freight.subscriptions import DeliveryView, Subscriptions, Webhook
 from freight.subscriptions import views as delivery_views
+from freight.views import Presign, has_references, output_of, render, stored_output_url
 
 log = logging.getLogger("freight.service")
 
 #: downloads read the store in pieces this large: fewer thread hops and writes per GB
 DOWNLOAD_CHUNK_BYTES = 4 << 20
 Interrupt = Callable[[str], Awaitable[None]]
+#: a presigned URL as the face shows it (the API puts its base URL in front)
+Absolute = Callable[[str], str]
 
 
-@dataclass(slots=True)
-class NewInput:
-    """The input of a prediction being created: JSON, raw bytes, a URI, or none yet."""
-
-    json: Any = None
-    has_json: bool = False
-    data: AsyncIterable[bytes] | None = None
-    content_type: str | None = None
-    uri: str | None = None
+def _as_is(url: str) -> str:
+    return url
 
 
 @dataclass(slots=True)
@@ -122,6 +120,7 @@ class PredictionService:
         self._pipelines = pipelines or Pipelines()
         self._subscriptions = subscriptions or Subscriptions()
         self._backlog = backlog or BacklogGauge(store, refresh_s=0.5)
+        self._intake = Intake(settings, storage, self._pipelines)
         self.limits = Limits(
             max_json_bytes=settings.max_json_bytes,
             max_payload_bytes=settings.max_payload_bytes,
@@ -201,7 +200,7 @@ class PredictionService:
         row.metadata = orjson.dumps(options.metadata).decode() if options.metadata else None
         ttl_s = options.ttl_s or self._settings.default_ttl_s
         row.expires_at = now + ttl_s if ttl_s else None
-        written = await self._write_input(row, new_input)
+        written = await self._intake.write(row, new_input)
         try:
             stored, inserted = await self._insert(row, new_input)
         except BaseException:
@@ -242,63 +241,16 @@ class PredictionService:
         """A run's own rows: its steps, for_each elements and nested runs, oldest first."""
         return await self._store.steps(run_id)
 
-    async def _write_input(self, row: Prediction, new_input: NewInput) -> str | None:
-        """Store the input under the prediction's id; return the key written (or None)."""
-        key = input_key(row.id)
-        if new_input.has_json:
-            data = orjson.dumps(new_input.json)
-            if len(data) > self._settings.max_payload_bytes:
-                raise PayloadTooLargeError(
-                    f"the input is {len(data)} bytes, over the limit of "
-                    f"{self._settings.max_payload_bytes}",
-                    size=len(data),
-                    limit=self._settings.max_payload_bytes,
-                )
-            await self._storage.put(key, data, content_type=JSON)
-            if len(data) <= self._settings.inline_input_max_bytes:
-                row.input_json = data.decode()
-            row.input_key, row.input_content_type, row.input_bytes = key, JSON, len(data)
-            return key
-        if new_input.data is not None:
-            content_type = new_input.content_type or OCTET_STREAM
-            size = await self._storage.put_stream(
-                key,
-                new_input.data,
-                content_type=content_type,
-                max_bytes=self._settings.max_payload_bytes,
-            )
-            row.input_key, row.input_content_type, row.input_bytes = key, content_type, size
-            return key
-        if new_input.uri is not None:
-            info = await self._storage.stat(self._key_of_uri(new_input.uri))
-            if info is None:
-                raise NotFoundError(f"no object at {new_input.uri}", code="input_not_found")
-            row.input_key, row.input_bytes = info.key, info.size
-            row.input_content_type = new_input.content_type or info.content_type or JSON
-            return None
-        row.status, row.queued_at = Status.AWAITING_INPUT, None
-        row.upload_expires_at = row.created_at + self._settings.upload_url_expires_s
-        return None
-
-    def _key_of_uri(self, uri: str) -> str:
-        """``freight://<key>``, or a URI of the configured store (``s3://bucket/key``,
-        ``file:///root/key``): inputs are read where they are, not copied."""
-        key = key_of_uri(uri, self._storage.key_for_uri)
-        if not key:
-            raise InvalidRequestError(
-                f"input_uri {uri!r} is not in freight's object store: give freight://<key> "
-                "or a URI of the configured store",
-                code="unsupported_input_uri",
-            )
-        return key
-
     async def upload(
         self,
         prediction_id: str,
         chunks: AsyncIterable[bytes],
         content_type: str,
     ) -> Prediction:
-        """Land an upload for an ``awaiting_input`` prediction, then queue it."""
+        """Land an upload for an ``awaiting_input`` prediction, then queue it. A run's
+        JSON upload is parsed and kept on the row (400 ``invalid_json`` when it is not
+        JSON); one its templates cannot read is refused (415, 413
+        ``json_input_too_large``), and the prediction keeps awaiting its input."""
         row = await self.get(prediction_id)
         if row.status != Status.AWAITING_INPUT:
             raise ConflictError(
@@ -306,24 +258,22 @@ class PredictionService:
                 code="invalid_state",
                 status=str(row.status),
             )
+        kept = self._intake.kept_for(row, content_type)  # 415 before a byte is stored
         key = upload_key(prediction_id)
-        size = await self._storage.put_stream(
-            key,
-            chunks,
-            content_type=content_type,
-            max_bytes=self._settings.max_payload_bytes,
-        )
+        size = await self._intake.put_upload(key, chunks, content_type, kept)
         try:
+            input_json = self._intake.upload_json(row, kept, size)
             updated = await self._store.mark_input_ready(
                 prediction_id,
                 input_key=key,
                 input_content_type=content_type,
                 input_bytes=size,
                 now=time.time(),
+                input_json=input_json,
             )
         except BaseException:
-            # expired, canceled, or another upload won the race meanwhile: this object
-            # is nobody's (the key is this upload's own)
+            # refused, expired, canceled, or another upload won the race meanwhile: this
+            # object is nobody's (the key is this upload's own)
             await self._discard_unless_kept(prediction_id, key)
             raise
         self._backlog.add(updated.target)
@@ -394,14 +344,20 @@ class PredictionService:
             self._hub.publish([prediction_id])
         return row
 
-    def open_output(self, row: Prediction) -> Download:
-        """The output of a finished prediction, streamed from the object store."""
+    def open_output(self, row: Prediction, absolute: Absolute = _as_is) -> Download:
+        """The output of a finished prediction: its object streamed from the store, or
+        (a pipeline run's) its inline JSON, references in it given URLs."""
         if not row.status.terminal:
             raise ConflictError(
                 f"prediction {row.id} is {row.status}: no output yet",
                 code="not_finished",
                 status=str(row.status),
             )
+        if row.output_key is None and row.output_json is not None:
+            if not has_references(row):
+                data = row.output_json.encode()
+                return Download(chunks=_once(data), content_type=JSON, size=len(data))
+            return Download(chunks=self._rendered(row, absolute), content_type=JSON, size=None)
         if row.output_key is None:  # the prediction exists: its state is why (409)
             raise ConflictError(
                 f"prediction {row.id} is {row.status} and has no output",
@@ -413,6 +369,9 @@ class PredictionService:
             content_type=row.output_content_type or OCTET_STREAM,
             size=row.output_bytes,
         )
+
+    async def _rendered(self, row: Prediction, absolute: Absolute) -> AsyncIterator[bytes]:
+        yield orjson.dumps(await output_of(row, self.presigner(absolute)))
 
     async def open_object(self, key: str) -> Download:
         """An object named by a presigned download URL (the caller verified it)."""
@@ -427,12 +386,28 @@ class PredictionService:
 
     async def output_url(self, row: Prediction) -> str | None:
         """A presigned URL for an output too large (or not JSON) to return inline."""
-        if row.output_key is None or row.output_json is not None:
-            return None
-        return await self._storage.presign_get(
-            row.output_key,
-            expires_s=self._settings.download_url_expires_s,
-        )
+        return await stored_output_url(row, self.presigner())
+
+    def presigner(self, absolute: Absolute = _as_is) -> Presign:
+        """Object key -> presigned download URL, as ``absolute`` makes it."""
+        expires_s = self._settings.download_url_expires_s
+
+        async def presign(key: str) -> str:
+            return absolute(await self._storage.presign_get(key, expires_s=expires_s))
+
+        return presign
+
+    async def view(
+        self, row: Prediction, absolute: Absolute = _as_is, *, upload_url: str | None = None
+    ) -> dict[str, Any]:
+        """The prediction object (:func:`freight.views.render`); a pipeline run with its
+        steps map (one more query)."""
+        steps = await self.steps(row.id) if row.kind == RUN else None
+        return await render(row, self.presigner(absolute), steps=steps, upload_url=upload_url)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 __all__ = [

@@ -2,19 +2,42 @@
 
 A domain module rather than part of the API: the HTTP routes, the SSE stream and
 the notification deliverer all render predictions, and the deliverer runs where
-no HTTP face exists (a worker). Rendered with orjson; stored JSON input/output
-text is spliced in as a ``Fragment`` instead of being parsed and serialised again.
+no HTTP face exists (a worker). :func:`render` is the one view all of them use;
+each brings its own way to presign an object key into an absolute URL. Rendered
+with orjson; stored JSON input/output text is spliced in as a ``Fragment``
+instead of being parsed and serialised again, except where it holds object
+references to add download URLs to.
+
+Object references: a pipeline passes large values by reference, so a run's (or a
+step's) inline JSON output may hold ``{"object": "freight://<key>",
+"content_type": …, "bytes": …}`` parts. Each reference to one of freight's own
+objects (``inputs/…``, ``outputs/…``) is rendered with a presigned ``url`` added,
+so a caller can download every part; a reference to anything else in the store
+(a caller's ``input_uri`` object passed through) is left as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from freight.prediction import Prediction
+from freight.prediction import Kind, Prediction, Status
+
+#: an object key -> an absolute, presigned download URL (None: none can be made)
+Presign = Callable[[str], Awaitable[str | None]]
+#: how a reference names its object, and the only keys a reference may have
+OBJECT_PREFIX = "freight://"
+REFERENCE_KEYS = frozenset({"object", "content_type", "bytes"})
+#: the key prefixes of freight's own objects: the only ones a reference is presigned for
+OWN_PREFIXES = ("inputs/", "outputs/")
+#: a stored JSON text (orjson, compact) that may hold a reference contains this
+_MARKER = '"object":"freight://'
+#: row kinds whose outputs are rendered templates, so may hold references
+_TEMPLATED = frozenset({Kind.PIPELINE, Kind.FOR_EACH})
 
 
 def iso(ts: float | None) -> str | None:
@@ -144,3 +167,102 @@ def prediction_dict(
         "item_index": p.item_index,
         "steps": None if steps is None else steps_dict(steps, step_output_urls),
     }
+
+
+# -- the one view: presigned URLs, embedded references, late events ----------------------
+
+
+def has_references(p: Prediction) -> bool:
+    """Whether the row's inline output may hold object references (a run's or a
+    for_each step's, whose text names ``freight://``)."""
+    return p.kind in _TEMPLATED and p.output_json is not None and _MARKER in p.output_json
+
+
+def reference_key(value: Any) -> str | None:
+    """The key of a reference to one of freight's own objects, else None."""
+    if not isinstance(value, dict) or set(value) != REFERENCE_KEYS:
+        return None
+    uri = value["object"]
+    if not isinstance(uri, str) or not uri.startswith(OBJECT_PREFIX):
+        return None
+    key = uri.removeprefix(OBJECT_PREFIX)
+    if not key.startswith(OWN_PREFIXES) or ".." in key.split("/"):
+        return None
+    return key
+
+
+async def with_urls(value: Any, presign: Presign) -> Any:
+    """``value`` with a presigned ``url`` added to each reference to an own object."""
+    key = reference_key(value)
+    if key is not None:
+        return {**value, "url": await presign(key)}
+    if isinstance(value, dict):
+        return {k: await with_urls(v, presign) for k, v in value.items()}
+    if isinstance(value, list):
+        return [await with_urls(v, presign) for v in value]
+    return value
+
+
+async def output_of(p: Prediction, presign: Presign) -> Any:
+    """The inline output as rendered: parsed, with URLs, when it holds references;
+    else the stored text spliced in as is."""
+    if not has_references(p):
+        return _fragment(p.output_json)
+    return await with_urls(orjson.loads(p.output_json or "null"), presign)
+
+
+async def stored_output_url(p: Prediction, presign: Presign) -> str | None:
+    """A presigned URL for an output kept only as an object (too large, or not JSON)."""
+    if p.output_key is None or p.output_json is not None:
+        return None
+    return await presign(p.output_key)
+
+
+async def render(
+    p: Prediction,
+    presign: Presign,
+    *,
+    steps: Sequence[Prediction] | None = None,
+    upload_url: str | None = None,
+) -> dict[str, Any]:
+    """The prediction object every face shows (GET, lists, SSE, notifications): its
+    output URL and each step's presigned, references inside outputs given URLs."""
+    step_urls: dict[str, str] = {}
+    for step in steps or ():
+        if step.item_index is None and (url := await stored_output_url(step, presign)):
+            step_urls[step.id] = url
+    body = prediction_dict(
+        p,
+        output_url=await stored_output_url(p, presign),
+        upload_url=upload_url,
+        steps=steps,
+        step_output_urls=step_urls,
+    )
+    body["output"] = await output_of(p, presign)
+    for step in steps or ():
+        entry = body["steps"].get(step.step or "")
+        if entry is not None and entry["prediction_id"] == step.id and has_references(step):
+            entry["output"] = await output_of(step, presign)
+    return body
+
+
+def as_started(p: Prediction, attempt: int, at: float) -> Prediction:
+    """The row as it was when attempt ``attempt`` started (at ``at``), for a ``started``
+    event delivered after the prediction moved on: running, no output, error or end.
+    The row's own start time is kept while it is still of that attempt."""
+    started_at = p.started_at if p.attempts == attempt and p.started_at is not None else at
+    return dataclasses.replace(
+        p,
+        status=Status.RUNNING,
+        attempts=attempt,
+        started_at=started_at,
+        finished_at=None,
+        output_json=None,
+        output_key=None,
+        output_content_type=None,
+        output_bytes=None,
+        error_code=None,
+        error_message=None,
+        error_detail=None,
+        batch_size=None,
+    )

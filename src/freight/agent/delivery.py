@@ -13,6 +13,15 @@ Delivery is at least once: a worker that dies mid-send leaves its rows leased
 until the lease expires, then any worker sends them again under the same event
 id (``webhook-id``), which receivers de-duplicate on. Claims skip each other's
 rows, so no event is sent by two workers at once.
+
+What is sent is the prediction object as ``GET /v1/predictions/{id}`` renders it
+(:func:`freight.views.render`: presigned output URLs, a run's steps map, URLs on
+object references), read when the event is sent. A ``started`` event describes
+the prediction as it was when that attempt started (running, no output, error or
+end), however late it is sent: a receiver retrying through an outage must not
+see a ``started`` that says ``succeeded``. Signed routes of the API (downloads
+from a local directory store) are made absolute with ``public_url``, else the
+API's own ``http://host:port``.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,12 +41,15 @@ import orjson
 
 from freight.batch.job import JOB, JobDoc
 from freight.batch.view import job_dict
+from freight.config import Settings
 from freight.deliveries import DeliveryResult, DeliveryStatus, OutboxRow
 from freight.notify.event import Event, Outcome
 from freight.notify.signing import WebhookSecrets
 from freight.notify.sinks.base import Sink
+from freight.prediction import Kind, Prediction
+from freight.storage.base import Storage
 from freight.store.base import Store
-from freight.views import prediction_dict
+from freight.views import as_started, render
 
 log = logging.getLogger("freight.delivery")
 
@@ -44,6 +57,24 @@ log = logging.getLogger("freight.delivery")
 MAX_OPEN_SINKS = 256
 #: builds the sink of one subscription entry of a prediction's ``notify`` list
 SinkFor = Callable[[dict[str, Any], WebhookSecrets], Sink]
+#: hosts that name no address a receiver could reach
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def links_base(settings: Settings) -> str:
+    """The base URL put in front of the API's signed routes in notifications: the
+    public URL, else the API's own address (a wildcard host: this machine's name)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = socket.gethostname() if settings.host in _WILDCARDS else settings.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.port}"
+
+
+def attempt_of(row: OutboxRow) -> int:
+    """The attempt an event is about (its id is ``<prediction>:<type>:<attempt>``)."""
+    tail = row.event_id.rpartition(":")[2]
+    return int(tail) if tail.isdigit() else row.seq // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +138,16 @@ class Deliverer:
         poll_s: float = 0.5,
         secrets_refresh_s: float = 30.0,
         secrets_overlap_s: float = 24 * 3600.0,
+        storage: Storage | None = None,
+        base_url: str = "",
+        url_expires_s: int = 3600,
     ) -> None:
+        """``storage``, ``base_url``, ``url_expires_s``: how presigned download URLs are
+        made (without ``storage``, events carry none)."""
         self._store = store
+        self._storage = storage
+        self._base_url = base_url.rstrip("/")
+        self._url_expires_s = url_expires_s
         self._sink_for = sink_for
         self._worker_id = worker_id
         self._policy = policy or RetryPolicy()
@@ -205,15 +244,41 @@ class Deliverer:
             return Outcome.gone(error="the subscription no longer exists")
         sink = await self._sink(entries[row.subscription])
         if prediction.kind == JOB:  # a batch job: its own object and event types
-            data = job_dict(prediction, JobDoc.from_json(prediction.definition or "{}"))
+            doc = JobDoc.from_json(prediction.definition or "{}")
+            data = job_dict(prediction, doc, urls=await self._job_urls(prediction, doc))
             type_ = f"batch_job.{row.event_type}"
         else:
-            data, type_ = prediction_dict(prediction), f"prediction.{row.event_type}"
+            data, type_ = await self._view(prediction, row), f"prediction.{row.event_type}"
         event = Event.for_prediction(row.event_id, data, timestamp=row.created_at, type=type_)
         try:
             return await asyncio.wait_for(sink.send(event), self._timeout_s)
         except TimeoutError:
             return Outcome.failed(f"no answer within {self._timeout_s:g} s")
+
+    async def _view(self, prediction: Prediction, row: OutboxRow) -> dict[str, Any]:
+        """The prediction as GET renders it; for ``started``, as that attempt started
+        (a run's steps map then left out: what it was at the start is not kept)."""
+        if row.event_type == "started":
+            started = as_started(prediction, attempt_of(row), row.created_at)
+            return await render(started, self._presign)
+        steps = await self._store.steps(prediction.id) if prediction.kind == Kind.PIPELINE else None
+        return await render(prediction, self._presign, steps=steps)
+
+    async def _presign(self, key: str) -> str | None:
+        if self._storage is None:
+            return None
+        url = await self._storage.presign_get(key, expires_s=self._url_expires_s)
+        return url if "://" in url else self._base_url + url
+
+    async def _job_urls(self, job: Prediction, doc: JobDoc) -> dict[str, str | None]:
+        """A job's download URLs as its GET gives them: each finished output and error
+        file, and the manifest once the job ended and wrote it."""
+        keys = [o.output_key for o in doc.outputs]
+        keys += [o.errors_key for o in doc.outputs if o.errors_key]
+        manifest = doc.output_prefix + "manifest.json"
+        if job.status.terminal and self._storage and await self._storage.stat(manifest):
+            keys.append(manifest)
+        return {key: await self._presign(key) for key in keys}
 
     async def _sink(self, entry: dict[str, Any]) -> Sink:
         secrets = await self._current_secrets()
@@ -245,4 +310,4 @@ class Deliverer:
         return self._secrets
 
 
-__all__ = ["Deliverer", "RetryPolicy", "SinkFor", "result_of"]
+__all__ = ["Deliverer", "RetryPolicy", "SinkFor", "attempt_of", "links_base", "result_of"]

@@ -4,6 +4,7 @@ prediction (or streams one) shares, so that no route imports another."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ from freight.prediction import Prediction, Status
 from freight.views import iso, prediction_dict, steps_dict
 
 __all__ = [
+    "absolute",
     "iso",
     "json_response",
     "prediction_dict",
@@ -35,31 +37,18 @@ def json_response(
     )
 
 
-async def _output_url(request: Request, row: Prediction) -> str | None:
-    url = await deps.service(request).output_url(row)
-    return deps.absolute(request, url) if url else None
+def absolute(request: Request) -> Callable[[str], str]:
+    """Makes a presigned URL absolute with this request's (or the public) base URL."""
+    return lambda url: deps.absolute(request, url)
 
 
 async def rendered(
     request: Request, row: Prediction, upload_url: str | None = None
 ) -> dict[str, Any]:
-    """The prediction object; a pipeline run also gets its steps map (one more query,
-    plus a presigned URL per step whose output is not inline)."""
-    output_url = await _output_url(request, row)
-    if row.kind != "pipeline":
-        return prediction_dict(row, output_url=output_url, upload_url=upload_url)
-    steps = await deps.service(request).steps(row.id)
-    step_urls: dict[str, str] = {}
-    for step in steps:
-        if step.item_index is None and (url := await _output_url(request, step)):
-            step_urls[step.id] = url
-    return prediction_dict(
-        row,
-        output_url=output_url,
-        upload_url=upload_url,
-        steps=steps,
-        step_output_urls=step_urls,
-    )
+    """The prediction object (:func:`freight.views.render`, as notifications render it);
+    a pipeline run also gets its steps map (one more query, plus a presigned URL per
+    step whose output is not inline)."""
+    return await deps.service(request).view(row, absolute(request), upload_url=upload_url)
 
 
 async def respond(request: Request, row: Prediction, status_code: int | None = None) -> Response:

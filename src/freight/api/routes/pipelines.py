@@ -18,7 +18,7 @@ from freight.api import deps
 from freight.api.bodies import read_json
 from freight.api.errors import responses
 from freight.api.params import WEBHOOK_PARAMETERS, webhook_of
-from freight.api.render import json_response, respond
+from freight.api.render import absolute, json_response, respond
 from freight.api.schemas import PipelineList, PipelineOut, PredictionOut
 from freight.errors import (
     InvalidRequestError,
@@ -31,6 +31,7 @@ from freight.errors import (
 )
 from freight.pipelines import PipelineSpec, StepSpec, mermaid
 from freight.service import NewInput
+from freight.views import has_references
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
 
@@ -115,9 +116,10 @@ async def predict(
     if not row.status.terminal:
         return await respond(request, row, 202)
     headers = {"X-Freight-Prediction-Id": row.id}
-    if row.output_json is not None:
+    if row.output_json is not None and not has_references(row):
         return Response(row.output_json.encode(), media_type="application/json", headers=headers)
-    output = svc.open_output(row)  # an output over the inline limit, kept as an object
+    # an output kept as an object, or JSON holding references (given their URLs)
+    output = svc.open_output(row, absolute(request))
     if output.size is not None:
         headers["Content-Length"] = str(output.size)
     return StreamingResponse(output.chunks, media_type=output.content_type, headers=headers)

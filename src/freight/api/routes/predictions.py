@@ -21,7 +21,7 @@ from freight.api.params import (
     prefer_wait,
     webhook_in,
 )
-from freight.api.render import json_response, rendered, respond
+from freight.api.render import absolute, json_response, rendered, respond
 from freight.api.schemas import CreatePrediction, PredictionOut, PredictionPage
 from freight.errors import (
     ConflictError,
@@ -188,8 +188,9 @@ async def upload_input(
     },
 )
 async def download_output(request: Request, prediction_id: str) -> Response:
-    """The output's bytes, streamed from the object store."""
+    """The output's bytes, streamed from the object store; a pipeline run's inline JSON
+    output as JSON (object references in it with their presigned ``url``)."""
     svc = deps.service(request)
-    output = svc.open_output(await svc.get(prediction_id))
+    output = svc.open_output(await svc.get(prediction_id), absolute(request))
     headers = {"Content-Length": str(output.size)} if output.size is not None else None
     return StreamingResponse(output.chunks, media_type=output.content_type, headers=headers)
