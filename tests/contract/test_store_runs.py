@@ -9,6 +9,7 @@ PostgreSQL and the in-memory store alike.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -88,6 +89,19 @@ PIPELINES = {
         "output": {"bad": "$steps.bad.output", "after": "$steps.after.output"},
     },
     "slow": {"timeout_s": 5, "steps": {"wait": {"model": "hold", "input": "$input"}}},
+    "fan_nested": {
+        "steps": {
+            "each": {"pipeline": "diamond", "for_each": "$input.xs", "input": {"x": "$item"}}
+        },
+        "output": "$steps.each.output[*].sum",
+    },
+    "fan_fail": {
+        "steps": {"each": {"model": "boom", "for_each": "$input.xs", "input": "$item"}},
+    },
+    "passthrough": {
+        "steps": {"big": {"model": "hold", "input": "$input"}},
+        "output": "$steps.big.output",
+    },
     "by_reference": {
         "steps": {
             "picture": {"model": "hold", "input": "$input"},
@@ -356,3 +370,69 @@ async def test_a_stored_output_passes_to_the_next_step_by_reference(
         3,
     )
     assert orjson.loads(part.input_json or "") == {"of": f"freight://outputs/{picture.id}"}
+
+
+async def test_a_run_whose_output_is_one_object_is_that_object(
+    service: PredictionService, store: Store
+) -> None:
+    """A run whose output is a step's whole stored output (a large one, by reference)
+    records that object as its own output, downloadable like a model's."""
+    run = await start(service, "passthrough", {"x": 1})
+    (row,) = await store.claim("hold", 1, worker_id="w", lease_s=30, now=T0)
+    big = Completion(
+        id=row.id,
+        attempt=row.attempts,
+        worker_id="w",
+        status=Status.SUCCEEDED,
+        finished_at=T0,
+        output_key=f"outputs/{row.id}",
+        output_content_type="application/octet-stream",
+        output_bytes=12_345_678,
+    )
+    await store.complete([big])
+    done = await service.get(run.id)
+    assert done.status == Status.SUCCEEDED and done.output_json is None
+    assert (done.output_key, done.output_content_type, done.output_bytes) == (
+        f"outputs/{row.id}",
+        "application/octet-stream",
+        12_345_678,
+    )
+
+
+async def test_for_each_over_nested_runs_gathers_each_run_in_order(
+    service: PredictionService, store: Store
+) -> None:
+    """Elements that are nested runs are counted as they end; the output is in order."""
+    run = await start(service, "fan_nested", {"xs": [1, 2, 3]})
+    await work(store)
+    done = await service.get(run.id)
+    assert done.status == Status.SUCCEEDED
+    assert orjson.loads(done.output_json or "") == [7, 13, 19]  # 6x + 1
+
+
+async def test_a_failed_element_fails_the_step_and_cancels_the_rest(
+    service: PredictionService, store: Store
+) -> None:
+    """The first element to fail fails its step (naming it) and the run; the elements
+    not yet run are canceled in the same transaction."""
+    run = await start(service, "fan_fail", {"xs": [1, 2, 3]})
+    (first,) = await store.claim("boom", 1, worker_id="w", lease_s=30, now=T0)
+    await store.complete([outcome(first, MODELS["boom"], T0)])
+    done = await service.get(run.id)
+    assert (done.status, done.error_code) == (Status.FAILED, "model_error")
+    assert f"element {first.item_index}" in (done.error_message or "")
+    rows = await service.steps(run.id)
+    others = {r.status for r in rows if r.item_index is not None and r.id != first.id}
+    assert others == {Status.CANCELED}
+    assert await work(store) == 0
+
+
+async def test_for_each_over_too_many_items_fails_the_step(
+    service: PredictionService, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A for_each over more items than a step may take fails it (too_many_items) before
+    any element row is written."""
+    monkeypatch.setattr(importlib.import_module("freight.pipelines.plan"), "MAX_FOR_EACH_ITEMS", 4)
+    run = await start(service, "fan", {"xs": [1, 2, 3, 4, 5]})
+    assert (run.status, run.error_code) == (Status.FAILED, "too_many_items")
+    assert [r for r in await service.steps(run.id) if r.item_index is not None] == []
