@@ -1,16 +1,31 @@
-"""The object-key scheme: where a prediction's input and output live in the store.
+"""The object-key schemes: where freight keeps what it writes in the store.
 
-Flat keys (``inputs/<id>``, ``outputs/<id>``; an uploaded input
-``inputs/<id>.<token>``), no directory per prediction:
-creating a directory costs as much as creating the file on the local backend.
-Every layer that names an object imports these two functions, so the scheme
-lives in one place.
+Predictions: flat keys (``inputs/<id>``, ``outputs/<id>``; an uploaded input
+``inputs/<id>.<token>``), no directory per prediction: creating a directory costs
+as much as creating the file on the local backend.
+
+Batch jobs: one folder each, ``batch/<id>/``: ``input/`` (its uploads),
+``output/`` (its outputs, unless the job names another prefix) and ``chunks/``
+(its working objects, deleted once their file is assembled). A chunk's objects
+share a base, ``chunks/<file>-<piece>``: ``.in`` (its records), then per attempt
+``.<token>.out``, ``.<token>.err`` and ``.<token>.json``, the token fresh for each
+writer, so an attempt that lost its lease and still runs (a zombie) never
+overwrites the winner's objects: only the key its winner recorded is read.
+
+Those three spaces (``inputs/``, ``outputs/``, ``batch/``) are freight's own
+(:data:`INTERNAL_SPACES`): a caller's output never lands in one, and a caller's
+input may read only what makes sense there (:func:`readable`). Every layer that
+names an object imports these functions, so each scheme lives in one place.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Final
+
+#: the key spaces freight writes on its own
+INTERNAL_SPACES: Final = ("inputs/", "outputs/", "batch/")
 
 
 def input_key(prediction_id: str) -> str:
@@ -52,11 +67,158 @@ def is_own_output(prediction_id: str, key: str | None) -> bool:
     return key is not None and key == output_key(prediction_id)
 
 
+# -- freight's own key spaces -----------------------------------------------------------
+
+
+def is_internal(key: str) -> bool:
+    """Whether ``key`` (an object or a prefix) is in one of freight's own spaces."""
+    return key.startswith(INTERNAL_SPACES)
+
+
+def writable(prefix: str) -> bool:
+    """Whether a caller may name ``prefix`` as where a job writes: not in one of
+    freight's spaces, nor above one (the store's root: an input named
+    ``inputs/x.jsonl`` would write ``inputs/x.jsonl.out``)."""
+    return not is_internal(prefix) and not any(s.startswith(prefix) for s in INTERNAL_SPACES)
+
+
+def readable(key: str) -> bool:
+    """Whether a caller may name ``key`` (an object or a prefix) as an input: anything
+    but a batch job's working objects (its ``chunks/``, deleted as soon as their file
+    is assembled) and a job's whole folder (which holds them). Predictions' inputs
+    and outputs, and jobs' inputs and outputs, may be read again."""
+    parts = key.split("/")
+    if parts[0] != "batch":
+        return True
+    return len(parts) >= 3 and bool(parts[1]) and parts[2] in ("input", "output")
+
+
+# -- batch jobs -----------------------------------------------------------------------
+
+#: a job's manifest, at the root of its output prefix
+MANIFEST: Final = "manifest.json"
+#: a file output's failed records, beside it: ``<output>.errors``
+ERRORS_SUFFIX: Final = ".errors"
+#: a file output: ``<name>.out`` (``.gz`` dropped: outputs are not compressed)
+OUTPUT_SUFFIX: Final = ".out"
+
+
+def batch_upload_prefix(job_id: str) -> str:
+    return f"batch/{job_id}/input/"
+
+
+def batch_output_prefix(job_id: str) -> str:
+    """Where a job writes unless it names another prefix."""
+    return f"batch/{job_id}/output/"
+
+
+def manifest_key(output_prefix: str) -> str:
+    return output_prefix + MANIFEST
+
+
+def errors_key(output_key: str) -> str:
+    """The error file of one file output."""
+    return output_key + ERRORS_SUFFIX
+
+
+def chunks_prefix(job_id: str, file_index: int | None = None) -> str:
+    """Every chunk object of the job (or of one of its files)."""
+    base = f"batch/{job_id}/chunks/"
+    return base if file_index is None else f"{base}{file_index}-"
+
+
+def chunk_base(job_id: str, file_index: int, piece_index: int) -> str:
+    """What a chunk's objects are named after (see the module docstring)."""
+    return f"{chunks_prefix(job_id, file_index)}{piece_index}"
+
+
+def chunk_input_key(base: str) -> str:
+    return f"{base}.in"
+
+
+def chunk_output_key(base: str, token: str | None = None) -> str:
+    """Where one attempt writes a chunk's output: fenced by a fresh token."""
+    return f"{base}.{token or secrets.token_hex(4)}{OUTPUT_SUFFIX}"
+
+
+def chunk_errors_key(output_key: str) -> str:
+    """The failed records of the chunk attempt that wrote ``output_key``."""
+    return output_key.removesuffix(OUTPUT_SUFFIX) + ".err"
+
+
+def chunk_summary_key(output_key: str) -> str:
+    """The summary of the attempt that wrote ``output_key``, written after its other
+    objects: whoever finds it finds them whole."""
+    return output_key.removesuffix(OUTPUT_SUFFIX) + ".json"
+
+
+def chunk_output_of_summary(summary_key: str) -> str:
+    return summary_key.removesuffix(".json") + OUTPUT_SUFFIX
+
+
+def is_job_bookkeeping(name: str) -> bool:
+    """A job's manifest or an error file: never an input when a prefix is listed (a
+    job's outputs may be the next job's input, its bookkeeping is not)."""
+    return name.rpartition("/")[2] == MANIFEST or name.endswith(ERRORS_SUFFIX)
+
+
+def skip_listed(prefix: str, key: str) -> bool:
+    """Whether an object listed under an input prefix is not an input: a job's
+    bookkeeping, or an object in one of freight's spaces when the prefix is above it
+    (the store's root lists every prediction's objects too)."""
+    own = key[len(prefix) :]
+    return is_job_bookkeeping(own) or (is_internal(key) and not is_internal(prefix))
+
+
+def output_name(name: str) -> str:
+    """The output of an input file named ``name``: ``rows.csv.gz`` -> ``rows.csv.out``
+    (outputs are written uncompressed; see :func:`output_names` for clashes)."""
+    stem = name[: -len(".gz")] if name.lower().endswith(".gz") else name
+    return stem + OUTPUT_SUFFIX
+
+
+def output_names(names: Sequence[str]) -> list[str]:
+    """The output names of a job's input files, distinct and never one of the inputs'
+    names (a job may write where it reads): ``output_name``, else the full input name
+    plus ``.out``, else that with ``.1``, ``.2``... before ``.out``."""
+    taken = set(names)
+    chosen: list[str] = []
+    for name in names:
+        candidates = [output_name(name), name + OUTPUT_SUFFIX]
+        candidates += (f"{name}.{n}{OUTPUT_SUFFIX}" for n in range(1, len(names) + 2))
+        pick = next(c for c in candidates if c not in taken)
+        taken.add(pick)
+        chosen.append(pick)
+    return chosen
+
+
 __all__ = [
+    "ERRORS_SUFFIX",
+    "INTERNAL_SPACES",
+    "MANIFEST",
+    "OUTPUT_SUFFIX",
+    "batch_output_prefix",
+    "batch_upload_prefix",
+    "chunk_base",
+    "chunk_errors_key",
+    "chunk_input_key",
+    "chunk_output_key",
+    "chunk_output_of_summary",
+    "chunk_summary_key",
+    "chunks_prefix",
+    "errors_key",
     "input_key",
+    "is_internal",
+    "is_job_bookkeeping",
     "is_own_input",
     "is_own_output",
     "key_of_uri",
+    "manifest_key",
     "output_key",
+    "output_name",
+    "output_names",
+    "readable",
+    "skip_listed",
     "upload_key",
+    "writable",
 ]

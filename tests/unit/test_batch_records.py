@@ -21,7 +21,7 @@ from freight.batch.split import TOO_LARGE_MARKER
 
 
 def spec(format: Format = "jsonl", **changes: Any) -> ChunkSpec:
-    base = ChunkSpec(format=format, first_line=10, output_key="out/0", errors_key="err/0")
+    base = ChunkSpec(format=format, first_line=10, objects="batch/j/chunks/0-0")
     return replace(base, **changes)
 
 

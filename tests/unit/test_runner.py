@@ -263,7 +263,7 @@ async def test_every_record_of_a_chunk_reads_the_chunks_context(tmp_path: Path) 
 
     storage = MemoryStorage()
     await storage.put("batch/j/in/0", b'{"x":1}\n{"x":2}\n{"x":3}\n')
-    spec = ChunkSpec(format="jsonl", first_line=1, output_key="o", errors_key="e")
+    spec = ChunkSpec(format="jsonl", first_line=1, objects="o")
     item = BatchItem(
         "j.0.0",
         input_json=spec.to_json(),
@@ -274,5 +274,5 @@ async def test_every_record_of_a_chunk_reads_the_chunks_context(tmp_path: Path) 
     io = PayloadIO(storage, InputKind.JSON, 1 << 20)
     (result,) = (await BatchServer(ChunkIntrospect(), io, tmp_path).serve(Batch((item,)))).items
     assert isinstance(result, Stored)
-    lines = (await storage.get("o")).decode().splitlines()
+    lines = (await storage.get(result.key)).decode().splitlines()
     assert lines == ['{"id":"j.0.0","job":"j"}'] * 3

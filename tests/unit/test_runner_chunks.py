@@ -16,6 +16,8 @@ import orjson
 import pytest
 
 from freight.batch.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary, Format
+from freight.errors import StorageError
+from freight.keys import chunk_errors_key
 from freight.model import File, Model, Payload
 from freight.runner.chunks import CHUNK_READ_MAX_BYTES, is_chunk
 from freight.runner.payloads import PayloadIO
@@ -78,11 +80,21 @@ def server(model: Model, storage: MemoryStorage, tmp_path: Path) -> BatchServer:
     return BatchServer(model, io_, tmp_path)
 
 
+BASE = "batch/j/chunks/0-0"
+
+
 def chunk_spec(format: Format = "jsonl", **changes: Any) -> ChunkSpec:
-    base = ChunkSpec(
-        format=format, first_line=1, output_key="batch/j/out/0", errors_key="batch/j/err/0"
-    )
-    return replace(base, **changes)
+    return replace(ChunkSpec(format=format, first_line=1, objects=BASE), **changes)
+
+
+def keys_of(storage: MemoryStorage, suffix: str) -> list[str]:
+    """The chunk's objects the runner wrote (``.out``, ``.err``), whatever its token."""
+    return [k for k in storage.keys() if k.startswith(BASE + ".") and k.endswith(suffix)]  # noqa: SIM118
+
+
+async def written(storage: MemoryStorage, suffix: str) -> bytes:
+    (key,) = keys_of(storage, suffix)
+    return await storage.get(key)
 
 
 def chunk_item(spec: ChunkSpec, key: str = "batch/j/in/0", id: str = "c0") -> BatchItem:
@@ -118,13 +130,14 @@ async def test_a_json_chunk_runs_through_predict_batch(tmp_path: Path) -> None:
     data = b'{"x":1}\n{"x":2}\n\n{"x":3}\n'
     item, storage = await run(Doubler(), data, chunk_spec(records_per_call=2), tmp_path)
     assert isinstance(item, Stored)
-    assert (item.id, item.key, item.content_type) == ("c0", "batch/j/out/0", "application/jsonl")
-    output = await storage.get("batch/j/out/0")
+    assert (item.id, item.content_type) == ("c0", "application/jsonl")
+    assert keys_of(storage, ".out") == [item.key]
+    output = await written(storage, ".out")
     assert jsonl(output) == [{"y": 2}, {"y": 4}, {"y": 6}]
     assert item.size == len(output)
     assert summary_of(item) == ChunkSummary(3, 0, len(output), 0, None)
     assert Doubler.calls == [2, 1]
-    assert await storage.stat("batch/j/err/0") is None  # no failures: no error object
+    assert not keys_of(storage, ".err")  # no failures: no error object
 
 
 async def test_failed_records_go_to_the_error_object(tmp_path: Path) -> None:
@@ -133,8 +146,8 @@ async def test_failed_records_go_to_the_error_object(tmp_path: Path) -> None:
     data = b'{"x":1}\n{"z":0}\nnope\n{"x":4}\n'
     item, storage = await run(Doubler(), data, chunk_spec(first_line=20), tmp_path)
     assert summary_of(item).failed == 2
-    assert jsonl(await storage.get("batch/j/out/0")) == [{"y": 2}, {"y": 8}]
-    entries = jsonl(await storage.get("batch/j/err/0"))
+    assert jsonl(await written(storage, ".out")) == [{"y": 2}, {"y": 8}]
+    entries = jsonl(await written(storage, ".err"))
     assert [(e["line"], e["error"]["code"], e["input"]) for e in entries] == [
         (21, "model_error", '{"z":0}'),
         (22, "invalid_record", "nope"),
@@ -146,20 +159,20 @@ async def test_batch_mismatch_is_each_records_error(tmp_path: Path) -> None:
     """predict_batch returning the wrong count fails the call's records batch_mismatch."""
     item, storage = await run(Mismatched(), b"1\n2\n", chunk_spec(), tmp_path)
     assert summary_of(item).failed == 2
-    codes = {e["error"]["code"] for e in jsonl(await storage.get("batch/j/err/0"))}
+    codes = {e["error"]["code"] for e in jsonl(await written(storage, ".err"))}
     assert codes == {"batch_mismatch"}
-    assert await storage.get("batch/j/out/0") == b""
+    assert await written(storage, ".out") == b""
 
 
 async def test_a_bytes_model_gets_raw_lines(tmp_path: Path) -> None:
     """A bytes model gets each record's bytes as in the file; a filtered one as JSON."""
     _, storage = await run(Lengths(), b'{"a": 1}\n[2]\n', chunk_spec(), tmp_path)
-    assert jsonl(await storage.get("batch/j/out/0")) == [
+    assert jsonl(await written(storage, ".out")) == [
         {"n": 8, "text": '{"a": 1}'},
         {"n": 3, "text": "[2]"},
     ]
     _, storage = await run(Lengths(), b'{"a": {"b": 1}}\n', chunk_spec(input_filter="a"), tmp_path)
-    assert jsonl(await storage.get("batch/j/out/0")) == [{"n": 7, "text": '{"b":1}'}]
+    assert jsonl(await written(storage, ".out")) == [{"n": 7, "text": '{"b":1}'}]
 
 
 async def test_a_payload_model_gets_in_memory_json_records(tmp_path: Path) -> None:
@@ -172,7 +185,7 @@ async def test_a_payload_model_gets_in_memory_json_records(tmp_path: Path) -> No
     (payload,) = Payloads.seen
     assert payload.in_memory and not payload.path.exists()
     assert summary_of(item).columns == ["a", "b", "type", "size", "value"]
-    rows = list(csv.reader(io.StringIO((await storage.get("batch/j/out/0")).decode())))
+    rows = list(csv.reader(io.StringIO((await written(storage, ".out")).decode())))
     assert rows == [["1", "x", "application/json", "15", '{"a":1,"b":"x"}']]
     assert isinstance(item, Stored) and item.content_type == "text/csv"
 
@@ -181,7 +194,7 @@ async def test_a_path_model_gets_a_file_per_record_removed_after(tmp_path: Path)
     """A Path model gets a temporary file per record; none is left after the chunk."""
     Paths.seen = []
     _, storage = await run(Paths(), b'{"k":1}\n{"k":2}\n', chunk_spec(), tmp_path)
-    assert jsonl(await storage.get("batch/j/out/0")) == [{"k": 1}, {"k": 2}]
+    assert jsonl(await written(storage, ".out")) == [{"k": 1}, {"k": 2}]
     assert len(Paths.seen) == 2 and len(set(Paths.seen)) == 2
     assert not any(p.exists() for p in Paths.seen)
 
@@ -231,7 +244,38 @@ async def test_a_chunk_that_cannot_run_fails_as_input_error(
     (failed,) = result.items
     assert isinstance(failed, Failed) and failed.code == "input_error"
     assert message in failed.message
-    assert await storage.stat("batch/j/out/0") is None
+    assert not keys_of(storage, ".out")
+
+
+async def test_each_attempt_writes_objects_of_its_own(tmp_path: Path) -> None:
+    """Two attempts at one chunk (the first lost its lease and still runs) write under
+    different keys: the later one never overwrites what the other reported."""
+    storage = MemoryStorage()
+    await storage.put("batch/j/in/0", b'{"x":1}\n{"z":0}\n')
+    first = await server(Doubler(), storage, tmp_path).serve(Batch((chunk_item(chunk_spec()),)))
+    second = await server(Lengths(), storage, tmp_path).serve(Batch((chunk_item(chunk_spec()),)))
+    (one,), (two,) = first.items, second.items
+    assert isinstance(one, Stored) and isinstance(two, Stored) and one.key != two.key
+    assert jsonl(await storage.get(one.key)) == [{"y": 2}]
+    assert len(jsonl(await storage.get(two.key))) == 2
+    assert sorted(keys_of(storage, ".err")) == [chunk_errors_key(one.key)]
+
+
+class FailingStorage(MemoryStorage):
+    """An object store whose writes fail (a transient outage)."""
+
+    async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> int:
+        raise StorageError(f"object store failed on {key!r}: 503 Slow Down", key=key)
+
+
+async def test_an_object_store_failure_is_a_storage_error(tmp_path: Path) -> None:
+    """A chunk whose objects cannot be written because the store failed ends
+    storage_error (transient: the driver queues it again), not output_error."""
+    storage = FailingStorage()
+    await MemoryStorage.put(storage, "batch/j/in/0", b'{"x":1}\n')
+    result = await server(Doubler(), storage, tmp_path).serve(Batch((chunk_item(chunk_spec()),)))
+    (failed,) = result.items
+    assert isinstance(failed, Failed) and failed.code == "storage_error"
 
 
 async def test_an_oversized_chunk_object_is_refused(tmp_path: Path) -> None:
@@ -271,7 +315,7 @@ async def test_a_whole_file_is_one_record(tmp_path: Path) -> None:
     item, storage = await run_whole(
         b'{"a": {"b": 1}}', tmp_path, input_filter="a", output_filter="seen.b"
     )
-    assert await storage.get("batch/j/out/0") == b"1\n"
+    assert await written(storage, ".out") == b"1\n"
     assert summary_of(item) == ChunkSummary(1, 0, 2, 0, None)
 
 
@@ -279,11 +323,11 @@ async def test_a_whole_file_may_answer_bytes_or_a_file(tmp_path: Path) -> None:
     """Bytes and File outputs are stored as they are, with their content type."""
     item, storage = await run_whole(b'{"bytes": true}', tmp_path)
     assert isinstance(item, Stored) and item.content_type == "application/octet-stream"
-    assert await storage.get("batch/j/out/0") == b"\x00raw"
+    assert await written(storage, ".out") == b"\x00raw"
     target = tmp_path / "made.txt"
     item, storage = await run_whole(orjson.dumps({"file": str(target)}), tmp_path)
     assert isinstance(item, Stored) and item.content_type == "text/plain"
-    assert await storage.get("batch/j/out/0") == b"from a file"
+    assert await written(storage, ".out") == b"from a file"
     assert summary_of(item).output_bytes == len(b"from a file") == item.size
     assert not target.exists()
 
@@ -293,16 +337,16 @@ async def test_a_failed_whole_file_is_its_records_error(tmp_path: Path) -> None:
     the record's error (line 1), not the chunk's."""
     item, storage = await run_whole(b'{"fail": true}', tmp_path)
     assert summary_of(item) == ChunkSummary(1, 1, 0, summary_of(item).errors_bytes, None)
-    (entry,) = jsonl(await storage.get("batch/j/err/0"))
+    (entry,) = jsonl(await written(storage, ".err"))
     assert entry == {
         "line": 1,
         "error": {"code": "model_error", "message": "ValueError: asked to fail"},
         "input": None,
     }
     item, storage = await run_whole(b"not json", tmp_path)
-    (entry,) = jsonl(await storage.get("batch/j/err/0"))
+    (entry,) = jsonl(await written(storage, ".err"))
     assert entry["error"]["code"] == "invalid_record"
-    assert await storage.get("batch/j/out/0") == b""
+    assert await written(storage, ".out") == b""
 
 
 # -- Payload in memory --------------------------------------------------------------
@@ -359,10 +403,10 @@ async def test_tabular_scores_a_csv_chunk_in_one_call(tabular: ModuleType, tmp_p
     item, storage = await run(model, buffer.getvalue().encode(), spec, tmp_path)
     summary = summary_of(item)
     assert (summary.records, summary.failed, summary.columns) == (6, 1, ["label", "probability"])
-    rows = list(csv.reader(io.StringIO((await storage.get("batch/j/out/0")).decode())))
+    rows = list(csv.reader(io.StringIO((await written(storage, ".out")).decode())))
     labels = [data.target_names[t] for t in data.target[:5]]
     assert [r[0] for r in rows] == labels
-    (entry,) = jsonl(await storage.get("batch/j/err/0"))
+    (entry,) = jsonl(await written(storage, ".err"))
     assert (entry["line"], entry["error"]["code"]) == (7, "model_error")
 
 

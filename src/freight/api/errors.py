@@ -59,7 +59,8 @@ MEANING: dict[type[errors.FreightError], str] = {
     errors.ConflictError: "idempotency key reused with another body "
     "(`idempotency_conflict`), or the prediction is in another state (`invalid_state`; "
     "`not_finished`, `no_output` for its output)",
-    errors.PayloadTooLargeError: "payload over the limit (`payload_too_large`)",
+    errors.PayloadTooLargeError: "payload over the limit (`payload_too_large`); JSON too "
+    "large for the templates of a pipeline that read into its input (`json_input_too_large`)",
     errors.UnsupportedMediaTypeError: "content type not taken (`unsupported_media_type`)",
     RequestInvalid: "the request does not match the schema (`validation_error`)",
     errors.PredictionFailedError: "the prediction failed; `error.code` is its own "

@@ -7,10 +7,13 @@ accept far more (``" 1_0 "``, ``"inf"``). So: the JSON number grammar, ints
 within 64 bits (what orjson writes back), anything else stays a string, ``""``
 included.
 
-Why CSV output columns are the union of the chunk's outputs (first seen first):
-a model may leave out a key in some outputs; a row then has ``""`` there. The
-chunk names its columns (``ChunkSummary.columns``); joining chunks with other
-columns is the assembler's concern.
+Why CSV output columns are the union of the outputs' keys (first seen first),
+over the whole file: a model may leave a key out of some outputs, or add one
+late (an ``error`` key on the 10,000th record); no value may be lost or land
+under another column's name. A row has ``""`` where its output had no such key.
+Each chunk names its own columns (``ChunkSummary.columns``); the assembler
+writes the header of the union (:func:`union_columns`) once every chunk of the
+file is done, and realigns a chunk whose columns differ (:func:`realigned`).
 """
 
 from __future__ import annotations
@@ -131,6 +134,27 @@ def csv_rows(
     return buffer.getvalue().encode(), [*inputs, *renamed]
 
 
+def union_columns(chunks: list[list[str]]) -> list[str]:
+    """The columns of a whole file: every chunk's, in the order first seen."""
+    seen: dict[str, None] = {}
+    for columns in chunks:
+        seen.update(dict.fromkeys(columns))
+    return list(seen)
+
+
+def realigned(data: bytes, columns: list[str], union: list[str]) -> bytes:
+    """A chunk's CSV rows (written under ``columns``) under the file's ``union`` of
+    columns: each cell moved to its column, ``""`` where the chunk had none."""
+    if columns == union:
+        return data
+    where = [columns.index(name) if name in columns else -1 for name in union]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in csv.reader(io.StringIO(data.decode())):
+        writer.writerow([row[i] if i >= 0 else "" for i in where])
+    return buffer.getvalue().encode()
+
+
 def csv_header(columns: list[str]) -> bytes:
     """The header line of a CSV output, quoted as its rows are."""
     buffer = io.StringIO()
@@ -146,4 +170,6 @@ __all__ = [
     "output_cells",
     "parse_csv_row",
     "parse_json",
+    "realigned",
+    "union_columns",
 ]

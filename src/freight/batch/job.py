@@ -17,6 +17,7 @@ from typing import Any, Final
 import orjson
 
 from freight.batch.spec import InputFile, Options
+from freight.keys import OUTPUT_SUFFIX
 from freight.prediction import Kind
 
 #: the ``target`` column of every job row: the queue the drivers claim from (the
@@ -102,6 +103,7 @@ class JobDoc:
     # -- (de)serialisation ---------------------------------------------------------
     def to_json(self) -> str:
         data = asdict(self)
+        data["options"] = self.options.to_json()
         return orjson.dumps(data).decode()
 
     @classmethod
@@ -114,23 +116,12 @@ class JobDoc:
         return cls(**data)
 
 
-def chunk_id(job_id: str, file_index: int, piece_index: int) -> str:
-    """Deterministic: a resumed driver finds the chunks its predecessor queued."""
-    return f"{job_id}.{file_index}.{piece_index}"
-
-
-def chunk_keys(job_id: str, file_index: int, piece_index: int) -> tuple[str, str, str]:
-    """The chunk's input, output and error objects."""
-    base = f"batch/{job_id}/chunks/{file_index}-{piece_index}"
-    return f"{base}.in", f"{base}.out", f"{base}.err"
-
-
-def upload_prefix(job_id: str) -> str:
-    return f"batch/{job_id}/input/"
-
-
-def default_output(job_id: str) -> str:
-    return f"batch/{job_id}/output/"
+def chunk_id(job_id: str, file_index: int, piece_index: int, retry: int = 0) -> str:
+    """Deterministic: a resumed driver finds the chunks its predecessor queued. A chunk
+    whose objects could not be read or written (``storage_error``) is queued again
+    as the next ``retry``."""
+    base = f"{job_id}.{file_index}.{piece_index}"
+    return f"{base}.r{retry}" if retry else base
 
 
 _CSV_TYPES: Final = {"text/csv", "application/csv"}
@@ -145,10 +136,13 @@ _JSONL_TYPES: Final = {
 
 def input_file(key: str, name: str, size: int, options: Options) -> InputFile | None:
     """What a stored object is as an input of this job; None when its format cannot
-    be told (neither its name nor the job's ``content_type`` says)."""
+    be told (neither its name nor the job's ``content_type`` says). A job's output
+    (``<name>.out``, never compressed) reads as its ``<name>`` did: jobs chain."""
     lower = name.lower()
-    gzip = lower.endswith(".gz")
-    stem = lower[: -len(".gz")] if gzip else lower
+    chained = lower.endswith(OUTPUT_SUFFIX)
+    lower = lower.removesuffix(OUTPUT_SUFFIX)
+    gzip = not chained and lower.endswith(".gz")
+    stem = lower.removesuffix(".gz")
     if options.split == "none":
         return InputFile(key=key, name=name, size=size, format="whole", gzip=False)
     forced = (options.content_type or "").split(";", 1)[0].strip().lower()

@@ -20,20 +20,22 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
-from freight.batch.job import (
-    JOB,
-    QUEUE,
-    JobDoc,
-    default_output,
-    input_file,
-    upload_prefix,
-)
+from freight.batch.job import JOB, QUEUE, JobDoc, input_file
 from freight.batch.spec import Options
 from freight.config import Settings
 from freight.errors import ConflictError, InvalidRequestError, NotFoundError
 from freight.events import WorkSignal
 from freight.ids import new_id
-from freight.keys import key_of_uri
+from freight.keys import (
+    batch_output_prefix,
+    batch_upload_prefix,
+    key_of_uri,
+    manifest_key,
+    readable,
+    skip_listed,
+    writable,
+)
+from freight.pipelines.start import run_timeout_s
 from freight.prediction import Prediction, Status
 from freight.project import Pipelines
 from freight.registry import ModelSpec
@@ -64,6 +66,34 @@ class JobRequest:
 def _name_ok(name: str) -> bool:
     parts = name.split("/")
     return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _check_filters(options: Options) -> None:
+    for name in ("input_filter", "output_filter"):
+        expression = getattr(options, name)
+        if expression is not None:
+            try:
+                jmespath.compile(expression)
+            except jmespath.exceptions.JMESPathError as exc:
+                raise InvalidRequestError(
+                    f"{name} is not a JMESPath expression: {exc}", field=name
+                ) from exc
+
+
+def _check_uploads(uploads: list[str], options: Options) -> None:
+    bad = [n for n in uploads if not _name_ok(n)]
+    if bad or not uploads or len(set(uploads)) != len(uploads):
+        raise InvalidRequestError(
+            "upload names must be distinct relative paths without '..'", names=bad
+        )
+    for name in uploads:
+        if input_file(name, name, 0, options) is None:
+            raise InvalidRequestError(
+                f"cannot tell the format of {name!r}: name it .jsonl, .csv (optionally "
+                ".gz) or give content_type",
+                code="unknown_format",
+                name=name,
+            )
 
 
 class BatchService:
@@ -105,7 +135,7 @@ class BatchService:
         )
         row.notify = self._subscriptions.notify_for(request.target, request.webhook)
         if request.uploads is not None:
-            doc.input_prefix, doc.uploads = upload_prefix(job_id), request.uploads
+            doc.input_prefix, doc.uploads = batch_upload_prefix(job_id), request.uploads
             row.status, row.queued_at = Status.AWAITING_INPUT, None
             row.upload_expires_at = now + self._settings.upload_url_expires_s
         else:
@@ -118,55 +148,49 @@ class BatchService:
         return stored
 
     def _doc(self, request: JobRequest, job_id: str) -> JobDoc:
-        target, options = request.target, request.options
-        if target in self._pipelines.specs:
-            kind, timeout_s, attempts = "pipeline", self._settings.max_run_s, 1
-        elif target in self._specs:
-            spec = self._specs[target]
-            kind = "model"
-            timeout_s = min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s)
-            attempts = spec.max_attempts or self._settings.max_attempts
-        else:
-            raise NotFoundError(
-                f"no model or pipeline named {target!r}", code="unknown_target", target=target
-            )
-        for name in ("input_filter", "output_filter"):
-            expression = getattr(options, name)
-            if expression is not None:
-                try:
-                    jmespath.compile(expression)
-                except jmespath.exceptions.JMESPathError as exc:
-                    raise InvalidRequestError(
-                        f"{name} is not a JMESPath expression: {exc}", field=name
-                    ) from exc
+        kind, timeout_s, attempts = self._target(request.target)
+        _check_filters(request.options)
         if request.uploads is not None:
-            bad = [n for n in request.uploads if not _name_ok(n)]
-            if bad or not request.uploads or len(set(request.uploads)) != len(request.uploads):
-                raise InvalidRequestError(
-                    "upload names must be distinct relative paths without '..'", names=bad
-                )
-            for name in request.uploads:
-                if input_file(name, name, 0, options) is None:
-                    raise InvalidRequestError(
-                        f"cannot tell the format of {name!r}: name it .jsonl, .csv (optionally "
-                        ".gz) or give content_type",
-                        code="unknown_format",
-                        name=name,
-                    )
-        output = default_output(job_id)
+            _check_uploads(request.uploads, request.options)
+        output = batch_output_prefix(job_id)
         if request.output_uri is not None:
-            output = self._key_of(request.output_uri, "output")
-            if output and not output.endswith("/"):
-                output += "/"
+            output = self._output(request.output_uri)
         return JobDoc(
-            target=target,
+            target=request.target,
             target_kind=kind,
-            options=options,
+            options=request.options,
             output_prefix=output,
             input_uri=request.input_uri,
             chunk_timeout_s=timeout_s,
             chunk_max_attempts=attempts,
         )
+
+    def _target(self, target: str) -> tuple[str, float, int]:
+        """What the job runs: its kind, a chunk's (or a run's) timeout and attempts."""
+        max_run_s = self._settings.max_run_s
+        if target in self._pipelines.specs:
+            return "pipeline", run_timeout_s(self._pipelines.specs[target], max_run_s), 1
+        if target in self._specs:
+            spec = self._specs[target]
+            timeout_s = min(spec.timeout_s or max_run_s, max_run_s)
+            return "model", timeout_s, spec.max_attempts or self._settings.max_attempts
+        raise NotFoundError(
+            f"no model or pipeline named {target!r}", code="unknown_target", target=target
+        )
+
+    def _output(self, uri: str) -> str:
+        """The output prefix a caller named: in the store, outside freight's spaces."""
+        output = self._key_of(uri, "output")
+        if output and not output.endswith("/"):
+            output += "/"
+        if not writable(output):
+            raise InvalidRequestError(
+                f"output {uri!r} would write among freight's own objects (inputs/, outputs/, "
+                "batch/) or at the store's root: give a prefix of yours",
+                code="invalid_location",
+                field="output",
+            )
+        return output
 
     def _key_of(self, uri: str, what: str) -> str:
         key = key_of_uri(uri, self._storage.key_for_uri)
@@ -181,6 +205,13 @@ class BatchService:
     async def _resolve_input(self, doc: JobDoc, uri: str) -> None:
         """One object, or a prefix of several: at least one file of a known format."""
         key = self._key_of(uri, "input")
+        if not readable(key):
+            raise InvalidRequestError(
+                f"input {uri!r} is a batch job's working objects, not an input: give a "
+                "job's input/ or output/ prefix",
+                code="invalid_location",
+                field="input",
+            )
         if key and not key.endswith("/"):
             info = await self._storage.stat(key)
             if info is not None:
@@ -195,6 +226,8 @@ class BatchService:
                 return
             key += "/"
         async for info in self._storage.list(key):
+            if skip_listed(key, info.key):
+                continue
             if input_file(info.key, info.key[len(key) :], info.size, doc.options) is not None:
                 doc.input_prefix = key
                 return
@@ -291,7 +324,7 @@ class BatchService:
         doc, expires_s = doc_of(row), self._settings.download_url_expires_s
         keys = [o.output_key for o in doc.outputs]
         keys += [o.errors_key for o in doc.outputs if o.errors_key]
-        manifest = doc.output_prefix + "manifest.json"
+        manifest = manifest_key(doc.output_prefix)
         if row.status.terminal and await self._storage.stat(manifest) is not None:
             keys.append(manifest)
         return {key: await self._storage.presign_get(key, expires_s=expires_s) for key in keys}

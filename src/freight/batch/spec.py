@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 Split = Literal["line", "none"]
 OnError = Literal["fail", "continue"]
@@ -40,27 +41,54 @@ DEFAULT_MAX_CALL_BYTES: Final = 6 * 1024 * 1024
 DEFAULT_CONCURRENCY: Final = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    """The job's knobs, named as SageMaker batch-transform users know them."""
+class Options(BaseModel):
+    """The job's knobs, named as SageMaker batch-transform users know them.
 
-    split: Split = "line"
-    records_per_call: int = DEFAULT_RECORDS_PER_CALL
-    max_call_bytes: int = DEFAULT_MAX_CALL_BYTES
-    concurrency: int = DEFAULT_CONCURRENCY  # chunks of the job queued or running at once
-    on_error: OnError = "fail"
-    join: Join = "none"
-    input_filter: str | None = None  # JMESPath over each record, before the model
-    output_filter: str | None = None  # JMESPath over each result, after it
-    content_type: str | None = None  # the input format when names do not tell it
-    priority: int = DEFAULT_PRIORITY
+    The one definition: the API's request body (``api.schemas.CreateBatchJob``)
+    inherits these fields, bounds and descriptions; the client's
+    ``BatchJobOptions`` and the CLI's options are checked against them by a test
+    (typed keyword arguments cannot be derived without losing their types)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: Split = Field(
+        "line",
+        description="line: a record per line (JSON Lines) or data row (CSV); "
+        "none: each file is one record",
+    )
+    records_per_call: int = Field(
+        DEFAULT_RECORDS_PER_CALL, ge=1, le=100_000, description="records per model call"
+    )
+    max_call_bytes: int = Field(
+        DEFAULT_MAX_CALL_BYTES, ge=1, le=1 << 30, description="input bytes per model call"
+    )
+    concurrency: int = Field(
+        DEFAULT_CONCURRENCY, ge=1, le=1024, description="chunks of the job queued or running"
+    )
+    on_error: OnError = Field(
+        "fail",
+        description="fail: a failed record fails the job; continue: it goes to the error file",
+    )
+    join: Join = Field("none", description="input: each output record carries its input")
+    input_filter: str | None = Field(
+        None, max_length=10_000, description="JMESPath over each record, before the model"
+    )
+    output_filter: str | None = Field(
+        None, max_length=10_000, description="JMESPath over each result, after the model"
+    )
+    content_type: str | None = Field(
+        None, max_length=200, description="the input format when file names do not tell it"
+    )
+    priority: int = Field(
+        DEFAULT_PRIORITY, ge=-1000, le=1000, description="queue priority of the job's chunks"
+    )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Options:
-        return cls(**data)
+        return cls.model_validate(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +96,11 @@ class InputFile:
     """One input object of a job, resolved (listed, stat'ed) when the job starts."""
 
     key: str  # object-store key
-    name: str  # its name relative to the input location: output ``<name>.out``
+    name: str  # its name relative to the input location
     size: int
     format: Format
     gzip: bool = False
+    output: str | None = None  # its output's name under the output prefix (keys.output_names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +110,7 @@ class ChunkSpec:
 
     format: Format
     first_line: int  # line number of the chunk's first line
-    output_key: str  # where the runner writes the chunk's output records
-    errors_key: str  # where the runner writes its failed records (only if any)
+    objects: str  # the chunk's key base: each attempt writes keys.chunk_output_key(objects)
     header: list[str] | None = None  # CSV: the file's column names
     records_per_call: int = DEFAULT_RECORDS_PER_CALL
     max_call_bytes: int = DEFAULT_MAX_CALL_BYTES

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from freight.batch.job import JobDoc
+from freight.keys import manifest_key
 from freight.prediction import Prediction, Status
 from freight.views import error_of, iso
 
@@ -37,7 +38,7 @@ def job_dict(
     total = doc.records_done + doc.records_failed if doc.split_all else None
     if row.status == Status.SUCCEEDED:
         total = doc.records_done + doc.records_failed
-    manifest_key = doc.output_prefix + "manifest.json"
+    manifest = manifest_key(doc.output_prefix)
     base = f"/v1/batch-jobs/{row.id}"
     return {
         "id": row.id,
@@ -54,8 +55,8 @@ def job_dict(
         },
         "output": {
             "uri": _uri(doc.output_prefix),
-            "manifest_uri": _uri(manifest_key),
-            "manifest_url": urls.get(manifest_key),
+            "manifest_uri": _uri(manifest),
+            "manifest_url": urls.get(manifest),
         },
         "counts": {"total": total, "done": doc.records_done, "failed": doc.records_failed},
         "progress": round(1.0 if row.status == Status.SUCCEEDED else doc.progress(), 4),

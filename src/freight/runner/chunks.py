@@ -10,11 +10,15 @@ the records' calls go straight to ``predict_batch``.
 
 The runner writes the chunk's output object (always, empty when every record
 failed: the assembler concatenates objects without asking) and its error object
-(only when a record failed), then reports a ``Stored`` whose inline JSON is the
+(only when a record failed), under keys of this attempt's own
+(:func:`freight.keys.chunk_output_key`: an attempt that lost its lease and
+still runs never overwrites the winner's objects), then reports a ``Stored``
+naming its output key, whose inline JSON is the
 :class:`~freight.batch.spec.ChunkSummary`. A record's failure is in the
-error object; only a chunk that cannot be run at all (a bad spec, an unreadable
-object) is the prediction's ``Failed`` (``input_error``; ``output_error`` when
-its objects cannot be written).
+error object; only a chunk that cannot be run at all is the prediction's
+``Failed``: ``input_error`` (a bad spec, a missing object), ``output_error``
+(an output that cannot be stored), or ``storage_error`` when the object store
+failed reading or writing (transient: the driver queues the chunk again).
 
 Records become the model's input kind (:func:`converter`): JSON models get the
 parsed (filtered) value; bytes models the record's raw bytes (a filtered value
@@ -57,6 +61,8 @@ from freight.batch.records import (
 )
 from freight.batch.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary
 from freight.batch.split import CHUNK_MAX_BYTES, RECORD_MAX_BYTES
+from freight.errors import StorageError
+from freight.keys import chunk_errors_key, chunk_output_key
 from freight.media import JSON, OCTET_STREAM
 from freight.model import File, InputKind, Payload
 from freight.prediction import ErrorCode
@@ -159,15 +165,20 @@ class ChunkRunner:
                 output = await self._whole(item.id, spec, key)
             else:
                 output = self._records(spec, await self._read(key))
+        except StorageError as exc:
+            return self._failed(item.id, exc, StorageError.code)
         except Exception as exc:  # a bad spec, a missing object: the chunk, not a record
             return self._failed(item.id, exc, ErrorCode.INPUT_ERROR)
+        output_key = chunk_output_key(spec.objects)
         try:
-            written = await self._write(spec, output)
+            written = await self._write(output_key, output)
+        except StorageError as exc:
+            return self._failed(item.id, exc, StorageError.code)
         except Exception as exc:
             return self._failed(item.id, exc, ErrorCode.OUTPUT_ERROR)
         summary = written.summary
         return Stored(
-            item.id, spec.output_key, written.content_type, summary.output_bytes, summary.to_json()
+            item.id, output_key, written.content_type, summary.output_bytes, summary.to_json()
         )
 
     async def _read(self, key: str) -> bytes:
@@ -201,22 +212,20 @@ class ChunkRunner:
             return _whole_failed(*self.describe(result))
         return _whole_output(spec, result)
 
-    async def _write(self, spec: ChunkSpec, output: _Output) -> _Written:
+    async def _write(self, output_key: str, output: _Output) -> _Written:
         storage = self._io.storage
         if output.file is not None:
             source = Path(output.file.path)
             try:
-                size = await storage.put_file(
-                    spec.output_key, source, content_type=output.content_type
-                )
+                size = await storage.put_file(output_key, source, content_type=output.content_type)
             finally:
                 source.unlink(missing_ok=True)
         else:
             size = await storage.put(
-                spec.output_key, output.data or b"", content_type=output.content_type
+                output_key, output.data or b"", content_type=output.content_type
             )
         if output.chunk.errors:
-            await storage.put(spec.errors_key, output.chunk.errors, content_type=JSONL)
+            await storage.put(chunk_errors_key(output_key), output.chunk.errors, content_type=JSONL)
         summary = output.chunk.summary
         if summary.output_bytes != size:
             summary = ChunkSummary(
