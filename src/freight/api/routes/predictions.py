@@ -151,6 +151,7 @@ async def cancel_prediction(request: Request, prediction_id: str) -> Response:
         NotFoundError,
         ConflictError,
         PayloadTooLargeError,
+        UnsupportedMediaTypeError,
         StorageError,
     ),
     openapi_extra={
@@ -168,7 +169,10 @@ async def upload_input(
     expires: str | None = None,
     sig: str | None = None,
 ) -> Response:
-    """The presigned upload URL: stream the input in; the prediction is queued at once."""
+    """The presigned upload URL: stream the input in; the prediction is queued at once.
+    A pipeline's JSON upload is parsed and kept for its templates (400 ``invalid_json``);
+    one whose templates read into its input refuses other bodies (415) and JSON over
+    ``max_json_bytes`` (413 ``json_input_too_large``)."""
     deps.signer(request).verify("PUT", request.url.path, expires, sig)
     svc = deps.service(request)
     content_type = content_type_of(request) or OCTET_STREAM
