@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     gpus: str = ""
     reap_interval_s: float = Field(1.0, gt=0)
     poll_interval_s: float = Field(0.5, gt=0)
+    # server-sent event streams (GET /v1/predictions/{id}/events): how many one process
+    # holds open (each holds a socket: 500 leaves half of the usual 1024 open files for
+    # everything else; past it, 503 too_many_streams), and how often a stream reads its
+    # rows when no completion woke it (a claim, `running`, sends no signal)
+    max_event_streams: int = Field(500, ge=1)
+    event_poll_s: float = Field(1.0, gt=0)
     drain_grace_s: float = Field(30.0, ge=0)
     upload_url_expires_s: int = Field(3600, ge=1)
     download_url_expires_s: int = Field(3600, ge=1)

@@ -15,6 +15,7 @@ Every error carries a stable machine-readable ``code`` and structured fields;
     ├── UrlError                   missing, expired or tampered signed URL
     ├── PredictionFailedError      a real-time prediction ended failed/canceled/expired
     ├── NotReadyError              a model has no ready replica (readiness probe)
+    ├── TooManyStreamsError        this process holds its most event streams (503 + Retry-After)
     ├── StoreUnavailableError      the database cannot be reached
     ├── StorageError               the object store failed
     ├── PipelineDefinitionError    a pipeline declaration is wrong (start-up, freight check)
@@ -97,6 +98,17 @@ class PredictionFailedError(FreightError):
 
 class NotReadyError(FreightError):
     code = "not_ready"
+
+
+class TooManyStreamsError(FreightError):
+    """This process already holds as many event streams as ``max_event_streams`` allows;
+    another process (or this one, a moment later) may take it."""
+
+    code = "too_many_streams"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, **detail: Any) -> None:
+        super().__init__(message, **detail)
+        self.retry_after_s = retry_after_s
 
 
 class StoreUnavailableError(FreightError):

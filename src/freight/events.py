@@ -2,8 +2,9 @@
 
 In the embedded shape the API, the agent and the waiters share one event loop,
 so an ``asyncio.Event`` is the fastest possible wake-up. Across processes
-(cluster shape) callers fall back to polling the store on a deadline, so a
-missed signal costs latency, never correctness.
+(cluster shape) PostgreSQL's LISTEN/NOTIFY feeds the same hub, and callers also
+poll the store on a deadline, so a missed signal costs latency, never
+correctness.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Iterable
+from types import TracebackType
 
 
 class WorkSignal:
@@ -63,3 +65,49 @@ class CompletionHub:
             waiters.remove(future)
             if not waiters:
                 del self._waiters[prediction_id]
+
+    def watch(self, ids: Iterable[str]) -> Watch:
+        """Subscribe to several ids at once (see :class:`Watch`)."""
+        return Watch(self, ids)
+
+
+class Watch:
+    """Subscriptions to several ids, made when created: read the rows after making it,
+    then :meth:`wait` for any of them; :meth:`close` (or ``with``) unsubscribes all."""
+
+    def __init__(self, hub: CompletionHub, ids: Iterable[str]) -> None:
+        self._hub = hub
+        self._futures = {prediction_id: hub.subscribe(prediction_id) for prediction_id in ids}
+
+    def add(self, ids: Iterable[str]) -> None:
+        """Subscribe to more ids (those already watched keep their subscription)."""
+        for prediction_id in ids:
+            if prediction_id not in self._futures:
+                self._futures[prediction_id] = self._hub.subscribe(prediction_id)
+
+    async def wait(self, timeout_s: float) -> set[str]:
+        """The ids published since the watch was made, once there is one or the
+        timeout passed (then possibly none)."""
+        futures = list(self._futures.values())
+        if timeout_s > 0 and not any(f.done() for f in futures):
+            if futures:
+                await asyncio.wait(futures, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            else:  # nothing to watch: the timeout alone ends the wait
+                await asyncio.sleep(timeout_s)
+        return {i for i, f in self._futures.items() if f.done() and not f.cancelled()}
+
+    def close(self) -> None:
+        for prediction_id, future in self._futures.items():
+            self._hub.unsubscribe(prediction_id, future)
+        self._futures = {}
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

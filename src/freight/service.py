@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from freight.errors import (
     PredictionFailedError,
     UnsupportedMediaTypeError,
 )
-from freight.events import CompletionHub, WorkSignal
+from freight.events import CompletionHub, Watch, WorkSignal
 from freight.ids import new_id
 from freight.intake import Intake, NewInput
 from freight.keys import upload_key
@@ -79,6 +79,8 @@ class Limits:
     realtime_timeout_s: float
     max_wait_s: float  # the longest a request may be held (long polls, event streams)
     poll_interval_s: float  # how often a waiter looks again without a wake-up
+    max_event_streams: int = 500  # event streams one process holds open at once
+    event_poll_s: float = 1.0  # how often a stream reads its rows without a wake-up
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,8 @@ class PredictionService:
             realtime_timeout_s=settings.realtime_timeout_s,
             max_wait_s=settings.max_wait_s,
             poll_interval_s=settings.poll_interval_s,
+            max_event_streams=settings.max_event_streams,
+            event_poll_s=settings.event_poll_s,
         )
         #: the base URL put in front of freight's own signed routes ("" = the request's)
         self.public_url = settings.public_url
@@ -298,6 +302,11 @@ class PredictionService:
         if row is None:
             raise NotFoundError(f"no prediction {prediction_id}", code="prediction_not_found")
         return row
+
+    def watch(self, ids: Iterable[str]) -> Watch:
+        """Subscribe to the completions of ``ids`` (this process's, and those another
+        process NOTIFYs): make it, then read the rows, then ``await watch.wait(s)``."""
+        return self._hub.watch(ids)
 
     async def wait(self, prediction_id: str, timeout_s: float) -> Prediction:
         """The prediction once terminal, or as it is when the timeout passes."""

@@ -1,8 +1,12 @@
 """A prediction's history as a stream of events, for the SSE route (and any other face).
 
-Built only from the prediction service's public reads (``get``, ``wait``,
-``steps``), so it works the same in every deployment shape: there is no event
-log to read, the events are *derived* from the row's stamps. A prediction goes up
+Built only from the prediction service's public reads (``get``, ``steps``,
+``watch``), so it works the same in every deployment shape: there is no event
+log to read, the events are *derived* from the row's stamps. A live stream does
+not poll whole runs: it reads a run's rows once, then wakes on completions and
+reads again only the rows that may have changed (a few step heads, never the
+for_each elements, which can be thousands), with a slow poll for what no
+signal announces. A prediction goes up
 a fixed ladder — ``awaiting_input`` (created without its input), ``queued``,
 ``running``, then its terminal status — and each rung it has reached is one
 event; a pipeline run adds a ``step.<rung>`` event for each rung each of its
@@ -25,18 +29,20 @@ stream resumed across exactly such a race may repeat or skip that one event.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from freight.errors import NotFoundError
 from freight.pipelines.runs import RUN
 from freight.prediction import Prediction, Status
 from freight.service import PredictionService
 
-#: how often a live stream looks for intermediate changes (completion wakes it at once)
-POLL_S = 0.25
+#: how often a live stream reads its rows when nothing woke it (a completion wakes it at
+#: once; a claim, ``running``, sends no signal): the settings' ``event_poll_s``
+POLL_S = 1.0
 STEP_PREFIX = "step."
 
 
@@ -109,8 +115,68 @@ def _by_id(row: Prediction) -> str:
     return row.id
 
 
-async def _read(svc: PredictionService, row: Prediction) -> list[_Transition]:
-    return history(row, await svc.steps(row.id) if row.kind == RUN else ())
+def _is_head(row: Prediction) -> bool:
+    """A step's own row (for_each elements are not followed: see the module's text)."""
+    return row.step is not None and row.item_index is None
+
+
+@dataclass(slots=True)
+class _Followed:
+    """What a stream follows: its subject and, for a run, its step heads by id."""
+
+    row: Prediction
+    heads: dict[str, Prediction] = field(default_factory=dict)
+
+    def unfinished(self) -> list[str]:
+        return [i for i, head in self.heads.items() if not head.status.terminal]
+
+    def watched(self) -> list[str]:
+        return [self.row.id, *self.unfinished()]
+
+    def to_read(self, signalled: set[str]) -> list[str]:
+        """The heads to read again: after a completion, those it may have moved on (its
+        own, and the pending ones an advancement queues or skips); after a quiet
+        poll, or once the subject ended, every unfinished one."""
+        if not signalled or self.row.status.terminal:
+            return self.unfinished()
+        pending = {i for i, head in self.heads.items() if head.status == Status.PENDING}
+        return [i for i in self.unfinished() if i in signalled or i in pending]
+
+
+async def _first(svc: PredictionService, prediction_id: str) -> _Followed:
+    """The subject, and a run's step heads: the only read of every row of a run (its
+    for_each elements included, which the store returns with them)."""
+    row = await svc.get(prediction_id)
+    if row.kind != RUN:
+        return _Followed(row)
+    return _Followed(row, {s.id: s for s in await svc.steps(row.id) if _is_head(s)})
+
+
+async def _get(svc: PredictionService, prediction_id: str) -> Prediction | None:
+    try:
+        return await svc.get(prediction_id)
+    except NotFoundError:
+        return None
+
+
+async def _refresh(svc: PredictionService, followed: _Followed, signalled: set[str]) -> bool:
+    """Read again what may have changed, one row each; False once the subject is gone
+    (deleted by retention while followed)."""
+    row = await _get(svc, followed.row.id)
+    if row is None:
+        return False
+    followed.row = row
+    ids = followed.to_read(signalled)
+    for head_id, head in zip(ids, await asyncio.gather(*(_get(svc, i) for i in ids)), strict=True):
+        if head is None:
+            del followed.heads[head_id]
+        else:
+            followed.heads[head_id] = head
+    return True
+
+
+def _left(poll_s: float, deadline: float | None) -> float:
+    return poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
 
 
 async def events(
@@ -125,26 +191,36 @@ async def events(
     then each change as it is seen, ending after the terminal event — or once
     ``max_s`` seconds have passed, like any request the server holds (the caller
     resumes with the last id). Raises NotFoundError (``prediction_not_found``) for
-    an unknown id; a prediction deleted while followed (retention) ends the stream."""
+    an unknown id; a prediction deleted while followed (retention) ends the stream.
+
+    It wakes when a followed row completes (:meth:`PredictionService.watch`: this
+    process's completions and those PostgreSQL NOTIFYs) and then reads only the rows
+    that may have changed; ``poll_s`` is the fallback for what sends no signal (a row
+    claimed: ``running``). Each watch is made before the reads it guards, so a
+    completion between a read and the wait is not missed (the first read of a run's
+    heads excepted: a completion in that instant waits for the next poll)."""
     deadline = None if max_s is None else time.monotonic() + max_s
-    row = await svc.get(prediction_id)
-    seen: set[tuple[str, int]] = set()
-    last = 0
-    while True:
-        for transition in await _read(svc, row):
-            if transition.key in seen:
-                continue
-            seen.add(transition.key)
-            last += 1
-            if after is None or last > after:
-                yield StreamEvent(last, transition.type, transition.row)
-        left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
-        if row.status.terminal or left <= 0:
-            return
-        try:
-            row = await svc.wait(prediction_id, left)
-        except NotFoundError:
-            return
+    watch = svc.watch([prediction_id])
+    try:
+        followed = await _first(svc, prediction_id)
+        watch.add(followed.unfinished())
+        seen: set[tuple[str, int]] = set()
+        while True:
+            for transition in history(followed.row, followed.heads.values()):
+                if transition.key not in seen:
+                    seen.add(transition.key)
+                    if after is None or len(seen) > after:
+                        yield StreamEvent(len(seen), transition.type, transition.row)
+            left = _left(poll_s, deadline)
+            if followed.row.status.terminal or left <= 0:
+                return
+            signalled = await watch.wait(left)
+            watch.close()
+            watch = svc.watch(followed.watched())  # before the reads it guards
+            if not await _refresh(svc, followed, signalled):
+                return
+    finally:
+        watch.close()
 
 
 __all__ = ["POLL_S", "StreamEvent", "events", "history"]

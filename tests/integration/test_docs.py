@@ -1,4 +1,6 @@
-"""``/docs`` and ``/redoc`` work on a host with no internet: freight serves their assets.
+"""``/docs`` and ``/redoc`` work on a host with no internet: freight serves their assets;
+and ``/openapi.json`` behind them is whole (every ``$ref`` resolves) and as strict as
+the server.
 
 Against a real ``freight serve`` (the test project, one model: the shape does not
 matter to static pages). Every URL a page references — scripts, styles, icon,
@@ -12,6 +14,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pytest
@@ -104,6 +107,122 @@ def test_reference_parsing() -> None:
         "https://cdn.example/x.js",
     ]
     assert other_hosts(html, "127.0.0.1:1") == ["https://cdn.example/x.js"]
+
+
+def refs(node: Any) -> Iterator[str]:
+    """Every ``$ref`` under ``node``."""
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs(item)
+
+
+def resolve(document: dict[str, Any], ref: str) -> Any:
+    """The node a local JSON pointer (``#/a/b``) names; KeyError where there is none."""
+    assert ref.startswith("#/"), ref
+    node: Any = document
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def parameter(document: dict[str, Any], path: str, method: str, name: str) -> dict[str, Any]:
+    found = [p for p in document["paths"][path][method]["parameters"] if p["name"] == name]
+    assert len(found) == 1, (path, method, name)
+    schema: dict[str, Any] = found[0]["schema"]
+    strings = [s for s in schema.get("anyOf", [schema]) if s.get("type") == "string"]
+    return strings[0] if strings else schema
+
+
+@pytest.fixture(scope="module")
+def document(server: Server) -> dict[str, Any]:
+    with server.client() as client:
+        response = client.get("/openapi.json")
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_every_ref_of_the_openapi_document_resolves(document: dict[str, Any]) -> None:
+    """Every ``$ref`` in /openapi.json names a node of the document: the create bodies'
+    nested objects (a webhook, a batch job's uploads) included."""
+    found = sorted(set(refs(document)))
+    unresolved = []
+    for ref in found:
+        try:
+            resolve(document, ref)
+        except (KeyError, AssertionError):
+            unresolved.append(ref)
+    assert unresolved == []
+    assert {"#/components/schemas/WebhookIn", "#/components/schemas/BatchUpload"} <= set(found)
+
+
+def test_the_document_declares_what_the_server_enforces(document: dict[str, Any]) -> None:
+    """Cursors, the webhook query parameters and Last-Event-ID carry the patterns and
+    lengths the server checks; the real-time routes declare their 424 with the
+    prediction's id, the event stream its 503 with Retry-After."""
+    from freight.api.params import CURSOR_PATTERN, WEBHOOK_EVENTS_PATTERN
+    from freight.api.routes.events import EVENT_ID_PATTERN
+    from freight.api.schemas import WEBHOOK_URL_MAX, WEBHOOK_URL_PATTERN
+
+    for path in ("/v1/predictions", "/v1/batch-jobs"):
+        cursor = parameter(document, path, "get", "cursor")
+        assert (cursor["pattern"], cursor["maxLength"]) == (CURSOR_PATTERN, 64), path
+    for path in ("/v1/models/{name}/predict", "/v1/pipelines/{name}/predict"):
+        url = parameter(document, path, "post", "webhook")
+        assert (url["pattern"], url["maxLength"]) == (WEBHOOK_URL_PATTERN, WEBHOOK_URL_MAX)
+        assert parameter(document, path, "post", "webhook_events")["pattern"] == (
+            WEBHOOK_EVENTS_PATTERN
+        )
+        failed = document["paths"][path]["post"]["responses"]["424"]
+        assert "X-Freight-Prediction-Id" in failed["headers"], path
+    events = "/v1/predictions/{prediction_id}/events"
+    last = parameter(document, events, "get", "Last-Event-ID")
+    assert (last["type"], last["pattern"]) == ("string", EVENT_ID_PATTERN)
+    assert "Retry-After" in document["paths"][events]["get"]["responses"]["503"]["headers"]
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"cursor": "A" * 64}, 400),  # the shape of a cursor, not one freight issued
+        ({"cursor": "not-a-cursor"}, 400),
+        ({"cursor": "A" * 63 + "="}, 400),
+    ],
+)
+def test_a_cursor_outside_the_declared_shape_is_refused(
+    server: Server, params: dict[str, str], status: int
+) -> None:
+    """A cursor is refused (400 ``invalid_cursor``) whether or not it has the declared shape."""
+    with server.client() as client:
+        response = client.get("/v1/predictions", params=params)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize(
+    ("events", "status"),
+    [
+        ("started, completed", 200),
+        ("completed", 200),
+        ("started,,completed", 422),  # an empty name: outside the declared list
+        ("", 422),
+        ("finished", 422),
+    ],
+)
+def test_webhook_events_are_taken_as_declared(server: Server, events: str, status: int) -> None:
+    """``webhook_events`` is accepted exactly when it matches its declared pattern."""
+    from freight.api.params import WEBHOOK_EVENTS_PATTERN
+
+    assert bool(re.match(WEBHOOK_EVENTS_PATTERN, events)) == (status == 200)
+    params = {"webhook": "https://hooks.example.com/in", "webhook_events": events}
+    with server.client() as client:
+        response = client.post("/v1/models/echo/predict", json={"x": 1}, params=params)
+    assert response.status_code == status, response.text
 
 
 def test_assets_ship_in_the_installed_package() -> None:

@@ -123,6 +123,33 @@ def test_a_run_streams_its_steps(make_server: Callable[..., Server]) -> None:
     assert ends["a"] < ends["b"] < ends["d"] and ends["c"] < ends["d"]
 
 
+def test_streams_past_the_bound_are_refused_until_one_ends(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """With ``max_event_streams: 1`` and one stream open, another answers 503
+    ``too_many_streams`` with Retry-After before any stream starts; a refused request
+    (a Last-Event-ID that is not an event id: 422) keeps no slot; once the first
+    client leaves, streams are served again."""
+    server = make_server(models=["_Gate"], FREIGHT_MAX_EVENT_STREAMS="1")
+    with server.client() as client:
+        created = create(client, "gate", gate_input(tmp_path, "bound"))
+        path = f"/v1/predictions/{created['id']}/events"
+        bad = client.get(path, headers={"Last-Event-ID": "1.0"})
+        assert (bad.status_code, error_code(bad)) == (422, "validation_error")
+        with client.stream("GET", path) as held:
+            assert kinds(list(read_events(held, until=lambda e: e[0] == 1))) == [(1, "queued")]
+            refused = client.get(path)
+            assert (refused.status_code, error_code(refused)) == (503, "too_many_streams")
+            assert int(refused.headers["Retry-After"]) >= 1
+        (tmp_path / "open").touch()
+        wait_done(client, created["id"])
+
+        def served() -> bool:  # once the server has seen the first client leave
+            return client.get(path, headers={"Last-Event-ID": "2"}).status_code == 200
+
+        wait_until(served, timeout_s=60)
+
+
 BAD_WEBHOOKS: list[tuple[dict[str, Any], int, str]] = [
     ({"url": "ftp://hooks.example.com/in"}, 422, "validation_error"),
     ({"url": "https://hooks.example.com/" + "a" * 2048}, 422, "validation_error"),

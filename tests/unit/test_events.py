@@ -95,3 +95,38 @@ async def test_publish_skips_cancelled_futures() -> None:
     hub.publish(["p1"])
     assert live.done() and not live.cancelled()
     assert hub._waiters == {}
+
+
+async def test_a_watch_wakes_on_any_of_its_ids_and_names_them() -> None:
+    """A watch of several ids returns as soon as one is published, with the ids published."""
+    hub = CompletionHub()
+    with hub.watch(["a", "b", "c"]) as watch:
+        waiting = asyncio.ensure_future(watch.wait(60))
+        hub.publish(["b", "other"])
+        assert await asyncio.wait_for(waiting, 5) == {"b"}
+    assert hub._waiters == {}
+
+
+async def test_a_watch_keeps_what_was_published_before_its_wait() -> None:
+    """Made before the reads it guards, a watch remembers a publish that lands between the
+    read and the wait: the wait returns at once."""
+    hub = CompletionHub()
+    watch = hub.watch(["a"])
+    hub.publish(["a"])  # between the read and the wait
+    assert await asyncio.wait_for(watch.wait(60), 5) == {"a"}
+    watch.close()
+
+
+async def test_a_watch_times_out_empty_and_grows() -> None:
+    """Without a publish the wait ends at its timeout with nothing; ids added later are
+    watched too, and those already watched keep their subscription."""
+    hub = CompletionHub()
+    with hub.watch(["a"]) as watch:
+        assert await watch.wait(0.01) == set()
+        watch.add(["a", "b"])
+        assert len(hub._waiters["a"]) == 1
+        hub.publish(["b"])
+        assert await watch.wait(60) == {"b"}
+    assert hub._waiters == {}
+    with hub.watch([]) as nothing:
+        assert await nothing.wait(0.01) == set()

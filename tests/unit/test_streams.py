@@ -7,17 +7,21 @@ only decides how soon it looks, never what it sees.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from freight.config import Settings
 from freight.errors import NotFoundError
 from freight.events import CompletionHub, WorkSignal
 from freight.model import Batching, InputKind, Replicas
 from freight.prediction import Completion, Prediction, Status
+from freight.project import load_pipelines
 from freight.registry import ModelSpec
 from freight.service import CreateOptions, NewInput, PredictionService
 from freight.storage.memory import MemoryStorage
@@ -35,6 +39,19 @@ SPEC = ModelSpec(
 )
 POLL_S = 0.01
 T0 = 1_700_000_000.0
+#: a poll so slow that only a completion signal can move a stream on within a test
+NEVER_S = 3600.0
+#: the longest a test waits for what should come at once (a hang fails, never blocks)
+DEADLINE_S = 30.0
+#: a for_each step over ELEMENTS items, then a step over all of their outputs
+FAN = {
+    "steps": {
+        "each": {"model": "m", "for_each": "$input.xs", "input": "$item"},
+        "total": {"model": "m", "input": "$steps.each.output"},
+    },
+    "output": "$steps.total.output",
+}
+ELEMENTS = 50
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +73,16 @@ async def store() -> AsyncIterator[MemoryStore]:
 
 
 @pytest.fixture
-def service(tmp_path: Path, store: MemoryStore) -> PredictionService:
+async def hub(store: MemoryStore) -> CompletionHub:
+    """The hub the store reports its own completions to (a run's advancement), as the
+    server wires it."""
+    hub = CompletionHub()
+    await store.listen(lambda target: None, lambda prediction_id: hub.publish([prediction_id]))
+    return hub
+
+
+@pytest.fixture
+def service(tmp_path: Path, store: MemoryStore, hub: CompletionHub) -> PredictionService:
     settings = Settings(project_dir=tmp_path, state_dir=tmp_path / "state")  # type: ignore[call-arg]
     return PredictionService(
         settings,
@@ -64,7 +90,7 @@ def service(tmp_path: Path, store: MemoryStore) -> PredictionService:
         store,
         MemoryStorage(),
         signal=WorkSignal(),
-        hub=CompletionHub(),
+        hub=hub,
     )
 
 
@@ -216,3 +242,128 @@ def test_a_rows_rungs_keep_ladder_order_whatever_its_stamps() -> None:
     assert [t.type for t in history(skewed)] == ["queued", "running", "succeeded"]
     requeued = row("q", Status.QUEUED, 0, 2, 1, attempts=1)
     assert [t.type for t in history(requeued)] == ["queued", "running"]
+
+
+# -- live streams woken by completions ----------------------------------------------------
+
+
+@pytest.fixture
+def runs(tmp_path: Path, store: MemoryStore, hub: CompletionHub) -> PredictionService:
+    """A service that runs the ``fan`` pipeline over model ``m`` (steps completed by the
+    tests, as a worker would)."""
+    (tmp_path / "freight.yaml").write_text(yaml.safe_dump({"pipelines": {"fan": FAN}}))
+    settings = Settings(project_dir=tmp_path, state_dir=tmp_path / "state")  # type: ignore[call-arg]
+    models = {SPEC.name: SPEC}
+    return PredictionService(
+        settings,
+        models,
+        store,
+        MemoryStorage(),
+        signal=WorkSignal(),
+        hub=hub,
+        pipelines=load_pipelines(tmp_path, models, settings),
+    )
+
+
+async def work(store: MemoryStore, hub: CompletionHub, limit: int) -> list[str]:
+    """Claim and complete up to ``limit`` queued rows of ``m`` (output: the input), and
+    publish them as the agent's worker does; their ids."""
+    now = time.time()
+    rows = await store.claim("m", limit, worker_id="w", lease_s=60, now=now)
+    done = [
+        Completion(
+            id=row.id,
+            attempt=row.attempts,
+            worker_id="w",
+            status=Status.SUCCEEDED,
+            finished_at=now,
+            output_json=row.input_json or "null",
+        )
+        for row in rows
+    ]
+    assert await store.complete(done) == [row.id for row in rows]
+    hub.publish([row.id for row in rows])
+    return [row.id for row in rows]
+
+
+def counting(calls: list[str], name: str, method: Callable[..., Awaitable[Any]]) -> Any:
+    """``method``, recording its name in ``calls`` at each call."""
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return await method(*args, **kwargs)
+
+    return counted
+
+
+async def next_of(stream: AsyncIterator[StreamEvent]) -> tuple[int, str, str | None]:
+    """The stream's next event as ``(id, type, step)``, failing past DEADLINE_S."""
+    event = await asyncio.wait_for(anext(stream), DEADLINE_S)
+    return event.id, event.type, event.prediction.step
+
+
+async def test_a_completion_wakes_a_live_stream_without_its_poll(
+    service: PredictionService, store: MemoryStore, hub: CompletionHub
+) -> None:
+    """With a poll of an hour, a prediction's end still reaches its stream at once: the
+    stream waits on the completion the worker publishes."""
+    row = await queued(service)
+    claimed = await claim(store)
+    stream = events(service, row.id, poll_s=NEVER_S)
+    assert [(await next_of(stream))[1] for _ in range(2)] == ["queued", "running"]
+    waiting = asyncio.ensure_future(next_of(stream))
+    await succeed(store, claimed)
+    hub.publish([row.id])  # as the agent does once the completion committed
+    assert (await waiting)[:2] == (3, "succeeded")
+
+
+async def test_a_run_stream_wakes_on_its_steps_completions(
+    runs: PredictionService, store: MemoryStore, hub: CompletionHub
+) -> None:
+    """Followed with a poll of an hour, a run's stream still shows each step as it ends
+    (the store's own completions of the run's rows wake it) and ends with the run."""
+    run = await runs.create("fan", NewInput(json={"xs": [1, 2, 3]}, has_json=True), CreateOptions())
+    stream = events(runs, run.id, poll_s=NEVER_S)
+    first = [(await next_of(stream))[1:] for _ in range(3)]
+    assert first == [("queued", None), ("running", None), ("step.running", "each")]
+    waiting = asyncio.ensure_future(next_of(stream))
+    assert len(await work(store, hub, ELEMENTS)) == 3
+    assert (await waiting)[1:] == ("step.succeeded", "each")
+    assert (await next_of(stream))[1:] == ("step.queued", "total")
+    waiting = asyncio.ensure_future(next_of(stream))
+    assert len(await work(store, hub, 1)) == 1
+    rest = [(await waiting)[1:]] + [(e.type, e.prediction.step) async for e in stream]
+    assert rest == [
+        ("step.running", "total"),
+        ("step.succeeded", "total"),
+        ("succeeded", None),
+    ]
+
+
+async def test_a_followed_run_reads_its_elements_once(
+    runs: PredictionService, store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a run with a large for_each step is followed, each poll reads the run and its
+    unfinished step heads one row each: the run's rows (elements included) are read
+    once, when the stream starts, however many polls go by."""
+    xs = list(range(ELEMENTS))
+    run = await runs.create("fan", NewInput(json={"xs": xs}, has_json=True), CreateOptions())
+    calls: list[str] = []
+    polls = 5
+    polled = asyncio.Event()
+    get = store.get
+
+    async def get_counted(prediction_id: str) -> Prediction | None:
+        calls.append("get")
+        if calls.count("get") > polls * 2:  # the run and its unfinished heads, each poll
+            polled.set()
+        return await get(prediction_id)
+
+    monkeypatch.setattr(store, "get", get_counted)
+    monkeypatch.setattr(store, "steps", counting(calls, "steps", store.steps))
+    stream = events(runs, run.id, poll_s=POLL_S)
+    assert [(await next_of(stream))[1] for _ in range(3)][-1] == "step.running"
+    quiet = asyncio.ensure_future(anext(stream))  # nothing changes: the stream only polls
+    await asyncio.wait_for(polled.wait(), DEADLINE_S)
+    quiet.cancel()
+    assert calls.count("steps") == 1

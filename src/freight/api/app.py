@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from freight import __version__, metrics
-from freight.api import docs, errors
+from freight.api import docs, errors, openapi
 from freight.api.routes import (
     batch_jobs,
     events,
@@ -65,6 +65,7 @@ def create_app(
     for module in (models, predictions, events, pipelines, batch_jobs, objects, health):
         app.include_router(module.router)
     docs.install(app)
+    openapi.install(app)
     return app
 
 

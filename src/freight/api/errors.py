@@ -44,6 +44,9 @@ STATUS: dict[type[errors.FreightError], int] = {
     errors.StorageError: 502,
     errors.StoreUnavailableError: 503,
     errors.NotReadyError: 503,
+    # a bound of this process, not of the service: 503 (not 429, the queue's shared
+    # bound) lets a proxy in front of several API processes try another one
+    errors.TooManyStreamsError: 503,
 }
 
 #: what each status means to a caller, with the codes it carries (the OpenAPI text)
@@ -71,10 +74,29 @@ MEANING: dict[type[errors.FreightError], str] = {
     errors.StoreUnavailableError: "the database is unavailable; retry "
     "(`store_unavailable`)",
     errors.NotReadyError: "a model has no ready replica (`not_ready`)",
+    errors.TooManyStreamsError: "this server holds as many event streams as it allows; "
+    "retry after `Retry-After` seconds (`too_many_streams`)",
 }
 
 #: every route can meet these
 COMMON: tuple[type[errors.FreightError], ...] = (RequestInvalid, errors.StoreUnavailableError)
+
+_RETRY_AFTER = {
+    "description": "seconds to wait before retrying",
+    "schema": {"type": "integer", "minimum": 0},
+}
+PREDICTION_ID_HEADER = {
+    "description": "the prediction's id (fetch it for the whole record)",
+    "schema": {"type": "string"},
+}
+#: the headers each error answer carries (:func:`_headers`), for the document
+HEADERS: dict[type[errors.FreightError], dict[str, dict[str, Any]]] = {
+    errors.QueueFullError: {"Retry-After": _RETRY_AFTER},
+    errors.StoreUnavailableError: {"Retry-After": _RETRY_AFTER},
+    errors.NotReadyError: {"Retry-After": _RETRY_AFTER},
+    errors.TooManyStreamsError: {"Retry-After": _RETRY_AFTER},
+    errors.PredictionFailedError: {"X-Freight-Prediction-Id": PREDICTION_ID_HEADER},
+}
 
 
 def status_of(exc: errors.FreightError) -> int:
@@ -87,16 +109,20 @@ def status_of(exc: errors.FreightError) -> int:
 def responses(*raises: type[errors.FreightError]) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of a route that can raise ``raises`` (plus COMMON)."""
     by_status: dict[int, list[str]] = {}
+    headers: dict[int, dict[str, dict[str, Any]]] = {}
     for cls in dict.fromkeys((*raises, *COMMON)):
         by_status.setdefault(STATUS[cls], []).append(MEANING[cls])
-    return {
-        status: {"model": ErrorBody, "description": "; ".join(texts)}
-        for status, texts in sorted(by_status.items())
-    }
+        headers.setdefault(STATUS[cls], {}).update(HEADERS.get(cls, {}))
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status, texts in sorted(by_status.items()):
+        documented[status] = {"model": ErrorBody, "description": "; ".join(texts)}
+        if headers[status]:
+            documented[status]["headers"] = headers[status]
+    return documented
 
 
 def _headers(exc: errors.FreightError) -> dict[str, str] | None:
-    if isinstance(exc, errors.QueueFullError):
+    if isinstance(exc, errors.QueueFullError | errors.TooManyStreamsError):
         return {"Retry-After": str(exc.retry_after_s)}
     if isinstance(exc, errors.StoreUnavailableError | errors.NotReadyError):
         return {"Retry-After": "1"}

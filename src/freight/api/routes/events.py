@@ -6,7 +6,9 @@ sends a keep-alive comment every 15 s, so idle proxies keep the connection.
 What the events are and why their ids survive a reconnect is
 :mod:`freight.streams`; this module only renders them. An unknown prediction
 must be a 404, not a 200 stream that breaks: a dependency looks it up before
-the response starts.
+the response starts. Another one holds one of the process's
+``max_event_streams`` slots for the life of the response, and answers 503
+``too_many_streams`` (with ``Retry-After``) past the bound, before the stream.
 """
 
 from __future__ import annotations
@@ -25,13 +27,20 @@ from freight.api import deps
 from freight.api.errors import responses
 from freight.api.render import iso, json_response, rendered
 from freight.api.schemas import DeliveryList
-from freight.errors import FreightError, NotFoundError
+from freight.errors import FreightError, NotFoundError, TooManyStreamsError
+from freight.prediction import Prediction
 from freight.service import DeliveryView, PredictionService
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 log = logging.getLogger("freight.api")
 ERROR_SCHEMA = "#/components/schemas/ErrorBody"
-#: a connection's longest life where the service does not say (the settings' default)
+#: an event id as the server takes it back (``Last-Event-ID``): digits, as it sends them;
+#: 18 of them stay below 2**63, far past any stream's count
+EVENT_ID_PATTERN = r"^[0-9]{1,18}$"
+#: how long a refused stream is told to wait: streams end at a prediction's end or
+#: after ``max_wait_s``, so slots free up every few seconds under load
+RETRY_AFTER_S = 2
+MAX_EVENT_ID = 10**18 - 1
 
 _EVENTS_DOC = """\
 One event per stage the prediction reached, oldest first, then live until it
@@ -56,11 +65,46 @@ def _json_errors(documented: dict[int | str, dict[str, Any]]) -> dict[int | str,
     would document a ``model`` under the route's own media type)."""
     return {
         status: {
-            "description": entry["description"],
+            **{k: v for k, v in entry.items() if k != "model"},
             "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA}}},
         }
         for status, entry in documented.items()
     }
+
+
+class _Slots:
+    """The event streams this process holds open, against its bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+
+def _slots(request: Request) -> _Slots:
+    """The app's slots, made on first use (one app per process, one event loop)."""
+    slots: _Slots | None = getattr(request.app.state, "event_streams", None)
+    if slots is None:
+        slots = _Slots(deps.service(request).limits.max_event_streams)
+        request.app.state.event_streams = slots
+    return slots
+
+
+async def _slot(request: Request) -> AsyncIterator[None]:
+    """Hold a slot for the whole response (``scope="request"``: released once the stream
+    ended or the client left); 503 past the bound, before the stream starts."""
+    slots = _slots(request)
+    if slots.open >= slots.limit:
+        raise TooManyStreamsError(
+            f"this server already holds {slots.limit} event streams; retry, or poll "
+            "GET /v1/predictions/{id}?wait=N",
+            retry_after_s=RETRY_AFTER_S,
+            limit=slots.limit,
+        )
+    slots.open += 1
+    try:
+        yield
+    finally:
+        slots.open -= 1
 
 
 async def _known(request: Request, prediction_id: str) -> None:
@@ -77,7 +121,7 @@ def _sse(event: streams.StreamEvent, body: dict[str, Any]) -> ServerSentEvent:
     response_class=EventSourceResponse,
     description=_EVENTS_DOC,
     responses={
-        **_json_errors(responses(NotFoundError)),
+        **_json_errors(responses(NotFoundError, TooManyStreamsError)),
         200: {
             "description": "the event stream; each event's `data` is a prediction object",
             "content": {
@@ -103,18 +147,35 @@ def _sse(event: streams.StreamEvent, body: dict[str, Any]) -> ServerSentEvent:
 async def prediction_events(
     request: Request,
     prediction_id: str,
-    _: Annotated[None, Depends(_known)],
+    _held: Annotated[None, Depends(_slot, scope="request")],
+    _found: Annotated[None, Depends(_known)],
     after: Annotated[
-        int | None, Query(ge=0, description="resume after this event id (or Last-Event-ID)")
+        int | None,
+        Query(ge=0, le=MAX_EVENT_ID, description="resume after this event id (or Last-Event-ID)"),
     ] = None,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern=EVENT_ID_PATTERN,
+            description="the last event id received: resume after it (over `after`)",
+        ),
+    ] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a prediction as server-sent events, from its start or a given event on."""
-    resume = last_event_id if last_event_id is not None else after
+    resume = int(last_event_id) if last_event_id is not None else after
     svc = deps.service(request)
+    events = streams.events(
+        svc, prediction_id, resume, poll_s=svc.limits.event_poll_s, max_s=_held_s(svc)
+    )
+    last: tuple[Prediction | None, dict[str, Any]] = (None, {})
     try:
-        async for event in streams.events(svc, prediction_id, resume, max_s=_held_s(svc)):
-            yield _sse(event, await rendered(request, event.prediction))
+        async for event in events:
+            # the events of one read share its row: render it once (a run's object
+            # reads every row of the run)
+            if event.prediction is not last[0]:
+                last = (event.prediction, await rendered(request, event.prediction))
+            yield _sse(event, last[1])
     except FreightError as exc:  # the store went away mid-stream: the client resumes
         log.warning("event stream of %s ended early: %s", prediction_id, exc)
 
