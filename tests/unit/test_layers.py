@@ -33,6 +33,7 @@ LAYER = {
     "batch.service": "service",  # batch/: the pure core is domain, as pipelines/ is
     "batch.driver": "engine",  # run by the agent, beside the workers
     "batch.files": "engine",  # the driver's part that runs one input file
+    "batch.pipeline_chunks": "engine",  # and a pipeline target's chunks
     "notify": "backend",
     "agent": "engine",
     "runner": "engine",
@@ -58,7 +59,14 @@ ALLOWED = {
 #: narrower rules than the layers say, each with its reason
 FORBIDDEN: dict[str, set[str]] = {
     # the runner never touches the store (nor what does: the batch driver and service)
-    "runner": {"store", "agent", "batch.driver", "batch.files", "batch.service"},
+    "runner": {
+        "store",
+        "agent",
+        "batch.driver",
+        "batch.files",
+        "batch.pipeline_chunks",
+        "batch.service",
+    },
     "store": {"storage"},  # backends do not know each other
     "storage": {"store"},
     "client": {"server", "api", "service"},  # the SDK speaks HTTP only

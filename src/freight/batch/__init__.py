@@ -8,8 +8,10 @@ records parsed, run and written back), :mod:`~freight.batch.job` (the job's
 document) and :mod:`~freight.batch.view` (the job as the API shows it).
 
 Around it: :mod:`~freight.batch.service` (service layer: what the API may do with
-jobs) and :mod:`~freight.batch.driver` (engine layer: run by the agent, it claims
-jobs and queues their chunks). A chunk's records run on a replica of the model,
-in ``freight.runner.chunks``: the runner never touches the store. Object keys are
-in :mod:`freight.keys`, with every other key scheme.
+jobs) and the driver (engine layer, run by the agent): :mod:`~freight.batch.driver`
+claims jobs and runs them file by file, :mod:`~freight.batch.files` runs one
+file's chunks and writes its output, :mod:`~freight.batch.pipeline_chunks` runs a
+pipeline target's chunks. A model's chunk runs on a replica of the model, in
+``freight.runner.chunks``: the runner never touches the store. Object keys are in
+:mod:`freight.keys`, with every other key scheme.
 """

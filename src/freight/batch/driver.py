@@ -32,8 +32,8 @@ from dataclasses import replace
 
 import orjson
 
-from freight.batch.files import FileRunner, JobRun, Lost
-from freight.batch.job import QUEUE, JobDoc, input_file
+from freight.batch.files import FileRunner
+from freight.batch.job import QUEUE, JobDoc, JobRun, Lost, input_file
 from freight.batch.spec import InputFile
 from freight.errors import StorageError, StoreUnavailableError
 from freight.events import CompletionHub, WorkSignal

@@ -30,25 +30,21 @@ from dataclasses import dataclass
 
 import orjson
 
-from freight.batch import records, split
+from freight.batch import split
 from freight.batch.formats import csv_header, realigned, union_columns
-from freight.batch.job import CHUNK, FileOutput, JobDoc, chunk_id
+from freight.batch.job import CHUNK, FileOutput, JobDoc, JobRun, Lost, chunk_id
+from freight.batch.pipeline_chunks import PipelineChunks
 from freight.batch.spec import CHUNK_MEDIA_TYPE, ChunkSpec, ChunkSummary, InputFile
 from freight.errors import NotFoundError, StorageError
 from freight.events import CompletionHub, WorkSignal
-from freight.ids import new_id
 from freight.keys import (
     chunk_base,
     chunk_errors_key,
     chunk_input_key,
     chunk_output_key,
-    chunk_output_of_summary,
-    chunk_summary_key,
     errors_key,
     output_name,
 )
-from freight.media import is_json_type
-from freight.pipelines.start import new_run, start_rows
 from freight.prediction import Prediction, Status
 from freight.project import Pipelines
 from freight.storage.base import Storage
@@ -58,21 +54,6 @@ JSONL_TYPE = "application/jsonl"
 CSV_TYPE = "text/csv"
 #: the code of a chunk that could not read or write its objects (runner.chunks)
 STORAGE_ERROR = StorageError.code
-
-
-class Lost(Exception):
-    """The job is no longer this driver's (its lease went to another driver)."""
-
-
-@dataclass(slots=True)
-class JobRun:
-    """One job a driver holds."""
-
-    row: Prediction
-    doc: JobDoc
-    canceled: bool = False
-    lost: bool = False
-    saved_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -121,12 +102,13 @@ class FileRunner:
         self._poll_s = poll_s
         self._pipelines = pipelines
         self._save = save
-        self._local: dict[str, asyncio.Task[Prediction]] = {}  # pipeline chunks run here
+        self._pipeline = PipelineChunks(
+            store, storage, signal=signal, pipelines=pipelines, wait=self._wait
+        )
 
     def forget(self, job_id: str) -> None:
         """Cancel the pipeline chunks of a job this driver stops running (or resumes)."""
-        for cid in [c for c in self._local if c.startswith(job_id + ".")]:
-            self._local.pop(cid).cancel()
+        self._pipeline.forget(job_id)
 
     async def run(self, run: JobRun, index: int, file: InputFile) -> FileOutput:
         """Run the file's chunks, then write its output (and error file) whole."""
@@ -220,7 +202,7 @@ class FileRunner:
         lines = piece.data.count(b"\n")
         cid = chunk_id(run.row.id, index, piece.index)
         if doc.target_kind == "pipeline":
-            self._local[cid] = asyncio.create_task(self._pipeline_chunk(run, cid, spec, piece.data))
+            self._pipeline.start(run, cid, spec, piece.data)
             doc.window.append(cid)
             return _Pending(cid, base, piece.first_line, lines, piece.records, local=True)
         cid, row = await self._latest(run.row.id, index, piece.index)
@@ -313,7 +295,9 @@ class FileRunner:
         """Wait for the oldest chunk; count its records; its objects as recorded."""
         doc, pending = run.doc, window[0]
         first = doc.records_done + doc.records_failed == 0  # shown at once, not throttled
-        row = await (self._local_outcome(pending) if pending.local else self._wait(run, pending.id))
+        row = await (
+            self._pipeline.outcome(pending.id) if pending.local else self._wait(run, pending.id)
+        )
         if _storage_failed(row):  # transient: the driver backs off, resumes, queues it again
             raise StorageError(f"chunk {row.id}: {row.error_message}", id=row.id)
         window.popleft()
@@ -348,97 +332,6 @@ class FileRunner:
         _fail_job(doc, "chunk_failed", f"lines {pending.first_line}-{last}: {error['message']}")
         return _Done(None, key, None)
 
-    # -- a pipeline target's chunks, run here --------------------------------------------
-    async def _pipeline_chunk(
-        self, run: JobRun, cid: str, spec: ChunkSpec, data: bytes
-    ) -> Prediction:
-        """One run per record (deterministic ids: a resumed driver finds the runs already
-        made); the records' outputs and errors written as a replica writes a model's
-        chunk, the summary last: a summary found means its chunk is whole."""
-        found = await self._finished(spec.objects)
-        if found is not None:
-            return _local_row(cid, summary=found[0], output_key=found[1])
-        counter = iter(range(1 << 30))
-
-        async def call(inputs: list[object]) -> list[object]:
-            ids = [f"{cid}.r{next(counter)}" for _ in inputs]
-            rows = [
-                await self._start_run(run, rid, value)
-                for rid, value in zip(ids, inputs, strict=True)
-            ]
-            return [await self._run_result(run, row) for row in rows]
-
-        result = await records.arun_chunk(spec, data, call)
-        output_key = chunk_output_key(spec.objects)
-        if result.errors:
-            await self._storage.put(chunk_errors_key(output_key), result.errors)
-        await self._storage.put(output_key, result.output)
-        summary = result.summary.to_json()
-        await self._storage.put(chunk_summary_key(output_key), summary.encode())
-        return _local_row(cid, summary=summary, output_key=output_key)
-
-    async def _finished(self, base: str) -> tuple[str, str] | None:
-        """The summary (and output key) of an attempt that finished this chunk."""
-        async for info in self._storage.list(base + "."):
-            if info.key.endswith(".json"):
-                summary = (await self._storage.get(info.key)).decode()
-                return summary, chunk_output_of_summary(info.key)
-        return None
-
-    async def _run_result(self, run: JobRun, row: Prediction) -> object:
-        done = row if row.status.terminal else await self._wait(run, row.id)
-        if done.status == Status.SUCCEEDED:
-            if done.output_json is not None or done.output_key is None:
-                return orjson.loads(done.output_json or "null")
-            # an output over the inline limit is the run's object: the record is its JSON
-            if not is_json_type(done.output_content_type):
-                return RuntimeError(f"the run's output is {done.output_content_type}, not JSON")
-            return orjson.loads(await self._storage.get(done.output_key))
-        return RuntimeError(done.error_message or str(done.status))
-
-    async def _start_run(self, run: JobRun, run_id: str, value: object) -> Prediction:
-        """One record's pipeline run (its first steps queued in the same transaction)."""
-        doc = run.doc
-        bundle = self._pipelines.bundles[doc.target]
-        row = new_run(
-            doc.target, bundle, run_id=run_id, now=time.time(), timeout_s=doc.chunk_timeout_s
-        )
-        row.priority = doc.options.priority
-        row.input_json = orjson.dumps(value).decode()
-        row.idempotency_key = row.request_hash = run_id
-        steps = start_rows(row, self._pipelines.specs[doc.target], new_id)
-        stored, _ = await self._store.create_run(row, steps)
-        for step in steps:
-            self._signal.notify(step.target)
-        return stored
-
-    async def _local_outcome(self, pending: _Pending) -> Prediction:
-        """A pipeline chunk's outcome in the shape of a chunk prediction's row."""
-        try:
-            return await self._local.pop(pending.id)
-        except (asyncio.CancelledError, Lost, StorageError):
-            raise
-        except Exception as exc:
-            return _local_row(pending.id, error=str(exc))
-
-
-def _local_row(
-    cid: str, *, summary: str | None = None, output_key: str | None = None, error: str = ""
-) -> Prediction:
-    """A chunk run here, as a row: succeeded with its summary, or failed (``error``)."""
-    row = Prediction(
-        id=cid,
-        target="",
-        kind=CHUNK,
-        status=Status.SUCCEEDED,
-        created_at=time.time(),
-        output_json=summary,
-        output_key=output_key,
-    )
-    if error:
-        row.status, row.error_code, row.error_message = Status.FAILED, "batch_error", error
-    return row
-
 
 def _storage_failed(row: Prediction) -> bool:
     return row.status == Status.FAILED and row.error_code == STORAGE_ERROR
@@ -450,4 +343,4 @@ def _fail_job(doc: JobDoc, code: str, message: str) -> None:
         doc.error = {"code": code, "message": f"{message} (on_error=fail); see the error file"}
 
 
-__all__ = ["FileRunner", "JobRun", "Lost"]
+__all__ = ["FileRunner"]

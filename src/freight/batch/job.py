@@ -18,7 +18,7 @@ import orjson
 
 from freight.batch.spec import InputFile, Options
 from freight.keys import OUTPUT_SUFFIX
-from freight.prediction import Kind
+from freight.prediction import Kind, Prediction
 
 #: the ``target`` column of every job row: the queue the drivers claim from (the
 #: job's own target, a model or a pipeline, is in its document)
@@ -114,6 +114,21 @@ class JobDoc:
             data["files"] = [InputFile(**f) for f in data["files"]]
         data["outputs"] = [FileOutput(**o) for o in data.get("outputs", [])]
         return cls(**data)
+
+
+class Lost(Exception):
+    """The job is no longer this driver's (its lease went to another driver)."""
+
+
+@dataclass(slots=True)
+class JobRun:
+    """One job a driver holds."""
+
+    row: Prediction
+    doc: JobDoc
+    canceled: bool = False
+    lost: bool = False
+    saved_at: float = 0.0
 
 
 def chunk_id(job_id: str, file_index: int, piece_index: int, retry: int = 0) -> str:
