@@ -315,6 +315,26 @@ def test_status_follow_reattaches_and_downloads(api: Api, tmp_path: Path) -> Non
     assert "succeeded: 4 records, 0 failed" in result.stdout
 
 
+def test_a_gzip_inputs_output_is_saved_without_gz(api: Api, tmp_path: Path) -> None:
+    """The output of ``rows.csv.gz`` (``rows.csv.out``, not compressed) is saved as
+    ``rows.csv``; one that keeps ``.gz`` in its name keeps its ``.out`` too."""
+    many = job("succeeded", input={"uri": "freight://data/", "files": 2})
+    gz, clash = output_entry("rows.csv.gz"), output_entry("b.csv.gz", failed=1)
+    gz["output_uri"] = "freight://batch/b1/output/rows.csv.out"
+    api.on("GET", "/v1/batch-jobs/b1", httpx.Response(200, json=many | {"outputs": [gz, clash]}))
+    api.on("GET", "/v1/objects/out/rows.csv.gz", httpx.Response(200, content=b"A"))
+    api.on("GET", "/v1/objects/out/b.csv.gz", httpx.Response(200, content=b"B"))
+    api.on("GET", "/v1/objects/err/b.csv.gz", httpx.Response(200, content=b"E"))
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["batch", "status", "b1", "-o", str(out)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "b.csv.gz.out",
+        "b.csv.gz.out.errors",
+        "rows.csv",
+    ]
+
+
 def test_status_follow_of_a_failed_job_exits_1(api: Api) -> None:
     failed = job("canceled", counts={"total": None, "done": 3, "failed": 0})
     api.on("GET", "/v1/batch-jobs/b1", httpx.Response(200, json=failed))
@@ -391,3 +411,38 @@ def test_the_live_bars_show_uploads_records_rate_and_eta(
     for expected in ("upload 1 file(s)", "1.4 MB", "500/1,000 records", "120 rec/s", "ETA 0:03"):
         assert expected in drawn, expected
     assert "following batch job b1" in drawn
+
+
+def test_the_four_spellings_of_the_batch_options_agree() -> None:
+    """batch.spec.Options is the one definition: the API body inherits it, and the
+    client's BatchJobOptions and the CLI's options name its fields with its types,
+    choices and bounds (each left out, None, takes the server's default)."""
+    import typing
+
+    import typer.main
+    from annotated_types import Ge, Le
+
+    from freight.api.schemas import CreateBatchJob
+    from freight.batch.spec import Options
+    from freight.client import BatchJobOptions, BatchOptions
+
+    fields, types = Options.model_fields, typing.get_type_hints(Options)
+    assert issubclass(CreateBatchJob, Options)
+    client = typing.get_type_hints(BatchJobOptions)
+    assert set(client) - set(fields) == {"output", "metadata", "webhook", "webhook_events"}
+    assert set(BatchOptions.model_fields) == set(fields)  # the job's options, as read back
+    assert {name: client[name] for name in fields} == {n: types[n] | None for n in fields}
+    command = typer.main.get_command(_batch.batch_app)
+    params: dict[str, Any] = {p.name: p for p in command.commands["run"].params}
+    for name, info in fields.items():
+        param = params[name]
+        assert param.default is None, name
+        choices = typing.get_args(types[name]) if typing.get_origin(types[name]) else ()
+        if choices and all(isinstance(c, str) for c in choices):
+            enum = param.type_descriptor.annotation
+            assert sorted(member.value for member in enum) == sorted(choices), name
+        bounds = {type(rule): rule for rule in info.metadata}
+        assert (param.min, param.max) == (
+            bounds[Ge].ge if Ge in bounds else None,
+            bounds[Le].le if Le in bounds else None,
+        ), name

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from freight.batch.spec import Options
+
 StatusName = Literal[
     "pending",
     "awaiting_input",
@@ -262,10 +264,11 @@ class BatchUpload(BaseModel):
     upload: list[str] = Field(min_length=1, max_length=10_000)
 
 
-class CreateBatchJob(BaseModel):
-    """Body of ``POST /v1/batch-jobs``: run ``target`` over every record of ``input``."""
+class CreateBatchJob(Options):
+    """Body of ``POST /v1/batch-jobs``: run ``target`` over every record of ``input``;
+    the job's options are :class:`freight.batch.spec.Options`' fields, inherited."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     target: str = Field(min_length=1, max_length=200)
     input: str | BatchUpload = Field(
@@ -273,15 +276,8 @@ class CreateBatchJob(BaseModel):
         "it), a URI of the configured store, or {'upload': [names]}"
     )
     output: str | None = Field(None, description="a prefix for the outputs (freight://...)")
-    split: Literal["line", "none"] = "line"
-    records_per_call: int = Field(64, ge=1, le=100_000)
-    max_call_bytes: int = Field(6 * 1024 * 1024, ge=1, le=1 << 30)
-    concurrency: int = Field(4, ge=1, le=1024)
-    on_error: Literal["fail", "continue"] = "fail"
-    join: Literal["none", "input"] = "none"
-    input_filter: str | None = Field(None, max_length=10_000)
-    output_filter: str | None = Field(None, max_length=10_000)
-    content_type: str | None = Field(None, max_length=200)
-    priority: int = Field(-10, ge=-1000, le=1000)
     metadata: dict[str, Any] | None = None
     webhook: WebhookIn | None = None
+
+    def options(self) -> Options:
+        return Options.model_validate(self.model_dump(include=set(Options.model_fields)))

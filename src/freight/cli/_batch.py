@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import typer
+from annotated_types import Ge, Le
 from rich import box
 from rich.console import Group, RenderableType
 from rich.markup import escape
@@ -39,10 +40,11 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from freight.batch.spec import DEFAULT_PRIORITY, Options
 from freight.cli import _render
 from freight.cli._base import UrlOption, err, out
 from freight.cli._base import command_client as _client
-from freight.client import BatchJob, Client
+from freight.client import BatchJob, BatchOutput, Client
 from freight.client._flows import is_uri, local_inputs
 
 #: seconds between two status requests while a job is followed
@@ -72,6 +74,19 @@ batch_app = typer.Typer(
 )
 
 
+def _bounds(name: str) -> dict[str, int]:
+    """An option's bounds as ``typer.Option`` takes them: those of the one definition,
+    :class:`freight.batch.spec.Options`."""
+    bounds: dict[str, int] = {}
+    for rule in Options.model_fields[name].metadata:
+        if isinstance(rule, Ge):
+            bounds["min"] = int(rule.ge)  # type: ignore[call-overload]
+        elif isinstance(rule, Le):
+            bounds["max"] = int(rule.le)  # type: ignore[call-overload]
+    return bounds
+
+
+# the choices of Options' literal fields (a test holds them together)
 class Split(StrEnum):
     line = "line"
     none = "none"
@@ -96,7 +111,8 @@ IdArgument = Annotated[str, typer.Argument(metavar="ID", help="Batch job id.")]
 @dataclass(frozen=True, slots=True)
 class Destination:
     """A local OUTPUT: one file (the job has one input file) or a directory that gets
-    each output under its input's name, failed records beside it as ``<file>.errors``."""
+    each output under its input's name (``.gz`` dropped: outputs are not compressed;
+    see :func:`local_name`), failed records beside it as ``<file>.errors``."""
 
     path: Path
     directory: bool
@@ -191,13 +207,22 @@ def run(
     ] = None,
     split: SplitOption = None,
     records_per_call: Annotated[
-        int | None, typer.Option("--records-per-call", min=1, help="Records per model call.")
+        int | None,
+        typer.Option(
+            "--records-per-call", **_bounds("records_per_call"), help="Records per model call."
+        ),
     ] = None,
     max_call_bytes: Annotated[
-        int | None, typer.Option("--max-call-bytes", min=1, help="Bytes per model call, at most.")
+        int | None,
+        typer.Option(
+            "--max-call-bytes", **_bounds("max_call_bytes"), help="Bytes per model call, at most."
+        ),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option("--concurrency", min=1, help="Calls in flight at once.")
+        int | None,
+        typer.Option(
+            "--concurrency", **_bounds("concurrency"), help="Chunks queued or running at once."
+        ),
     ] = None,
     on_error: Annotated[
         OnError | None,
@@ -228,7 +253,12 @@ def run(
         ),
     ] = None,
     priority: Annotated[
-        int | None, typer.Option("--priority", help="Queue priority (default -10).")
+        int | None,
+        typer.Option(
+            "--priority",
+            **_bounds("priority"),
+            help=f"Queue priority of the chunks (default {DEFAULT_PRIORITY}).",
+        ),
     ] = None,
     detach: Annotated[
         bool,
@@ -462,6 +492,18 @@ def _show(bar: Progress, task: TaskID, job: BatchJob) -> None:
     )
 
 
+def local_name(job: BatchJob, entry: BatchOutput) -> str:
+    """An output's name in a local directory: its name under the job's output prefix
+    without ``.out`` (``rows.csv.gz`` in: ``rows.csv``, uncompressed), kept whole when
+    that would still end in ``.gz``; the input's name when the URIs do not tell."""
+    prefix, uri = job.output.uri or "", entry.output_uri or ""
+    if not prefix or not uri.startswith(prefix):
+        return entry.name
+    name = uri[len(prefix) :]
+    plain = name.removesuffix(".out")
+    return name if not plain or plain.lower().endswith(".gz") else plain
+
+
 def _save_outputs(client: Client, job: BatchJob, dest: Destination) -> list[Path]:
     """Download every output (and errors file) of a succeeded job to ``dest``."""
     saved: list[Path] = []
@@ -470,7 +512,7 @@ def _save_outputs(client: Client, job: BatchJob, dest: Destination) -> list[Path
     try:
         with Progress(*_transfer_columns(), console=err, transient=True, disable=_quiet()) as bar:
             for entry in job.outputs:
-                path = dest.place(entry.name, count)
+                path = dest.place(local_name(job, entry), count)
                 pairs = [(entry.output_url, entry.output_uri, path)]
                 if entry.errors_uri or entry.errors_url:
                     errors = path.with_name(path.name + ".errors")

@@ -12,7 +12,7 @@ import mimetypes
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 from urllib.parse import quote
 
 from freight.client._events import deliveries_from
@@ -355,15 +355,17 @@ def is_uri(value: str) -> bool:
 
 class BatchJobOptions(TypedDict, total=False):
     """The options of a batch job (``POST /v1/batch-jobs``); one left out takes the
-    server's default. The sync and async clients take them as keywords."""
+    server's default. The sync and async clients take them as keywords. Besides
+    ``output``, ``metadata`` and the webhook, the fields of the server's
+    ``batch.spec.Options``, typed alike (a unit test holds them together)."""
 
     output: str | None
-    split: str | None
+    split: Literal["line", "none"] | None
     records_per_call: int | None
     max_call_bytes: int | None
     concurrency: int | None
-    on_error: str | None
-    join: str | None
+    on_error: Literal["fail", "continue"] | None
+    join: Literal["none", "input"] | None
     input_filter: str | None
     output_filter: str | None
     content_type: str | None

@@ -17,7 +17,6 @@ from freight.api.params import CursorQuery, decode_cursor, next_cursor
 from freight.api.render import json_response
 from freight.api.schemas import BatchUpload, CreateBatchJob
 from freight.batch.service import BatchService, JobRequest, doc_of
-from freight.batch.spec import Options
 from freight.batch.view import job_dict
 from freight.errors import (
     ConflictError,
@@ -86,18 +85,6 @@ async def create_batch_job(request: Request) -> Response:
     it; with ``input: {"upload": [...]}`` it waits for its uploads (``upload_urls``)."""
     raw = await read_json(request, deps.service(request).limits.max_json_bytes)
     body = _validate(raw)
-    options = Options(
-        split=body.split,
-        records_per_call=body.records_per_call,
-        max_call_bytes=body.max_call_bytes,
-        concurrency=body.concurrency,
-        on_error=body.on_error,
-        join=body.join,
-        input_filter=body.input_filter,
-        output_filter=body.output_filter,
-        content_type=body.content_type,
-        priority=body.priority,
-    )
     uploads = body.input.upload if isinstance(body.input, BatchUpload) else None
     webhook = (
         None
@@ -110,7 +97,7 @@ async def create_batch_job(request: Request) -> Response:
             input_uri=body.input if isinstance(body.input, str) else None,
             uploads=uploads,
             output_uri=body.output,
-            options=options,
+            options=body.options(),
             metadata=body.metadata,
             webhook=webhook,
         )
