@@ -1,8 +1,9 @@
-"""The agent's duties that need no runner: retention purge, reaping, orphan recovery.
+"""The agent's duties that need no runner: retention purge, reaping, orphan recovery,
+and the supervisor that keeps every duty running.
 
 On the in-memory fakes, with no models (so no runner process is ever started).
-The agent is built as ``server.py`` builds it; its duties are private methods
-called directly here, one sweep per call, instead of waiting for their timers.
+The agent is built as ``server.py`` builds it; its periodic duties are swept one
+``tick()`` per call here, instead of waiting for their timers.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ async def test_purge_deletes_rows_before_their_objects(tmp_path: Path, store: Me
     """Retention deletes the row first, then its input and output objects."""
     storage = RecordingStorage(store)
     row = await with_objects(store, storage)
-    await make_agent(tmp_path, store, storage)._purge()
+    await make_agent(tmp_path, store, storage).purger.tick()
     assert await store.get(row.id) is None
     assert sorted(storage.deleted) == [(input_key(row.id), False), (output_key(row.id), False)]
     assert storage.keys() == []
@@ -138,7 +139,7 @@ async def test_purge_never_deletes_the_callers_input_uri_object(
     await storage.put("caller/data.csv", b"a,b\n")
     row = finished_long_ago(input_key="caller/data.csv", output_key=None)
     await store.create(row)
-    await make_agent(tmp_path, store, storage)._purge()
+    await make_agent(tmp_path, store, storage).purger.tick()
     assert await store.get(row.id) is None
     assert storage.keys() == ["caller/data.csv"]
 
@@ -152,7 +153,7 @@ async def test_purge_keeps_recent_and_live_predictions(tmp_path: Path, store: Me
     live = Prediction(id=new_id(), target="m", status=Status.QUEUED, created_at=0.0)
     for row in (recent, live):
         await store.create(row)
-    await make_agent(tmp_path, store, storage)._purge()
+    await make_agent(tmp_path, store, storage).purger.tick()
     assert await store.get(old.id) is None
     assert [p.id for p in await store.list()] == sorted([recent.id, live.id], reverse=True)
 
@@ -172,7 +173,7 @@ async def test_failing_delete_is_logged_and_purge_goes_on(
         await store.create(row)
     agent = make_agent(tmp_path, store, storage, retention_batch=2)
     with caplog.at_level(logging.WARNING, logger="freight.agent"):
-        await agent._purge()
+        await agent.purger.tick()
     assert await store.list() == []
     assert storage.keys() == sorted(failing)
     assert any(input_key(rows[0].id) in r.getMessage() for r in caplog.records)
@@ -182,7 +183,7 @@ async def test_purge_does_nothing_without_retention(tmp_path: Path, store: Memor
     """retention_s of 0 keeps every finished prediction and its objects."""
     storage = MemoryStorage()
     row = await with_objects(store, storage)
-    await make_agent(tmp_path, store, storage, retention_s=0)._purge()
+    await make_agent(tmp_path, store, storage, retention_s=0).purger.tick()
     assert await store.get(row.id) is not None
     assert storage.keys() == sorted([input_key(row.id), output_key(row.id)])
 
@@ -200,7 +201,7 @@ async def test_reap_publishes_expired_predictions(tmp_path: Path, store: MemoryS
     )
     await store.create(row)
     waiter = hub.subscribe(row.id)
-    await make_agent(tmp_path, store, MemoryStorage(), hub=hub)._reap()
+    await make_agent(tmp_path, store, MemoryStorage(), hub=hub).reaper.tick()
     assert waiter.done()
     got = await store.get(row.id)
     assert got is not None and got.status is Status.EXPIRED

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,6 +159,7 @@ class Node:
     fleet: Fleet
     workers: dict[str, ModelWorker]
     agent_: Agent | None = None
+    queued: list[str] = field(default_factory=list)
 
     @property
     def agent(self) -> Agent:
@@ -226,7 +227,14 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
     """An agent over the given specs, started; drained at teardown."""
     nodes: list[Node] = []
 
-    async def make(*specs: ModelSpec, devices: list[str] | None = None, **settings: Any) -> Node:
+    async def make(
+        *specs: ModelSpec,
+        devices: list[str] | None = None,
+        queued: Sequence[tuple[str, dict[str, Any]]] = (),
+        **settings: Any,
+    ) -> Node:
+        """``queued``: (model, input) predictions queued before the agent starts, so
+        that its first autoscale tick sees them all (``Node.queued``: their ids)."""
         values: dict[str, Any] = {
             "project_dir": tmp_path,
             "state_dir": tmp_path / "state",
@@ -247,8 +255,9 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
             devices=devices if devices is not None else [],
             launch=fleet.launch,
         )
-        await agent.start()
         node = Node(store, signal, fleet, agent.workers, agent)
+        node.queued = [await node.submit(target, **input) for target, input in queued]
+        await agent.start()
         nodes.append(node)
         return node
 
@@ -419,8 +428,9 @@ async def test_the_node_cap_holds_across_models(start: Start) -> None:
     """max_replicas 2 over two models with backlogs of 3: one replica each, never more
     than two alive, and the decision says the node is full."""
     before = _sample("freight_scale_decisions_total", model="a", reason="clamp")
-    node = await start(spec("a", max=3), spec("b", max=3), max_replicas=2)
-    ids = [await node.submit(m, hold=k) for m in ("a", "b") for k in range(3)]
+    backlog = [(m, {"hold": k}) for m in ("a", "b") for k in range(3)]
+    node = await start(spec("a", max=3), spec("b", max=3), max_replicas=2, queued=backlog)
+    ids = node.queued
     await until(holds(lambda: sum(r.running for r in node.fleet.replicas) == 2))
     assert (node.worker("a").replicas, node.worker("b").replicas) == (1, 1)
     state = node.agent.model_states()["a"]

@@ -122,6 +122,7 @@ class Harness:
     script: Script
     worker: ModelWorker
     published: list[str]
+    queued: list[str] = field(default_factory=list)
 
     async def submit(self, n: int = 0, timeout_s: float = 60.0, max_attempts: int = 3) -> str:
         now = time.time()
@@ -219,9 +220,12 @@ async def start(tmp_path: Path, fast_backoff: None) -> AsyncIterator[Start]:
     """Start a worker on a fresh store following a ``Script``; all drained at teardown."""
     started: list[Harness] = []
 
-    async def make(script: Script | None = None, **kw: Any) -> Harness:
+    async def make(script: Script | None = None, queued: int = 0, **kw: Any) -> Harness:
+        """``queued``: predictions (inputs 1, 2, ...) queued before the worker starts, so
+        that its first claim takes them together (``Harness.queued``: their ids)."""
         harness = make_harness(script or Script(), tmp_path, **kw)
         await harness.store.open()
+        harness.queued = [await harness.submit(n) for n in range(1, queued + 1)]
         harness.worker.start()
         started.append(harness)
         return harness
@@ -293,8 +297,8 @@ async def test_crashes_exhaust_the_attempts(start: Start) -> None:
 async def test_cancel_interrupts_without_charging_neighbours(start: Start) -> None:
     """Canceling a running prediction kills its replica: it stays canceled, and its batch
     neighbour is requeued without an attempt charged, then succeeds."""
-    running = await start(Script(runs=[hang, echo]))
-    canceled, neighbour = await running.submit(1), await running.submit(2)
+    running = await start(Script(runs=[hang, echo]), queued=2)
+    canceled, neighbour = running.queued
     await asyncio.wait_for(running.script.running.wait(), DEADLINE_S)
     assert len(running.script.batches[0].items) == 2
     await running.store.cancel(canceled, now=time.time())

@@ -1,19 +1,21 @@
-"""The agent of one worker node: model workers plus the periodic duties.
+"""The agent of one worker node: the composition root of its duties.
 
-Duties besides claiming: renew the leases of what this node runs (heartbeat),
-enforce leases and TTLs for everyone (reap), interrupt predictions that were
-canceled or lost, and delete finished predictions past their retention (purge:
-rows first, then their objects). In the embedded shape the SQLite store is
-exclusive, so at start-up every ``running`` row is an orphan of a crash and is
-requeued.
+The agent builds and supervises named duties (:mod:`freight.agent.duties`), each
+given only the store role it needs:
 
-Autoscale, every ``autoscale_interval_s``: each served model's backlog (from
-``store.stats()``) and replicas are observed, :func:`~freight.scaling.decide`
-says how many replicas each should have, :func:`~freight.scaling.allocate`
-shares the node (``max_replicas``, the GPUs) between them, and the workers grow
-or shrink to that. A model at zero replicas wakes the duty at once when work
-for it is signalled in this process, so its first request starts a replica
-without waiting for the next tick.
+- the model workers (``Queue``): each replica slot claims, runs and records its
+  batches, and restarts itself after a failure (:mod:`freight.agent.worker`);
+- ``autoscaler`` (``Records``): replicas per model (:mod:`freight.agent.autoscaler`);
+- ``heartbeat`` and ``reaper`` (``Queue``): this node's leases renewed, everyone's
+  expired leases and TTLs enforced;
+- ``purger`` (``Records``): retention;
+- ``deliverer`` (``Outbox``, and the records it renders): notifications;
+- ``batch-driver``: batch jobs (:mod:`freight.batch.driver`).
+
+A duty that crashes is logged with its traceback and restarted with back-off
+(:class:`~freight.agent.duties.Supervisor`). In the embedded shape the SQLite
+store is exclusive, so at start-up every ``running`` row is an orphan of a
+crash and is requeued.
 
 GPUs are detected once, at construction (``gpus`` setting, else ``nvidia-smi``).
 A deployment this node cannot run fails the start (ConfigError); a model that
@@ -31,46 +33,35 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from freight import metrics
-from freight.agent.delivery import Deliverer, RetryPolicy, SinkFor
+from freight.agent.autoscaler import Autoscaler
+from freight.agent.delivery import Deliverer, RetryPolicy, SinkFor, links_base
+from freight.agent.duties import (
+    Duty,
+    Heartbeat,
+    Loop,
+    Purger,
+    Reaper,
+    StoreOutage,
+    Supervisor,
+)
 from freight.agent.replica import RunnerCommand
 from freight.agent.worker import ModelWorker, Persist, ReplicaLauncher
 from freight.batch.driver import BatchDriver
 from freight.config import Settings
-from freight.errors import ConfigError, StoreUnavailableError
+from freight.errors import ConfigError
 from freight.events import CompletionHub, WorkSignal
 from freight.fleet import ModelState
-from freight.keys import is_own_input, is_own_output
-from freight.prediction import Prediction, TargetStats
 from freight.project import Pipelines
 from freight.registry import ModelSpec
-from freight.scaling import (
-    Decision,
-    GpuPool,
-    ModelScaleState,
-    Observation,
-    Want,
-    allocate,
-    capped,
-    check_deployable,
-    decide,
-    detect_devices,
-)
+from freight.scaling import GpuPool, check_deployable, detect_devices
 from freight.scaling.gpus import GPUS_ENV, NVIDIA_SMI_QUERY
 from freight.storage.base import Storage
 from freight.store.base import Store
 
 log = logging.getLogger("freight.agent")
-
-Duty = Callable[[], Awaitable[None]]
-
-#: one purge run stops after this long even with more rows due (the next run goes on)
-PURGE_BUDGET_S = 10.0
-#: object deletions in flight at once during a purge
-PURGE_DELETE_CONCURRENCY = 16
 
 
 class Agent:
@@ -99,20 +90,7 @@ class Agent:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = False
         self.deliverer = (
-            Deliverer(
-                store,
-                sink_for,
-                worker_id=self.worker_id,
-                policy=RetryPolicy(
-                    base_s=settings.delivery_backoff_s,
-                    max_delay_s=settings.delivery_backoff_max_s,
-                    max_age_s=settings.delivery_max_age_s,
-                ),
-                concurrency=settings.delivery_concurrency,
-                timeout_s=settings.delivery_timeout_s,
-                poll_s=settings.poll_interval_s,
-                secrets_overlap_s=settings.webhook_secret_overlap_s,
-            )
+            _deliverer(settings, store, storage, sink_for, self.worker_id)
             if sink_for is not None
             else None
         )
@@ -126,12 +104,8 @@ class Agent:
             poll_s=settings.poll_interval_s,
             pipelines=pipelines,
         )
-        self._driving: asyncio.Task[None] | None = None
         wake = self.deliverer.wake if self.deliverer is not None else None
         self._persist = Persist(store, hub.publish, lambda: self._stopping, on_outbox=wake)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._reap_after = 0.0  # monotonic; lease reaping waits past a store outage
-        self._delivering: asyncio.Task[None] | None = None
         # runners' temporary files (S3 inputs, File outputs) live beside the state, on
         # disk rather than a tmpfs, and on the local store's filesystem: moved, not copied
         scratch = (settings.state_dir / "tmp").resolve()
@@ -141,36 +115,85 @@ class Agent:
         self.not_served = _deployable(specs, self.devices)
         served = {name: spec for name, spec in specs.items() if name not in self.not_served}
         _warn_about_the_cap(served, settings.max_replicas)
-        self._claiming = True
-        self._scale_states: dict[str, ModelScaleState] = {}
-        self._stats: dict[str, TargetStats] = {}  # the last backlog read (kept over an outage)
-        self._stats_stale = False
-        self._capped: set[str] = set()  # models the node's capacity holds below their need
         self.workers = {
-            name: ModelWorker(
-                spec,
-                RunnerCommand(
-                    spec.ref,
-                    Path(settings.project_dir).resolve(),
-                    storage_url,
-                    settings.inline_output_max_bytes,
-                    env={"TMPDIR": str(scratch)},
-                    load_timeout_s=settings.load_timeout_s,
-                ),
-                store=store,
-                storage=storage,
-                signal=signal,
-                worker_id=self.worker_id,
-                lease_s=settings.lease_s,
-                poll_interval_s=settings.poll_interval_s,
-                replicas=0,  # the first autoscale tick (at start) brings each to its min
-                max_load_attempts=settings.max_load_attempts,
-                on_finished=self._persist,
-                launch=launch,
-                gpu_pool=self.gpu_pool,
-            )
-            for name, spec in served.items()
+            name: self._worker(spec, scratch, storage_url, launch) for name, spec in served.items()
         }
+        self._build_duties(store, storage)
+
+    def _worker(
+        self,
+        spec: ModelSpec,
+        scratch: Path,
+        storage_url: str,
+        launch: ReplicaLauncher | None,
+    ) -> ModelWorker:
+        settings, store = self._settings, self._store
+        return ModelWorker(
+            spec,
+            RunnerCommand(
+                spec.ref,
+                Path(settings.project_dir).resolve(),
+                storage_url,
+                settings.inline_output_max_bytes,
+                env={"TMPDIR": str(scratch)},
+                load_timeout_s=settings.load_timeout_s,
+            ),
+            store=store,
+            storage=self._storage,
+            signal=self._signal,
+            worker_id=self.worker_id,
+            lease_s=settings.lease_s,
+            poll_interval_s=settings.poll_interval_s,
+            replicas=0,  # the first autoscale tick (at start) brings each to its min
+            max_load_attempts=settings.max_load_attempts,
+            on_finished=self._persist,
+            launch=launch,
+            gpu_pool=self.gpu_pool,
+        )
+
+    def _build_duties(self, store: Store, storage: Storage) -> None:
+        settings = self._settings
+        outage = StoreOutage(settings.lease_s)
+        self.autoscaler = Autoscaler(
+            store,
+            self.workers,
+            signal=self._signal,
+            interval_s=settings.autoscale_interval_s,
+            max_replicas=settings.max_replicas,
+            gpus=len(self.devices),
+            not_served=self.not_served,
+        )
+        self.heartbeat = Heartbeat(
+            store,
+            outage,
+            worker_id=self.worker_id,
+            lease_s=settings.lease_s,
+            running=lambda: [i for w in self.workers.values() for i in w.running_ids()],
+            interrupt=self._interrupt,
+        )
+        self.reaper = Reaper(
+            store,
+            outage,
+            interval_s=settings.reap_interval_s,
+            signal=self._signal,
+            hub=self._hub,
+        )
+        self.purger = Purger(
+            store,
+            storage,
+            outage,
+            interval_s=settings.retention_interval_s,
+            retention_s=settings.retention_s,
+            batch=settings.retention_batch,
+        )
+        duties: list[Duty] = [self.autoscaler, self.heartbeat, self.reaper]
+        if settings.retention_s:
+            duties.append(self.purger)
+        if self.deliverer is not None:
+            duties.append(Loop("deliverer", self.deliverer.run))
+        duties.append(Loop("batch-driver", self.driver.run))
+        self.duties = duties
+        self.supervisor = Supervisor()
 
     async def start(self) -> None:
         if self._store.exclusive:
@@ -179,31 +202,13 @@ class Agent:
                 log.warning("requeued %d predictions left running by a previous run", len(orphans))
         for worker in self.workers.values():
             worker.start()
-        now = time.monotonic()
-        self._scale_states = {name: ModelScaleState.initial(now) for name in self.workers}
+        self.autoscaler.begin()
         try:
-            await self._autoscale()  # the min replicas (and whatever is queued) start now
+            await self.autoscaler.tick()  # the min replicas (and whatever is queued) start now
         except Exception:
             log.exception("autoscale failed (the next tick tries again)")
-        self._tasks = [
-            asyncio.create_task(self._scale_loop(), name="agent:autoscale"),
-            asyncio.create_task(
-                self._every(self._settings.lease_s / 3, self._heartbeat), name="agent:heartbeat"
-            ),
-            asyncio.create_task(
-                self._every(self._settings.reap_interval_s, self._reap), name="agent:reap"
-            ),
-        ]
-        if self._settings.retention_s:
-            self._tasks.append(
-                asyncio.create_task(
-                    self._every(self._settings.retention_interval_s, self._purge),
-                    name="agent:purge",
-                )
-            )
-        if self.deliverer is not None:
-            self._delivering = asyncio.create_task(self.deliverer.run(), name="agent:deliver")
-        self._driving = asyncio.create_task(self.driver.run(), name="agent:batch")
+        for duty in self.duties:
+            self.supervisor.start(duty)
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop claiming, let running work finish within the grace, requeue the rest."""
@@ -212,21 +217,16 @@ class Agent:
         # heartbeats go on while running work finishes: a lease lapsing mid-drain would
         # let another worker take the prediction over and run it a second time
         await asyncio.gather(*(w.drain(grace) for w in self.workers.values()))
-        if self.deliverer is not None and self._delivering is not None:
+        if self.deliverer is not None:
             await self.deliverer.stop()  # the last completions' events, within a grace
-            await asyncio.gather(self._delivering, return_exceptions=True)
+            await self.supervisor.finish("deliverer")
         self._stopping = True
-        if self._driving is not None:
-            self._driving.cancel()
-            await asyncio.gather(self._driving, return_exceptions=True)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.stop()
 
     def stop_claiming(self) -> None:
         """Claim nothing more (called the moment SIGTERM arrives, before the HTTP
         server finishes its open requests); running work goes on until :meth:`drain`."""
-        self._claiming = False
+        self.autoscaler.stop()
         for worker in self.workers.values():
             worker.stop_claiming()
         self.driver.stop()
@@ -252,177 +252,34 @@ class Agent:
 
     async def interrupt(self, prediction_id: str) -> None:
         """A running prediction was canceled: kill the runner that holds it."""
+        await self._interrupt({prediction_id})
+
+    async def _interrupt(self, ids: set[str]) -> None:
+        """Predictions this node no longer holds: kill the runners running them."""
         for worker in self.workers.values():
-            await worker.interrupt({prediction_id})
+            await worker.interrupt(ids)
 
-    # -- autoscaling -----------------------------------------------------------------
-    async def _scale_loop(self) -> None:
-        interval_s = self._settings.autoscale_interval_s
-        while not self._stopping and self._claiming:
-            await self._until_scaling_is_due(interval_s)
-            try:
-                await self._autoscale()
-            except Exception:
-                log.exception("autoscale failed")
 
-    async def _until_scaling_is_due(self, interval_s: float) -> None:
-        """One interval, or less when work is signalled for a model with no replica."""
-        idle = [name for name, w in self.workers.items() if w.replicas == 0 and not w.stopping]
-        if not idle:
-            await asyncio.sleep(interval_s)
-            return
-        # nothing else waits on these models' signals (they have no slot), so taking
-        # the wake-up here steals it from nobody; the new slot claims without one
-        waits = [asyncio.ensure_future(self._signal.wait(name, interval_s)) for name in idle]
-        try:
-            await asyncio.wait(waits, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
-
-    async def _autoscale(self) -> None:
-        """One tick: observe every served model, decide, share the node, apply."""
-        if not self._claiming or not self.workers:
-            return
-        try:
-            self._stats = await self._store.stats()
-            self._stats_stale = False
-        except StoreUnavailableError:
-            if not self._stats_stale:
-                log.warning("store unavailable: scaling on the last backlog seen")
-            self._stats_stale = True
-        now = time.monotonic()
-        seen: dict[str, tuple[Observation, Decision]] = {}
-        wants: dict[str, Want] = {}
-        for name, worker in self.workers.items():
-            spec = worker.spec
-            obs = Observation(
-                now,
-                queued=self._stats.get(name, TargetStats()).queued,
-                in_flight=worker.in_flight,
-                replicas=worker.replicas,
-                starting=worker.starting,
-            )
-            state = self._scale_states.get(name) or ModelScaleState.initial(now)
-            decision, self._scale_states[name] = decide(spec.replicas, obs, state)
-            seen[name] = obs, decision
-            wants[name] = Want.of(decision, spec.replicas, obs, gpus=spec.resources.gpus)
-        granted = allocate(
-            wants, max_replicas_total=self._settings.max_replicas, max_gpus=len(self.devices)
-        )
-        for name, (obs, decision) in seen.items():
-            self._apply(self.workers[name], obs, decision, granted[name])
-        for name in self.not_served:
-            queued = self._stats.get(name, TargetStats()).queued
-            metrics.model_scale(name, replicas=0, desired=0, queued=queued)
-
-    def _apply(self, worker: ModelWorker, obs: Observation, decision: Decision, grant: int) -> None:
-        name = worker.spec.name
-        final = capped(decision, grant)
-        before = worker.replicas
-        after = worker.scale_to(grant)
-        reason = final.reason
-        if after < grant:
-            reason = f"{reason}; waiting for GPUs ({after} of {grant})"
-        worker.scaling.desired, worker.scaling.reason = decision.desired, reason
-        if grant < decision.desired:
-            if name not in self._capped:
-                self._capped.add(name)
-                metrics.scale_decisions.labels(name, "clamp").inc()
-                log.info("model %s: held at %d replicas: %s", name, grant, final.reason)
-        else:
-            self._capped.discard(name)
-        if after != before:
-            kind = "down" if after < before else "from_zero" if before == 0 and obs.work else "up"
-            metrics.scale_decisions.labels(name, kind).inc()
-            worker.record_change(before, after, reason)
-            log.info(
-                "model %s: %d -> %d replicas (%s; queued %d, running %d)",
-                name,
-                before,
-                after,
-                reason,
-                obs.queued,
-                obs.in_flight,
-            )
-        metrics.model_scale(name, replicas=after, desired=decision.desired, queued=obs.queued)
-
-    async def _every(self, interval_s: float, duty: Duty) -> None:
-        while not self._stopping:
-            try:
-                await duty()
-            except StoreUnavailableError:
-                log.warning("store unavailable during %s", duty.__name__)
-                # nobody could renew a lease meanwhile: give every holder one lease
-                # after the store is back before calling a lease lost
-                self._reap_after = time.monotonic() + self._settings.lease_s
-            except Exception:
-                log.exception("%s failed", duty.__name__)
-            await asyncio.sleep(interval_s)
-
-    async def _heartbeat(self) -> None:
-        ids = [i for w in self.workers.values() for i in w.running_ids()]
-        if not ids:
-            return
-        lost = await self._store.heartbeat(
-            self.worker_id,
-            ids,
-            lease_s=self._settings.lease_s,
-            now=time.time(),
-        )
-        if lost:
-            log.info("interrupting %d predictions this worker no longer holds", len(lost))
-            for worker in self.workers.values():
-                await worker.interrupt(set(lost))
-
-    async def _reap(self) -> None:
-        if time.monotonic() < self._reap_after:
-            return
-        result = await self._store.reap(now=time.time())
-        if result.requeued:
-            log.warning("requeued %d predictions whose lease expired", len(result.requeued))
-            self._signal.notify_all()
-        finished = result.failed + result.expired
-        if finished:
-            self._hub.publish(finished)
-
-    async def _purge(self) -> None:
-        """Delete predictions finished more than ``retention_s`` ago, batch by batch,
-        then their objects. Rows go first: a leftover object is harmless, a row
-        pointing at a deleted object is not."""
-        retention_s = self._settings.retention_s
-        if not retention_s:
-            return
-        batch = self._settings.retention_batch
-        deadline = time.monotonic() + PURGE_BUDGET_S
-        total = 0
-        while not self._stopping:
-            rows = await self._store.purge(before=time.time() - retention_s, limit=batch)
-            total += len(rows)
-            await self._delete_objects(rows)
-            if len(rows) < batch or time.monotonic() >= deadline:
-                break
-        if total:
-            log.info("retention: deleted %d predictions finished over %ss ago", total, retention_s)
-
-    async def _delete_objects(self, rows: list[Prediction]) -> None:
-        keys: list[str] = []
-        for row in rows:
-            # an input named by input_uri is the caller's object: only ours is deleted
-            if row.input_key is not None and is_own_input(row.id, row.input_key):
-                keys.append(row.input_key)
-            if row.output_key is not None and is_own_output(row.id, row.output_key):
-                keys.append(row.output_key)
-        limit = asyncio.Semaphore(PURGE_DELETE_CONCURRENCY)
-
-        async def delete(key: str) -> None:
-            async with limit:
-                try:
-                    await self._storage.delete(key)
-                except Exception as exc:  # a leftover object is harmless
-                    log.warning("retention: could not delete object %s: %s", key, exc)
-
-        await asyncio.gather(*(delete(k) for k in keys))
+def _deliverer(
+    settings: Settings, store: Store, storage: Storage, sink_for: SinkFor, worker_id: str
+) -> Deliverer:
+    return Deliverer(
+        store,
+        sink_for,
+        worker_id=worker_id,
+        policy=RetryPolicy(
+            base_s=settings.delivery_backoff_s,
+            max_delay_s=settings.delivery_backoff_max_s,
+            max_age_s=settings.delivery_max_age_s,
+        ),
+        concurrency=settings.delivery_concurrency,
+        timeout_s=settings.delivery_timeout_s,
+        poll_s=settings.poll_interval_s,
+        secrets_overlap_s=settings.webhook_secret_overlap_s,
+        storage=storage,  # events carry presigned URLs as GET does
+        base_url=links_base(settings),
+        url_expires_s=settings.download_url_expires_s,
+    )
 
 
 def _detect_devices(settings: Settings) -> list[str]:

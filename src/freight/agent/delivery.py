@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -48,7 +48,7 @@ from freight.notify.signing import WebhookSecrets
 from freight.notify.sinks.base import Sink
 from freight.prediction import Kind, Prediction
 from freight.storage.base import Storage
-from freight.store.base import Store
+from freight.store.base import Outbox, Records
 from freight.views import as_started, render
 
 log = logging.getLogger("freight.delivery")
@@ -124,10 +124,14 @@ def result_of(
     return base
 
 
+class DeliveryStore(Outbox, Records, Protocol):
+    """The store roles the deliverer uses: the outbox it sends, the records it renders."""
+
+
 class Deliverer:
     def __init__(
         self,
-        store: Store,
+        store: DeliveryStore,
         sink_for: SinkFor,
         *,
         worker_id: str,
