@@ -31,7 +31,7 @@ from freight.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from freight.keys import input_key, key_of_uri
+from freight.keys import check_readable, input_key, key_of_uri
 from freight.media import JSON, OCTET_STREAM
 from freight.pipelines.inputs import is_json_value_type, reads_into_input
 from freight.prediction import Kind, Prediction, Status
@@ -139,7 +139,7 @@ class Intake:
                 "or a URI of the configured store",
                 code="unsupported_input_uri",
             )
-        return key
+        return check_readable(key, uri)
 
     # -- uploads ---------------------------------------------------------------------
     def kept_for(self, row: Prediction, content_type: str) -> Kept | None:

@@ -24,6 +24,8 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from freight.errors import InvalidRequestError
+
 #: the key spaces freight writes on its own
 INTERNAL_SPACES: Final = ("inputs/", "outputs/", "batch/")
 
@@ -91,6 +93,19 @@ def readable(key: str) -> bool:
     if parts[0] != "batch":
         return True
     return len(parts) >= 3 and bool(parts[1]) and parts[2] in ("input", "output")
+
+
+def check_readable(key: str, uri: str) -> str:
+    """``key``, or InvalidRequestError ``invalid_location`` when a caller may not name
+    it as an input (:func:`readable`): the rule of predictions and batch jobs alike."""
+    if not readable(key):
+        raise InvalidRequestError(
+            f"{uri!r} names a batch job's working objects, not an input: give a job's "
+            "input/ or output/ prefix, or an object of yours",
+            code="invalid_location",
+            uri=uri,
+        )
+    return key
 
 
 # -- batch jobs -----------------------------------------------------------------------
@@ -179,13 +194,17 @@ def output_name(name: str) -> str:
 
 def output_names(names: Sequence[str]) -> list[str]:
     """The output names of a job's input files, distinct and never one of the inputs'
-    names (a job may write where it reads): ``output_name``, else the full input name
-    plus ``.out``, else that with ``.1``, ``.2``... before ``.out``."""
+    names (a job may write where it reads), whatever their order: ``output_name``,
+    unless a plain file's output has that name (``rows.csv`` beside ``rows.csv.gz``),
+    else the full input name plus ``.out``, else that with ``.1``, ``.2``... before
+    ``.out``."""
+    plain = {name + OUTPUT_SUFFIX for name in names}
     taken = set(names)
     chosen: list[str] = []
     for name in names:
-        candidates = [output_name(name), name + OUTPUT_SUFFIX]
-        candidates += (f"{name}.{n}{OUTPUT_SUFFIX}" for n in range(1, len(names) + 2))
+        first, whole = output_name(name), name + OUTPUT_SUFFIX
+        candidates = [first] if first == whole or first not in plain else []
+        candidates += [whole, *(f"{name}.{n}{OUTPUT_SUFFIX}" for n in range(1, len(names) + 2))]
         pick = next(c for c in candidates if c not in taken)
         taken.add(pick)
         chosen.append(pick)
@@ -199,6 +218,7 @@ __all__ = [
     "OUTPUT_SUFFIX",
     "batch_output_prefix",
     "batch_upload_prefix",
+    "check_readable",
     "chunk_base",
     "chunk_errors_key",
     "chunk_input_key",

@@ -185,6 +185,23 @@ async def test_a_pipeline_taking_its_input_whole_takes_any(service: PredictionSe
         )
 
 
+async def test_an_input_uri_of_a_batch_jobs_working_objects_is_refused(
+    service: PredictionService, storage: MemoryStorage
+) -> None:
+    """input_uri naming a batch job's chunk objects is 400 invalid_location (the rule of
+    keys.readable, as for a job's input); a job's output may be read."""
+    await storage.put("batch/j/chunks/0-0.in", b'{"rows": []}')
+    await storage.put("batch/j/output/x.jsonl.out", b'{"rows": []}')
+    with pytest.raises(InvalidRequestError) as refused:
+        await service.create(
+            "whole", NewInput(uri="freight://batch/j/chunks/0-0.in"), CreateOptions()
+        )
+    assert refused.value.code == "invalid_location"
+    uri = "freight://batch/j/output/x.jsonl.out"
+    row = await service.create("whole", NewInput(uri=uri), CreateOptions())
+    assert row.input_key == "batch/j/output/x.jsonl.out"
+
+
 async def test_an_input_uri_object_is_read_like_an_upload(
     service: PredictionService, storage: MemoryStorage
 ) -> None:

@@ -53,7 +53,7 @@ STATUS: dict[type[errors.FreightError], int] = {
 MEANING: dict[type[errors.FreightError], str] = {
     errors.InvalidRequestError: "invalid request (`invalid_json`, `invalid_cursor`, "
     "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`, "
-    "`webhook_refused`, `unknown_event`)",
+    "`webhook_refused`, `unknown_event`, `invalid_location`; batch jobs: `unknown_format`)",
     errors.UrlError: "missing, tampered or expired signed URL "
     "(`missing_signature`, `bad_signature`, `url_expired`)",
     errors.NotFoundError: "unknown model, prediction or object "

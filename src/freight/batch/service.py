@@ -29,9 +29,9 @@ from freight.ids import new_id
 from freight.keys import (
     batch_output_prefix,
     batch_upload_prefix,
+    check_readable,
     key_of_uri,
     manifest_key,
-    readable,
     skip_listed,
     writable,
 )
@@ -204,14 +204,7 @@ class BatchService:
 
     async def _resolve_input(self, doc: JobDoc, uri: str) -> None:
         """One object, or a prefix of several: at least one file of a known format."""
-        key = self._key_of(uri, "input")
-        if not readable(key):
-            raise InvalidRequestError(
-                f"input {uri!r} is a batch job's working objects, not an input: give a "
-                "job's input/ or output/ prefix",
-                code="invalid_location",
-                field="input",
-            )
+        key = check_readable(self._key_of(uri, "input"), uri)
         if key and not key.endswith("/"):
             info = await self._storage.stat(key)
             if info is not None:
