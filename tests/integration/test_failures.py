@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -90,6 +91,37 @@ def test_server_killed_then_restarted_loses_nothing(make_server: Callable[..., S
             if not cursor:
                 break
         assert sorted(listed) == sorted(ids)
+
+
+@pytest.mark.parametrize("shape", ["embedded"], indirect=True)  # the exclusive store
+def test_a_prediction_that_kills_the_server_spends_its_attempts(
+    make_server: Callable[..., Server],
+    tmp_path: Path,
+) -> None:
+    """The whole embedded server SIGKILLed while one prediction runs, restarted, and
+    killed again on its rerun: each crash counts an attempt, so after max_attempts (2)
+    the restart ends it attempts_exhausted instead of running it a third time."""
+    pidfile = tmp_path / "hold"
+    server = make_server(models=["Hold"])
+    with server.client() as client:
+        prediction_id = create(client, "hold", {"pidfile": str(pidfile)})["id"]
+    for attempt in (1, 2):  # Hold.max_attempts == 2
+        wait_until(Path(f"{pidfile}.{attempt}").exists)  # running this attempt
+        server.signal(signal.SIGKILL)  # the server and its runners, mid-prediction
+        server.wait_exit()
+        server = make_server(models=["Hold"])
+    with server.client() as client:
+
+        def ended_or_rerun() -> dict[str, Any] | None:
+            if Path(f"{pidfile}.3").exists():
+                return {"status": "ran a third time"}
+            body: dict[str, Any] = client.get(f"/v1/predictions/{prediction_id}").json()
+            return body if body["status"] in {"failed", "succeeded"} else None
+
+        done = wait_until(ended_or_rerun)
+    assert done["status"] == "failed", done
+    assert (done["error"]["code"], done["attempts"]) == ("attempts_exhausted", 2)
+    assert not Path(f"{pidfile}.3").exists()
 
 
 def test_sigterm_drains_running_work_and_keeps_the_queue(
