@@ -9,6 +9,11 @@ bodies as documented, invalid data rejected, ``405`` answers with the right
 of examples and seeded, so a failure reproduces (the output names
 ``st replay`` ids).
 
+Every body field is fuzzed, the nested ones too (``webhook``, a batch job's
+``input: {upload: [...]}``): the test reads the requests back from the run's HAR
+record and checks that generated webhooks reached both the queue route (a body
+object) and a real-time route (query parameters).
+
 Left out, with the reason:
 - ``positive_data_acceptance``: freight validates beyond JSON Schema (a model
   that takes JSON refuses other bodies with 415; ``input`` and ``input_uri``
@@ -20,11 +25,14 @@ Left out, with the reason:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -80,6 +88,10 @@ def test_api_conforms_to_its_own_schema(fuzz_server: Server, tmp_path: Path) -> 
             "30",
             "--report-dir",
             str(tmp_path),
+            "--report",
+            "har",
+            "--report-har-path",
+            str(tmp_path / "requests.har"),
         ],
         capture_output=True,
         text=True,
@@ -89,3 +101,31 @@ def test_api_conforms_to_its_own_schema(fuzz_server: Server, tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-2000:]
     assert "unexpected error" not in fuzz_server.logs()
+    sent = requests_sent(tmp_path / "requests.har")
+    bodies: dict[tuple[str, str], list[Any]] = {}
+    for method, path, _, body in sent:
+        bodies.setdefault((method, path), []).append(body)
+    created = bodies.get(("POST", "/v1/predictions"), [])
+    assert any(isinstance(b, dict) and isinstance(b.get("webhook"), dict) for b in created)
+    jobs = bodies.get(("POST", "/v1/batch-jobs"), [])
+    assert any(isinstance(b, dict) and isinstance(b.get("input"), dict) for b in jobs)
+    assert any(
+        path.endswith("/predict") and "webhook" in query for _, path, query, _ in sent
+    ), "no real-time request carried a webhook"
+
+
+def requests_sent(har: Path) -> list[tuple[str, str, dict[str, str], Any]]:
+    """Each request of a HAR record as ``(method, path, query, JSON body or None)``."""
+    entries = json.loads(har.read_text())["log"]["entries"]
+    found: list[tuple[str, str, dict[str, str], Any]] = []
+    for entry in entries:
+        request = entry["request"]
+        url = urlsplit(request["url"])
+        query = {item["name"]: item["value"] for item in request.get("queryString", [])}
+        text = (request.get("postData") or {}).get("text")
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = None
+        found.append((request["method"], url.path, query, body))
+    return found

@@ -118,6 +118,8 @@ def _refused(url: str, allow_private: bool = False) -> InvalidRequestError:
         ("http://[fd00:ec2::254]/", "cloud metadata"),
         ("http://2130706433/", "loopback"),
         ("http://[::ffff:10.0.0.1]/", "private"),
+        ("hTtP://\u00df\u00dc[\u00a5cz", "not a valid URL"),  # urlsplit: "Invalid IPv6 URL"
+        ("http://[::1/hook", "not a valid URL"),
     ],
 )
 def test_check_url_text_refuses_plainly_wrong_urls(url: str, message: str) -> None:

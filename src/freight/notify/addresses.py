@@ -119,7 +119,10 @@ def check_url_text(url: str, *, allow_private: bool = False) -> str:
         )
     if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
         raise _refuse("the webhook URL contains whitespace or control characters", reason="text")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed "[" of an IPv6 host, which urlsplit refuses
+        raise _refuse("the webhook URL is not a valid URL", reason="text") from None
     if parts.scheme.lower() not in SCHEMES:
         shown = parts.scheme or "(none)"
         raise _refuse(f"the webhook URL must be http or https, not {shown!r}", reason="scheme")
