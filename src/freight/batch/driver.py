@@ -29,6 +29,7 @@ import contextlib
 import logging
 import time
 from dataclasses import replace
+from typing import Protocol
 
 import orjson
 
@@ -41,7 +42,7 @@ from freight.keys import chunks_prefix, manifest_key, output_names, skip_listed
 from freight.prediction import Completion, Release, Status
 from freight.project import Pipelines
 from freight.storage.base import Storage
-from freight.store.base import Store
+from freight.store.base import Queue, Records
 
 log = logging.getLogger("freight.batch")
 
@@ -56,10 +57,15 @@ RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
 
 
+class DriverStore(Queue, Records, Protocol):
+    """The store roles the driver uses: job rows claimed and leased like predictions
+    (``Queue``), chunks and pipeline runs created and read (``Records``)."""
+
+
 class BatchDriver:
     def __init__(
         self,
-        store: Store,
+        store: DriverStore,
         storage: Storage,
         *,
         signal: WorkSignal,

@@ -48,7 +48,7 @@ from freight.keys import (
 from freight.prediction import Prediction, Status
 from freight.project import Pipelines
 from freight.storage.base import Storage
-from freight.store.base import Store
+from freight.store.base import Records
 
 JSONL_TYPE = "application/jsonl"
 CSV_TYPE = "text/csv"
@@ -86,7 +86,7 @@ class FileRunner:
 
     def __init__(
         self,
-        store: Store,
+        store: Records,
         storage: Storage,
         *,
         signal: WorkSignal,

@@ -33,7 +33,7 @@ from freight.pipelines.start import new_run, start_rows
 from freight.prediction import Prediction, Status
 from freight.project import Pipelines
 from freight.storage.base import Storage
-from freight.store.base import Store
+from freight.store.base import Records
 
 #: waits for a row to be terminal (the file runner's wait: woken by completions)
 Wait = Callable[[JobRun, str], Awaitable[Prediction]]
@@ -44,7 +44,7 @@ class PipelineChunks:
 
     def __init__(
         self,
-        store: Store,
+        store: Records,
         storage: Storage,
         *,
         signal: WorkSignal,
