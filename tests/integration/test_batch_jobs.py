@@ -174,8 +174,9 @@ def test_empty_input_succeeds_with_zero_records(server: Server) -> None:
 
 
 def test_bad_requests_fail_at_create(server: Server) -> None:
-    """Unknown target, unreadable input location, location outside the store, bad
-    options and a bad filter: a precise 4xx at create, and no job left behind."""
+    """Unknown target, unreadable input location, location outside the store or among
+    freight's own objects, bad options and a bad filter: a precise 4xx at create, and
+    no job left behind."""
     with server.client() as client:
         before = client.get("/v1/batch-jobs").json()["items"]
         cases = [
@@ -183,6 +184,12 @@ def test_bad_requests_fail_at_create(server: Server) -> None:
             ({"target": "echo", "input": "freight://missing/data.jsonl"}, 404, "input_not_found"),
             ({"target": "echo", "input": "freight://missing/"}, 404, "input_not_found"),
             ({"target": "echo", "input": "ftp://elsewhere/x.jsonl"}, 400, "invalid_location"),
+            ({"target": "echo", "input": "freight://batch/x/chunks/"}, 400, "invalid_location"),
+            (
+                {"target": "echo", "input": {"upload": ["a.jsonl"]}, "output": "freight://inputs/"},
+                400,
+                "invalid_location",
+            ),
             ({"target": "echo", "input": {"upload": ["a.txt"]}}, 400, "unknown_format"),
             ({"target": "echo", "input": {"upload": ["../a.jsonl"]}}, 400, "invalid_request"),
             (
@@ -208,6 +215,32 @@ def test_bad_requests_fail_at_create(server: Server) -> None:
         assert garbage.status_code == 400
         assert client.get("/v1/batch-jobs").json()["items"] == before
         assert client.get("/v1/batch-jobs/nope").status_code == 404
+
+
+def test_a_jobs_outputs_are_the_next_jobs_input(server: Server) -> None:
+    """A gzip CSV's output is ``rows.csv.out``, uncompressed; a second job over the
+    first one's output prefix reads that output (not the manifest, not the error
+    file) and writes ``rows.csv.out.out``."""
+    text = "id,fail\n" + "".join(f"{i},{int(i == 3)}\n" for i in range(20))
+    with server.client() as client:
+        files = {"rows.csv.gz": gzip.compress(text.encode())}
+        first = wait_job(client, submit(client, "boom", files, on_error="continue")["id"])
+        assert first["status"] == "succeeded", first
+        (output,) = first["outputs"]
+        assert output["output_uri"] == first["output"]["uri"] + "rows.csv.out"
+        assert output["errors_uri"] == first["output"]["uri"] + "rows.csv.out.errors"
+        assert fetch(output["output_url"]).decode().splitlines()[:2] == ["ok", "true"]
+        response = client.post(
+            "/v1/batch-jobs",
+            json={"target": "echo", "input": first["output"]["uri"], "output": "freight://c/"},
+        )
+        assert response.status_code == 202, response.text
+        second = wait_job(client, response.json()["id"])
+        assert second["status"] == "succeeded", second
+        assert [(o["name"], o["output_uri"]) for o in second["outputs"]] == [
+            ("rows.csv.out", "freight://c/rows.csv.out.out")
+        ]
+        assert second["counts"] == {"total": 19, "done": 19, "failed": 0}
 
 
 def test_prefix_input_and_list(server: Server) -> None:
