@@ -329,6 +329,16 @@ async def test_create_checks_the_request_whole(parts: dict[str, Any]) -> None:
     assert await service.list() == []
 
 
+async def test_jobs_list_newest_first_and_by_target(parts: dict[str, Any]) -> None:
+    """Jobs (rows of kind batch, no others) list newest first, filtered by target."""
+    first = await start(parts, lines([{"i": 1}]))
+    second = await start(parts, lines([{"i": 2}]), "b.jsonl", target="relay")
+    service: BatchService = parts["service"]
+    assert [j.id for j in await service.list()] == [second.id, first.id]
+    assert [j.id for j in await service.list(target="echo")] == [first.id]
+    assert [j.id for j in await service.list(after_id=second.id)] == [first.id]
+
+
 @pytest.mark.parametrize(
     ("field", "uri"),
     [

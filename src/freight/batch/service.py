@@ -43,8 +43,8 @@ from freight.storage.base import Storage
 from freight.store.base import Store
 from freight.subscriptions import Subscriptions, Webhook
 
-#: how many rows a filtered listing reads per page of the store (jobs of other targets
-#: are skipped in Python: the job's target lives in its document)
+#: how many job rows a listing reads per page of the store (the store lists by kind;
+#: jobs of other targets are skipped here: a job's target lives in its document)
 LIST_SCAN = 200
 #: a job runs its driver's lease at most this many times before it fails
 JOB_MAX_ATTEMPTS = 100
@@ -289,7 +289,7 @@ class BatchService:
         found: list[Prediction] = []
         while len(found) < limit:
             page = await self._store.list(
-                target=QUEUE, status=status, after_id=after_id, limit=LIST_SCAN
+                kind=JOB, status=status, after_id=after_id, limit=LIST_SCAN
             )
             for row in page:
                 if target is None or JobDoc.from_json(row.definition or "{}").target == target:
