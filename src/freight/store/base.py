@@ -127,8 +127,9 @@ class Queue(Protocol):
         expired; awaiting_input past ``upload_expires_at`` -> expired."""
 
     async def recover_orphans(self, *, now: float) -> list[str]:
-        """Exclusive stores only: requeue every ``running`` row (without counting
-        the attempt against the prediction when its lease had not expired yet)."""
+        """Exclusive stores only, after this process's own crash: requeue every
+        ``running`` row, counting the attempt (the crash may have been the input's
+        doing); a row whose attempts are spent fails ``attempts_exhausted``."""
 
 
 class Records(Protocol):
