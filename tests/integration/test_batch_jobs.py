@@ -166,6 +166,7 @@ def test_join_and_filters(server: Server) -> None:
 
 
 def test_empty_input_succeeds_with_zero_records(server: Server) -> None:
+    """An empty file is a succeeded job with zero records and an empty output."""
     with server.client() as client:
         job = wait_job(client, submit(client, "echo", {"empty.jsonl": b""})["id"])
         assert job["status"] == "succeeded", job

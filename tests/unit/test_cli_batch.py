@@ -254,6 +254,7 @@ def test_ctrl_c_while_following_detaches_without_canceling(api: Api) -> None:
 
 
 def test_output_over_the_input_is_a_usage_error(api: Api, tmp_path: Path) -> None:
+    """-o naming the input file itself is refused (exit 2) before any request."""
     source = tmp_path / "rows.jsonl"
     source.write_text("{}\n")
     result = runner.invoke(app, ["batch", "tabular", str(source), "-o", str(source)])
@@ -262,6 +263,7 @@ def test_output_over_the_input_is_a_usage_error(api: Api, tmp_path: Path) -> Non
 
 
 def test_a_missing_input_is_a_usage_error(api: Api, tmp_path: Path) -> None:
+    """A local INPUT that does not exist is a usage error (exit 2), no request."""
     result = runner.invoke(app, ["batch", "tabular", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 2
     assert api.requests == []
@@ -336,6 +338,7 @@ def test_a_gzip_inputs_output_is_saved_without_gz(api: Api, tmp_path: Path) -> N
 
 
 def test_status_follow_of_a_failed_job_exits_1(api: Api) -> None:
+    """Following a job that ends other than succeeded exits 1 with its status."""
     failed = job("canceled", counts={"total": None, "done": 3, "failed": 0})
     api.on("GET", "/v1/batch-jobs/b1", httpx.Response(200, json=failed))
     result = runner.invoke(app, ["batch", "status", "b1", "--follow"])
@@ -366,12 +369,14 @@ def test_list_shows_a_table(api: Api) -> None:
 
 
 def test_list_without_jobs(api: Api) -> None:
+    """An empty listing says so in one line."""
     api.on("GET", "/v1/batch-jobs", httpx.Response(200, json={"items": [], "next_cursor": None}))
     result = runner.invoke(app, ["batch", "list"])
     assert (result.exit_code, result.stdout.strip()) == (0, "no batch jobs")
 
 
 def test_cancel(api: Api) -> None:
+    """cancel ID posts one cancel and prints what was done."""
     canceled = job("canceled", counts={"total": None, "done": 5, "failed": 0})
     api.on("POST", "/v1/batch-jobs/b1/cancel", httpx.Response(200, json=canceled))
     result = runner.invoke(app, ["batch", "cancel", "b1"])

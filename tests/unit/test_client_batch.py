@@ -220,6 +220,7 @@ def test_batch_over_a_uri_uploads_nothing(api: Api, client: Client) -> None:
 
 
 def test_batch_rejects_a_missing_or_empty_input(client: Client, tmp_path: Path) -> None:
+    """A local input that is missing, or a directory without files, is a ValueError."""
     with pytest.raises(ValueError, match="neither a file nor a directory"):
         client.batch("t", tmp_path / "nope")
     with pytest.raises(ValueError, match="no files"):
@@ -278,6 +279,7 @@ def test_get_wait_and_cancel(api: Api, client: Client) -> None:
 
 
 def test_wait_times_out(api: Api, client: Client) -> None:
+    """wait_batch_job raises TimeoutError while the job is still running at the deadline."""
     api.on("GET", "/v1/batch-jobs/b1", httpx.Response(200, json=job("running")))
     with pytest.raises(TimeoutError, match="still running"):
         client.wait_batch_job("b1", timeout=0.05, poll_s=0.01)
@@ -306,6 +308,7 @@ def test_errors_carry_the_apis_code(api: Api, client: Client, status: int, code:
 
 
 def test_a_malformed_job_is_an_invalid_response(api: Api, client: Client) -> None:
+    """A job body missing its fields is a FreightClientError ``invalid_response``."""
     api.on("GET", "/v1/batch-jobs/b1", httpx.Response(200, json={"id": "b1"}))
     with pytest.raises(FreightClientError) as caught:
         client.batch_job("b1")
