@@ -38,7 +38,7 @@ from freight.media import JSON, OCTET_STREAM, is_json_type
 from freight.model import InputKind
 from freight.pipelines.runs import RUN
 from freight.pipelines.start import new_run, run_timeout_s, start_rows
-from freight.prediction import Prediction, Status
+from freight.prediction import Kind, Prediction, Status
 from freight.project import Pipelines
 from freight.registry import ModelSpec
 from freight.storage.base import Storage
@@ -241,9 +241,10 @@ class PredictionService:
         rows, attempts = await self._store.deliveries(prediction_id)
         return delivery_views(row.notify, rows, attempts)
 
-    async def steps(self, run_id: str) -> list[Prediction]:
-        """A run's own rows: its steps, for_each elements and nested runs, oldest first."""
-        return await self._store.steps(run_id)
+    async def steps(self, run_id: str, *, heads: bool = False) -> list[Prediction]:
+        """A run's own rows: its steps, for_each elements and nested runs, oldest first
+        (with ``heads``: without the for_each elements)."""
+        return await self._store.steps(run_id, heads=heads)
 
     async def upload(
         self,
@@ -332,8 +333,11 @@ class PredictionService:
         status: Status | None,
         after_id: str | None,
         limit: int,
+        kind: Kind | None = None,
     ) -> list[Prediction]:
-        return await self._store.list(target=target, status=status, after_id=after_id, limit=limit)
+        return await self._store.list(
+            target=target, status=status, kind=kind, after_id=after_id, limit=limit
+        )
 
     async def cancel(self, prediction_id: str) -> Prediction:
         try:

@@ -115,11 +115,6 @@ def _by_id(row: Prediction) -> str:
     return row.id
 
 
-def _is_head(row: Prediction) -> bool:
-    """A step's own row (for_each elements are not followed: see the module's text)."""
-    return row.step is not None and row.item_index is None
-
-
 @dataclass(slots=True)
 class _Followed:
     """What a stream follows: its subject and, for a run, its step heads by id."""
@@ -144,12 +139,11 @@ class _Followed:
 
 
 async def _first(svc: PredictionService, prediction_id: str) -> _Followed:
-    """The subject, and a run's step heads: the only read of every row of a run (its
-    for_each elements included, which the store returns with them)."""
+    """The subject, and a run's step heads (never its for_each elements)."""
     row = await svc.get(prediction_id)
     if row.kind != RUN:
         return _Followed(row)
-    return _Followed(row, {s.id: s for s in await svc.steps(row.id) if _is_head(s)})
+    return _Followed(row, {s.id: s for s in await svc.steps(row.id, heads=True)})
 
 
 async def _get(svc: PredictionService, prediction_id: str) -> Prediction | None:

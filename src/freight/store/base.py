@@ -147,8 +147,9 @@ class Records(Protocol):
         transaction: its first steps are queued (or skipped) by the time this returns.
         Idempotency as :meth:`create`; a replay inserts no steps."""
 
-    async def steps(self, run_id: str) -> list[Prediction]:
-        """The rows of a run (its steps, for_each elements, nested runs), oldest first."""
+    async def steps(self, run_id: str, *, heads: bool = False) -> list[Prediction]:
+        """The rows of a run (its steps, for_each elements, nested runs), oldest first;
+        with ``heads``, its steps without their for_each elements (``ix_predictions_heads``)."""
 
     async def get(self, prediction_id: str) -> Prediction | None: ...
 

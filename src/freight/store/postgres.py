@@ -207,8 +207,9 @@ class PostgresStore:
     ) -> tuple[Prediction, bool]:
         return await self._run_told(lambda: ops.create_run(run, steps))
 
-    async def steps(self, run_id: str) -> list[Prediction]:
-        return await self._run(lambda: _op.fetch(sql.RUN_ROWS, {"run_id": run_id}))
+    async def steps(self, run_id: str, *, heads: bool = False) -> list[Prediction]:
+        statement = sql.RUN_HEADS if heads else sql.RUN_ROWS
+        return await self._run(lambda: _op.fetch(statement, {"run_id": run_id}))
 
     async def get(self, prediction_id: str) -> Prediction | None:
         return await self._run(lambda: _op.get(prediction_id))

@@ -161,8 +161,9 @@ class SqliteStore:
     ) -> tuple[Prediction, bool]:
         return await self._write_told(ops.create_run(run, steps))
 
-    async def steps(self, run_id: str) -> list[Prediction]:
-        return self._read(_op.fetch(sql.RUN_ROWS, {"run_id": run_id}))
+    async def steps(self, run_id: str, *, heads: bool = False) -> list[Prediction]:
+        statement = sql.RUN_HEADS if heads else sql.RUN_ROWS
+        return self._read(_op.fetch(statement, {"run_id": run_id}))
 
     async def claim(
         self,

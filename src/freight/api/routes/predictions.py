@@ -34,7 +34,7 @@ from freight.errors import (
     UrlError,
 )
 from freight.media import OCTET_STREAM
-from freight.prediction import Status
+from freight.prediction import Kind, Status
 from freight.service import CreateOptions, NewInput, request_hash
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -121,13 +121,19 @@ async def list_predictions(
     request: Request,
     target: str | None = None,
     status: Status | None = None,
+    kind: Annotated[
+        Kind | None,
+        Query(description="rows of this kind, steps included (default: top-level predictions"
+        " and pipeline runs)"),
+    ] = None,
     cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    """Newest first; follow ``next_cursor`` for older ones."""
+    """Newest first; follow ``next_cursor`` for older ones. Top-level predictions and runs
+    unless a ``kind`` is asked (``model`` includes pipeline steps; ``chunk``, batch chunks)."""
     svc = deps.service(request)
     after = decode_cursor(cursor)
-    rows = await svc.list(target=target, status=status, after_id=after, limit=limit + 1)
+    rows = await svc.list(target=target, status=status, kind=kind, after_id=after, limit=limit + 1)
     page, more = rows[:limit], len(rows) > limit
     data = [await rendered(request, row) for row in page]
     return json_response({"data": data, "next_cursor": next_cursor([r.id for r in page], more)})
