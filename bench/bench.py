@@ -1,6 +1,7 @@
-"""freight benchmarks B1 (async throughput) and B3 (real-time) (workloads in bench/README.md).
+"""freight benchmarks B1 (async throughput), B2 (a burst into a batched model) and B3
+(real-time) (workloads in bench/README.md).
 
-    .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B3]
+    .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B2,B3]
 
 Starts ``freight serve examples/`` (embedded shape: SQLite + local directory) on
 a free port in a temporary state directory, runs each workload ``--rounds``
@@ -35,6 +36,7 @@ import freight
 ROOT = Path(__file__).resolve().parent.parent
 BLOB = "a" * 1000
 B1_N, B1_WARMUP, B1_CONCURRENCY = 2000, 50, 32
+B2_N, B2_MS = 500, 20
 B3_CONNECTIONS, B3_DURATION_S, B3_WARMUP_S = 32, 10, 3
 
 
@@ -139,8 +141,9 @@ def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-async def _b1_burst(url: str, n: int, id0: int) -> dict[str, Any]:
-    """Submit ``n`` predictions with freight's AsyncClient, ``B1_CONCURRENCY`` in flight."""
+async def _b1_burst(url: str, n: int, id0: int, target: str = "echo") -> dict[str, Any]:
+    """Submit ``n`` predictions with freight's AsyncClient, ``B1_CONCURRENCY`` in flight:
+    B1's ``echo`` with ~1 KB, or B2's ``sleep`` costing 20 ms + 1 ms per batch item."""
     async with freight.AsyncClient(url, timeout_s=60) as client:
         submitted: dict[str, float] = {}
         todo = iter(range(n))
@@ -148,7 +151,8 @@ async def _b1_burst(url: str, n: int, id0: int) -> dict[str, Any]:
         async def submitter() -> None:
             for i in todo:
                 t = time.time()
-                handle = await client.predict("echo", {"id": id0 + i, "blob": BLOB})
+                value = {"id": id0 + i, "blob": BLOB} if target == "echo" else {"ms": B2_MS}
+                handle = await client.predict(target, value)
                 submitted[handle.id] = t
 
         t_first = time.time()
@@ -199,6 +203,17 @@ def b1(url: str, round_: int, server_pid: int) -> dict[str, Any]:
     )
     return emit(
         "B1", round=round_, client=f"freight.AsyncClient, {B1_CONCURRENCY} in flight", **result
+    )
+
+
+def b2(url: str, round_: int) -> dict[str, Any]:
+    """B2: a burst of 500 into the batched ``sleep`` model (max_size 32, max_wait 10 ms):
+    the burst's completion time, first submit to last finished_at."""
+    asyncio.run(_b1_burst(url, 64, 10**6, target="sleep"))
+    result = asyncio.run(_b1_burst(url, B2_N, 0, target="sleep"))
+    result["burst_s"] = result["wall_s"]
+    return emit(
+        "B2", round=round_, client=f"freight.AsyncClient, {B1_CONCURRENCY} in flight", **result
     )
 
 
@@ -255,10 +270,10 @@ def b3(url: str, round_: int, workdir: Path) -> dict[str, Any] | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="B1,B3")
+    parser.add_argument("--only", default="B1,B2,B3")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    results: dict[str, list[dict[str, Any]]] = {"B1": [], "B3": []}
+    results: dict[str, list[dict[str, Any]]] = {"B1": [], "B2": [], "B3": []}
     # state under the repo, like `make run`: on this machine /tmp creates files ~10x slower
     (ROOT / ".freight").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-", dir=ROOT / ".freight") as tmp:
@@ -269,11 +284,13 @@ def main() -> None:
             try:
                 if "B1" in only:
                     results["B1"].append(b1(server.url, round_, server.proc.pid))
+                if "B2" in only:
+                    results["B2"].append(b2(server.url, round_))
                 if "B3" in only and (r := b3(server.url, round_, state)):
                     results["B3"].append(r)
             finally:
                 server.stop()
-    for workload, key in (("B1", "completed_per_s"), ("B3", "rps")):
+    for workload, key in (("B1", "completed_per_s"), ("B2", "burst_s"), ("B3", "rps")):
         rows = results[workload]
         if rows:
             emit(
