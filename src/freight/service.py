@@ -45,7 +45,7 @@ from freight.storage.base import Storage
 from freight.store.base import Store
 from freight.subscriptions import DeliveryView, Subscriptions, Webhook
 from freight.subscriptions import views as delivery_views
-from freight.views import Presign, has_references, output_of, render, stored_output_url
+from freight.views import Presign, has_references, output_of, render
 
 log = logging.getLogger("freight.service")
 
@@ -396,10 +396,6 @@ class PredictionService:
             content_type=info.content_type or OCTET_STREAM,
             size=info.size,
         )
-
-    async def output_url(self, row: Prediction) -> str | None:
-        """A presigned URL for an output too large (or not JSON) to return inline."""
-        return await stored_output_url(row, self.presigner())
 
     def presigner(self, absolute: Absolute = _as_is) -> Presign:
         """Object key -> presigned download URL, as ``absolute`` makes it."""
