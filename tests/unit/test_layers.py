@@ -2,75 +2,95 @@
 
 Read from the source with ``ast`` (every ``import``, including those under
 ``TYPE_CHECKING`` and inside functions), so a new arrow pointing the wrong way
-fails here instead of surviving until someone reads the code.
+fails here instead of surviving until someone reads the code. The layers and the
+narrower rules are the tables of ``docs/architecture.md``, parsed here: the map a
+reader follows is the one enforced.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "freight"
-
-#: top-level module or package of freight (or one module of a package whose parts sit
-#: in different layers, as ``batch.service``) -> its layer
-LAYER = {
-    "": "root",  # the package itself: the public facade (lazy client imports)
-    "api": "face",
-    "cli": "face",
-    "web": "face",
-    "client": "sdk",
-    "server": "root",
-    "wiring": "root",
-    "service": "service",
-    "intake": "service",  # the prediction service's inputs
-    "system": "service",
-    "backlog": "service",
-    "subscriptions": "service",
-    "streams": "service",
-    "batch.service": "service",  # batch/: the pure core is domain, as pipelines/ is
-    "batch.driver": "engine",  # run by the agent, beside the workers
-    "batch.files": "engine",  # the driver's part that runs one input file
-    "batch.pipeline_chunks": "engine",  # and a pipeline target's chunks
-    "notify": "backend",
-    "agent": "engine",
-    "runner": "engine",
-    "store": "backend",
-    "storage": "backend",
-}
-# everything else: errors, prediction, keys, media, config, model, and the pure
-# policies (pipelines/: DAG checks, templates, planning), which do no I/O and which
-# the stores call inside their transactions
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src" / "freight"
+#: the one source of the layers: its tables are parsed here, so the map and the check
+#: cannot drift apart
+DOC = ROOT / "docs" / "architecture.md"
+LAYER_HEADER = ("layer", "modules", "may import")
+RULE_HEADER = ("module", "never imports", "why")
 DOMAIN = "domain"
+_NAME = re.compile(r"`(freight(?:\.\w+)*)`")
 
-#: which layers a layer may import (besides itself and the domain)
-ALLOWED = {
-    "root": {"face", "sdk", "service", "engine", "backend"},
-    "face": {"service", "sdk"},
-    "sdk": set(),
-    "service": {"backend"},
-    "engine": {"backend"},
-    "backend": set(),
-    DOMAIN: set(),
-}
 
-#: narrower rules than the layers say, each with its reason
-FORBIDDEN: dict[str, set[str]] = {
-    # the runner never touches the store (nor what does: the batch driver and service)
-    "runner": {
-        "store",
-        "agent",
-        "batch.driver",
-        "batch.files",
-        "batch.pipeline_chunks",
-        "batch.service",
-    },
-    "store": {"storage"},  # backends do not know each other
-    "storage": {"store"},
-    "client": {"server", "api", "service"},  # the SDK speaks HTTP only
-}
+def _table(text: str, header: tuple[str, ...]) -> list[list[str]]:
+    """The rows (cells stripped) of the markdown table of ``text`` headed ``header``."""
+    lines = text.splitlines()
+    heads = [i for i, line in enumerate(lines) if _cells(line) == list(header)]
+    assert len(heads) == 1, f"{len(heads)} tables headed {header} in {DOC.name}"
+    at = heads[0] + 1
+    assert set(lines[at].replace("|", "").strip()) <= set("-: "), lines[at]
+    rows = []
+    for line in lines[at + 1 :]:
+        if not line.startswith("|"):
+            break
+        cells = _cells(line)
+        assert len(cells) == len(header), line
+        rows.append(cells)
+    return rows
+
+
+def _cells(line: str) -> list[str]:
+    line = line.strip()
+    if not (line.startswith("|") and line.endswith("|")):
+        return []
+    return [cell.strip() for cell in line[1:-1].split("|")]
+
+
+def _unit(name: str) -> str:
+    """``freight.batch.driver`` -> ``batch.driver``; ``freight`` (the package) -> ``""``."""
+    return name.removeprefix("freight").removeprefix(".")
+
+
+def _names(cell: str) -> list[str]:
+    return [_unit(name) for name in _NAME.findall(cell)]
+
+
+def _layers(text: str) -> tuple[dict[str, str], dict[str, set[str]], list[str]]:
+    """The layer table: unit -> layer, layer -> the layers it may import, the layers
+    top to bottom."""
+    layer: dict[str, str] = {}
+    allowed: dict[str, set[str]] = {}
+    order: list[str] = []
+    for name, modules, may in _table(text, LAYER_HEADER):
+        order.append(name)
+        allowed[name] = set(re.findall(r"[a-z]+", may))
+        for unit in _names(modules):
+            assert unit not in layer, f"{unit or 'freight'} is in two layers"
+            layer[unit] = name
+    return layer, allowed, order
+
+
+def _rules(text: str) -> dict[str, set[str]]:
+    """The narrower rules: unit -> the units it must never import."""
+    forbidden: dict[str, set[str]] = {}
+    for module, never, _why in _table(text, RULE_HEADER):
+        (unit,) = _names(module)
+        forbidden.setdefault(unit, set()).update(_names(never))
+    return forbidden
+
+
+_TEXT = DOC.read_text()
+#: top-level module or package of freight (or one module of a package whose parts sit
+#: in different layers, as ``batch.service``) -> its layer; a name the table does not
+#: list (only a non-module name imported from ``freight``, once the coverage test
+#: passes) is domain
+LAYER, ALLOWED, ORDER = _layers(_TEXT)
+#: narrower rules than the layers say (their reasons are in the table)
+FORBIDDEN = _rules(_TEXT)
 
 
 def _top(module: str) -> str | None:
@@ -141,6 +161,59 @@ def test_imports_point_down(path: Path) -> None:
     assert _violations(_module_name(path), source, path.name == "__init__.py") == []
 
 
+def _source_of(unit: str) -> Path | None:
+    """The package directory or module file of ``unit`` (``""``: the package)."""
+    base = SRC.joinpath(*unit.split(".")) if unit else SRC
+    if (base / "__init__.py").is_file():
+        return base
+    module = base.with_suffix(".py")
+    return module if module.is_file() else None
+
+
+def test_the_layer_table_covers_every_module() -> None:
+    """Every module of freight is in a layer of docs/architecture.md: a new one is
+    placed in the map before it is checked against it."""
+    unplaced = sorted(
+        _module_name(path) for path in MODULES if (_top(_module_name(path)) or "") not in LAYER
+    )
+    assert unplaced == [], f"add these to the layer table of {DOC.name}"
+
+
+def test_the_tables_name_only_real_modules() -> None:
+    """Each name of the two tables is a module or package of freight, at most one level
+    inside a top-level package (the depth at which the checker looks)."""
+    named = set(LAYER) | set(FORBIDDEN) | {u for units in FORBIDDEN.values() for u in units}
+    assert sorted(u for u in named if _source_of(u) is None) == []
+    assert sorted(u for u in named if u.count(".") > 1) == []
+    assert set(FORBIDDEN) <= set(LAYER)
+
+
+def test_the_layers_point_down() -> None:
+    """A layer may import only layers listed below it in the table, and the domain (the
+    last row) nothing else."""
+    assert ORDER[-1] == DOMAIN and len(set(ORDER)) == len(ORDER)
+    assert ALLOWED[DOMAIN] == set()
+    for index, layer in enumerate(ORDER):
+        assert ALLOWED[layer] <= set(ORDER[index + 1 :]), layer
+    assert {"root", "face", "sdk", "service", "engine", "backend"} <= set(ORDER)
+
+
+def test_the_table_parser() -> None:
+    """The parser reads a table by its header, stops at its end, and names units."""
+    text = (
+        "intro\n\n| layer | modules | may import |\n|---|---|---|\n"
+        "| top | `freight`, `freight.a.b` | low |\n| low | `freight.c` | — |\n\nafter\n"
+        "| not | a | row |\n"
+    )
+    assert _layers(text) == (
+        {"": "top", "a.b": "top", "c": "low"},
+        {"top": {"low"}, "low": set()},
+        ["top", "low"],
+    )
+    rules = "| module | never imports | why |\n|:-|:-|:-|\n| `freight.a` | `freight.b.c` | x |\n"
+    assert _rules(rules) == {"a": {"b.c"}}
+
+
 @pytest.mark.parametrize(
     ("module", "source", "expected"),
     [
@@ -158,6 +231,13 @@ def test_imports_point_down(path: Path) -> None:
         ("freight.batch.service", "from freight.batch.job import JobDoc", 0),
         ("freight.runner.chunks", "from freight.batch.records import run_chunk", 0),
         ("freight.runner.chunks", "from freight.batch.driver import BatchDriver", 1),
+        ("freight.runner.chunks", "from freight.batch.service import BatchService", 2),
+        ("freight.batch.service", "from freight.agent import Agent", 1),
+        ("freight.store.ops", "from freight.storage import open_storage", 1),
+        ("freight.storage.local", "import freight.store.sql", 1),
+        ("freight.client._sync", "from freight.api.errors import STATUS", 2),
+        ("freight.scaling.policy", "from freight.agent.worker import ModelWorker", 1),
+        ("freight", "from freight.agent import Agent", 0),
     ],
 )
 def test_the_checker_flags_wrong_arrows(module: str, source: str, expected: int) -> None:
