@@ -112,6 +112,9 @@ class Prediction:
     # notifications: who asked to be told of this prediction's changes (JSON list of
     # subscriptions); the database writes an outbox row per event and subscription
     notify: str | None = None
+    # keys of the object references freight put in output_json (JSON list), so a caller's
+    # JSON shaped like a reference is never taken for one (pipelines/refs.py)
+    output_refs: str | None = None
 
 
 @dataclass(slots=True)

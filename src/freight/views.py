@@ -10,10 +10,10 @@ references to add download URLs to.
 
 Object references: a pipeline passes large values by reference, so a run's (or a
 step's) inline JSON output may hold ``{"object": "freight://<key>",
-"content_type": …, "bytes": …}`` parts. Each reference to one of freight's own
-objects (``inputs/…``, ``outputs/…``) is rendered with a presigned ``url`` added,
-so a caller can download every part; a reference to anything else in the store
-(a caller's ``input_uri`` object passed through) is left as it is.
+"content_type": …, "bytes": …}`` parts. Each reference freight recorded in the
+row (``output_refs``, see ``pipelines/refs.py``) is rendered with a presigned
+``url`` added, so a caller can download every part; anything else shaped like a
+reference (a caller's own JSON passed through) is plain data, left as it is.
 """
 
 from __future__ import annotations
@@ -25,19 +25,14 @@ from typing import Any
 
 import orjson
 
-from freight.prediction import Kind, Prediction, Status
+from freight.pipelines.refs import refs_of
+from freight.prediction import Prediction, Status
 
 #: an object key -> an absolute, presigned download URL (None: none can be made)
 Presign = Callable[[str], Awaitable[str | None]]
 #: how a reference names its object, and the only keys a reference may have
 OBJECT_PREFIX = "freight://"
 REFERENCE_KEYS = frozenset({"object", "content_type", "bytes"})
-#: the key prefixes of freight's own objects: the only ones a reference is presigned for
-OWN_PREFIXES = ("inputs/", "outputs/")
-#: a stored JSON text (orjson, compact) that may hold a reference contains this
-_MARKER = '"object":"freight://'
-#: row kinds whose outputs are rendered templates, so may hold references
-_TEMPLATED = frozenset({Kind.PIPELINE, Kind.FOR_EACH})
 
 
 def iso(ts: float | None) -> str | None:
@@ -173,33 +168,29 @@ def prediction_dict(
 
 
 def has_references(p: Prediction) -> bool:
-    """Whether the row's inline output may hold object references (a run's or a
-    for_each step's, whose text names ``freight://``)."""
-    return p.kind in _TEMPLATED and p.output_json is not None and _MARKER in p.output_json
+    """Whether the row's inline output holds references freight recorded."""
+    return p.output_json is not None and p.output_refs is not None
 
 
 def reference_key(value: Any) -> str | None:
-    """The key of a reference to one of freight's own objects, else None."""
+    """The key a value shaped like a reference names, else None."""
     if not isinstance(value, dict) or set(value) != REFERENCE_KEYS:
         return None
     uri = value["object"]
     if not isinstance(uri, str) or not uri.startswith(OBJECT_PREFIX):
         return None
-    key = uri.removeprefix(OBJECT_PREFIX)
-    if not key.startswith(OWN_PREFIXES) or ".." in key.split("/"):
-        return None
-    return key
+    return uri.removeprefix(OBJECT_PREFIX)
 
 
-async def with_urls(value: Any, presign: Presign) -> Any:
-    """``value`` with a presigned ``url`` added to each reference to an own object."""
+async def with_urls(value: Any, presign: Presign, keys: frozenset[str]) -> Any:
+    """``value`` with a presigned ``url`` added to each reference among ``keys``."""
     key = reference_key(value)
-    if key is not None:
+    if key is not None and key in keys:
         return {**value, "url": await presign(key)}
     if isinstance(value, dict):
-        return {k: await with_urls(v, presign) for k, v in value.items()}
+        return {k: await with_urls(v, presign, keys) for k, v in value.items()}
     if isinstance(value, list):
-        return [await with_urls(v, presign) for v in value]
+        return [await with_urls(v, presign, keys) for v in value]
     return value
 
 
@@ -208,7 +199,8 @@ async def output_of(p: Prediction, presign: Presign) -> Any:
     else the stored text spliced in as is."""
     if not has_references(p):
         return _fragment(p.output_json)
-    return await with_urls(orjson.loads(p.output_json or "null"), presign)
+    value = orjson.loads(p.output_json or "null")
+    return await with_urls(value, presign, refs_of(p.output_refs))
 
 
 async def stored_output_url(p: Prediction, presign: Presign) -> str | None:

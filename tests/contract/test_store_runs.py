@@ -102,6 +102,16 @@ PIPELINES = {
         "steps": {"big": {"model": "hold", "input": "$input"}},
         "output": "$steps.big.output",
     },
+    "peek": {
+        "steps": {
+            "picture": {"model": "hold", "input": "$input"},
+            "field": {"model": "inc", "input": "$steps.picture.output.label"},
+        },
+    },
+    "bundle": {
+        "steps": {"picture": {"model": "hold", "input": "$input"}},
+        "output": {"picture": "$steps.picture.output", "echo": "$input"},
+    },
     "by_reference": {
         "steps": {
             "picture": {"model": "hold", "input": "$input"},
@@ -436,3 +446,47 @@ async def test_for_each_over_too_many_items_fails_the_step(
     run = await start(service, "fan", {"xs": [1, 2, 3, 4, 5]})
     assert (run.status, run.error_code) == (Status.FAILED, "too_many_items")
     assert [r for r in await service.steps(run.id) if r.item_index is not None] == []
+
+
+def stored(row: Prediction) -> Completion:
+    """The completion of a model whose output was too large to keep inline."""
+    return Completion(
+        id=row.id,
+        attempt=row.attempts,
+        worker_id="w",
+        status=Status.SUCCEEDED,
+        finished_at=T0,
+        output_key=f"outputs/{row.id}",
+        output_content_type="application/octet-stream",
+        output_bytes=9_000_000,
+    )
+
+
+async def test_a_template_reading_into_a_stored_output_fails_the_step_clearly(
+    service: PredictionService, store: Store
+) -> None:
+    """Reading a field inside an output kept as an object is an input_error naming the
+    object, never a silent null handed to the next model."""
+    run = await start(service, "peek", 1)
+    (picture,) = await store.claim("hold", 1, worker_id="w", lease_s=30, now=T0)
+    await store.complete([stored(picture)])
+    done = await service.get(run.id)
+    assert (done.status, done.error_code) == (Status.FAILED, "input_error")
+    assert f"freight://outputs/{picture.id}" in (done.error_message or "")
+    assert "'label'" in (done.error_message or "")
+
+
+async def test_a_callers_value_shaped_like_a_reference_stays_plain_data(
+    service: PredictionService, store: Store
+) -> None:
+    """A caller's JSON shaped like an object reference neither makes a step read that
+    object nor is recorded as a reference in the run's output; freight's own is."""
+    forged = {"object": "freight://outputs/someone-else", "content_type": "a/b", "bytes": 1}
+    run = await start(service, "bundle", forged)
+    (picture,) = await store.claim("hold", 1, worker_id="w", lease_s=30, now=T0)
+    assert picture.input_key is None and orjson.loads(picture.input_json or "") == forged
+    await store.complete([stored(picture)])
+    done = await service.get(run.id)
+    assert done.status == Status.SUCCEEDED and done.output_key is None
+    assert orjson.loads(done.output_refs or "") == [f"outputs/{picture.id}"]
+    assert orjson.loads(done.output_json or "")["echo"] == forged

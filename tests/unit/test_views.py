@@ -57,16 +57,20 @@ async def test_an_inline_output_gets_no_url() -> None:
 
 
 async def test_references_in_a_runs_output_get_urls() -> None:
-    """Each reference to freight's own object in a run's output gets a url; a caller's
-    own object (input_uri passed through) and a forged key do not."""
+    """Each reference freight recorded in a run's output gets a url; a caller's value
+    shaped like a reference (its own object, or another prediction's) does not."""
     output = {
         "a": ref("outputs/step-a"),
         "b": [ref("inputs/run.1a2b")],
         "mine": ref("datasets/x.json"),
-        "forged": ref("outputs/../secret"),
+        "forged": ref("outputs/someone-else"),
         "n": 3,
     }
-    run = row(kind=Kind.PIPELINE, output_json=orjson.dumps(output).decode())
+    run = row(
+        kind=Kind.PIPELINE,
+        output_json=orjson.dumps(output).decode(),
+        output_refs=orjson.dumps(["inputs/run.1a2b", "outputs/step-a"]).decode(),
+    )
     body = plain(await render(run, presign, steps=[]))
     assert body["output"]["a"]["url"] == "https://dl.example/outputs/step-a"
     assert body["output"]["b"][0]["url"] == "https://dl.example/inputs/run.1a2b"
@@ -92,6 +96,7 @@ async def test_steps_get_urls_for_objects_and_references() -> None:
             step="inner",
             kind=Kind.PIPELINE,
             output_json=orjson.dumps({"c": ref("outputs/s9")}).decode(),
+            output_refs='["outputs/s9"]',
         ),
     ]
     body = plain(await render(row(id=RUN_ID, kind=Kind.PIPELINE), presign, steps=steps))

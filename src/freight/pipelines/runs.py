@@ -24,8 +24,9 @@ flight.
 
 Outputs pass by reference: a step output (or run input) that is not small JSON
 reads as ``{"object": "freight://<key>", "content_type": …, "bytes": …}`` in
-templates; a step whose whole input is such a reference gets the object itself
-as its input (its key), never a copy through the database.
+templates (a :class:`~freight.pipelines.refs.Stored`, which only freight makes); a
+step whose whole input is such a reference gets the object itself as its input
+(its key), never a copy through the database.
 """
 
 from __future__ import annotations
@@ -51,12 +52,12 @@ from freight.pipelines.plan import (
     plan,
     step_status,
 )
+from freight.pipelines.refs import Stored, refs_of, refs_text, restore
 from freight.pipelines.spec import PipelineSpec, StepSpec, build_pipeline
 from freight.prediction import ErrorCode, Kind, Prediction, Status
 
 RUN = Kind.PIPELINE
 FOR_EACH = Kind.FOR_EACH
-_REF_KEYS = frozenset({"object", "content_type", "bytes"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,14 +162,13 @@ def value_of_input(row: Prediction) -> Any:
 
 def value_of_output(row: Prediction) -> Any:
     if row.output_json is not None:
-        return orjson.loads(row.output_json)
+        value = orjson.loads(row.output_json)
+        return restore(value, refs_of(row.output_refs)) if row.output_refs else value
     return _reference(row.output_key, row.output_content_type, row.output_bytes)
 
 
 def _reference(key: str | None, content_type: str | None, size: int | None) -> Any:
-    if key is None:
-        return None
-    return {"object": f"freight://{key}", "content_type": content_type, "bytes": size}
+    return None if key is None else Stored.of(key, content_type, size)
 
 
 def state_of(row: Prediction) -> StepState:
@@ -333,7 +333,14 @@ class _Advance:
         gathered = fan_in([state_of(e) for e in elements])
         if gathered.status is StepStatus.SUCCEEDED:
             output = orjson.dumps(gathered.output).decode()
-            self.finish(head, Status.SUCCEEDED, output_json=output, output_content_type=JSON)
+            refs = refs_text(gathered.output)
+            self.finish(
+                head,
+                Status.SUCCEEDED,
+                output_json=output,
+                output_content_type=JSON,
+                output_refs=refs,
+            )
             return
         if gathered.status is StepStatus.FAILED:
             broken = [e for e in elements if step_status(e.status) in BROKEN]
@@ -440,37 +447,32 @@ def advance(
     return job.changes
 
 
-def _as_reference(value: Any) -> str | None:
-    """The key of a whole object reference (``{"object": "freight://<key>", ...}``)."""
-    if isinstance(value, dict) and set(value) == _REF_KEYS:
-        uri = str(value["object"])
-        if uri.startswith("freight://"):
-            return uri.removeprefix("freight://")
-    return None
-
-
 def _output_fields(value: Any) -> dict[str, Any]:
     """A run's output: the object itself when the value is one whole reference (so it is
-    downloaded like a model's large output), else the JSON inline."""
-    key = _as_reference(value)
-    if key is not None:
+    downloaded like a model's large output), else the JSON inline, listing the
+    references it holds."""
+    if isinstance(value, Stored):
         return {
             "output_json": None,
-            "output_key": key,
+            "output_key": value.key,
             "output_content_type": value["content_type"],
             "output_bytes": value["bytes"],
         }
     text = orjson.dumps(value).decode()
-    return {"output_json": text, "output_content_type": JSON, "output_bytes": len(text.encode())}
+    return {
+        "output_json": text,
+        "output_content_type": JSON,
+        "output_bytes": len(text.encode()),
+        "output_refs": refs_text(value),
+    }
 
 
 def _input_fields(value: Any) -> dict[str, Any]:
-    """A step's input: the object itself when the value is a whole reference, else the
-    rendered JSON inline."""
-    key = _as_reference(value)
-    if key is not None:
+    """A step's input: the object itself when the value is a whole reference freight
+    made (never a caller's value shaped like one), else the rendered JSON inline."""
+    if isinstance(value, Stored):
         return {
-            "input_key": key,
+            "input_key": value.key,
             "input_content_type": value["content_type"],
             "input_bytes": value["bytes"],
             "input_json": None,

@@ -93,6 +93,7 @@ predictions = sa.Table(
     sa.Column("waiting_on", sa.Integer),
     sa.Column("definition", sa.Text),
     sa.Column("notify", sa.Text),
+    sa.Column("output_refs", sa.Text),
     sa.CheckConstraint(_status_check(), name="ck_predictions_status"),
 )
 

@@ -1,5 +1,8 @@
-"""Indexes for advancing runs in O(1) per ended step, and for listing by kind.
+"""Indexes for advancing runs in O(1) per ended step, and for listing by kind;
+the object references a row's inline output holds.
 
+- ``output_refs``: the keys of the references freight wrote into ``output_json`` (a
+  JSON list): only those are references, never a caller's value shaped like one.
 - ``ix_predictions_heads``: a run's step heads without its for_each elements (an
   advancement reads the heads; 10,000 elements must not be scanned per element).
 - ``ix_predictions_pending_elements``: the next pending elements of a for_each step
@@ -27,6 +30,7 @@ PENDING = sa.text("status = 'pending'")
 
 
 def upgrade() -> None:
+    op.add_column("predictions", sa.Column("output_refs", sa.Text))
     op.create_index(
         "ix_predictions_heads",
         "predictions",
