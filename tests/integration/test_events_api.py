@@ -33,11 +33,14 @@ Event = tuple[int, str, dict[str, Any]]
 
 
 def read_events(
-    response: httpx.Response, until: Callable[[Event], bool] | None = None
+    response: httpx.Response | Iterator[str], until: Callable[[Event], bool] | None = None
 ) -> Iterator[Event]:
-    """The events of an open stream response as ``(id, type, data)``, in order."""
+    """The events of an open stream response (or of its lines) as ``(id, type, data)``,
+    in order. Stopping early at ``until`` drops the response's line iterator, which
+    closes the connection: a test that keeps the stream open passes its own lines."""
     parser = SseParser()
-    for line in response.iter_lines():
+    lines = response.iter_lines() if isinstance(response, httpx.Response) else response
+    for line in lines:
         raw = parser.feed(line)
         if raw is None:
             continue
@@ -137,7 +140,8 @@ def test_streams_past_the_bound_are_refused_until_one_ends(
         bad = client.get(path, headers={"Last-Event-ID": "1.0"})
         assert (bad.status_code, error_code(bad)) == (422, "validation_error")
         with client.stream("GET", path) as held:
-            assert kinds(list(read_events(held, until=lambda e: e[0] == 1))) == [(1, "queued")]
+            lines = held.iter_lines()  # held here: dropping it would close the stream
+            assert kinds(list(read_events(lines, until=lambda e: e[0] == 1))) == [(1, "queued")]
             refused = client.get(path)
             assert (refused.status_code, error_code(refused)) == (503, "too_many_streams")
             assert int(refused.headers["Retry-After"]) >= 1
