@@ -27,7 +27,7 @@ lint: $(VENV)/.dev
 test: $(VENV)/.dev lint  ## install dev extras, lint, type-check, run every test
 	$(BIN)/pytest -n 2 --dist loadgroup -q
 
-bench: $(VENV)/.examples  ## B1 + B3 (bench/README.md), 3 rounds, JSON lines
+bench: $(VENV)/.examples  ## B1 + B2 + B3 (bench/README.md), 3 rounds, JSON lines
 	$(BIN)/python bench/bench.py --rounds 3
 
 clean:

@@ -78,7 +78,7 @@ def test_list_query_builds_filters() -> None:
     bare, _ = sql.list_query(target=None, status=None, after_id=None, limit=1)
     assert "WHERE run_id IS NULL AND kind IN ('model', 'pipeline') ORDER BY" in bare
     jobs, params = sql.list_query(target=None, status=None, after_id=None, limit=1, kind=Kind.BATCH)
-    assert "WHERE kind = :kind ORDER BY" in jobs and params["kind"] == "batch"
+    assert "WHERE kind = 'batch' ORDER BY" in jobs and "kind" not in params
 
 
 def test_check_idempotent_compares_hashes() -> None:

@@ -192,7 +192,7 @@ class Records(Protocol):
     ) -> list[Prediction]:
         """Newest first; ``after_id`` is the last id of the previous page (ids < after_id).
         Without ``kind``: top-level predictions and runs (no steps, chunks or batch jobs);
-        with it, every row of that kind (``ix_predictions_kind_id``)."""
+        with it, every row of that kind (batch jobs: ``ix_predictions_jobs``)."""
 
 
 class Outbox(Protocol):

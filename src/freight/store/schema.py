@@ -131,7 +131,8 @@ _partial_index(
     predictions.c.step,
     predictions.c.item_index,
 )
-sa.Index("ix_predictions_kind_id", predictions.c.kind, predictions.c.id)
+_jobs = sa.text("kind = 'batch'")
+sa.Index("ix_predictions_jobs", predictions.c.id, sqlite_where=_jobs, postgresql_where=_jobs)
 
 # The transactional outbox: one row per event and subscription, written by a
 # trigger (migration 0006) in the transaction of the status change itself, so a

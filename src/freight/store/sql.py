@@ -165,7 +165,9 @@ _REAP_LIMIT = 500
 
 
 def _reap(due: str, change: str) -> tuple[str, str]:
-    find = f"SELECT id FROM predictions WHERE {due} ORDER BY id LIMIT {_REAP_LIMIT}"
+    # no ORDER BY: it led SQLite to scan the primary key instead of the sweep's partial
+    # index (the change locks in id order)
+    find = f"SELECT id FROM predictions WHERE {due} LIMIT {_REAP_LIMIT}"
     return find, f"UPDATE predictions SET {change}\n{_CHANGE.format(due=due)}\n{RETURNING}"
 
 
@@ -261,10 +263,9 @@ def list_query(
 ) -> tuple[str, dict[str, Any]]:
     """The listing statement for the given filters: newest first (ids are UUIDv7).
     Without a ``kind``, top-level predictions and runs only (not steps or chunks)."""
-    where: list[str] = [_TOP_LEVEL] if kind is None else ["kind = :kind"]
+    # the kind as a literal: batch jobs are listed from the partial ix_predictions_jobs
+    where = [_TOP_LEVEL] if kind is None else [f"kind = '{Kind(kind).value}'"]
     params: dict[str, Any] = {"limit": limit}
-    if kind is not None:
-        params["kind"] = Kind(kind).value
     if target is not None:
         where.append("target = :target")
         params["target"] = target

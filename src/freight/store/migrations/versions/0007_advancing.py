@@ -7,8 +7,10 @@ the object references a row's inline output holds.
   advancement reads the heads; 10,000 elements must not be scanned per element).
 - ``ix_predictions_pending_elements``: the next pending elements of a for_each step
   with ``max_concurrency``, in element order.
-- ``ix_predictions_kind_id``: batch jobs (and chunks, steps) listed by kind, newest
-  first, instead of scanning every row.
+- ``ix_predictions_jobs``: batch jobs listed newest first from their own rows, not
+  by scanning every row. Partial (a literal ``kind``): a whole-table index on
+  ``kind`` led SQLite's planner to scan every model row for the reaper's
+  lease sweeps and to sort every top-level row for a listing.
 
 Revision ID: 0007
 Revises: 0006
@@ -27,6 +29,7 @@ depends_on: str | None = None
 
 HEADS = sa.text("run_id IS NOT NULL AND item_index IS NULL")
 PENDING = sa.text("status = 'pending'")
+JOBS = sa.text("kind = 'batch'")
 
 
 def upgrade() -> None:
@@ -45,12 +48,14 @@ def upgrade() -> None:
         sqlite_where=PENDING,
         postgresql_where=PENDING,
     )
-    op.create_index("ix_predictions_kind_id", "predictions", ["kind", "id"])
+    op.create_index(
+        "ix_predictions_jobs", "predictions", ["id"], sqlite_where=JOBS, postgresql_where=JOBS
+    )
 
 
 def downgrade() -> None:
     for name in (
-        "ix_predictions_kind_id",
+        "ix_predictions_jobs",
         "ix_predictions_pending_elements",
         "ix_predictions_heads",
     ):
