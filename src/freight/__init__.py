@@ -20,6 +20,7 @@ from freight.model import (
     context,
     contexts,
 )
+from freight.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from freight.client import AsyncClient, Client
@@ -40,7 +41,6 @@ __all__ = [
     "context",
     "contexts",
 ]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:

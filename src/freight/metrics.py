@@ -21,6 +21,12 @@ registry = CollectorRegistry(auto_describe=True)
 
 _SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
+duty_crashes = Counter(
+    "freight_duty_crashes",
+    "Crashes of the agent's duties (each logged with its traceback, then restarted).",
+    ["duty"],
+    registry=registry,
+)
 created = Counter(
     "freight_predictions_created",
     "Predictions accepted, by target.",

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from freight import metrics
 from freight.agent import Agent, duties
 from freight.agent.duties import Loop, Periodic, Reaper, StoreOutage, Supervisor
 from freight.batch.job import QUEUE
@@ -99,19 +100,28 @@ def duty_tasks() -> set[str]:
     return {t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("duty:")}
 
 
+def crashes_counted(duty: str) -> float:
+    """freight_duty_crashes_total of ``duty``, as /metrics shows it."""
+    value = metrics.registry.get_sample_value("freight_duty_crashes_total", {"duty": duty})
+    return value or 0.0
+
+
 async def test_a_crashed_duty_is_logged_and_restarted(
     agent_on: Callable[[MemoryStore], Awaitable[Agent]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The batch driver raising a bug is logged with its traceback and runs again
-    (it claims again), instead of staying dead until the process exits."""
+    """The batch driver raising a bug is logged with its traceback, counted in
+    freight_duty_crashes, and runs again (it claims again), instead of staying dead
+    until the process exits."""
     store = CrashingClaims(crashes=2)
     await store.open()
+    before = crashes_counted("batch-driver")
     with caplog.at_level(logging.ERROR, logger="freight.agent"):
         await agent_on(store)
         await until(lambda: store.batch_claims > 2)
     crashed = [r for r in caplog.records if "batch-driver crashed" in r.getMessage()]
     assert len(crashed) == 2
     assert all(r.exc_info is not None and r.exc_info[0] is RuntimeError for r in crashed)
+    assert crashes_counted("batch-driver") - before == 2
 
 
 async def test_duties_run_as_named_tasks_until_the_drain(

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from freight import metrics
 from freight.errors import StoreUnavailableError
 from freight.events import CompletionHub, WorkSignal
 from freight.keys import is_own_input, is_own_output
@@ -279,6 +280,7 @@ class Supervisor:
                 return
             except Exception:
                 entry.crashes += 1
+                metrics.duty_crashes.labels(name).inc()
                 if entry.finishing:
                     log.exception("duty %s crashed while finishing", name)
                     return

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
-from freight import __version__, metrics
+from freight import metrics
 from freight.api import docs, errors, openapi
 from freight.api.routes import (
     batch_jobs,
@@ -18,6 +18,7 @@ from freight.api.routes import (
     pipelines,
     predictions,
 )
+from freight.version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable
