@@ -142,6 +142,19 @@ def test_errors_that_a_reconnect_cannot_fix_are_raised(
     assert len(api.requests) == 1
 
 
+def test_a_reconnect_waits_out_the_servers_retry_after() -> None:
+    """A server refusing a stream (503 too_many_streams, Retry-After: 2) is asked again
+    no sooner than it said, and never past the caller's deadline."""
+    busy = FreightClientError(503, "too_many_streams", "full", retry_after_s=2.0)
+    follower = _events.Follower("p1", None, None)
+    follower.call()
+    assert follower.ended(busy) == 2.0
+    later = FreightClientError(503, "too_many_streams", "full", retry_after_s=600.0)
+    hurried = _events.Follower("p1", None, 30.0)
+    hurried.call()
+    assert 0.0 < hurried.ended(later) <= 30.0
+
+
 def test_a_deadline_passed_mid_stream_raises_timeout(api: Api, client: Client) -> None:
     """Past ``timeout`` the follower raises TimeoutError, however the stream goes on."""
     api.on("GET", EVENTS, stream(*LIFE[:2]))

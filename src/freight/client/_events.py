@@ -167,7 +167,8 @@ class Follower:
 
     def ended(self, error: FreightClientError | None) -> float:
         """The connection ended before the final event (``error``: how). Returns the
-        pause before reconnecting; raises the error (or ``stream_ended``) to give up."""
+        pause before reconnecting (at least the server's ``Retry-After``, at most what
+        is left of the deadline); raises the error (or ``stream_ended``) to give up."""
         self.check_deadline()
         if error is not None and not _retryable(error):
             raise error
@@ -178,7 +179,12 @@ class Follower:
                 "stream_ended",
                 f"the event stream of {self.prediction_id} keeps ending without events",
             )
-        return 0.0 if self._empty <= 1 else min(RECONNECT_PAUSE_S * 2 ** (self._empty - 1), 2.0)
+        pause = 0.0 if self._empty <= 1 else min(RECONNECT_PAUSE_S * 2 ** (self._empty - 1), 2.0)
+        if error is not None and error.retry_after_s:  # a server holding its most streams
+            pause = max(pause, error.retry_after_s)
+        if self._deadline is not None:
+            pause = min(pause, max(self._deadline - time.monotonic(), 0.0))
+        return pause
 
     def check_deadline(self) -> None:
         if self._deadline is not None and time.monotonic() >= self._deadline:
