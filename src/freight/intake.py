@@ -32,8 +32,8 @@ from freight.errors import (
     UnsupportedMediaTypeError,
 )
 from freight.keys import check_readable, input_key, key_of_uri
-from freight.media import JSON, OCTET_STREAM
-from freight.pipelines.inputs import is_json_value_type, reads_into_input
+from freight.media import JSON, OCTET_STREAM, is_json_value_type
+from freight.pipelines.inputs import reads_into_input
 from freight.prediction import Kind, Prediction, Status
 from freight.project import Pipelines
 from freight.storage.base import ObjectInfo, Storage

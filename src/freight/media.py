@@ -21,4 +21,16 @@ def is_json_type(content_type: str | None) -> bool:
     return base in JSON_TYPES or base.endswith("+json")
 
 
-__all__ = ["JSON", "JSON_TYPES", "OCTET_STREAM", "base_type", "is_json_type"]
+def is_json_value_type(content_type: str | None) -> bool:
+    """A JSON type whose body is one value (JSON Lines is many: not one input)."""
+    return is_json_type(content_type) and base_type(content_type) != "application/jsonl"
+
+
+__all__ = [
+    "JSON",
+    "JSON_TYPES",
+    "OCTET_STREAM",
+    "base_type",
+    "is_json_type",
+    "is_json_value_type",
+]

@@ -25,16 +25,11 @@ from typing import Any
 
 import orjson
 
-from freight.pipelines.refs import refs_of
+from freight.pipelines.refs import reference_key, refs_of
 from freight.prediction import Prediction, Status
 
 #: an object key -> an absolute, presigned download URL (None: none can be made)
 Presign = Callable[[str], Awaitable[str | None]]
-#: how a reference names its object, and the only keys a reference may have
-OBJECT_PREFIX = "freight://"
-REFERENCE_KEYS = frozenset({"object", "content_type", "bytes"})
-
-
 def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
@@ -170,16 +165,6 @@ def prediction_dict(
 def has_references(p: Prediction) -> bool:
     """Whether the row's inline output holds references freight recorded."""
     return p.output_json is not None and p.output_refs is not None
-
-
-def reference_key(value: Any) -> str | None:
-    """The key a value shaped like a reference names, else None."""
-    if not isinstance(value, dict) or set(value) != REFERENCE_KEYS:
-        return None
-    uri = value["object"]
-    if not isinstance(uri, str) or not uri.startswith(OBJECT_PREFIX):
-        return None
-    return uri.removeprefix(OBJECT_PREFIX)
 
 
 async def with_urls(value: Any, presign: Presign, keys: frozenset[str]) -> Any:

@@ -194,6 +194,22 @@ def outcome(row: Prediction, model: Model, now: float) -> Completion:
     return base
 
 
+def stored(
+    row: Prediction, content_type: str = "application/octet-stream", size: int = 9_000_000
+) -> Completion:
+    """The completion of a model whose output was kept as an object (too large, or bytes)."""
+    return Completion(
+        id=row.id,
+        attempt=row.attempts,
+        worker_id="w",
+        status=Status.SUCCEEDED,
+        finished_at=T0,
+        output_key=f"outputs/{row.id}",
+        output_content_type=content_type,
+        output_bytes=size,
+    )
+
+
 async def start(service: PredictionService, target: str, value: Any) -> Prediction:
     return await service.create(target, NewInput(json=value, has_json=True), CreateOptions())
 
@@ -360,17 +376,7 @@ async def test_a_stored_output_passes_to_the_next_step_by_reference(
     the object's key as its input; a template reading into it sees a freight:// URI."""
     run = await start(service, "by_reference", 1)
     picture = (await store.claim("hold", 1, worker_id="w", lease_s=30, now=T0))[0]
-    stored = Completion(
-        id=picture.id,
-        attempt=picture.attempts,
-        worker_id="w",
-        status=Status.SUCCEEDED,
-        finished_at=T0,
-        output_key=f"outputs/{picture.id}",
-        output_content_type="image/png",
-        output_bytes=3,
-    )
-    await store.complete([stored])
+    await store.complete([stored(picture, "image/png", 3)])
     steps = by_step(await service.steps(run.id))
     whole, part = steps["whole"], steps["part"]
     assert (whole.status, whole.input_json) == (Status.QUEUED, None)
@@ -389,17 +395,7 @@ async def test_a_run_whose_output_is_one_object_is_that_object(
     records that object as its own output, downloadable like a model's."""
     run = await start(service, "passthrough", {"x": 1})
     (row,) = await store.claim("hold", 1, worker_id="w", lease_s=30, now=T0)
-    big = Completion(
-        id=row.id,
-        attempt=row.attempts,
-        worker_id="w",
-        status=Status.SUCCEEDED,
-        finished_at=T0,
-        output_key=f"outputs/{row.id}",
-        output_content_type="application/octet-stream",
-        output_bytes=12_345_678,
-    )
-    await store.complete([big])
+    await store.complete([stored(row, size=12_345_678)])
     done = await service.get(run.id)
     assert done.status == Status.SUCCEEDED and done.output_json is None
     assert (done.output_key, done.output_content_type, done.output_bytes) == (
@@ -446,20 +442,6 @@ async def test_for_each_over_too_many_items_fails_the_step(
     run = await start(service, "fan", {"xs": [1, 2, 3, 4, 5]})
     assert (run.status, run.error_code) == (Status.FAILED, "too_many_items")
     assert [r for r in await service.steps(run.id) if r.item_index is not None] == []
-
-
-def stored(row: Prediction) -> Completion:
-    """The completion of a model whose output was too large to keep inline."""
-    return Completion(
-        id=row.id,
-        attempt=row.attempts,
-        worker_id="w",
-        status=Status.SUCCEEDED,
-        finished_at=T0,
-        output_key=f"outputs/{row.id}",
-        output_content_type="application/octet-stream",
-        output_bytes=9_000_000,
-    )
 
 
 async def test_a_template_reading_into_a_stored_output_fails_the_step_clearly(

@@ -18,9 +18,10 @@ import pytest
 from freight.config import Settings
 from freight.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from freight.events import CompletionHub, WorkSignal
+from freight.media import is_json_value_type
 from freight.model import Batching, InputKind, Replicas
 from freight.pipelines import parse_pipelines
-from freight.pipelines.inputs import is_json_value_type, reads_into_input
+from freight.pipelines.inputs import reads_into_input
 from freight.prediction import Status
 from freight.project import load_pipelines
 from freight.registry import ModelSpec

@@ -10,8 +10,9 @@ from typing import Any
 
 import orjson
 
+from freight.pipelines.refs import reference_key
 from freight.prediction import Kind, Prediction, Status
-from freight.views import as_started, has_references, reference_key, render
+from freight.views import as_started, has_references, render
 
 T0 = 1_700_000_000.0
 RUN_ID = "0193b7c2-0000-7000-8000-0000000000aa"

@@ -16,18 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from freight.media import base_type
 from freight.pipelines.spec import PipelineSpec, StepSpec
 from freight.pipelines.template import Expression, Template
-
-#: media types whose body is one JSON value (JSON Lines is many: not one input)
-_JSON_VALUE_TYPES = frozenset({"application/json", "text/json"})
-
-
-def is_json_value_type(content_type: str | None) -> bool:
-    """``application/json``, ``text/json`` or any ``+json`` type."""
-    base = base_type(content_type)
-    return base in _JSON_VALUE_TYPES or base.endswith("+json")
 
 
 def _bare_input(expr: Expression) -> bool:
@@ -79,4 +69,4 @@ def reads_into_input(
     return any(_step_reads_into(step, spec_for, seen) for step in spec.steps.values())
 
 
-__all__ = ["is_json_value_type", "reads_into_input"]
+__all__ = ["reads_into_input"]

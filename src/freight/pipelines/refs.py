@@ -66,18 +66,35 @@ def refs_of(text: str | None) -> frozenset[str]:
     return frozenset(orjson.loads(text)) if text else frozenset()
 
 
+def reference_key(value: Any) -> str | None:
+    """The key a value shaped like a reference names (whoever made it), else None."""
+    if not isinstance(value, dict) or set(value) != FIELDS:
+        return None
+    uri = value["object"]
+    if not isinstance(uri, str) or not uri.startswith(OBJECT_PREFIX):
+        return None
+    return uri.removeprefix(OBJECT_PREFIX)
+
+
 def restore(value: Any, keys: frozenset[str]) -> Any:
     """Parsed JSON with the references freight recorded (``keys``) made :class:`Stored`
     again; anything else shaped like one stays a plain dict."""
     if isinstance(value, dict):
-        if set(value) == FIELDS and isinstance(value["object"], str):
-            key = value["object"].removeprefix(OBJECT_PREFIX)
-            if value["object"].startswith(OBJECT_PREFIX) and key in keys:
-                return Stored(value)
+        if reference_key(value) in keys:
+            return Stored(value)
         return {k: restore(v, keys) for k, v in value.items()}
     if isinstance(value, list):
         return [restore(v, keys) for v in value]
     return value
 
 
-__all__ = ["FIELDS", "OBJECT_PREFIX", "Stored", "refs_of", "refs_text", "restore", "stored_in"]
+__all__ = [
+    "FIELDS",
+    "OBJECT_PREFIX",
+    "Stored",
+    "reference_key",
+    "refs_of",
+    "refs_text",
+    "restore",
+    "stored_in",
+]

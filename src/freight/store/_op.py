@@ -31,8 +31,9 @@ Op = Generator[Sql, Rows, T]
 
 @dataclass
 class Told:
-    """What a committed transaction wakes: claim loops of targets with new queued
-    work, waiters of rows that became terminal."""
+    """What a committed transaction's run advancement wakes: claim loops of targets
+    whose steps it queued, waiters of rows it ended. The rows the caller itself
+    changed are the caller's to announce (the agent publishes its completions)."""
 
     queued: set[str] = field(default_factory=set)
     finished: list[str] = field(default_factory=list)

@@ -140,7 +140,6 @@ def complete(completions: Sequence[Completion]) -> Op[tuple[list[str], Told]]:
     ended = as_rows((yield Sql(sql.COMPLETE, [completion_params(c) for c in ordered])))
     finished_at = max((c.finished_at for c in completions), default=0.0)
     told = yield from advance_runs([], ended, now=finished_at)
-    told.finished += [row.id for row in ended]
     return [row.id for row in ended], told
 
 
@@ -150,8 +149,6 @@ def release(releases: Sequence[Release], now: float) -> Op[tuple[dict[str, Statu
     rows = as_rows((yield Sql(sql.RELEASE, [release_params(r, now) for r in ordered])))
     ended = [row for row in rows if row.status.terminal]
     told = yield from advance_runs([], ended, now=now)
-    told.finished += [row.id for row in ended]
-    told.queued |= {row.target for row in rows if row.status == Status.QUEUED}
     return {row.id: row.status for row in rows}, told
 
 
@@ -189,8 +186,6 @@ def reap(now: float) -> Op[tuple[ReapResult, Told]]:
     rows = [row for sweep in ended.values() for row in sweep]
     runs = [row.id for row in rows if row.kind == Kind.PIPELINE]
     told = yield from advance_runs(runs, rows, now=now)
-    told.finished += [row.id for row in rows]
-    told.queued |= {row.target for row in requeued}
     result = ReapResult(
         requeued=[r.id for r in requeued],
         failed=[r.id for r in ended["RUN_TIMEOUT"] + ended["LEASE_FAIL"]],
@@ -206,8 +201,6 @@ def recover_orphans(now: float) -> Op[tuple[list[str], Told]]:
     rows = as_rows((yield Sql(sql.RECOVER_ORPHANS, {"now": now})))
     ended = [row for row in rows if row.status.terminal]
     told = yield from advance_runs([], ended, now=now)
-    told.finished += [row.id for row in ended]
-    told.queued |= {row.target for row in rows if row.status == Status.QUEUED}
     return [row.id for row in rows], told
 
 

@@ -75,8 +75,8 @@ class SqliteStore:
         self._on_done: Callable[[str], None] = _ignore
 
     def _tell(self, told: Told) -> None:
-        """After a commit: wake claim loops of targets with new queued work, waiters of
-        rows that became terminal (PostgreSQL's triggers NOTIFY the same)."""
+        """After a commit: wake claim loops of targets whose steps a run's advancement
+        queued, waiters of rows it ended (on PostgreSQL, its triggers NOTIFY)."""
         for target in told.queued:
             self._on_work(target)
         for prediction_id in told.finished:
