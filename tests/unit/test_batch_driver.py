@@ -21,9 +21,10 @@ import orjson
 import pytest
 
 from freight.batch.driver import STORAGE_RETRIES, BatchDriver
+from freight.batch.options import Options
 from freight.batch.records import run_chunk
 from freight.batch.service import BatchService, JobRequest, doc_of
-from freight.batch.spec import ChunkSpec, Options
+from freight.batch.spec import ChunkSpec
 from freight.config import Settings
 from freight.errors import InvalidRequestError, NotFoundError, StorageError
 from freight.events import CompletionHub, WorkSignal

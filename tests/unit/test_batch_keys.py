@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from freight.batch.job import input_file
-from freight.batch.spec import Options
+from freight.batch.options import Options
 from freight.keys import (
     chunk_base,
     chunk_errors_key,

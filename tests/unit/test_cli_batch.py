@@ -419,7 +419,7 @@ def test_the_live_bars_show_uploads_records_rate_and_eta(
 
 
 def test_the_four_spellings_of_the_batch_options_agree() -> None:
-    """batch.spec.Options is the one definition: the API body inherits it, and the
+    """batch.options.Options is the one definition: the API body inherits it, and the
     client's BatchJobOptions and the CLI's options name its fields with its types,
     choices and bounds (each left out, None, takes the server's default)."""
     import typing
@@ -428,7 +428,7 @@ def test_the_four_spellings_of_the_batch_options_agree() -> None:
     from annotated_types import Ge, Le
 
     from freight.api.schemas import CreateBatchJob
-    from freight.batch.spec import Options
+    from freight.batch.options import Options
     from freight.client import BatchJobOptions, BatchOptions
 
     fields, types = Options.model_fields, typing.get_type_hints(Options)

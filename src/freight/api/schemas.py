@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from freight.batch.spec import Options
+from freight.batch.options import Options
 
 StatusName = Literal[
     "pending",
@@ -266,7 +266,7 @@ class BatchUpload(BaseModel):
 
 class CreateBatchJob(Options):
     """Body of ``POST /v1/batch-jobs``: run ``target`` over every record of ``input``;
-    the job's options are :class:`freight.batch.spec.Options`' fields, inherited."""
+    the job's options are :class:`freight.batch.options.Options`' fields, inherited."""
 
     model_config = ConfigDict(extra="forbid", frozen=False)
 

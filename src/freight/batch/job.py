@@ -16,7 +16,8 @@ from typing import Any, Final
 
 import orjson
 
-from freight.batch.spec import InputFile, Options
+from freight.batch.options import Options
+from freight.batch.spec import InputFile
 from freight.keys import OUTPUT_SUFFIX
 from freight.prediction import Kind, Prediction
 

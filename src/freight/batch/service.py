@@ -21,7 +21,7 @@ import jmespath.exceptions
 import orjson
 
 from freight.batch.job import JOB, QUEUE, JobDoc, input_file
-from freight.batch.spec import Options
+from freight.batch.options import Options
 from freight.config import Settings
 from freight.errors import ConflictError, InvalidRequestError, NotFoundError
 from freight.events import WorkSignal

@@ -40,7 +40,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from freight.batch.spec import DEFAULT_PRIORITY, Options
+from freight.batch.options import Options
+from freight.batch.spec import DEFAULT_PRIORITY
 from freight.cli import _render
 from freight.cli._base import UrlOption, err, out
 from freight.cli._base import command_client as _client
@@ -76,7 +77,7 @@ batch_app = typer.Typer(
 
 def _bounds(name: str) -> dict[str, int]:
     """An option's bounds as ``typer.Option`` takes them: those of the one definition,
-    :class:`freight.batch.spec.Options`."""
+    :class:`freight.batch.options.Options`."""
     bounds: dict[str, int] = {}
     for rule in Options.model_fields[name].metadata:
         if isinstance(rule, Ge):

@@ -357,7 +357,7 @@ class BatchJobOptions(TypedDict, total=False):
     """The options of a batch job (``POST /v1/batch-jobs``); one left out takes the
     server's default. The sync and async clients take them as keywords. Besides
     ``output``, ``metadata`` and the webhook, the fields of the server's
-    ``batch.spec.Options``, typed alike (a unit test holds them together)."""
+    ``batch.options.Options``, typed alike (a unit test holds them together)."""
 
     output: str | None
     split: Literal["line", "none"] | None
