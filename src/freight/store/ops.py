@@ -170,18 +170,25 @@ def save_progress(params: dict[str, Any]) -> Op[bool]:
 
 def reap(now: float) -> Op[tuple[ReapResult, Told]]:
     """The sweeps, in this order: TTL first, so that a row requeued by the lease sweep
-    is not expired in the same sweep (each id lands in one list). Each sweep finds
-    its rows, locks their runs, then changes the rows still due."""
+    is not expired in the same sweep (each id lands in one list). The rows due in every
+    sweep are found first and locked at once (their runs, then themselves, by id: one
+    lock order for the whole transaction); then each sweep changes the rows still due."""
+    names = ("TTL", "UPLOAD", "RUN_TIMEOUT", "LEASE_FAIL", "LEASE_REQUEUE")
+    due: dict[str, list[str]] = {}
+    for name in names:
+        due[name] = [r[0] for r in (yield Sql(sql.REAPS[name][0], {"now": now}))]
+    every = sorted({i for ids in due.values() for i in ids})
+    if every:
+        yield from lock_runs_of(every)
+        in_list, params = sql.expand_in("id", every)
+        yield Sql(sql.LOCK_IDS.format(ids=in_list), params, lock_only=True)
     ended: dict[str, list[Prediction]] = {}
-    for name in ("TTL", "UPLOAD", "RUN_TIMEOUT", "LEASE_FAIL", "LEASE_REQUEUE"):
-        due, change = sql.REAPS[name]
-        ids = [r[0] for r in (yield Sql(due, {"now": now}))]
-        if not ids:
-            ended[name] = []
-            continue
-        yield from lock_runs_of(ids)
-        in_list, params = sql.expand_in("id", ids)
-        ended[name] = as_rows((yield Sql(change.format(ids=in_list), params | {"now": now})))
+    for name in names:
+        ended[name] = []
+        if due[name]:
+            in_list, params = sql.expand_in("id", due[name])
+            change = sql.REAPS[name][1].format(ids=in_list)
+            ended[name] = as_rows((yield Sql(change, params | {"now": now})))
     requeued = ended.pop("LEASE_REQUEUE")
     rows = [row for sweep in ended.values() for row in sweep]
     runs = [row.id for row in rows if row.kind == Kind.PIPELINE]

@@ -243,8 +243,12 @@ UNION ALL
 SELECT target, 'awaiting_input', count(*), NULL FROM predictions
 WHERE status = 'awaiting_input' GROUP BY target"""
 
-# Lock order (ops.py): the runs of some rows, their ancestors, then rows, by id.
-RUNS_OF = "SELECT DISTINCT run_id FROM predictions WHERE id IN {ids} AND run_id IS NOT NULL"
+# Lock order (ops.py): the runs of some rows, their ancestors, then rows, by id. A row
+# that is itself a run counts as a run: whoever ends one of its steps locks it as such.
+RUNS_OF = (
+    "SELECT run_id FROM predictions WHERE id IN {ids} AND run_id IS NOT NULL "
+    "UNION SELECT id FROM predictions WHERE id IN {ids} AND kind = 'pipeline'"
+)
 LOCK_IDS = "SELECT id FROM predictions WHERE id IN {ids} ORDER BY id {{lock}}"
 LOCK_SECRETS = "LOCK TABLE webhook_secrets IN EXCLUSIVE MODE"
 
