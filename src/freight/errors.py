@@ -12,6 +12,9 @@ Every error carries a stable machine-readable ``code`` and structured fields;
     ├── PayloadTooLargeError       body over the configured limit
     ├── ConflictError              idempotency key reused with another body, wrong state
     ├── QueueFullError             backlog bound reached (429 + Retry-After)
+    │   └── QuotaExceededError     a tenant's quota or rate reached (429 + Retry-After)
+    ├── UnauthorizedError          no credentials, or ones that are not valid (401)
+    ├── ForbiddenError             valid credentials without the right (403)
     ├── UrlError                   missing, expired or tampered signed URL
     ├── PredictionFailedError      a real-time prediction ended failed/canceled/expired
     ├── NotReadyError              a model has no ready replica (readiness probe)
@@ -77,6 +80,27 @@ class QueueFullError(FreightError):
     def __init__(self, message: str, *, retry_after_s: int = 1, **detail: Any) -> None:
         super().__init__(message, **detail)
         self.retry_after_s = retry_after_s
+
+
+class QuotaExceededError(QueueFullError):
+    """A tenant's bound: ``quota_max_queued``, ``quota_max_in_flight``, ``quota_rate``;
+    or too many failed authentications from one address (``too_many_auth_failures``)."""
+
+    code = "quota_exceeded"
+
+
+class UnauthorizedError(FreightError):
+    """No key or token (``missing_credentials``), or one that is malformed, unknown,
+    revoked or expired (``invalid_credentials``: which of these is never said)."""
+
+    code = "invalid_credentials"
+
+
+class ForbiddenError(FreightError):
+    """Valid credentials without the right: ``missing_scope``, ``target_not_allowed``
+    (a key limited to other models), ``uri_not_allowed`` (outside the tenant's prefix)."""
+
+    code = "forbidden"
 
 
 class UrlError(FreightError):

@@ -115,6 +115,8 @@ class Prediction:
     # keys of the object references freight put in output_json (JSON list), so a caller's
     # JSON shaped like a reference is never taken for one (pipelines/refs.py)
     output_refs: str | None = None
+    # who owns it (freight.access): a run's steps, a job's chunks are their owner's
+    tenant: str = "default"
 
 
 @dataclass(slots=True)

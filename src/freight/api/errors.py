@@ -33,6 +33,8 @@ class RequestInvalid(errors.FreightError):
 
 STATUS: dict[type[errors.FreightError], int] = {
     errors.InvalidRequestError: 400,
+    errors.UnauthorizedError: 401,
+    errors.ForbiddenError: 403,
     errors.UrlError: 403,
     errors.NotFoundError: 404,
     errors.ConflictError: 409,
@@ -41,6 +43,7 @@ STATUS: dict[type[errors.FreightError], int] = {
     RequestInvalid: 422,
     errors.PredictionFailedError: 424,
     errors.QueueFullError: 429,
+    errors.QuotaExceededError: 429,
     errors.StorageError: 502,
     errors.StoreUnavailableError: 503,
     errors.NotReadyError: 503,
@@ -54,6 +57,10 @@ MEANING: dict[type[errors.FreightError], str] = {
     errors.InvalidRequestError: "invalid request (`invalid_json`, `invalid_cursor`, "
     "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`, "
     "`webhook_refused`, `unknown_event`, `invalid_location`; batch jobs: `unknown_format`)",
+    errors.UnauthorizedError: "no key or token (`missing_credentials`), or one that is not "
+    "valid: unknown, revoked, expired or malformed (`invalid_credentials`)",
+    errors.ForbiddenError: "the key lacks the scope (`missing_scope`), is limited to other "
+    "models (`target_not_allowed`), or names objects outside its tenant (`uri_not_allowed`)",
     errors.UrlError: "missing, tampered or expired signed URL "
     "(`missing_signature`, `bad_signature`, `url_expired`)",
     errors.NotFoundError: "unknown model, prediction or object "
@@ -70,6 +77,9 @@ MEANING: dict[type[errors.FreightError], str] = {
     "(`model_error`, `timeout`, `attempts_exhausted`, `canceled`, `expired`, …)",
     errors.QueueFullError: "the model's queue is full; retry after `Retry-After` "
     "seconds (`queue_full`)",
+    errors.QuotaExceededError: "a quota of the tenant is reached; retry after `Retry-After` "
+    "seconds (`quota_max_queued`, `quota_max_in_flight`, `quota_rate`, "
+    "`too_many_auth_failures`)",
     errors.StorageError: "the object store failed (`storage_error`)",
     errors.StoreUnavailableError: "the database is unavailable; retry "
     "(`store_unavailable`)",
@@ -85,6 +95,10 @@ _RETRY_AFTER = {
     "description": "seconds to wait before retrying",
     "schema": {"type": "integer", "minimum": 0},
 }
+_WWW_AUTHENTICATE = {
+    "description": "how to authenticate: `Bearer`",
+    "schema": {"type": "string"},
+}
 PREDICTION_ID_HEADER = {
     "description": "the prediction's id (fetch it for the whole record)",
     "schema": {"type": "string"},
@@ -92,6 +106,8 @@ PREDICTION_ID_HEADER = {
 #: the headers each error answer carries (:func:`_headers`), for the document
 HEADERS: dict[type[errors.FreightError], dict[str, dict[str, Any]]] = {
     errors.QueueFullError: {"Retry-After": _RETRY_AFTER},
+    errors.QuotaExceededError: {"Retry-After": _RETRY_AFTER},
+    errors.UnauthorizedError: {"WWW-Authenticate": _WWW_AUTHENTICATE},
     errors.StoreUnavailableError: {"Retry-After": _RETRY_AFTER},
     errors.NotReadyError: {"Retry-After": _RETRY_AFTER},
     errors.TooManyStreamsError: {"Retry-After": _RETRY_AFTER},
@@ -128,6 +144,8 @@ def _headers(exc: errors.FreightError) -> dict[str, str] | None:
         return {"Retry-After": "1"}
     if isinstance(exc, errors.PredictionFailedError):
         return {"X-Freight-Prediction-Id": exc.prediction_id}
+    if isinstance(exc, errors.UnauthorizedError):
+        return {"WWW-Authenticate": 'Bearer realm="freight"'}
     return None
 
 

@@ -265,6 +265,7 @@ class FileRunner:
             input_bytes=size,
             idempotency_key=cid,
             request_hash=cid,
+            tenant=run.row.tenant,
         )
         await self._store.create(row)
         self._signal.notify(doc.target)

@@ -118,7 +118,7 @@ class PipelineChunks:
         row = new_run(
             doc.target, bundle, run_id=run_id, now=time.time(), timeout_s=doc.chunk_timeout_s
         )
-        row.priority = doc.options.priority
+        row.priority, row.tenant = doc.options.priority, run.row.tenant
         row.input_json = orjson.dumps(value).decode()
         row.idempotency_key = row.request_hash = run_id
         steps = start_rows(row, self._pipelines.specs[doc.target], new_id)

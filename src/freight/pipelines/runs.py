@@ -148,6 +148,7 @@ def _new_row(
         item_index=item_index,
         waiting_on=waiting_on,
         definition=run.definition if step.kind == RUN else None,
+        tenant=run.tenant,
     )
 
 

@@ -46,6 +46,7 @@ from freight.prediction import (
     Status,
     TargetStats,
 )
+from freight.store._op import Op, T
 
 
 class Lifecycle(Protocol):
@@ -70,6 +71,10 @@ class Lifecycle(Protocol):
 
     async def ping(self) -> None:
         """Raise StoreUnavailableError when the database does not answer."""
+
+    async def execute(self, make: Callable[[], Op[T]], *, write: bool = True) -> T:
+        """Run one transaction of ``store/tenancy.py`` (keys, audit log, usage ledger);
+        ``make`` builds it afresh for each try."""
 
 
 class Queue(Protocol):
@@ -189,8 +194,11 @@ class Records(Protocol):
         kind: Kind | None = None,
         after_id: str | None = None,
         limit: int = 50,
+        tenant: str | None = None,
+        targets: Sequence[str] | None = None,
     ) -> list[Prediction]:
-        """Newest first; ``after_id`` is the last id of the previous page (ids < after_id).
+        """Newest first; ``after_id`` is the last id of the previous page (ids < after_id);
+        ``tenant``: its rows only; ``targets``: rows of these targets only.
         Without ``kind``: top-level predictions and runs (no steps, chunks or batch jobs);
         with it, every row of that kind (batch jobs: ``ix_predictions_jobs``)."""
 

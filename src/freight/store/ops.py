@@ -58,7 +58,7 @@ def create(prediction: Prediction) -> Op[tuple[Prediction, bool]]:
     inserted = yield from fetch(sql.INSERT, prediction_params(prediction))
     if inserted:
         return inserted[0], True
-    key = {"key": prediction.idempotency_key}
+    key = {"tenant": prediction.tenant, "key": prediction.idempotency_key}
     existing = yield from fetch_one(sql.GET_BY_IDEMPOTENCY_KEY, key)
     if existing is None:  # pragma: no cover - DO NOTHING only fires on this key
         raise ConflictError("insert was ignored", code="conflict", id=prediction.id)
@@ -120,9 +120,17 @@ def listing(
     kind: Kind | None,
     after_id: str | None,
     limit: int,
+    tenant: str | None = None,
+    targets: Sequence[str] | None = None,
 ) -> Op[list[Prediction]]:
     statement, params = sql.list_query(
-        target=target, status=status, kind=kind, after_id=after_id, limit=limit
+        target=target,
+        status=status,
+        kind=kind,
+        after_id=after_id,
+        limit=limit,
+        tenant=tenant,
+        targets=targets,
     )
     return (yield from fetch(statement, params))
 

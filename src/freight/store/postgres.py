@@ -159,6 +159,11 @@ class PostgresStore:
                 raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def execute(self, make: Callable[[], Op[T]], *, write: bool = True) -> T:
+        """One transaction of the store's other records (keys, audit, usage:
+        ``store/tenancy.py``), written once for both engines."""
+        return await self._run(make)
+
     async def _run_told(self, make: Callable[[], Op[tuple[T, Told]]]) -> T:
         """Who to wake is told by the database's own triggers (NOTIFY)."""
         result, _ = await self._run(make)
@@ -315,10 +320,18 @@ class PostgresStore:
         kind: Kind | None = None,
         after_id: str | None = None,
         limit: int = 50,
+        tenant: str | None = None,
+        targets: Sequence[str] | None = None,
     ) -> list[Prediction]:
         return await self._run(
             lambda: ops.listing(
-                target=target, status=status, kind=kind, after_id=after_id, limit=limit
+                target=target,
+                status=status,
+                kind=kind,
+                after_id=after_id,
+                limit=limit,
+                tenant=tenant,
+                targets=targets,
             )
         )
 

@@ -94,6 +94,7 @@ predictions = sa.Table(
     sa.Column("definition", sa.Text),
     sa.Column("notify", sa.Text),
     sa.Column("output_refs", sa.Text),
+    sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
     sa.CheckConstraint(_status_check(), name="ck_predictions_status"),
 )
 
@@ -121,7 +122,13 @@ sa.Index(
 sa.Index("ix_predictions_target_id", predictions.c.target, predictions.c.id)
 _in_run = sa.text("run_id IS NOT NULL")
 sa.Index("ix_predictions_run", predictions.c.run_id, sqlite_where=_in_run, postgresql_where=_in_run)
-sa.Index("ux_predictions_idempotency_key", predictions.c.idempotency_key, unique=True)
+sa.Index(
+    "ux_predictions_idempotency_key",
+    predictions.c.tenant,
+    predictions.c.idempotency_key,
+    unique=True,
+)
+sa.Index("ix_predictions_tenant_id", predictions.c.tenant, predictions.c.id)
 _heads = sa.text("run_id IS NOT NULL AND item_index IS NULL")
 sa.Index("ix_predictions_heads", predictions.c.run_id, sqlite_where=_heads, postgresql_where=_heads)
 _partial_index(
@@ -187,4 +194,57 @@ webhook_secrets = sa.Table(
     sa.Column("secret", sa.Text, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("retired_at", sa.Double),  # signs until retired_at + overlap
+    sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
 )
+
+# API keys (migration 0008): stored hashed; the token is shown once, at creation.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # the public id inside the token
+    sa.Column("tenant", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("scopes", sa.Text, nullable=False),  # JSON list
+    sa.Column("targets", sa.Text),  # JSON list; NULL: every model and pipeline
+    sa.Column("hash", sa.Text, nullable=False),  # SHA-256 of the token
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Double),
+    sa.Column("revoked_at", sa.Double),
+)
+
+# Who changed keys and secrets, and what admins did.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("tenant", sa.Text, nullable=False),  # the tenant acted upon
+    sa.Column("action", sa.Text, nullable=False),  # key.create, key.revoke, secret.rotate...
+    sa.Column("subject", sa.Text),  # what it acted on (a key id, ...)
+    sa.Column("detail", sa.Text),  # JSON
+)
+sa.Index("ix_audit_log_at", audit_log.c.at)
+
+# The usage ledger: lines appended in the transaction that ends predictions (never
+# updated in place, so concurrent completions contend on no row); summed per
+# tenant x target x hour when read.
+usage_ledger = sa.Table(
+    "usage_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hour", sa.Double, nullable=False),  # epoch seconds of the hour's start
+    sa.Column("tenant", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("compute_s", sa.Double, nullable=False),
+    sa.Column("gpu_s", sa.Double, nullable=False),
+    sa.Column("queue_s", sa.Double, nullable=False),
+    sa.Column("cold_start_s", sa.Double, nullable=False),
+    sa.Column("bytes_in", sa.BigInteger, nullable=False),
+    sa.Column("bytes_out", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_usage_ledger_hour", usage_ledger.c.hour, usage_ledger.c.tenant)

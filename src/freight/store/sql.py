@@ -71,12 +71,14 @@ def expand_in(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
 INSERT = (
     f"INSERT INTO predictions ({COLS}) VALUES ("
     + ", ".join(f":{c}" for c in COLUMNS)
-    + f") ON CONFLICT (idempotency_key) DO NOTHING {RETURNING}"
+    + f") ON CONFLICT (tenant, idempotency_key) DO NOTHING {RETURNING}"
 )
 
 GET = f"SELECT {COLS} FROM predictions WHERE id = :id"
 GET_FOR_UPDATE = f"SELECT {COLS} FROM predictions WHERE id = :id {{lock}}"
-GET_BY_IDEMPOTENCY_KEY = f"SELECT {COLS} FROM predictions WHERE idempotency_key = :key"
+GET_BY_IDEMPOTENCY_KEY = (
+    f"SELECT {COLS} FROM predictions WHERE tenant = :tenant AND idempotency_key = :key"
+)
 
 # A pipeline run starts running (its steps queue); a model's prediction is queued.
 MARK_INPUT_READY = f"""
@@ -264,12 +266,22 @@ def list_query(
     after_id: str | None,
     limit: int,
     kind: Kind | None = None,
+    tenant: str | None = None,
+    targets: Sequence[str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The listing statement for the given filters: newest first (ids are UUIDv7).
-    Without a ``kind``, top-level predictions and runs only (not steps or chunks)."""
+    Without a ``kind``, top-level predictions and runs only (not steps or chunks).
+    ``tenant``: its rows only; ``targets``: of these targets only (a limited key)."""
     # the kind as a literal: batch jobs are listed from the partial ix_predictions_jobs
     where = [_TOP_LEVEL] if kind is None else [f"kind = '{Kind(kind).value}'"]
     params: dict[str, Any] = {"limit": limit}
+    if tenant is not None:
+        where.append("tenant = :tenant")
+        params["tenant"] = tenant
+    if targets is not None:
+        in_list, names = expand_in("target_", sorted(targets) or [""])
+        where.append(f"target IN {in_list}")
+        params |= names
     if target is not None:
         where.append("target = :target")
         params["target"] = target

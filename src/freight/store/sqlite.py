@@ -130,6 +130,11 @@ class SqliteStore:
         """A read that may scan: on a reader thread."""
         return await self._readers.run(lambda conn: drive(conn, op))
 
+    async def execute(self, make: Callable[[], Op[T]], *, write: bool = True) -> T:
+        """One transaction of the store's other records (keys, audit, usage:
+        ``store/tenancy.py``), written once for both engines."""
+        return await (self._write(make()) if write else self._scan(make()))
+
     async def create(self, prediction: Prediction) -> tuple[Prediction, bool]:
         return await self._write(ops.create(prediction))
 
@@ -242,9 +247,19 @@ class SqliteStore:
         kind: Kind | None = None,
         after_id: str | None = None,
         limit: int = 50,
+        tenant: str | None = None,
+        targets: Sequence[str] | None = None,
     ) -> list[Prediction]:
         return await self._scan(
-            ops.listing(target=target, status=status, kind=kind, after_id=after_id, limit=limit)
+            ops.listing(
+                target=target,
+                status=status,
+                kind=kind,
+                after_id=after_id,
+                limit=limit,
+                tenant=tenant,
+                targets=targets,
+            )
         )
 
 

@@ -1,0 +1,147 @@
+"""The store's records of who may call: API keys and the audit log.
+
+Each transaction is a generator of :class:`~freight.store._op.Sql` like those of
+``ops.py``, run by either engine through ``Store.execute``. A key's change and its
+audit line commit together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from freight.access import ApiKey, AuditEntry, Scope
+from freight.store._op import Op, Sql
+
+_KEY_COLUMNS = (
+    "id, tenant, name, scopes, targets, hash, created_at, created_by, expires_at, revoked_at"
+)
+INSERT_KEY = f"""
+INSERT INTO api_keys ({_KEY_COLUMNS})
+VALUES (:id, :tenant, :name, :scopes, :targets, :hash, :created_at, :created_by,
+    :expires_at, :revoked_at)"""
+KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = :id"
+KEYS = f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
+TENANT_KEYS = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant = :tenant ORDER BY created_at, id"
+REVOKE_KEY = f"""
+UPDATE api_keys SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL
+RETURNING {_KEY_COLUMNS}"""
+ANY_KEY = """
+SELECT 1 FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > :now)
+LIMIT 1"""
+
+_AUDIT_COLUMNS = "id, at, actor, tenant, action, subject, detail"
+INSERT_AUDIT = """
+INSERT INTO audit_log (at, actor, tenant, action, subject, detail)
+VALUES (:at, :actor, :tenant, :action, :subject, :detail)"""
+
+
+def audit_query(
+    tenant: str | None, before_id: int | None, limit: int
+) -> tuple[str, dict[str, Any]]:
+    """Newest first; ``tenant``: the lines about that tenant only."""
+    where: list[str] = ["1 = 1"]
+    params: dict[str, Any] = {"limit": limit}
+    if tenant is not None:
+        where.append("tenant = :tenant")
+        params["tenant"] = tenant
+    if before_id is not None:
+        where.append("id < :before_id")
+        params["before_id"] = before_id
+    text = (
+        f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
+        "ORDER BY id DESC LIMIT :limit"
+    )
+    return text, params
+
+
+def _key(row: tuple[Any, ...]) -> ApiKey:
+    kid, tenant, name, scopes, targets, hash_, created, by, expires, revoked = row
+    return ApiKey(
+        key_id=kid,
+        tenant=tenant,
+        name=name,
+        scopes=frozenset(Scope(s) for s in orjson.loads(scopes)),
+        targets=None if targets is None else frozenset(orjson.loads(targets)),
+        hash=hash_,
+        created_at=created,
+        created_by=by,
+        expires_at=expires,
+        revoked_at=revoked,
+    )
+
+
+def _key_params(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.key_id,
+        "tenant": key.tenant,
+        "name": key.name,
+        "scopes": orjson.dumps(sorted(key.scopes)).decode(),
+        "targets": None if key.targets is None else orjson.dumps(sorted(key.targets)).decode(),
+        "hash": key.hash,
+        "created_at": key.created_at,
+        "created_by": key.created_by,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+def _audit_params(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "at": entry.at,
+        "actor": entry.actor,
+        "tenant": entry.tenant,
+        "action": entry.action,
+        "subject": entry.subject,
+        "detail": None if entry.detail is None else orjson.dumps(entry.detail).decode(),
+    }
+
+
+def audit(entry: AuditEntry) -> Op[None]:
+    yield Sql(INSERT_AUDIT, _audit_params(entry))
+
+
+def create_key(key: ApiKey, entry: AuditEntry) -> Op[None]:
+    yield Sql(INSERT_KEY, _key_params(key))
+    yield from audit(entry)
+
+
+def key(key_id: str) -> Op[ApiKey | None]:
+    rows = yield Sql(KEY, {"id": key_id})
+    return _key(rows[0]) if rows else None
+
+
+def keys(tenant: str | None) -> Op[list[ApiKey]]:
+    rows = yield (Sql(KEYS) if tenant is None else Sql(TENANT_KEYS, {"tenant": tenant}))
+    return [_key(r) for r in rows]
+
+
+def revoke_key(key_id: str, now: float, entry: AuditEntry) -> Op[ApiKey | None]:
+    """The key as revoked (None: no such key, or it was revoked already)."""
+    rows = yield Sql(REVOKE_KEY, {"id": key_id, "now": now})
+    if not rows:
+        return None
+    yield from audit(entry)
+    return _key(rows[0])
+
+
+def any_key(now: float) -> Op[bool]:
+    return bool((yield Sql(ANY_KEY, {"now": now})))
+
+
+def audit_log(tenant: str | None, before_id: int | None, limit: int) -> Op[list[AuditEntry]]:
+    text, params = audit_query(tenant, before_id, limit)
+    rows = yield Sql(text, params)
+    return [
+        AuditEntry(
+            id=r[0],
+            at=r[1],
+            actor=r[2],
+            tenant=r[3],
+            action=r[4],
+            subject=r[5],
+            detail=None if r[6] is None else orjson.loads(r[6]),
+        )
+        for r in rows
+    ]
