@@ -10,9 +10,10 @@ import secrets
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from freight.errors import ConfigError
@@ -20,6 +21,11 @@ from freight.errors import ConfigError
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
+
+#: the signature algorithms an identity provider's tokens may use (public keys only)
+OIDC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 class Settings(BaseSettings):
@@ -85,6 +91,17 @@ class Settings(BaseSettings):
     delivery_max_age_s: float = Field(24 * 3600.0, gt=0)
     webhook_secret_overlap_s: float = Field(24 * 3600.0, ge=0)  # old key signs this long
     webhook_allow_private: bool = False  # also `notifications: {webhooks: {allow_private}}`
+    # identity-provider tokens (OIDC JWTs), besides API keys: the issuer exactly as its
+    # tokens' `iss` says it (empty = tokens off), the audience they must name, and where
+    # its signing keys are (empty: the `jwks_uri` of <issuer>/.well-known/openid-configuration)
+    oidc_issuer: str = ""
+    oidc_audience: str = Field("", validate_default=True)  # required with oidc_issuer
+    oidc_jwks_url: str = ""
+    oidc_tenant_claim: str = Field("tenant", min_length=1)  # the claim naming the tenant
+    # the claim granting scopes: "predict read" (OAuth2) or ["predict", "read"]
+    oidc_scopes_claim: str = Field("scope", min_length=1)
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    oidc_leeway_s: float = Field(30.0, ge=0)  # clock skew allowed on exp, nbf, iat
     log_level: str = "info"
 
     @field_validator("gpus", mode="before")
@@ -95,6 +112,31 @@ class Settings(BaseSettings):
             return ",".join(str(item) for item in value)
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
+        return value
+
+    @field_validator("oidc_issuer", "oidc_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("an http:// or https:// URL")
+        return value
+
+    @field_validator("oidc_audience")
+    @classmethod
+    def _audience_with_issuer(cls, value: str, info: ValidationInfo) -> str:
+        # without it, a token the issuer gave any other application would be accepted
+        if info.data.get("oidc_issuer") and not value:
+            raise ValueError("required when oidc_issuer is set")
+        return value
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        # keys come from a published JWKS: "none" and shared-secret (HS*) algorithms
+        # would let anyone who reads it sign
+        wrong = [name for name in value if name not in OIDC_ALGORITHMS]
+        if wrong or not value:
+            raise ValueError(f"one or more of {', '.join(sorted(OIDC_ALGORITHMS))}")
         return value
 
     @classmethod
