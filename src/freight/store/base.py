@@ -93,9 +93,11 @@ class Queue(Protocol):
         lease_s: float,
         now: float,
     ) -> list[Prediction]:
-        """Atomically move up to ``limit`` queued predictions of ``target`` to ``running``
-        (priority desc, then oldest first), stamping ``started_at``, ``worker_id``,
-        ``lease_expires_at = now + lease_s`` and incrementing ``attempts``."""
+        """Atomically move up to ``limit`` queued predictions of ``target`` to ``running``,
+        stamping ``started_at``, ``worker_id``, ``lease_expires_at = now + lease_s`` and
+        incrementing ``attempts``. Shared equally between the tenants with rows queued,
+        in turn from one claim to the next; each tenant's by priority desc, then oldest
+        first (``ops.claim``). Returned by priority desc, then oldest first."""
 
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
         """Record outcomes; a completion applies only when the row is still ``running``

@@ -43,6 +43,7 @@ from freight.store.rows import (
     claim_order,
     completion_params,
     delivery_params,
+    fair_shares,
     not_awaiting_input,
     outbox_row,
     prediction_params,
@@ -138,8 +139,56 @@ def listing(
 # -- the claim / lease cycle --------------------------------------------------------
 
 
-def claim(params: dict[str, Any]) -> Op[list[Prediction]]:
-    return claim_order((yield from fetch(sql.CLAIM, params)))
+def claim(params: dict[str, Any], turns: dict[str, str]) -> Op[list[Prediction]]:
+    """Up to ``params["limit"]`` queued rows of ``params["target"]``, shared fairly
+    between the tenants that have some queued (round robin, like Hatchet's concurrency
+    keys: a backlog AAAAABBBBB is claimed ABAB...).
+
+    **Priority** orders a tenant's own rows (highest first, then oldest); between
+    tenants the share is equal whatever their rows' priorities: a tenant sets the
+    priority of its own requests, so a priority that crossed tenants would let any
+    of them opt out of the fair share (and starve the others) by raising it.
+
+    The rows are dealt one at a time to the tenants in turn (at most
+    ``sql.TENANTS_CAP`` per claim, found by a loose index scan of
+    ``ix_predictions_claim``), each tenant's share claimed in one statement in its
+    own priority-then-age order: ``limit // k`` each and one more for the first
+    ``limit % k``. The turn goes round from one claim to the next: ``turns`` (the
+    store's, per target) holds the tenant dealt the last row, and the next claim
+    starts after it, so that a batch smaller than the number of tenants (or the one
+    row a batching worker tops up with) still reaches every tenant, those past the
+    cap included. What a tenant could not fill (too few queued, or rows another
+    claimer holds) is topped up in a second round from the tenants that filled
+    theirs, in turn. One tenant costs one statement more than the claim of old (its
+    scan). Every statement is ``SKIP LOCKED``: a claim never waits for a row lock,
+    so it takes part in no lock-order cycle however many statements it makes.
+    """
+    limit, target = params["limit"], params["target"]
+    found = yield Sql(sql.CLAIM_TENANTS, {"target": target, "after": turns.get(target)})
+    tenants = [tenant for tenant, _ in sorted(found, key=lambda r: r[1])]
+    if not tenants or limit <= 0:
+        return []
+    shares = dict(zip(tenants, fair_shares(limit, len(tenants)), strict=True))
+    base = {k: params[k] for k in ("target", "now", "worker_id", "lease_expires_at")}
+    dealt = [base | {"tenant": t, "limit": n} for t, n in shares.items() if n]
+    rows = as_rows((yield Sql(sql.CLAIM, dealt[0] if len(dealt) == 1 else dealt)))
+    last = (limit - 1) % len(tenants)  # the tenant dealt the last row
+    turns[target] = tenants[last]
+    if len(rows) < limit:
+        got = {t: 0 for t in tenants}
+        for row in rows:
+            got[row.tenant] += 1
+        # the deal goes on after the last tenant dealt, among those that filled theirs
+        after = tenants[last + 1 :] + tenants[: last + 1]
+        for tenant in (t for t in after if got[t] >= shares[t]):
+            wanted = base | {"tenant": tenant, "limit": limit - len(rows)}
+            more = yield from fetch(sql.CLAIM, wanted)
+            rows += more
+            if more:
+                turns[target] = tenant
+            if len(rows) >= limit:
+                break
+    return claim_order(rows)
 
 
 def complete(completions: Sequence[Completion]) -> Op[tuple[list[str], Told]]:

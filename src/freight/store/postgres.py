@@ -108,6 +108,9 @@ class PostgresStore:
             name="freight-store",
         )
         self._connect_timeout_s = connect_timeout_s
+        #: per target, the tenant dealt the last row this process claimed (``ops.claim``'s
+        #: round robin; each process keeps its own: each one's claims are fair)
+        self._turns: dict[str, str] = {}
 
     async def open(self) -> None:
         try:
@@ -249,7 +252,7 @@ class PostgresStore:
         now: float,
     ) -> list[Prediction]:
         params = claim_params(target, limit, worker_id=worker_id, lease_s=lease_s, now=now)
-        return await self._run(lambda: ops.claim(params))
+        return await self._run(lambda: ops.claim(params, self._turns))
 
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
         return await self._run_told(lambda: ops.complete(completions))

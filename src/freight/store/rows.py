@@ -107,6 +107,11 @@ def claim_params(
     }
 
 
+def fair_shares(limit: int, tenants: int) -> list[int]:
+    """``limit`` rows dealt one at a time to ``tenants`` in turn: what each one gets."""
+    return [limit // tenants + (1 if i < limit % tenants else 0) for i in range(tenants)]
+
+
 def claim_order(rows: Iterable[Prediction]) -> list[Prediction]:
     """UPDATE ... RETURNING promises no order: restore priority desc, then oldest."""
     return sorted(rows, key=lambda p: (-p.priority, p.id))

@@ -92,12 +92,46 @@ UPDATE predictions SET
 WHERE id = :id AND status = 'awaiting_input'
 {RETURNING}"""
 
+# The claim is fair between tenants (``ops.claim``): first the tenants with queued rows
+# of the target, then a claim per tenant. Both read ``ix_predictions_claim`` (target,
+# tenant, priority DESC, id) WHERE status = 'queued', with no sort and no full scan:
+#
+# * CLAIM_TENANTS is a loose index scan: each step one ``min(tenant) ... AND tenant >
+#   previous`` seek, starting after ``:after`` (the tenant served last) and wrapping
+#   round to the first tenant, at most TENANTS_CAP of them. SQLite 3.40 (EXPLAIN QUERY
+#   PLAN): every subquery ``SEARCH predictions USING INDEX ix_predictions_claim
+#   (target=? AND tenant>?)`` (``(target=?)`` for the wrap); PostgreSQL 15 (EXPLAIN of
+#   the generic plan): every one ``Limit -> Index Only Scan using ix_predictions_claim,
+#   Index Cond: ((target = $1) AND (tenant IS NOT NULL) AND (tenant > ...))``.
+# * CLAIM takes one tenant's rows, priority desc then oldest. SQLite: ``SEARCH
+#   predictions USING INDEX ix_predictions_claim (target=? AND tenant=?)``, no temp
+#   b-tree; PostgreSQL: ``Limit -> LockRows -> Index Scan using ix_predictions_claim,
+#   Index Cond: ((target = $1) AND (tenant = $2))`` (the status filter is the
+#   re-check of a locked row).
+TENANTS_CAP = 64
+_QUEUED_OF_TARGET = "FROM predictions p WHERE p.status = 'queued' AND p.target = :target"
+# the next tenant after {after}, else (wrapping round) the first one
+_NEXT_TENANT = (
+    f"COALESCE((SELECT min(p.tenant) {_QUEUED_OF_TARGET} AND p.tenant > {{after}}),\n"
+    f"        (SELECT min(p.tenant) {_QUEUED_OF_TARGET}))"
+)
+# rows (tenant, n): the n-th tenant to serve; the walk stops when it is back at its first
+CLAIM_TENANTS = f"""
+WITH RECURSIVE tenants(tenant, first, n) AS (
+    SELECT {_NEXT_TENANT.format(after=":after")}, CAST(NULL AS TEXT), 1
+    UNION ALL
+    SELECT {_NEXT_TENANT.format(after="t.tenant")}, COALESCE(t.first, t.tenant), t.n + 1
+    FROM tenants t
+    WHERE t.tenant IS NOT NULL AND t.n < {TENANTS_CAP} AND (t.first IS NULL OR t.tenant <> t.first)
+)
+SELECT tenant, n FROM tenants WHERE tenant IS NOT NULL AND (first IS NULL OR tenant <> first)"""
+
 CLAIM = f"""
 UPDATE predictions SET status = 'running', started_at = :now, attempts = attempts + 1,
     worker_id = :worker_id, lease_expires_at = :lease_expires_at
 WHERE id IN (
     SELECT id FROM predictions
-    WHERE status = 'queued' AND target = :target
+    WHERE status = 'queued' AND target = :target AND tenant = :tenant
     ORDER BY priority DESC, id
     LIMIT :limit {{skip_locked}}
 )

@@ -73,6 +73,8 @@ class SqliteStore:
         self._readers = Readers(path, readers)
         self._on_work: Callable[[str], None] = _ignore
         self._on_done: Callable[[str], None] = _ignore
+        #: per target, the tenant dealt the last claimed row (``ops.claim``'s round robin)
+        self._turns: dict[str, str] = {}
 
     def _tell(self, told: Told) -> None:
         """After a commit: wake claim loops of targets whose steps a run's advancement
@@ -180,7 +182,7 @@ class SqliteStore:
         now: float,
     ) -> list[Prediction]:
         params = claim_params(target, limit, worker_id=worker_id, lease_s=lease_s, now=now)
-        return await self._write(ops.claim(params))
+        return await self._write(ops.claim(params, self._turns))
 
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
         return await self._write_told(ops.complete(completions))

@@ -3,7 +3,8 @@
 - ``predictions.tenant`` (``default`` for rows written before): who owns the row.
   Idempotency keys are unique per tenant (one tenant's key must neither collide
   with nor reveal another's); ``ix_predictions_tenant_id`` lists a tenant's rows
-  newest first.
+  newest first; the claim index gains the tenant, (target, tenant, priority DESC,
+  id), for claims shared fairly between tenants (``ops.claim``).
 - ``webhook_secrets.tenant``: each tenant signs its webhooks with its own secrets.
 - ``api_keys``: keys stored hashed (SHA-256 of the token, shown once).
 - ``audit_log``: key and secret changes and admin actions (who, what, when).
@@ -25,10 +26,19 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 
+def _claim_index(columns: list[str | sa.TextClause]) -> None:
+    op.drop_index("ix_predictions_claim", table_name="predictions")
+    where = sa.text("status = 'queued'")
+    op.create_index(
+        "ix_predictions_claim", "predictions", columns, sqlite_where=where, postgresql_where=where
+    )
+
+
 def upgrade() -> None:
     op.add_column(
         "predictions", sa.Column("tenant", sa.Text, nullable=False, server_default="default")
     )
+    _claim_index(["target", "tenant", sa.text("priority DESC"), "id"])
     op.drop_index("ux_predictions_idempotency_key", table_name="predictions")
     op.create_index(
         "ux_predictions_idempotency_key",
@@ -92,6 +102,7 @@ def downgrade() -> None:
     op.drop_table("api_keys")
     op.drop_column("webhook_secrets", "tenant")
     op.drop_index("ix_predictions_tenant_id", table_name="predictions")
+    _claim_index(["target", sa.text("priority DESC"), "id"])
     op.drop_index("ux_predictions_idempotency_key", table_name="predictions")
     op.create_index(
         "ux_predictions_idempotency_key", "predictions", ["idempotency_key"], unique=True
