@@ -151,21 +151,22 @@ def claim(params: dict[str, Any], turns: dict[str, str]) -> Op[list[Prediction]]
 
     The rows are dealt one at a time to the tenants in turn (at most
     ``sql.TENANTS_CAP`` per claim, found by a loose index scan of
-    ``ix_predictions_claim``), each tenant's share claimed in one statement in its
-    own priority-then-age order: ``limit // k`` each and one more for the first
-    ``limit % k``. The turn goes round from one claim to the next: ``turns`` (the
-    store's, per target) holds the tenant dealt the last row, and the next claim
-    starts after it, so that a batch smaller than the number of tenants (or the one
-    row a batching worker tops up with) still reaches every tenant, those past the
-    cap included. What a tenant could not fill (too few queued, or rows another
-    claimer holds) is topped up in a second round from the tenants that filled
-    theirs, in turn. One tenant costs one statement more than the claim of old (its
-    scan). Every statement is ``SKIP LOCKED``: a claim never waits for a row lock,
-    so it takes part in no lock-order cycle however many statements it makes.
+    ``ix_predictions_claim``: ``sql.CLAIM_TENANTS``), each tenant's share claimed in
+    one statement in its own priority-then-age order: ``limit // k`` each and one
+    more for the first ``limit % k``. The turn goes round from one claim to the
+    next: ``turns`` (the store's, per target) holds the tenant dealt the last row,
+    and the next claim starts after it, so that a batch smaller than the number of
+    tenants (or the one row a batching worker tops up with) still reaches every
+    tenant, those past the cap included. What a tenant could not fill (too few
+    queued, or rows another claimer holds) is topped up in a second round from the
+    tenants that filled theirs, in turn. One tenant costs one statement more than
+    the claim of old (its scan). Every statement is ``SKIP LOCKED``: a claim never
+    waits for a row lock, so it takes part in no lock-order cycle however many
+    statements it makes.
     """
     limit, target = params["limit"], params["target"]
     found = yield Sql(sql.CLAIM_TENANTS, {"target": target, "after": turns.get(target)})
-    tenants = [tenant for tenant, _ in sorted(found, key=lambda r: r[1])]
+    tenants = [tenant for tenant, _ in sorted(found, key=lambda r: r[1])][: sql.TENANTS_CAP]
     if not tenants or limit <= 0:
         return []
     shares = dict(zip(tenants, fair_shares(limit, len(tenants)), strict=True))

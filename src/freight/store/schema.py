@@ -12,10 +12,10 @@ hot path does not go through SQLAlchemy but through the hand-written SQL of
 Index choices, each serving one statement:
 
 * ``ix_predictions_claim`` — the claim, fair between tenants (``ops.claim``): the
-  loose index scan of the tenants with queued rows of a target (``min(tenant) ...
-  AND tenant > ?``, one seek each), then each tenant's share, ``WHERE status =
-  'queued' AND target = ? AND tenant = ? ORDER BY priority DESC, id``: (target,
-  tenant, priority DESC, id). Partial, so it only holds the backlog; its
+  loose index scan of the tenants with queued rows of a target (the greatest tenant
+  below the previous one, one backward seek each), then each tenant's share, ``WHERE
+  status = 'queued' AND target = ? AND tenant = ? ORDER BY priority DESC, id``:
+  (target, tenant, priority DESC, id). Partial, so it only holds the backlog; its
   predicate is a *literal* because both SQLite and PostgreSQL generic plans
   ignore a partial index whose predicate is matched by a bound parameter.
 * ``ix_predictions_lease`` / ``ix_predictions_ttl`` / ``ix_predictions_upload``
