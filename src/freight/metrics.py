@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from freight.ledger import UsageLine
 from freight.prediction import Completion, Prediction, TargetStats
 
 registry = CollectorRegistry(auto_describe=True)
@@ -94,6 +95,85 @@ cold_start_seconds = Histogram(
     buckets=_SECONDS,
     registry=registry,
 )
+
+# the usage ledger: the lines this process committed (each line once, in the process
+# whose transaction wrote it), per tenant x target; a tenant's name is no secret and
+# both label sets are bounded (tenants x the project's models and pipelines)
+usage_predictions = Counter(
+    "freight_usage_predictions",
+    "Predictions ended (and recorded in the usage ledger) by this process, by outcome.",
+    ["tenant", "target", "status"],
+    registry=registry,
+)
+usage_compute_seconds = Counter(
+    "freight_usage_compute_seconds",
+    "Replica wall time attributed to the predictions it ran (a batch of n: 1/n each).",
+    ["tenant", "target"],
+    registry=registry,
+)
+usage_gpu_seconds = Counter(
+    "freight_usage_gpu_seconds",
+    "Compute seconds times the GPUs of the replica that ran them.",
+    ["tenant", "target"],
+    registry=registry,
+)
+usage_queue_seconds = Counter(
+    "freight_usage_queue_seconds",
+    "Time predictions waited queued (queued -> started).",
+    ["tenant", "target"],
+    registry=registry,
+)
+usage_cold_start_seconds = Counter(
+    "freight_usage_cold_start_seconds",
+    "Time predictions waited queued for the replica that ran them to load.",
+    ["tenant", "target"],
+    registry=registry,
+)
+usage_bytes = Counter(
+    "freight_usage_bytes",
+    "Input and output bytes of the predictions ended.",
+    ["tenant", "target", "direction"],
+    registry=registry,
+)
+
+
+#: the usage counters' children per (tenant, target, status): ``labels()`` looked up
+#: once per label set, not per line (it is on the completion's path)
+_usage_children: dict[tuple[str, str, str], tuple[Counter, ...]] = {}
+
+
+def _usage_of(tenant: str, target: str, status: str) -> tuple[Counter, ...]:
+    children = _usage_children.get((tenant, target, status))
+    if children is None:
+        children = (
+            usage_predictions.labels(tenant, target, status),
+            usage_compute_seconds.labels(tenant, target),
+            usage_gpu_seconds.labels(tenant, target),
+            usage_queue_seconds.labels(tenant, target),
+            usage_cold_start_seconds.labels(tenant, target),
+            usage_bytes.labels(tenant, target, "in"),
+            usage_bytes.labels(tenant, target, "out"),
+        )
+        _usage_children[(tenant, target, status)] = children
+    return children
+
+
+def record_usage(lines: Iterable[UsageLine]) -> None:
+    """Count the ledger lines a transaction of this process committed."""
+    for line in lines:
+        counters = _usage_of(line.tenant or "", line.target or "", line.status or "")
+        amounts = (
+            line.count,
+            line.compute_s,
+            line.gpu_s,
+            line.queue_s,
+            line.cold_start_s,
+            line.bytes_in,
+            line.bytes_out,
+        )
+        for counter, amount in zip(counters, amounts, strict=True):
+            if amount:
+                counter.inc(amount)
 
 
 def model_scale(model: str, *, replicas: int, desired: int, queued: int) -> None:

@@ -140,6 +140,12 @@ class Completion:
     error_message: str | None = None
     error_detail: str | None = None
     batch_size: int | None = None
+    # what it cost, for the usage ledger (``freight.ledger``): its share of the replica's
+    # wall time (a batch of n: 1/n each), the GPUs of that replica, and how long it
+    # waited, queued, for that replica to load
+    compute_s: float = 0.0
+    gpus: int = 0
+    cold_start_s: float = 0.0
 
 
 @dataclass(slots=True)

@@ -17,11 +17,13 @@ from freight.agent import worker as worker_module
 from freight.agent.replica import ReplicaError, ReplicaLoadError, RunnerCommand
 from freight.agent.worker import ModelWorker, Persist
 from freight.events import WorkSignal
-from freight.model import Batching, Replicas
-from freight.prediction import Prediction, Status
+from freight.ledger import UsageLine, hour_of
+from freight.model import Batching, Replicas, Resources
+from freight.prediction import Completion, Prediction, Status
 from freight.registry import ModelSpec
 from freight.runner.protocol import Batch, Inline, LoadFailed, Result
 from freight.storage.memory import MemoryStorage
+from freight.store import usage
 from freight.store.memory import MemoryStore
 
 DEADLINE_S = 10.0
@@ -169,7 +171,12 @@ async def until(check: Callable[[], Awaitable[T | None]]) -> T:
 
 
 def make_harness(
-    script: Script, tmp_path: Path, *, max_load_attempts: int = 5, max_size: int = 4
+    script: Script,
+    tmp_path: Path,
+    *,
+    max_load_attempts: int = 5,
+    max_size: int = 4,
+    gpus: int = 0,
 ) -> Harness:
     store, storage, signal = MemoryStore(), MemoryStorage(), WorkSignal()
     published: list[str] = []
@@ -181,6 +188,7 @@ def make_harness(
         replicas=Replicas(),
         timeout_s=None,
         max_attempts=None,
+        resources=Resources(gpus=gpus),
     )
 
     def factory(name: str) -> FakeReplica:
@@ -284,6 +292,57 @@ async def test_a_crash_requeues_and_counts_the_attempt(start: Start) -> None:
     done = await running.until(prediction_id, Status.SUCCEEDED, Status.FAILED)
     assert (done.status, done.attempts) == (Status.SUCCEEDED, 2)
     assert len(running.script.replicas) == 2
+
+
+async def ledger_of(store: MemoryStore) -> list[UsageLine]:
+    """The ledger's lines of this hour, per status."""
+    now = time.time()
+    return await store.execute(
+        lambda: usage.report(
+            start=hour_of(now) - 3600, end=hour_of(now) + 3600, groups=("status",)
+        ),
+        write=False,
+    )
+
+
+async def test_a_batch_charges_its_wall_time_to_its_predictions(start: Start) -> None:
+    """Three predictions run as one batch on a replica with 2 GPUs: each completion
+    carries a third of the batch's wall time, the GPUs and its cold start, and the
+    ledger line written with them sums to the batch's wall time."""
+    running = await start(queued=3, gpus=2)
+    recorded: list[Completion] = []
+    complete = running.store.complete
+
+    async def spy(completions: Any) -> list[str]:
+        recorded.extend(completions)
+        return await complete(completions)
+
+    running.store.complete = spy  # type: ignore[method-assign]
+    rows = [await running.until(i, Status.SUCCEEDED) for i in running.queued]
+    assert [r.batch_size for r in rows] == [3, 3, 3]
+    assert len(recorded) == 3
+    shares = {c.compute_s for c in recorded}
+    assert len(shares) == 1 and shares.pop() > 0  # the batch's wall time, 1/3 each
+    assert {c.gpus for c in recorded} == {2}
+    assert all(c.cold_start_s >= 0 for c in recorded)
+    (line,) = await ledger_of(running.store)
+    assert (line.status, line.count) == ("succeeded", 3)
+    assert line.compute_s == pytest.approx(sum(c.compute_s for c in recorded))
+    assert line.gpu_s == pytest.approx(2 * line.compute_s)
+    assert line.cold_start_s == pytest.approx(sum(c.cold_start_s for c in recorded))
+    assert line.queue_s == pytest.approx(
+        sum((r.started_at or 0) - (r.queued_at or 0) for r in rows)
+    )
+
+
+async def test_a_crash_mid_batch_charges_only_the_rerun(start: Start) -> None:
+    """A replica dying mid-batch writes no line (its predictions are requeued, not
+    ended); the rerun that ends them writes one line each."""
+    running = await start(Script(runs=[crash, echo]), queued=2)
+    rows = [await running.until(i, Status.SUCCEEDED) for i in running.queued]
+    assert [r.attempts for r in rows] == [2, 2]
+    (line,) = await ledger_of(running.store)
+    assert (line.status, line.count) == ("succeeded", 2)
 
 
 async def test_crashes_exhaust_the_attempts(start: Start) -> None:

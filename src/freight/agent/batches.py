@@ -126,6 +126,33 @@ def _base(row: Prediction, worker_id: str, now: float, size: int | None) -> Comp
     )
 
 
+def cold_start_s(row: Prediction, loaded: tuple[float, float] | None) -> float:
+    """How long ``row`` waited, queued, for its replica to load: the overlap of its
+    wait (queued -> started) with that load (``loaded``: spawn and ready, epoch s)."""
+    if loaded is None or row.queued_at is None or row.started_at is None:
+        return 0.0
+    began, ready = loaded
+    return max(0.0, min(row.started_at, ready) - max(row.queued_at, began))
+
+
+def charge(
+    rows: Sequence[Prediction],
+    completions: Sequence[Completion],
+    *,
+    wall_s: float,
+    gpus: int,
+    loaded: tuple[float, float] | None,
+) -> None:
+    """What the batch of ``rows`` cost, on their completions (the usage ledger): the
+    replica's wall time shared equally (1/n each), its GPUs, each one's cold start."""
+    share = wall_s / len(rows) if rows else 0.0
+    by_id = {row.id: row for row in rows}
+    for done in completions:
+        done.compute_s, done.gpus = share, gpus
+        row = by_id.get(done.id)
+        done.cold_start_s = cold_start_s(row, loaded) if row is not None else 0.0
+
+
 def failed(
     rows: Sequence[Prediction],
     worker_id: str,
@@ -147,4 +174,14 @@ def failed(
     return completions
 
 
-__all__ = ["Objects", "batch", "batch_item", "context", "failed", "job_of_chunk", "outcome"]
+__all__ = [
+    "Objects",
+    "batch",
+    "batch_item",
+    "charge",
+    "cold_start_s",
+    "context",
+    "failed",
+    "job_of_chunk",
+    "outcome",
+]

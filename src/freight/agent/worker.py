@@ -91,6 +91,7 @@ class Slot:
     devices: tuple[str, ...] = ()  # GPUs this slot's runners get (held until it ends)
     task: asyncio.Task[None] | None = None
     loading: bool = False  # its replica is starting (spawn -> ready)
+    loaded: tuple[float, float] | None = None  # its replica's spawn and ready (epoch s)
     retiring: bool = False  # asked to leave: its loop ends at its next idle point
     gone: bool = False  # its loop ended: it can no longer be asked to stay
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # ends its sleeps
@@ -395,8 +396,8 @@ class ModelWorker:
         if slot.replica is not None:
             await slot.replica.kill()
         slot.replica = self._launch(f"{self.spec.name}-{slot.index}", self.command_for(slot))
-        slot.loading = True
-        began = time.monotonic()
+        slot.loading, slot.loaded = True, None
+        began, spawned = time.monotonic(), time.time()
         try:
             await slot.replica.start()
         except ReplicaLoadError as exc:
@@ -404,6 +405,7 @@ class ModelWorker:
             return False
         finally:
             slot.loading = False
+        slot.loaded = (spawned, time.time())
         self._started_one(slot.replica, time.monotonic() - began)
         self.health.loaded()
         slot.load_backoff_s = 0.0
@@ -514,26 +516,37 @@ class ModelWorker:
         slot.finishing = False
         timeout_s = min(row.timeout_s for row in rows)
         batch = batches.batch(rows, deadline=time.time() + timeout_s)
+        began = time.monotonic()
         try:
             result = await asyncio.wait_for(replica.run(batch), timeout_s)
         except TimeoutError:
             await replica.kill()
             message = f"the model did not finish within {timeout_s:g} s"
             now = time.time()
-            await self._finish(
-                rows, batches.failed(rows, self._worker_id, now, ErrorCode.TIMEOUT, message)
-            )
+            outcomes = batches.failed(rows, self._worker_id, now, ErrorCode.TIMEOUT, message)
+            self._charge(slot, rows, outcomes, time.monotonic() - began)
+            await self._finish(rows, outcomes)
         except ReplicaError as exc:
             await replica.kill()
             await self._after_crash(slot, rows, exc)
         else:
+            wall_s = time.monotonic() - began
             slot.finishing = True
             outcomes, objects = batches.outcome(rows, result, self._worker_id, time.time())
+            self._charge(slot, rows, outcomes, wall_s)
             if objects:
                 await self._storage.put_many(objects)
             await self._finish(rows, outcomes)
         finally:
             slot.running, slot.finishing = [], False
+
+    def _charge(
+        self, slot: Slot, rows: list[Prediction], outcomes: list[Completion], wall_s: float
+    ) -> None:
+        """The batch's cost on its completions (the usage ledger): the GPUs the slot
+        holds (all the model asks for where the worker has no pool of them)."""
+        gpus = len(slot.devices) if self._gpu_pool is not None else self.spec.resources.gpus
+        batches.charge(rows, outcomes, wall_s=wall_s, gpus=gpus, loaded=slot.loaded)
 
     async def _finish(self, rows: list[Prediction], outcomes: list[Completion]) -> None:
         outbox = any(r.notify is not None or r.run_id is not None for r in rows)

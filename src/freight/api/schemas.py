@@ -256,6 +256,30 @@ class PipelineList(BaseModel):
     data: list[PipelineOut]
 
 
+class UsageOut(BaseModel):
+    """One group's usage; a key the report is not grouped by is null."""
+
+    tenant: str | None
+    target: str | None = Field(description="the model or pipeline")
+    kind: str | None = Field(description="model, pipeline, chunk or batch")
+    hour: str | None = Field(description="the hour's start (ISO 8601)")
+    status: str | None = Field(description="the outcome: succeeded, failed, canceled, ...")
+    count: int = Field(description="predictions ended")
+    compute_s: float = Field(description="replica wall time (a batch of n: 1/n each)")
+    gpu_s: float = Field(description="compute_s x the GPUs of the replica")
+    queue_s: float = Field(description="queued -> started")
+    cold_start_s: float = Field(description="waited, queued, for its replica to load")
+    bytes_in: int
+    bytes_out: int
+
+
+class UsageReport(BaseModel):
+    start: str = Field(alias="from", description="the first hour covered (ISO 8601)")
+    end: str = Field(alias="to", description="the end of the last hour covered")
+    group_by: list[str]
+    data: list[UsageOut]
+
+
 class BatchUpload(BaseModel):
     """Upload the input files through presigned URLs (``upload_urls`` of the job)."""
 

@@ -2,16 +2,16 @@
 
 ``main`` is the console-script entry point (``freight = "freight.cli:main"``).
 The app and what every command module shares live in ``_base.py``; the commands in
-``_app.py`` (with ``_batch.py``) and ``_notify.py``, registered on import. Tests swap
-``_base.client_factory`` to point the CLI at a scripted server.
+``_app.py`` (with ``_batch.py``), ``_notify.py`` and ``_usage.py``, registered on
+import. Tests swap ``_base.client_factory`` to point the CLI at a scripted server.
 """
 
 from __future__ import annotations
 
-from freight.cli import _app, _notify  # register their commands
+from freight.cli import _app, _notify, _usage  # register their commands
 from freight.cli._base import app
 
-__all__ = ["_app", "_notify", "app", "main"]
+__all__ = ["_app", "_notify", "_usage", "app", "main"]
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ from freight.client._models import (
     StepInfo,
     StepItem,
     StreamEvent,
+    UsageLine,
 )
 from freight.client._sync import Client, PredictionHandle
 
@@ -79,4 +80,5 @@ __all__ = [
     "StepInfo",
     "StepItem",
     "StreamEvent",
+    "UsageLine",
 ]

@@ -11,6 +11,7 @@ import json
 import mimetypes
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack
 from urllib.parse import quote
@@ -23,6 +24,7 @@ from freight.client._models import (
     ModelInfo,
     PipelineInfo,
     Prediction,
+    UsageLine,
 )
 from freight.client._protocol import (
     Call,
@@ -42,6 +44,7 @@ from freight.client._protocol import (
     pipelines_from,
     prediction_from,
     request,
+    usage_from,
 )
 
 # the longest a single long-poll asks the server to hold (its max_wait_s may be larger)
@@ -227,6 +230,40 @@ def pipelines() -> Flow[list[PipelineInfo]]:
 def pipeline(name: str) -> Flow[PipelineInfo]:
     call = Call("GET", f"/v1/pipelines/{quote(name, safe='')}")
     return pipeline_from((yield from request(call)))
+
+
+#: a time a usage report takes: epoch seconds, a datetime (naive: UTC), or ISO 8601 text
+When = float | datetime | str
+
+
+def _when(value: When) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        return value
+    return number(value)
+
+
+def usage(
+    *,
+    start: When | None = None,
+    end: When | None = None,
+    group_by: Sequence[str] = ("tenant", "target"),
+    tenant: str | None = None,
+) -> Flow[list[UsageLine]]:
+    """The usage ledger summed over the whole hours covering ``[start, end)`` (the
+    server's default: the last 24 hours), per ``group_by`` (any of tenant, target,
+    kind, hour, status; empty: the total)."""
+    if isinstance(group_by, str):
+        raise ValueError("group_by is a sequence of names, e.g. ('tenant', 'target')")
+    params = {"group_by": ",".join(group_by)}
+    if start is not None:
+        params["from"] = _when(start)
+    if end is not None:
+        params["to"] = _when(end)
+    if tenant is not None:
+        params["tenant"] = tenant
+    return usage_from((yield from request(Call("GET", "/v1/usage", params=params))))
 
 
 def health() -> Flow[dict[str, Any]]:

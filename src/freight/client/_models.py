@@ -373,6 +373,24 @@ class PipelineInfo(_Wire):
     graph: str = ""
 
 
+class UsageLine(_Wire):
+    """One group of a usage report (:meth:`Client.usage`): predictions ended and what
+    they cost. A key the report is not grouped by is None."""
+
+    tenant: str | None = None
+    target: str | None = None
+    kind: str | None = None
+    hour: datetime | None = None
+    status: str | None = None
+    count: int = 0
+    compute_s: float = 0.0
+    gpu_s: float = 0.0
+    queue_s: float = 0.0
+    cold_start_s: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
 class HandleBase:
     """What the sync and async prediction handles share: state, not I/O.
 

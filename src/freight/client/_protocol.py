@@ -28,6 +28,7 @@ from freight.client._models import (
     ModelInfo,
     PipelineInfo,
     Prediction,
+    UsageLine,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -201,6 +202,14 @@ def pipeline_from(response: httpx.Response) -> PipelineInfo:
         return PipelineInfo.model_validate(body)
     except ValidationError as exc:
         raise _invalid(response, f"not a pipeline: {exc.error_count()} errors") from exc
+
+
+def usage_from(response: httpx.Response) -> list[UsageLine]:
+    body = json_body(response)
+    try:
+        return [UsageLine.model_validate(item) for item in body["data"]]
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise _invalid(response, "not a usage report") from exc
 
 
 def page_from(response: httpx.Response) -> tuple[list[Prediction], str | None]:

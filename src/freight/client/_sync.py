@@ -20,7 +20,7 @@ import httpx
 
 from freight.client import _flows
 from freight.client._events import Follower, check_stream, fallback
-from freight.client._flows import BatchJobOptions
+from freight.client._flows import BatchJobOptions, When
 from freight.client._models import (
     BatchJob,
     Delivery,
@@ -30,6 +30,7 @@ from freight.client._models import (
     PipelineInfo,
     Prediction,
     StreamEvent,
+    UsageLine,
 )
 from freight.client._protocol import (
     CHUNK_BYTES,
@@ -264,6 +265,21 @@ class Client:
 
     def models(self) -> builtins.list[ModelInfo]:
         return self._drive(_flows.models())
+
+    def usage(
+        self,
+        *,
+        start: When | None = None,
+        end: When | None = None,
+        group_by: Sequence[str] = ("tenant", "target"),
+        tenant: str | None = None,
+    ) -> builtins.list[UsageLine]:
+        """What was run, and what it cost: predictions ended by outcome, compute, GPU,
+        queue and cold-start seconds, bytes in and out, summed over the whole hours
+        covering ``[start, end)`` (epoch seconds, datetimes or ISO 8601; the server's
+        default: the last 24 hours) per ``group_by`` (any of tenant, target, kind, hour,
+        status). ``tenant``: another tenant's (an admin key's); a key sees its own."""
+        return self._drive(_flows.usage(start=start, end=end, group_by=group_by, tenant=tenant))
 
     def pipelines(self) -> builtins.list[PipelineInfo]:
         """Every declared pipeline, by name."""

@@ -7,6 +7,7 @@ from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from freight.ledger import UsageLine
 from freight.prediction import Prediction
 from freight.store import sql
 from freight.store.rows import row_to_prediction
@@ -33,10 +34,13 @@ Op = Generator[Sql, Rows, T]
 class Told:
     """What a committed transaction's run advancement wakes: claim loops of targets
     whose steps it queued, waiters of rows it ended. The rows the caller itself
-    changed are the caller's to announce (the agent publishes its completions)."""
+    changed are the caller's to announce (the agent publishes its completions).
+    ``usage``: the ledger lines it appended, counted in this process's metrics once
+    it committed."""
 
     queued: set[str] = field(default_factory=set)
     finished: list[str] = field(default_factory=list)
+    usage: list[UsageLine] = field(default_factory=list)
 
 
 # -- small steps ------------------------------------------------------------------

@@ -11,17 +11,23 @@ transaction.
 Cost: one run and its heads per advancement, plus the rows each decision
 touches, so a for_each step over N elements costs O(N) over its whole life
 (each element's end is O(1); the gathering reads the N elements once).
+
+The usage ledger is written here too, being the one place every ending path
+goes through: the rows the caller ended and those the advancement ended (steps
+skipped or canceled, runs finished) get their lines (``store/usage.py``) in the
+same transaction, after the advancement's last write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from freight import ledger
 from freight.ids import new_id
 from freight.pipelines.runs import Advancing, Changes, advance
-from freight.prediction import Kind, Prediction
-from freight.store import sql
+from freight.prediction import Completion, Kind, Prediction
+from freight.store import sql, usage
 from freight.store._op import Op, Sql, Told, as_rows, fetch, fetch_one
 from freight.store.rows import prediction_params
 
@@ -30,17 +36,26 @@ MAX_ADVANCES = 10_000
 
 
 def advance_runs(
-    run_ids: Iterable[str], rows: Iterable[Prediction], *, now: float
+    run_ids: Iterable[str],
+    rows: Iterable[Prediction],
+    *,
+    now: float,
+    spent: Mapping[str, Completion] | None = None,
 ) -> Op[Told]:
-    """Advance the runs ``run_ids`` and those of ``rows`` (rows of runs that ended in
-    this transaction), then every run their changes touch in turn. The caller holds
-    the locks of these runs (``lock_runs_of``)."""
+    """Advance the runs ``run_ids`` and those of ``rows`` (the rows this transaction
+    ended: every one of them, of a run or not), then every run their changes touch in
+    turn; then append the ledger lines of every row ended (``spent``: the completions
+    of the rows a worker ran, by id). The caller holds the locks of these runs
+    (``lock_runs_of``)."""
     told = Told()
     elements: dict[str, list[Prediction]] = {}
     todo = list(dict.fromkeys(run_ids))
-    _note_ended(rows, elements, todo)
+    ended = list(rows)
+    _note_ended(ended, elements, todo)
     for _ in range(MAX_ADVANCES):
         if not todo:
+            told.usage = ledger.lines(ended, spent or {}, now)
+            yield from usage.append(told.usage)
             return told
         run_id = todo.pop(0)
         run = yield from fetch_one(sql.GET_FOR_UPDATE, {"id": run_id})
@@ -53,6 +68,7 @@ def advance_runs(
         canceled = yield from _save(run_id, changes, now)
         told.queued |= changes.queued
         told.finished += changes.finished + [row.id for row in canceled]
+        ended += [changes.updated[i] for i in changes.finished] + canceled
         _note_ended(changes.ended, elements, todo)
         again = changes.again + [row.id for row in canceled if row.kind == Kind.PIPELINE]
         todo += [r for r in again if r not in todo]

@@ -15,7 +15,9 @@ themselves, in id order (every multi-row UPDATE locks through an ``ORDER BY id``
 sub-select). Ids are UUIDv7 and a run's rows are created after it, so id order
 *is* "runs before their steps". Write-backs of an advancement are guarded by the
 status that was read. The lease renewal never waits for a lock (``SKIP
-LOCKED``), so it takes part in no cycle.
+LOCKED``), so it takes part in no cycle. The usage ledger's lines, which every
+ending transaction appends (``advancing.py``), are inserts only: they lock
+nothing another transaction waits on.
 """
 
 from __future__ import annotations
@@ -197,7 +199,8 @@ def complete(completions: Sequence[Completion]) -> Op[tuple[list[str], Told]]:
     yield from lock_runs_of(c.id for c in ordered)
     ended = as_rows((yield Sql(sql.COMPLETE, [completion_params(c) for c in ordered])))
     finished_at = max((c.finished_at for c in completions), default=0.0)
-    told = yield from advance_runs([], ended, now=finished_at)
+    spent = {c.id: c for c in ordered}
+    told = yield from advance_runs([], ended, now=finished_at, spent=spent)
     return [row.id for row in ended], told
 
 

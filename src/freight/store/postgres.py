@@ -25,6 +25,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
+from freight import metrics
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.errors import ConflictError, StoreUnavailableError
 from freight.prediction import (
@@ -168,8 +169,10 @@ class PostgresStore:
         return await self._run(make)
 
     async def _run_told(self, make: Callable[[], Op[tuple[T, Told]]]) -> T:
-        """Who to wake is told by the database's own triggers (NOTIFY)."""
-        result, _ = await self._run(make)
+        """Who to wake is told by the database's own triggers (NOTIFY); the usage the
+        committed transaction recorded is counted here."""
+        result, told = await self._run(make)
+        metrics.record_usage(told.usage)
         return result
 
     async def listen(

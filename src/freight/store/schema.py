@@ -231,13 +231,17 @@ audit_log = sa.Table(
 )
 sa.Index("ix_audit_log_at", audit_log.c.at)
 
+#: the usage ledger's id: BIGINT (a line per group and ending transaction outgrows
+#: 2**31 on a busy cluster), but SQLite's INTEGER rowid (64-bit already)
+LEDGER_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 # The usage ledger: lines appended in the transaction that ends predictions (never
 # updated in place, so concurrent completions contend on no row); summed per
 # tenant x target x hour when read.
 usage_ledger = sa.Table(
     "usage_ledger",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", LEDGER_ID, primary_key=True, autoincrement=True),
     sa.Column("hour", sa.Double, nullable=False),  # epoch seconds of the hour's start
     sa.Column("tenant", sa.Text, nullable=False),
     sa.Column("target", sa.Text, nullable=False),

@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from freight import metrics
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.prediction import (
     Completion,
@@ -78,7 +79,9 @@ class SqliteStore:
 
     def _tell(self, told: Told) -> None:
         """After a commit: wake claim loops of targets whose steps a run's advancement
-        queued, waiters of rows it ended (on PostgreSQL, its triggers NOTIFY)."""
+        queued, waiters of rows it ended (on PostgreSQL, its triggers NOTIFY); count
+        the usage it recorded."""
+        metrics.record_usage(told.usage)
         for target in told.queued:
             self._on_work(target)
         for prediction_id in told.finished:

@@ -77,7 +77,13 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
     op.create_table(
         "usage_ledger",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        # BIGINT (SQLite: its INTEGER rowid, which is 64-bit already)
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
         sa.Column("hour", sa.Double, nullable=False),
         sa.Column("tenant", sa.Text, nullable=False),
         sa.Column("target", sa.Text, nullable=False),
