@@ -100,6 +100,17 @@ class ServerProcess:
             time.sleep(0.2)
         raise SystemExit("server not ready within 120 s")
 
+    def make_key(self) -> str:
+        """A key with every scope (from then on the server requires one)."""
+        made = httpx.post(
+            f"{self.url}/v1/keys",
+            json={"tenant": "bench", "scopes": ["predict", "read", "admin"]},
+            timeout=30,
+        )
+        made.raise_for_status()
+        token: str = made.json()["token"]
+        return token
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -253,9 +264,11 @@ def b3(url: str, round_: int, workdir: Path) -> dict[str, Any] | None:
         return None
     lua = workdir / "b3.lua"
     body = json.dumps({"id": 1, "blob": BLOB}).replace('"', '\\"')
+    key = os.environ.get("FREIGHT_API_KEY")
+    auth = f'wrk.headers["Authorization"] = "Bearer {key}"\n' if key else ""
     lua.write_text(
         f'wrk.method = "POST"\nwrk.body = "{body}"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n' + auth
     )
     target = f"{url}/v1/models/echo/predict"
     _wrk(target, lua, B3_WARMUP_S)
@@ -271,6 +284,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="B1,B2,B3")
+    parser.add_argument(
+        "--with-key",
+        action="store_true",
+        help="make an API key first and send it on every request (the cost of auth)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     results: dict[str, list[dict[str, Any]]] = {"B1": [], "B2": [], "B3": []}
@@ -281,6 +299,8 @@ def main() -> None:
             state = Path(tmp) / f"round{round_}"
             state.mkdir()
             server = ServerProcess(state)
+            if args.with_key:  # every request of the clients below carries it
+                os.environ["FREIGHT_API_KEY"] = server.make_key()
             try:
                 if "B1" in only:
                     results["B1"].append(b1(server.url, round_, server.proc.pid))

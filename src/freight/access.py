@@ -20,6 +20,8 @@ import secrets
 from dataclasses import dataclass, field
 
 DEFAULT_TENANT = "default"
+#: the longest a key may be made to live (an expiry must be a date people can read)
+MAX_KEY_LIFETIME_S = 10 * 365 * 86400.0
 
 #: a tenant's name: what keys, prefixes and metrics labels carry
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -35,6 +37,7 @@ class Scope(enum.StrEnum):
     READ = "read"  # get, list, events, outputs, deliveries
     BATCH = "batch"  # batch jobs
     ADMIN = "admin"  # keys, secrets, every tenant's usage, the audit log
+    METRICS = "metrics"  # scrape /metrics (a Prometheus server's key)
 
 
 ALL_SCOPES = frozenset(Scope)
@@ -49,6 +52,8 @@ class Principal:
     targets: frozenset[str] | None = None
     key_id: str | None = None  # the key's public id, or the token's subject
     subject: str = field(default="", compare=False)  # who, for the audit log
+    # False only for the caller of a server without keys: it may name any object
+    confined: bool = True
 
     def has(self, scope: Scope) -> bool:
         return scope in self.scopes or Scope.ADMIN in self.scopes
@@ -66,7 +71,7 @@ class Principal:
 
 
 #: the caller of a server with no key configured, on loopback
-ANONYMOUS = Principal(tenant=DEFAULT_TENANT, subject="anonymous")
+ANONYMOUS = Principal(tenant=DEFAULT_TENANT, subject="anonymous", confined=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,7 @@ class ApiKey:
     name: str
     scopes: frozenset[Scope]
     targets: frozenset[str] | None
-    hash: str
+    hash: str = field(repr=False)
     created_at: float
     created_by: str
     expires_at: float | None = None
@@ -119,8 +124,8 @@ class NewKey:
     """A key as created: ``token`` is shown once and never stored."""
 
     key_id: str
-    token: str
-    hash: str
+    token: str = field(repr=False)
+    hash: str = field(repr=False)
 
 
 def new_key() -> NewKey:
@@ -145,12 +150,6 @@ def matches(token: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_key(token), stored_hash)
 
 
-def redact(token: str) -> str:
-    """How a key may be shown anywhere after its creation: its public id only."""
-    key_id = key_id_of(token)
-    return f"{KEY_PREFIX}{key_id}_…" if key_id else "…"
-
-
 __all__ = [
     "ALL_SCOPES",
     "ANONYMOUS",
@@ -165,6 +164,5 @@ __all__ = [
     "key_id_of",
     "matches",
     "new_key",
-    "redact",
     "valid_tenant",
 ]

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import limits
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from freight.errors import ConfigError
@@ -26,6 +27,33 @@ GiB = 1024 * MiB
 OIDC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+
+
+class Quota(BaseModel):
+    """Bounds of one tenant (or of one tenant's use of one model); past one, 429 with
+    ``Retry-After`` and a code naming it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_queued: int | None = Field(None, ge=1)  # queued or awaiting input
+    max_in_flight: int | None = Field(None, ge=1)  # running
+    rate: str | None = None  # creates per window: "20/second", "1000/hour", "5 per minute"
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                limits.parse(value)
+            except ValueError:
+                raise ValueError(f"{value!r}: give N/second, N/minute or N/hour") from None
+        return value
+
+
+class TenantQuota(Quota):
+    """A tenant's bounds, and bounds per model or pipeline it uses."""
+
+    models: dict[str, Quota] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -91,6 +119,17 @@ class Settings(BaseSettings):
     delivery_max_age_s: float = Field(24 * 3600.0, gt=0)
     webhook_secret_overlap_s: float = Field(24 * 3600.0, ge=0)  # old key signs this long
     webhook_allow_private: bool = False  # also `notifications: {webhooks: {allow_private}}`
+    # access: with no key configured, a loopback server serves anyone on the machine
+    # as the `default` tenant; on any other address it refuses to start unless this
+    # says so explicitly (a trusted network, a proxy that authenticates)
+    allow_unauthenticated: bool = False
+    # the operator's admin key (`freight keys generate`), registered at start when new:
+    # how a cluster gets its first key (from a secret) before anyone can call it
+    admin_key: str = Field("", repr=False)
+    key_cache_s: float = Field(2.0, gt=0)  # a revoked key works at most this long
+    max_auth_failures: int = Field(20, ge=1)  # per source address and minute, then 429
+    # quotas per tenant ("*": every tenant without its own), in freight.yaml `tenants:`
+    tenants: dict[str, TenantQuota] = Field(default_factory=dict)
     # identity-provider tokens (OIDC JWTs), besides API keys: the issuer exactly as its
     # tokens' `iss` says it (empty = tokens off), the audience they must name, and where
     # its signing keys are (empty: the `jwks_uri` of <issuer>/.well-known/openid-configuration)

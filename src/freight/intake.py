@@ -121,7 +121,7 @@ class Intake:
         return None
 
     async def _by_uri(self, row: Prediction, uri: str, content_type: str | None) -> None:
-        info = await self._storage.stat(self._key_of_uri(uri))
+        info = await self._storage.stat(self.key_of(uri))
         if info is None:
             raise NotFoundError(f"no object at {uri}", code="input_not_found")
         row.input_key, row.input_bytes = info.key, info.size
@@ -129,7 +129,7 @@ class Intake:
         if row.kind == Kind.PIPELINE:
             row.input_json = await self._object_json(row, info)
 
-    def _key_of_uri(self, uri: str) -> str:
+    def key_of(self, uri: str) -> str:
         """``freight://<key>``, or a URI of the configured store (``s3://bucket/key``,
         ``file:///root/key``): inputs are read where they are, not copied."""
         key = key_of_uri(uri, self._storage.key_for_uri)

@@ -108,6 +108,28 @@ def check_readable(key: str, uri: str) -> str:
     return key
 
 
+# -- tenants ---------------------------------------------------------------------------
+
+#: where a tenant's own objects live (what its ``input_uri`` / ``output_uri`` may name,
+#: besides the inputs and outputs of its own predictions and jobs)
+TENANTS_SPACE: Final = "tenants/"
+
+
+def tenant_prefix(tenant: str) -> str:
+    return f"{TENANTS_SPACE}{tenant}/"
+
+
+def owner_of(key: str) -> str | None:
+    """The id of the prediction or batch job whose object ``key`` is (``inputs/<id>``,
+    ``inputs/<id>.<token>``, ``outputs/<id>``, ``batch/<id>/…``), else None."""
+    space, _, rest = key.partition("/")
+    if space in ("inputs", "outputs"):
+        return rest.split(".", 1)[0] or None
+    if space == "batch":
+        return rest.split("/", 1)[0] or None
+    return None
+
+
 # -- batch jobs -----------------------------------------------------------------------
 
 #: a job's manifest, at the root of its output prefix

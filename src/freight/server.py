@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import signal
 import sys
@@ -29,9 +30,12 @@ from freight.batch.service import BatchService
 from freight.config import Settings, load_settings
 from freight.errors import ConfigError, FreightError
 from freight.events import CompletionHub, WorkSignal
+from freight.identity import TokenVerifier
+from freight.keyring import Keyring
 from freight.notify.config import NotificationsConfig, allow_private, load_notifications
 from freight.project import Pipelines, load_pipelines
 from freight.project import check as check_project
+from freight.quotas import Quotas
 from freight.registry import ModelSpec, discover
 from freight.service import PredictionService
 from freight.signing import UrlSigner
@@ -39,7 +43,11 @@ from freight.storage import open_storage
 from freight.store import Store, migrate, open_store
 from freight.subscriptions import Subscriptions
 from freight.system import SystemService
+from freight.usage import UsageService
 from freight.wiring import check_sinks, server_sinks, sink_factory
+from freight.wiring import keys_create as keys_create
+from freight.wiring import keys_list as keys_list
+from freight.wiring import keys_revoke as keys_revoke
 from freight.wiring import webhook_secret as webhook_secret
 
 log = logging.getLogger("freight")
@@ -102,6 +110,8 @@ class Services:
     agent: Agent | None
     signal: WorkSignal
     hub: CompletionHub
+    keyring: Keyring
+    usage: UsageService
 
 
 def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
@@ -140,6 +150,11 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
         subscriptions=Subscriptions(
             server_sinks(parts.notifications), allow_private=parts.allow_private_webhooks
         ),
+        quotas=Quotas(
+            settings.tenants, store, lambda: [*parts.specs, *parts.pipelines.specs]
+        )
+        if settings.tenants
+        else None,
     )
     system = SystemService(
         parts.specs, store, backlog, fleet=agent, pipelines=parts.pipelines.specs
@@ -155,7 +170,14 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
             server_sinks(parts.notifications), allow_private=parts.allow_private_webhooks
         ),
     )
-    return Services(predictions, system, batch, signer, agent, signal_, hub)
+    keyring = Keyring(
+        store,
+        verifier=TokenVerifier.from_settings(settings),
+        cache_s=settings.key_cache_s,
+        max_failures=settings.max_auth_failures,
+    )
+    usage = UsageService(store)
+    return Services(predictions, system, batch, signer, agent, signal_, hub, keyring, usage)
 
 
 async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
@@ -206,14 +228,47 @@ def _lifespan(
 
 
 async def _serve_http(parts: Parts, services: Services) -> int:
+    await _check_exposure(parts.settings, services.keyring)
     app = create_app(
         services.predictions,
         services.system,
         services.signer,
         lifespan=_lifespan(parts, services.agent),
         batch=services.batch,
+        keyring=services.keyring,
+        usage=services.usage,
     )
     return await _uvicorn(app, parts, services, parts.settings.host, parts.settings.port)
+
+
+async def _check_exposure(settings: Settings, keyring: Keyring) -> None:
+    """Safe by default: without any key, serve loopback only (and say so), unless the
+    user explicitly allows unauthenticated access."""
+    if settings.admin_key:
+        await keyring.adopt(settings.admin_key)
+    if await keyring.required():
+        return
+    if not _loopback(settings.host) and not settings.allow_unauthenticated:
+        raise ConfigError(
+            f"refusing to serve {settings.host} without API keys: create one "
+            "(freight keys create --tenant NAME --scope admin), or set "
+            "allow_unauthenticated: true (FREIGHT_ALLOW_UNAUTHENTICATED=1) if a proxy "
+            "in front authenticates callers"
+        )
+    print(
+        "freight: no API key configured: every caller is the 'default' tenant with every "
+        "scope (freight keys create adds one; from then on every call needs a key)",
+        flush=True,
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def _serve_worker(parts: Parts, services: Services) -> int:

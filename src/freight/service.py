@@ -22,10 +22,13 @@ from typing import Any
 import orjson
 
 from freight import metrics
+from freight.access import ANONYMOUS, Principal
 from freight.backlog import BacklogGauge
 from freight.config import Settings
+from freight.confine import confine
 from freight.errors import (
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     PredictionFailedError,
     UnsupportedMediaTypeError,
@@ -40,6 +43,7 @@ from freight.pipelines.runs import RUN
 from freight.pipelines.start import new_run, run_timeout_s, start_rows
 from freight.prediction import Kind, Prediction, Status
 from freight.project import Pipelines
+from freight.quotas import Quotas
 from freight.registry import ModelSpec
 from freight.storage.base import Storage
 from freight.store.base import Store
@@ -111,8 +115,10 @@ class PredictionService:
         backlog: BacklogGauge | None = None,
         pipelines: Pipelines | None = None,
         subscriptions: Subscriptions | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._settings = settings
+        self._quotas = quotas
         self._specs = specs
         self._store = store
         self._storage = storage
@@ -144,6 +150,13 @@ class PredictionService:
             )
         return spec
 
+    def allow(self, who: Principal, target: str) -> None:
+        """403 ``target_not_allowed`` for a key limited to other models."""
+        if not who.may_use(target):
+            raise ForbiddenError(
+                f"this key may not use {target!r}", code="target_not_allowed", target=target
+            )
+
     def is_pipeline(self, target: str) -> bool:
         return target in self._pipelines.specs
 
@@ -164,11 +177,12 @@ class PredictionService:
         timeout_s: float | None,
         *,
         webhook: Webhook | None = None,
+        who: Principal = ANONYMOUS,
     ) -> Prediction:
         """Real-time: create, then wait up to the deadline. A prediction that ended
         without an output raises PredictionFailedError; one still going is returned
         as it is (the caller answers 202)."""
-        row = await self.create(target, new_input, CreateOptions(webhook=webhook))
+        row = await self.create(target, new_input, CreateOptions(webhook=webhook), who=who)
         row = await self.wait(row.id, timeout_s or self._settings.realtime_timeout_s)
         if row.status.terminal and row.status != Status.SUCCEEDED:
             detail = orjson.loads(row.error_detail) if row.error_detail else {}
@@ -180,10 +194,25 @@ class PredictionService:
             )
         return row
 
-    async def create(self, target: str, new_input: NewInput, options: CreateOptions) -> Prediction:
+    async def create(
+        self,
+        target: str,
+        new_input: NewInput,
+        options: CreateOptions,
+        *,
+        who: Principal = ANONYMOUS,
+    ) -> Prediction:
         """Queue a prediction of a model, or start a run of a pipeline (its first steps
-        queued in the same transaction)."""
+        queued in the same transaction), owned by the caller's tenant."""
         now = time.time()
+        self.allow(who, target)
+        if self._quotas is not None:
+            if not self.is_pipeline(target):
+                self.spec(target)  # an unknown target: 404, before any quota
+            await self._quotas.check(who.tenant, target, options.idempotency_key)
+        if new_input.uri is not None:
+            key = self._intake.key_of(new_input.uri)
+            await confine(self._store, who, key, new_input.uri, write=False)
         if self.is_pipeline(target):
             row = self._run_row(target, options, now)
         else:
@@ -199,6 +228,7 @@ class PredictionService:
                 timeout_s=min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s),
             )
         row.notify = self._subscriptions.notify_for(target, options.webhook)
+        row.tenant = who.tenant
         row.priority, row.idempotency_key = options.priority, options.idempotency_key
         row.request_hash = options.request_hash
         row.metadata = orjson.dumps(options.metadata).decode() if options.metadata else None
@@ -235,9 +265,11 @@ class PredictionService:
         steps = start_rows(row, self._pipelines.specs[row.target], new_id)
         return await self._store.create_run(row, steps)
 
-    async def deliveries(self, prediction_id: str) -> list[DeliveryView]:
+    async def deliveries(
+        self, prediction_id: str, who: Principal | None = None
+    ) -> list[DeliveryView]:
         """Every event of the prediction for each of its subscriptions, with attempts."""
-        row = await self.get(prediction_id)
+        row = await self.get(prediction_id, who)
         rows, attempts = await self._store.deliveries(prediction_id)
         return delivery_views(row.notify, rows, attempts)
 
@@ -298,9 +330,11 @@ class PredictionService:
             await self._storage.delete(key)
 
     # -- read ----------------------------------------------------------------------
-    async def get(self, prediction_id: str) -> Prediction:
+    async def get(self, prediction_id: str, who: Principal | None = None) -> Prediction:
+        """The prediction; with ``who``, only when it is that caller's (another tenant's
+        answers exactly as an unknown id does)."""
         row = await self._store.get(prediction_id)
-        if row is None:
+        if row is None or (who is not None and not who.owns(row.tenant, row.target)):
             raise NotFoundError(f"no prediction {prediction_id}", code="prediction_not_found")
         return row
 
@@ -309,13 +343,15 @@ class PredictionService:
         process NOTIFYs): make it, then read the rows, then ``await watch.wait(s)``."""
         return self._hub.watch(ids)
 
-    async def wait(self, prediction_id: str, timeout_s: float) -> Prediction:
+    async def wait(
+        self, prediction_id: str, timeout_s: float, who: Principal | None = None
+    ) -> Prediction:
         """The prediction once terminal, or as it is when the timeout passes."""
         deadline = time.monotonic() + min(timeout_s, self._settings.max_wait_s)
         while True:
             future = self._hub.subscribe(prediction_id)
             try:
-                row = await self.get(prediction_id)
+                row = await self.get(prediction_id, who)
                 remaining = deadline - time.monotonic()
                 if row.status.terminal or remaining <= 0:
                     return row
@@ -334,12 +370,22 @@ class PredictionService:
         after_id: str | None,
         limit: int,
         kind: Kind | None = None,
+        who: Principal | None = None,
     ) -> list[Prediction]:
+        """Newest first; with ``who``, that caller's rows only."""
         return await self._store.list(
-            target=target, status=status, kind=kind, after_id=after_id, limit=limit
+            target=target,
+            status=status,
+            kind=kind,
+            after_id=after_id,
+            limit=limit,
+            tenant=None if who is None else who.tenant,
+            targets=None if who is None or who.targets is None else sorted(who.targets),
         )
 
-    async def cancel(self, prediction_id: str) -> Prediction:
+    async def cancel(self, prediction_id: str, who: Principal | None = None) -> Prediction:
+        if who is not None:
+            await self.get(prediction_id, who)  # another tenant's: 404, as unknown
         try:
             row, previous = await self._store.cancel(prediction_id, now=time.time())
         except NotFoundError:

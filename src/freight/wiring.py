@@ -8,13 +8,16 @@ section and the settings, and is the ``freight webhooks secret`` command.
 from __future__ import annotations
 
 import asyncio
-import time
+import getpass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from freight.access import DEFAULT_TENANT, ApiKey, Principal, Scope
 from freight.agent.delivery import SinkFor
 from freight.config import Settings, load_settings
 from freight.errors import ConfigError
+from freight.keyring import Keyring, local_operator
 from freight.notify.build import build_sinks
 from freight.notify.config import NotificationsConfig
 from freight.notify.signing import WebhookSecrets
@@ -22,6 +25,8 @@ from freight.notify.sinks.base import Sink
 from freight.notify.sinks.webhook import WebhookSink, webhook_client
 from freight.store import migrate, open_store
 from freight.subscriptions import EVENTS, ServerSink
+
+T = TypeVar("T")
 
 
 def sink_factory(settings: Settings, config: NotificationsConfig, allow: bool) -> SinkFor:
@@ -74,26 +79,65 @@ def server_sinks(config: NotificationsConfig) -> list[ServerSink]:
     ]
 
 
-def webhook_secret(project_dir: Path, rotate: bool = False) -> str:
-    """``freight webhooks secret``: the current webhook signing secret (created when
-    none exists); ``rotate``: a new one, the previous keeps signing for
+def webhook_secret(project_dir: Path, rotate: bool = False, tenant: str = DEFAULT_TENANT) -> str:
+    """``freight webhooks secret``: a tenant's current webhook signing secret (created
+    when none exists); ``rotate``: a new one, the previous keeps signing for
     ``webhook_secret_overlap_s`` so receivers can switch without missing an event."""
+    return _with_keyring(
+        project_dir,
+        lambda ring: ring.webhook_secret(_operator(), tenant=tenant, rotate=rotate),
+    )
+
+
+# -- API keys (``freight keys``): on the server's database, as its operator ------------
+
+
+def _with_keyring(project_dir: Path, act: Callable[[Keyring], Awaitable[T]]) -> T:
     settings = load_settings(project_dir)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.resolved_database_url)
 
-    async def run() -> str:
+    async def run() -> T:
         store = open_store(settings.resolved_database_url)
         await store.open()
         try:
-            now = time.time()
-            current = await store.webhook_secrets(now=now, overlap_s=0)
-            if rotate or not current:
-                secret = WebhookSecrets.generate().current
-                await store.rotate_webhook_secret(secret, now=now)
-                return secret
-            return current[0]
+            return await act(Keyring(store))
         finally:
             await store.close()
 
     return asyncio.run(run())
+
+
+def _operator() -> Principal:
+    return local_operator(getpass.getuser())
+
+
+def keys_create(
+    project_dir: Path,
+    *,
+    tenant: str,
+    name: str,
+    scopes: list[Scope],
+    targets: list[str] | None,
+    expires_in_s: float | None,
+) -> tuple[ApiKey, str]:
+    """``freight keys create``: a new key and its token (shown once)."""
+    return _with_keyring(
+        project_dir,
+        lambda ring: ring.create(
+            _operator(),
+            tenant=tenant,
+            name=name,
+            scopes=scopes,
+            targets=targets,
+            expires_in_s=expires_in_s,
+        ),
+    )
+
+
+def keys_list(project_dir: Path, tenant: str | None) -> list[ApiKey]:
+    return _with_keyring(project_dir, lambda ring: ring.keys(_operator(), tenant))
+
+
+def keys_revoke(project_dir: Path, key_id: str) -> ApiKey:
+    return _with_keyring(project_dir, lambda ring: ring.revoke(_operator(), key_id))

@@ -19,8 +19,10 @@ Left out, with the reason:
   that takes JSON refuses other bodies with 415; ``input`` and ``input_uri``
   together are ``ambiguous_input``; a cursor must be one freight issued), so a
   schema-valid request may rightly get a documented 4xx.
-- ``ignored_auth``: the API has no authentication scheme yet (signed URLs
-  are query parameters, not a security scheme).
+
+Authentication is on: the run sends an admin key on every request, and its
+``ignored_auth`` check sends each secured operation without it and with a wrong one,
+expecting 401 (signed URLs are query parameters, not a security scheme).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tests.fixtures.server import FAST, PROJECT, Server
@@ -41,7 +44,7 @@ from tests.fixtures.server import FAST, PROJECT, Server
 pytestmark = pytest.mark.xdist_group("fuzz")
 
 EXAMPLES = os.environ.get("FREIGHT_FUZZ_EXAMPLES", "20")
-EXCLUDED = "positive_data_acceptance,ignored_auth"
+EXCLUDED = "positive_data_acceptance"
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +60,17 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         # long polls (?wait=, Prefer: wait=, ?timeout=) end at this cap: the fuzzer
         # asks for waits of 1e308 s and must not read that as a hung server
         "FREIGHT_MAX_WAIT_S": "2",
+        # ignored_auth sends wrong credentials on purpose, many times a minute
+        "FREIGHT_MAX_AUTH_FAILURES": "1000000",
     }
     env.pop("FREIGHT_DATABASE_URL", None)
     env.pop("FREIGHT_STORAGE_URL", None)
     server = Server(env=env, cwd=Path(tmp), project=PROJECT).start()
+    created = httpx.post(
+        f"{server.url}/v1/keys", json={"tenant": "fuzz", "scopes": ["admin"]}, timeout=30
+    )
+    assert created.status_code == 201, created.text
+    server.env["FUZZ_KEY"] = created.json()["token"]
     yield server
     server.stop(kill=True)
 
@@ -86,6 +96,8 @@ def test_api_conforms_to_its_own_schema(fuzz_server: Server, tmp_path: Path) -> 
             "1",
             "--request-timeout",
             "30",
+            "--header",
+            f"Authorization: Bearer {fuzz_server.env['FUZZ_KEY']}",
             "--report-dir",
             str(tmp_path),
             "--report",

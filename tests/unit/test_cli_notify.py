@@ -155,22 +155,23 @@ def test_deliveries_of_an_unknown_prediction_exits_1(api: Api) -> None:
 def test_webhooks_secret_prints_it_alone_and_says_how_to_verify(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """webhooks secret [DIR] [--rotate]: the server's secret on stdout, a hint on stderr."""
-    calls: list[tuple[Path, bool]] = []
+    """webhooks secret [DIR] [--rotate] [--tenant T]: a tenant's secret on stdout, a hint
+    on stderr."""
+    calls: list[tuple[Path, bool, str]] = []
     fake = types.ModuleType("freight.server")
 
-    def webhook_secret(project_dir: Path, rotate: bool) -> str:
-        calls.append((project_dir, rotate))
+    def webhook_secret(project_dir: Path, rotate: bool, tenant: str) -> str:
+        calls.append((project_dir, rotate, tenant))
         return "whsec_bmV3" if rotate else "whsec_b2xk"
 
     fake.webhook_secret = webhook_secret  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "freight.server", fake)
     shown = runner.invoke(app, ["webhooks", "secret", str(tmp_path)])
-    rotated = runner.invoke(app, ["webhooks", "secret", "--rotate"])
+    rotated = runner.invoke(app, ["webhooks", "secret", "--rotate", "--tenant", "acme"])
     assert (shown.exit_code, rotated.exit_code) == (0, 0), shown.output + rotated.output
     assert (shown.stdout, rotated.stdout) == ("whsec_b2xk\n", "whsec_bmV3\n")
     assert "webhook-signature" in shown.stderr and "Standard Webhooks" in shown.stderr
-    assert calls == [(tmp_path, False), (Path("."), True)]
+    assert calls == [(tmp_path, False, "default"), (Path("."), True, "acme")]
 
 
 def test_the_spinner_names_a_step_and_its_status() -> None:

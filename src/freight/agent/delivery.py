@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from freight.access import DEFAULT_TENANT
 from freight.batch.job import JOB, JobDoc
 from freight.batch.view import job_dict
 from freight.config import Settings
@@ -165,8 +166,8 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self._sinks: OrderedDict[tuple[str, tuple[str, ...]], Sink] = OrderedDict()
-        self._secrets: WebhookSecrets | None = None
-        self._secrets_at = 0.0
+        # each tenant's signing keys, and when they were read
+        self._secrets: dict[str, tuple[WebhookSecrets, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -246,7 +247,11 @@ class Deliverer:
         entries: list[dict[str, Any]] = orjson.loads(prediction.notify)
         if row.subscription >= len(entries):
             return Outcome.gone(error="the subscription no longer exists")
-        sink = await self._sink(entries[row.subscription])
+        entry = entries[row.subscription]
+        # a caller's webhook is signed with its tenant's secret; the operator's own
+        # sinks (freight.yaml) with the operator's, whoever the prediction's tenant is
+        signer = prediction.tenant if "url" in entry else DEFAULT_TENANT
+        sink = await self._sink(entry, signer)
         if prediction.kind == JOB:  # a batch job: its own object and event types
             doc = JobDoc.from_json(prediction.definition or "{}")
             data = job_dict(prediction, doc, urls=await self._job_urls(prediction, doc))
@@ -284,8 +289,8 @@ class Deliverer:
             keys.append(manifest)
         return {key: await self._presign(key) for key in keys}
 
-    async def _sink(self, entry: dict[str, Any]) -> Sink:
-        secrets = await self._current_secrets()
+    async def _sink(self, entry: dict[str, Any], tenant: str) -> Sink:
+        secrets = await self._current_secrets(tenant)
         key = (orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode(), secrets.all)
         sink = self._sinks.get(key)
         if sink is None:
@@ -298,20 +303,21 @@ class Deliverer:
         self._sinks.move_to_end(key)
         return sink
 
-    async def _current_secrets(self) -> WebhookSecrets:
-        """The signing keys, re-read every ``secrets_refresh_s`` so that a rotation
-        done from any machine reaches every worker."""
-        if self._secrets is None or time.monotonic() - self._secrets_at > self._secrets_refresh_s:
+    async def _current_secrets(self, tenant: str) -> WebhookSecrets:
+        """A tenant's signing keys (one tenant's receiver can neither verify nor forge
+        another's events), re-read every ``secrets_refresh_s`` so that a rotation done
+        from any machine reaches every worker."""
+        cached = self._secrets.get(tenant)
+        if cached is None or time.monotonic() - cached[1] > self._secrets_refresh_s:
             keys = await self._store.webhook_secrets(
-                now=time.time(), overlap_s=self._secrets_overlap_s
+                now=time.time(), overlap_s=self._secrets_overlap_s, tenant=tenant
             )
             if not keys:
                 secret = WebhookSecrets.generate().current
-                await self._store.rotate_webhook_secret(secret, now=time.time())
+                await self._store.rotate_webhook_secret(secret, now=time.time(), tenant=tenant)
                 keys = [secret]
-            self._secrets = WebhookSecrets(keys[0], keys[1:])
-            self._secrets_at = time.monotonic()
-        return self._secrets
+            cached = self._secrets[tenant] = (WebhookSecrets(keys[0], keys[1:]), time.monotonic())
+        return cached[0]
 
 
 __all__ = ["Deliverer", "RetryPolicy", "SinkFor", "attempt_of", "links_base", "result_of"]

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from freight import metrics
 from freight.api import docs, errors, openapi
 from freight.api.routes import (
+    access,
     batch_jobs,
     events,
     health,
@@ -18,15 +19,18 @@ from freight.api.routes import (
     pipelines,
     predictions,
 )
+from freight.api.routes import usage as usage_routes
 from freight.version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from freight.batch.service import BatchService
+    from freight.keyring import Keyring
     from freight.service import PredictionService
     from freight.signing import UrlSigner
     from freight.system import SystemService
+    from freight.usage import UsageService
 
 
 def _install_metrics(system: SystemService) -> None:
@@ -46,6 +50,8 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
     *,
     batch: BatchService | None = None,
+    keyring: Keyring,
+    usage: UsageService,
 ) -> FastAPI:
     app = FastAPI(
         title="freight",
@@ -58,12 +64,15 @@ def create_app(
     app.state.system = system
     app.state.signer = signer
     app.state.batch = batch
+    app.state.keyring = keyring
+    app.state.usage = usage
     app.state.public_url = service.public_url
     errors.install(app)
     _install_metrics(system)
     # routes are matched in order, one regex each: the hot ones first (real-time
     # predict, create/get), the docs last
-    for module in (models, predictions, events, pipelines, batch_jobs, objects, health):
+    routers = (models, predictions, events, pipelines, batch_jobs, access, usage_routes)
+    for module in (*routers, objects, health):
         app.include_router(module.router)
     docs.install(app)
     openapi.install(app)

@@ -6,11 +6,18 @@ URL signer of freight's own signed routes — never a backend or the agent.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated
 
+from fastapi import Depends, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import Request
 
+from freight.access import ANONYMOUS, Principal, Scope
+from freight.errors import ForbiddenError, UnauthorizedError
+
 if TYPE_CHECKING:
+    from freight.keyring import Keyring
     from freight.service import PredictionService
     from freight.signing import UrlSigner
     from freight.system import SystemService
@@ -38,3 +45,60 @@ def base_url(request: Request) -> str:
 
 def absolute(request: Request, url: str) -> str:
     return url if "://" in url else base_url(request) + url
+
+
+# -- who is calling -------------------------------------------------------------------
+
+#: ``Authorization: Bearer <key or token>`` (declared once: the OpenAPI security scheme)
+bearer = HTTPBearer(
+    auto_error=False,
+    description="an API key (`frk_…`, `freight keys create`) or an identity provider's JWT",
+)
+
+
+def keyring(request: Request) -> Keyring:
+    ring: Keyring = request.app.state.keyring
+    return ring
+
+
+def principal(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """The dependency of a route that needs ``scope``: the caller, authenticated
+    (401 without valid credentials once any key exists; 403 without the scope).
+    With no key configured (a loopback server), every caller is the ``default``
+    tenant with every scope."""
+
+    async def authenticated(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Principal:
+        ring: Keyring | None = getattr(request.app.state, "keyring", None)
+        if ring is None:  # a worker's probe app: no keys there, nothing of a tenant's
+            return ANONYMOUS
+        if credentials is None:
+            if await ring.required():
+                raise UnauthorizedError(
+                    "this route needs `Authorization: Bearer <key>`", code="missing_credentials"
+                )
+            who = ANONYMOUS
+        else:
+            source = request.client.host if request.client else ""
+            who = await ring.authenticate(credentials.credentials, source)
+        if not who.has(scope):
+            raise ForbiddenError(
+                f"this route needs a key with the {scope} scope",
+                code="missing_scope",
+                scope=str(scope),
+            )
+        request.state.principal = who
+        return who
+
+    authenticated.__name__ = f"needs_{scope}"
+    return authenticated
+
+
+#: the caller of a route, by the scope it needs
+Predictor = Annotated[Principal, Depends(principal(Scope.PREDICT))]
+Reader = Annotated[Principal, Depends(principal(Scope.READ))]
+Batcher = Annotated[Principal, Depends(principal(Scope.BATCH))]
+Admin = Annotated[Principal, Depends(principal(Scope.ADMIN))]
+Scraper = Annotated[Principal, Depends(principal(Scope.METRICS))]

@@ -56,7 +56,8 @@ STATUS: dict[type[errors.FreightError], int] = {
 MEANING: dict[type[errors.FreightError], str] = {
     errors.InvalidRequestError: "invalid request (`invalid_json`, `invalid_cursor`, "
     "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`, "
-    "`webhook_refused`, `unknown_event`, `invalid_location`; batch jobs: `unknown_format`)",
+    "`webhook_refused`, `unknown_event`, `invalid_location`; batch jobs: `unknown_format`; "
+    "keys: `invalid_tenant`, `invalid_expiry`)",
     errors.UnauthorizedError: "no key or token (`missing_credentials`), or one that is not "
     "valid: unknown, revoked, expired or malformed (`invalid_credentials`)",
     errors.ForbiddenError: "the key lacks the scope (`missing_scope`), is limited to other "
@@ -65,7 +66,7 @@ MEANING: dict[type[errors.FreightError], str] = {
     "(`missing_signature`, `bad_signature`, `url_expired`)",
     errors.NotFoundError: "unknown model, prediction or object "
     "(`unknown_target`, `unknown_pipeline`, `prediction_not_found`, `object_not_found`, "
-    "`input_not_found`)",
+    "`input_not_found`, `key_not_found`)",
     errors.ConflictError: "idempotency key reused with another body "
     "(`idempotency_conflict`), or the prediction is in another state (`invalid_state`; "
     "`not_finished`, `no_output` for its output)",

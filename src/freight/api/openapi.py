@@ -16,17 +16,21 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from freight import errors
+from freight.api.errors import responses
+
 LOCAL = "#/$defs/"
 COMPONENTS = "#/components/schemas/"
 
 
 def install(app: FastAPI) -> None:
-    """Build the app's document with local definitions hoisted into components."""
+    """Build the app's document with local definitions hoisted into components, and
+    the answers of authentication on every operation that needs it."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = hoist_definitions(generate())
+            app.openapi_schema = document_auth(hoist_definitions(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -45,6 +49,42 @@ def hoist_definitions(document: dict[str, Any]) -> dict[str, Any]:
         schemas[name] = schema
     _rewrite(document)
     return document
+
+
+#: what an operation that needs a key may answer besides its own errors
+AUTH_ERRORS = (errors.UnauthorizedError, errors.ForbiddenError, errors.QuotaExceededError)
+
+
+def document_auth(document: dict[str, Any]) -> dict[str, Any]:
+    """Add 401, 403 and 429 (``too_many_auth_failures``) to every operation with a
+    security requirement, merged with what it documents for those statuses."""
+    extra = {
+        str(status): answer
+        for status, answer in responses(*AUTH_ERRORS).items()
+        if status not in responses()  # the common ones every operation has already
+    }
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or not operation.get("security"):
+                continue
+            documented = operation.setdefault("responses", {})
+            for status, answer in extra.items():
+                mine = documented.get(status)
+                if mine is None:
+                    documented[status] = _resolved(answer)
+                    continue
+                mine["description"] = f"{mine['description']}; {answer['description']}"
+                if answer.get("headers"):
+                    mine.setdefault("headers", {}).update(answer["headers"])
+    return document
+
+
+def _resolved(answer: dict[str, Any]) -> dict[str, Any]:
+    """A ``responses()`` entry as the document holds it (the model as a $ref)."""
+    shown = {k: v for k, v in answer.items() if k != "model"}
+    ref = {"$ref": f"{COMPONENTS}{answer['model'].__name__}"}
+    shown["content"] = {"application/json": {"schema": ref}}
+    return shown
 
 
 def _collect(node: Any, found: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from freight.access import MAX_KEY_LIFETIME_S
 from freight.batch.options import Options
 
 StatusName = Literal[
@@ -305,3 +306,66 @@ class CreateBatchJob(Options):
 
     def options(self) -> Options:
         return Options.model_validate(self.model_dump(include=set(Options.model_fields)))
+
+
+# -- access (keys, the audit log) ---------------------------------------------------
+ScopeName = Literal["predict", "read", "batch", "admin", "metrics"]
+
+
+def _predict_and_read() -> list[ScopeName]:  # the scopes of a key unless told
+    return ["predict", "read"]
+
+
+class CreateKey(BaseModel):
+    """A new API key for a tenant (the token is in the answer, once)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="who it acts as")
+    name: str = Field("", max_length=200, description="what it is for")
+    scopes: list[ScopeName] = Field(
+        default_factory=_predict_and_read, min_length=1, max_length=5
+    )
+    models: list[str] | None = Field(
+        None, max_length=1000, description="only these models and pipelines (default: all)"
+    )
+    expires_in_s: float | None = Field(
+        None, gt=0, le=MAX_KEY_LIFETIME_S, description="lifetime in seconds (10 years at most)"
+    )
+
+
+class KeyOut(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    scopes: list[ScopeName]
+    models: list[str] | None
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    revoked_at: str | None
+    token: str | None = Field(None, description="the key itself: only when created")
+
+
+class KeyList(BaseModel):
+    data: list[KeyOut]
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    tenant: str
+    action: str
+    subject: str | None
+    detail: dict[str, Any] | None
+
+
+class AuditPage(BaseModel):
+    data: list[AuditOut]
+    next_before: int | None = Field(description="`before` of the next (older) page")
+
+
+class WebhookSecretOut(BaseModel):
+    tenant: str
+    secret: str = Field(description="whsec_…: verify the webhook-signature header with it")

@@ -20,10 +20,12 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
+from freight.access import ANONYMOUS, Principal
 from freight.batch.job import JOB, QUEUE, JobDoc, input_file
 from freight.batch.options import Options
 from freight.config import Settings
-from freight.errors import ConflictError, InvalidRequestError, NotFoundError
+from freight.confine import confine
+from freight.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from freight.events import WorkSignal
 from freight.ids import new_id
 from freight.keys import (
@@ -117,10 +119,22 @@ class BatchService:
         self._subscriptions = subscriptions or Subscriptions()
 
     # -- create --------------------------------------------------------------------
-    async def create(self, request: JobRequest) -> Prediction:
-        """Check the request whole, then queue the job (or wait for its uploads)."""
+    async def create(self, request: JobRequest, who: Principal = ANONYMOUS) -> Prediction:
+        """Check the request whole, then queue the job (or wait for its uploads), owned
+        by the caller's tenant."""
+        if not who.may_use(request.target):
+            raise ForbiddenError(
+                f"this key may not use {request.target!r}",
+                code="target_not_allowed",
+                target=request.target,
+            )
         job_id, now = new_id(), time.time()
         doc = self._doc(request, job_id)
+        if request.output_uri is not None:
+            await confine(self._store, who, doc.output_prefix, request.output_uri, write=True)
+        if request.input_uri is not None:
+            key = self._key_of(request.input_uri, "input")
+            await confine(self._store, who, key, request.input_uri, write=False)
         row = Prediction(
             id=job_id,
             target=QUEUE,
@@ -132,6 +146,7 @@ class BatchService:
             timeout_s=JOB_TIMEOUT_S,
             priority=request.options.priority,
             metadata=orjson.dumps(request.metadata).decode() if request.metadata else None,
+            tenant=who.tenant,
         )
         row.notify = self._subscriptions.notify_for(request.target, request.webhook)
         if request.uploads is not None:
@@ -271,9 +286,11 @@ class BatchService:
         return row
 
     # -- read, list, cancel --------------------------------------------------------
-    async def get(self, job_id: str) -> Prediction:
+    async def get(self, job_id: str, who: Principal | None = None) -> Prediction:
+        """The job; with ``who``, only when it is that caller's (another tenant's
+        answers exactly as an unknown id does)."""
         row = await self._store.get(job_id)
-        if row is None or row.kind != JOB:
+        if row is None or row.kind != JOB or (who is not None and not _owns(who, row)):
             raise NotFoundError("batch job not found", id=job_id)
         return row
 
@@ -284,25 +301,31 @@ class BatchService:
         target: str | None = None,
         after_id: str | None = None,
         limit: int = 50,
+        who: Principal | None = None,
     ) -> list[Prediction]:
-        """Newest first; ``after_id`` is the last id of the previous page."""
+        """Newest first; ``after_id`` is the last id of the previous page; with ``who``,
+        that caller's jobs only."""
         found: list[Prediction] = []
+        tenant = None if who is None else who.tenant
         while len(found) < limit:
             page = await self._store.list(
-                kind=JOB, status=status, after_id=after_id, limit=LIST_SCAN
+                kind=JOB, status=status, after_id=after_id, limit=LIST_SCAN, tenant=tenant
             )
             for row in page:
-                if target is None or JobDoc.from_json(row.definition or "{}").target == target:
+                job_target = JobDoc.from_json(row.definition or "{}").target
+                if target is not None and job_target != target:
+                    continue
+                if who is None or who.may_use(job_target):
                     found.append(row)
             if len(page) < LIST_SCAN:
                 break
             after_id = page[-1].id
         return found[:limit]
 
-    async def cancel(self, job_id: str) -> Prediction:
+    async def cancel(self, job_id: str, who: Principal | None = None) -> Prediction:
         """Cancel the job and its queued chunks; what is done stays in the outputs (its
         driver finishes the output files with the chunks already done)."""
-        row = await self.get(job_id)
+        row = await self.get(job_id, who)
         row, _ = await self._store.cancel(job_id, now=time.time())
         doc = JobDoc.from_json(row.definition or "{}")
         for chunk in doc.window:
@@ -321,6 +344,10 @@ class BatchService:
         if row.status.terminal and await self._storage.stat(manifest) is not None:
             keys.append(manifest)
         return {key: await self._storage.presign_get(key, expires_s=expires_s) for key in keys}
+
+
+def _owns(who: Principal, row: Prediction) -> bool:
+    return row.tenant == who.tenant and who.may_use(doc_of(row).target)
 
 
 def doc_of(row: Prediction) -> JobDoc:

@@ -8,10 +8,10 @@ import. Tests swap ``_base.client_factory`` to point the CLI at a scripted serve
 
 from __future__ import annotations
 
-from freight.cli import _app, _notify, _usage  # register their commands
+from freight.cli import _access, _app, _notify, _usage  # register their commands
 from freight.cli._base import app
 
-__all__ = ["_app", "_notify", "_usage", "app", "main"]
+__all__ = ["_access", "_app", "_notify", "_usage", "app", "main"]
 
 
 def main() -> None:

@@ -59,11 +59,14 @@ def secret(
             "overlap (webhook_secret_overlap_s), so receivers can switch over.",
         ),
     ] = False,
+    tenant: Annotated[
+        str, typer.Option("--tenant", help="Whose secret: each tenant signs with its own.")
+    ] = "default",
 ) -> None:
-    """Print the secret webhooks are signed with (created on first use)."""
+    """Print the secret a tenant's webhooks are signed with (created on first use)."""
     server: Any = importlib.import_module("freight.server")
     try:
-        value = str(server.webhook_secret(project_dir=project_dir, rotate=rotate))
+        value = str(server.webhook_secret(project_dir=project_dir, rotate=rotate, tenant=tenant))
     except FreightError as exc:  # settings that do not load, a database that is down
         err.print(f"[bold red]error[/] [red]{exc.code}[/]: {exc.message}")
         raise typer.Exit(1) from None

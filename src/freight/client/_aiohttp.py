@@ -22,7 +22,7 @@ import orjson
 
 from freight.client._events import check_stream
 from freight.client._models import FreightClientError
-from freight.client._protocol import CHUNK_BYTES, Call, partial_path
+from freight.client._protocol import CHUNK_BYTES, Call, key_headers, partial_path
 
 
 def _timeout(call: Call, default_s: float) -> aiohttp.ClientTimeout:
@@ -36,10 +36,13 @@ def _timeout(call: Call, default_s: float) -> aiohttp.ClientTimeout:
 
 
 class AiohttpTransport:
-    def __init__(self, base_url: str, timeout_s: float, headers: dict[str, str]) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float, headers: dict[str, str], key: str | None = None
+    ) -> None:
         self._base = base_url
         self._timeout_s = timeout_s
         self._headers = headers
+        self._key = key
         self._session: aiohttp.ClientSession | None = None
 
     def _session_now(self) -> aiohttp.ClientSession:
@@ -49,6 +52,9 @@ class AiohttpTransport:
                 json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._session
+
+    def _headers_for(self, call: Call, url: str) -> dict[str, str]:
+        return {**self._headers, **key_headers(self._key, url, self._base), **call.headers}
 
     def _url(self, call: Call) -> str:
         url = call.url if "://" in call.url else self._base + call.url
@@ -60,7 +66,7 @@ class AiohttpTransport:
         self, call: Call, content: bytes | AsyncIterator[bytes] | None
     ) -> httpx.Response:
         url = self._url(call)
-        headers = {**self._headers, **call.headers}
+        headers = self._headers_for(call, url)
         body: Any = content
         if call.has_json:
             body = orjson.dumps(call.json)
@@ -101,7 +107,7 @@ class AiohttpTransport:
         try:
             async with self._session_now().get(
                 url,
-                headers={**self._headers, **call.headers},
+                headers=self._headers_for(call, url),
                 timeout=_timeout(call, self._timeout_s),
             ) as reply:
                 head = httpx.Response(

@@ -38,9 +38,11 @@ from freight.client._protocol import (
     CHUNK_BYTES,
     Call,
     Flow,
+    ServerKey,
     Sleep,
     Step,
     partial_path,
+    resolve_key,
     resolve_url,
     send_kwargs,
     transport_error,
@@ -106,16 +108,22 @@ class AsyncClient:
         timeout_s: float = 30.0,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = resolve_url(url)
+        key = resolve_key(api_key)
         self._http: httpx.AsyncClient | None = None
         self._net: AiohttpTransport | None = None
         if transport is not None:
             self._http = httpx.AsyncClient(
-                base_url=self.url, timeout=timeout_s, headers=headers, transport=transport
+                base_url=self.url,
+                timeout=timeout_s,
+                headers=headers,
+                transport=transport,
+                auth=ServerKey(key, self.url) if key else None,
             )
         else:
-            self._net = AiohttpTransport(self.url, timeout_s, dict(headers or {}))
+            self._net = AiohttpTransport(self.url, timeout_s, dict(headers or {}), key)
         self._streams = True  # False once the server showed it has no event streams
 
     # -- predictions ----------------------------------------------------------------------

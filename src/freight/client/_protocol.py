@@ -33,6 +33,7 @@ from freight.client._models import (
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "FREIGHT_URL"
+KEY_ENV = "FREIGHT_API_KEY"
 CONNECT_TIMEOUT_S = 10.0
 # how long past the server's hold time the client waits for an answer
 SLACK_S = 10.0
@@ -78,6 +79,39 @@ Flow = Generator[Step, Any, T]
 def resolve_url(url: str | None) -> str:
     """The ``url`` argument, else ``$FREIGHT_URL``, else the local default."""
     return (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+
+
+def resolve_key(key: str | None) -> str | None:
+    """The ``api_key`` argument, else ``$FREIGHT_API_KEY``, else none."""
+    return key or os.environ.get(KEY_ENV) or None
+
+
+def same_origin(url: str | httpx.URL, base: str) -> bool:
+    """Whether ``url`` is the server's own (relative, or its scheme, host and port)."""
+    target, home = httpx.URL(str(url)), httpx.URL(base)
+    if not target.is_absolute_url:
+        return True
+    return (target.scheme, target.host, target.port) == (home.scheme, home.host, home.port)
+
+
+def key_headers(key: str | None, url: str | httpx.URL, base: str) -> dict[str, str]:
+    """The key's header for a request to the server, never to another origin: a
+    presigned object-store URL carries its own credentials (and S3 refuses two)."""
+    return {"Authorization": f"Bearer {key}"} if key and same_origin(url, base) else {}
+
+
+class ServerKey(httpx.Auth):
+    """httpx auth: the API key on requests to the server only (:func:`key_headers`)."""
+
+    def __init__(self, key: str, base: str) -> None:
+        self._key, self._base = key, base
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.update(key_headers(self._key, request.url, self._base))
+        yield request
+
+    def __repr__(self) -> str:  # never the key itself
+        return "ServerKey(…)"
 
 
 def request(call: Call) -> Generator[Step, Any, httpx.Response]:

@@ -36,9 +36,11 @@ from freight.client._protocol import (
     CHUNK_BYTES,
     Call,
     Flow,
+    ServerKey,
     Sleep,
     Step,
     partial_path,
+    resolve_key,
     resolve_url,
     send_kwargs,
     transport_error,
@@ -106,12 +108,18 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         upload_progress: Callable[[int, int], None] | None = None,
         download_progress: Callable[[int, int], None] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = resolve_url(url)
+        key = resolve_key(api_key)
         self.upload_progress = upload_progress
         self.download_progress = download_progress
         self._http = httpx.Client(
-            base_url=self.url, timeout=timeout_s, headers=headers, transport=transport
+            base_url=self.url,
+            timeout=timeout_s,
+            headers=headers,
+            transport=transport,
+            auth=ServerKey(key, self.url) if key else None,
         )
         self._streams = True  # False once the server showed it has no event streams
 

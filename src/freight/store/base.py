@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.prediction import (
     Completion,
@@ -224,12 +225,17 @@ class Outbox(Protocol):
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         """A prediction's outbox rows and every attempt made on them."""
 
-    async def webhook_secrets(self, *, now: float, overlap_s: float) -> list[str]:
-        """The webhook signing secrets in use, newest first (retired ones for
+    async def webhook_secrets(
+        self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT
+    ) -> list[str]:
+        """A tenant's webhook signing secrets in use, newest first (retired ones for
         ``overlap_s`` after their retirement)."""
 
-    async def rotate_webhook_secret(self, secret: str, *, now: float) -> None:
-        """Make ``secret`` the current one; the previous ones start their overlap."""
+    async def rotate_webhook_secret(
+        self, secret: str, *, now: float, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        """Make ``secret`` the tenant's current one; its previous ones start their
+        overlap."""
 
 
 class Store(Lifecycle, Queue, Records, Outbox, Protocol):

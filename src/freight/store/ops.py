@@ -301,14 +301,14 @@ def deliveries(prediction_id: str) -> Op[tuple[list[OutboxRow], list[DeliveryAtt
     return rows, attempts
 
 
-def webhook_secrets(now: float, overlap_s: float) -> Op[list[str]]:
-    return secrets_in_use((yield Sql(sql.WEBHOOK_SECRETS)), now, overlap_s)
+def webhook_secrets(now: float, overlap_s: float, tenant: str) -> Op[list[str]]:
+    return secrets_in_use((yield Sql(sql.WEBHOOK_SECRETS, {"tenant": tenant})), now, overlap_s)
 
 
-def rotate_webhook_secret(secret: str, now: float) -> Op[None]:
+def rotate_webhook_secret(secret: str, now: float, tenant: str) -> Op[None]:
     yield Sql(sql.LOCK_SECRETS, lock_only=True)
-    yield Sql(sql.RETIRE_SECRETS, {"now": now})
-    yield Sql(sql.INSERT_SECRET, {"secret": secret, "now": now})
+    yield Sql(sql.RETIRE_SECRETS, {"now": now, "tenant": tenant})
+    yield Sql(sql.INSERT_SECRET, {"secret": secret, "now": now, "tenant": tenant})
 
 
 __all__ = [

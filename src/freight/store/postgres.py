@@ -26,6 +26,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
 from freight import metrics
+from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.errors import ConflictError, StoreUnavailableError
 from freight.prediction import (
@@ -307,11 +308,15 @@ class PostgresStore:
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         return await self._run(lambda: ops.deliveries(prediction_id))
 
-    async def webhook_secrets(self, *, now: float, overlap_s: float) -> list[str]:
-        return await self._run(lambda: ops.webhook_secrets(now, overlap_s))
+    async def webhook_secrets(
+        self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT
+    ) -> list[str]:
+        return await self._run(lambda: ops.webhook_secrets(now, overlap_s, tenant))
 
-    async def rotate_webhook_secret(self, secret: str, *, now: float) -> None:
-        await self._run(lambda: ops.rotate_webhook_secret(secret, now))
+    async def rotate_webhook_secret(
+        self, secret: str, *, now: float, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        await self._run(lambda: ops.rotate_webhook_secret(secret, now, tenant))
 
     async def stats(self) -> dict[str, TargetStats]:
         return await self._run(ops.stats)

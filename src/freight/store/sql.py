@@ -440,9 +440,15 @@ OUTBOX_OF = (
 ATTEMPTS_OF = """
 SELECT outbox_id, attempt, prediction_id, at, status_code, error, next_at
 FROM delivery_attempts WHERE prediction_id = :id ORDER BY at, outbox_id, attempt"""
-WEBHOOK_SECRETS = "SELECT secret, created_at, retired_at FROM webhook_secrets ORDER BY id"
-INSERT_SECRET = "INSERT INTO webhook_secrets (secret, created_at) VALUES (:secret, :now)"
-RETIRE_SECRETS = "UPDATE webhook_secrets SET retired_at = :now WHERE retired_at IS NULL"
+WEBHOOK_SECRETS = (
+    "SELECT secret, created_at, retired_at FROM webhook_secrets WHERE tenant = :tenant ORDER BY id"
+)
+INSERT_SECRET = (
+    "INSERT INTO webhook_secrets (secret, created_at, tenant) VALUES (:secret, :now, :tenant)"
+)
+RETIRE_SECRETS = (
+    "UPDATE webhook_secrets SET retired_at = :now WHERE retired_at IS NULL AND tenant = :tenant"
+)
 PURGE_OUTBOX = "DELETE FROM outbox WHERE prediction_id IN {ids}"
 PURGE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE prediction_id IN {ids}"
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from freight import metrics
+from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.prediction import (
     Completion,
@@ -233,11 +234,15 @@ class SqliteStore:
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         return self._read(ops.deliveries(prediction_id))
 
-    async def webhook_secrets(self, *, now: float, overlap_s: float) -> list[str]:
-        return self._read(ops.webhook_secrets(now, overlap_s))
+    async def webhook_secrets(
+        self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT
+    ) -> list[str]:
+        return self._read(ops.webhook_secrets(now, overlap_s, tenant))
 
-    async def rotate_webhook_secret(self, secret: str, *, now: float) -> None:
-        await self._write(ops.rotate_webhook_secret(secret, now))
+    async def rotate_webhook_secret(
+        self, secret: str, *, now: float, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        await self._write(ops.rotate_webhook_secret(secret, now, tenant))
 
     async def stats(self) -> dict[str, TargetStats]:
         return await self._scan(ops.stats())

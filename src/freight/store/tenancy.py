@@ -13,6 +13,7 @@ import orjson
 
 from freight.access import ApiKey, AuditEntry, Scope
 from freight.store._op import Op, Sql
+from freight.store.sql import expand_in
 
 _KEY_COLUMNS = (
     "id, tenant, name, scopes, targets, hash, created_at, created_by, expires_at, revoked_at"
@@ -21,15 +22,16 @@ INSERT_KEY = f"""
 INSERT INTO api_keys ({_KEY_COLUMNS})
 VALUES (:id, :tenant, :name, :scopes, :targets, :hash, :created_at, :created_by,
     :expires_at, :revoked_at)"""
+ADOPT_KEY = f"{INSERT_KEY} ON CONFLICT (id) DO NOTHING RETURNING id"
 KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = :id"
 KEYS = f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
 TENANT_KEYS = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant = :tenant ORDER BY created_at, id"
 REVOKE_KEY = f"""
 UPDATE api_keys SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL
 RETURNING {_KEY_COLUMNS}"""
-ANY_KEY = """
-SELECT 1 FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > :now)
-LIMIT 1"""
+# once a key was ever made, keys are required: revoking (or outliving) every key must
+# not open the server to anyone
+ANY_KEY = "SELECT 1 FROM api_keys LIMIT 1"
 
 _AUDIT_COLUMNS = "id, at, actor, tenant, action, subject, detail"
 INSERT_AUDIT = """
@@ -107,6 +109,15 @@ def create_key(key: ApiKey, entry: AuditEntry) -> Op[None]:
     yield from audit(entry)
 
 
+def adopt_key(key: ApiKey, entry: AuditEntry) -> Op[ApiKey]:
+    """Register ``key`` unless a key of its id exists; the key of that id, either way."""
+    if (yield Sql(ADOPT_KEY, _key_params(key))):
+        yield from audit(entry)
+        return key
+    rows = yield Sql(KEY, {"id": key.key_id})
+    return _key(rows[0])
+
+
 def key(key_id: str) -> Op[ApiKey | None]:
     rows = yield Sql(KEY, {"id": key_id})
     return _key(rows[0]) if rows else None
@@ -126,8 +137,8 @@ def revoke_key(key_id: str, now: float, entry: AuditEntry) -> Op[ApiKey | None]:
     return _key(rows[0])
 
 
-def any_key(now: float) -> Op[bool]:
-    return bool((yield Sql(ANY_KEY, {"now": now})))
+def any_key() -> Op[bool]:
+    return bool((yield Sql(ANY_KEY)))
 
 
 def audit_log(tenant: str | None, before_id: int | None, limit: int) -> Op[list[AuditEntry]]:
@@ -145,3 +156,35 @@ def audit_log(tenant: str | None, before_id: int | None, limit: int) -> Op[list[
         )
         for r in rows
     ]
+
+
+# -- quotas -------------------------------------------------------------------------
+
+
+IDEMPOTENT = "SELECT 1 FROM predictions WHERE tenant = :tenant AND idempotency_key = :key"
+
+
+def _bounded(status: str, in_list: str) -> str:
+    # each status's partial index (literal predicate), a tenant's rows of these targets,
+    # counted no further than the bound: a quota check costs at most its bound
+    return (
+        f"SELECT '{status}', count(*) FROM (SELECT 1 FROM predictions WHERE status = "
+        f"'{status}' AND target IN {in_list} AND tenant = :tenant LIMIT :limit) AS q"
+    )
+
+
+def has_idempotency_key(tenant: str, key: str) -> Op[bool]:
+    """Whether the tenant already made a prediction with this idempotency key (its
+    replay is answered with that prediction, whatever the quotas say now)."""
+    return bool((yield Sql(IDEMPOTENT, {"tenant": tenant, "key": key})))
+
+
+def tenant_load(tenant: str, targets: list[str], limit: int) -> Op[dict[str, int]]:
+    """A tenant's rows of ``targets`` by status (queued, awaiting_input, running), each
+    counted up to ``limit``."""
+    in_list, params = expand_in("target_", sorted(targets))
+    text = " UNION ALL ".join(
+        _bounded(status, in_list) for status in ("queued", "awaiting_input", "running")
+    )
+    rows = yield Sql(text, params | {"tenant": tenant, "limit": limit})
+    return {str(status): int(count) for status, count in rows}

@@ -80,7 +80,7 @@ def _validate(raw: Any) -> CreateBatchJob:
         }
     },
 )
-async def create_batch_job(request: Request) -> Response:
+async def create_batch_job(request: Request, who: deps.Batcher) -> Response:
     """Check the job whole (target, options, input and output locations), then queue
     it; with ``input: {"upload": [...]}`` it waits for its uploads (``upload_urls``)."""
     raw = await read_json(request, deps.service(request).limits.max_json_bytes)
@@ -100,21 +100,23 @@ async def create_batch_job(request: Request) -> Response:
             options=body.options(),
             metadata=body.metadata,
             webhook=webhook,
-        )
+        ),
+        who,
     )
     return json_response(await _view(request, row), status_code=202)
 
 
 @router.get("/{job_id}", responses=responses(NotFoundError))
-async def get_batch_job(request: Request, job_id: str) -> Response:
+async def get_batch_job(request: Request, who: deps.Batcher, job_id: str) -> Response:
     """The job: status, counts, records/s, ETA, and the outputs finished so far."""
-    row = await _service(request).get(job_id)
+    row = await _service(request).get(job_id, who)
     return json_response(await _view(request, row))
 
 
 @router.get("", responses=responses(InvalidRequestError))
 async def list_batch_jobs(
     request: Request,
+    who: deps.Batcher,
     target: str | None = None,
     status: Status | None = None,
     cursor: CursorQuery = None,
@@ -123,7 +125,7 @@ async def list_batch_jobs(
     """Newest first; follow ``next_cursor`` for older ones."""
     after = decode_cursor(cursor)
     rows = await _service(request).list(
-        status=status, target=target, after_id=after, limit=limit + 1
+        status=status, target=target, after_id=after, limit=limit + 1, who=who
     )
     page, more = rows[:limit], len(rows) > limit
     items = [await _view(request, row) for row in page]
@@ -133,9 +135,9 @@ async def list_batch_jobs(
 
 
 @router.post("/{job_id}/cancel", responses=responses(NotFoundError))
-async def cancel_batch_job(request: Request, job_id: str) -> Response:
+async def cancel_batch_job(request: Request, who: deps.Batcher, job_id: str) -> Response:
     """Stop the remaining chunks; the records done so far stay in the outputs."""
-    row = await _service(request).cancel(job_id)
+    row = await _service(request).cancel(job_id, who)
     return json_response(await _view(request, row))
 
 

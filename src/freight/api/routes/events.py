@@ -107,9 +107,9 @@ async def _slot(request: Request) -> AsyncIterator[None]:
         slots.open -= 1
 
 
-async def _known(request: Request, prediction_id: str) -> None:
+async def _known(request: Request, who: deps.Reader, prediction_id: str) -> None:
     """404 before the stream starts (an SSE response cannot change its status later)."""
-    await deps.service(request).get(prediction_id)
+    await deps.service(request).get(prediction_id, who)
 
 
 def _sse(event: streams.StreamEvent, body: dict[str, Any]) -> ServerSentEvent:
@@ -147,8 +147,8 @@ def _sse(event: streams.StreamEvent, body: dict[str, Any]) -> ServerSentEvent:
 async def prediction_events(
     request: Request,
     prediction_id: str,
-    _held: Annotated[None, Depends(_slot, scope="request")],
     _found: Annotated[None, Depends(_known)],
+    _held: Annotated[None, Depends(_slot, scope="request")],
     after: Annotated[
         int | None,
         Query(ge=0, le=MAX_EVENT_ID, description="resume after this event id (or Last-Event-ID)"),
@@ -210,8 +210,10 @@ def _delivery(view: DeliveryView) -> dict[str, Any]:
     response_model=DeliveryList,
     responses=responses(NotFoundError),
 )
-async def prediction_deliveries(request: Request, prediction_id: str) -> Response:
+async def prediction_deliveries(
+    request: Request, who: deps.Reader, prediction_id: str
+) -> Response:
     """Each notification of the prediction (one per event and subscription): its status,
     attempts and the last answer, with every try; empty when nobody subscribed."""
-    views = await deps.service(request).deliveries(prediction_id)
+    views = await deps.service(request).deliveries(prediction_id, who)
     return json_response({"data": [_delivery(view) for view in views]})

@@ -28,8 +28,9 @@ async def healthz() -> Response:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
-async def prometheus_metrics(request: Request) -> Response:
-    """Prometheus exposition: counters, timings, backlog and ready replicas."""
+async def prometheus_metrics(request: Request, _who: deps.Scraper) -> Response:
+    """Prometheus exposition: counters, timings, backlog and ready replicas (with keys:
+    a key with the ``metrics`` scope)."""
     with contextlib.suppress(StoreUnavailableError):  # a scrape still gets the counters
         await deps.system(request).refresh_backlog()
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

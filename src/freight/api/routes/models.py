@@ -86,15 +86,18 @@ def _scaling_dict(state: ModelState) -> dict[str, Any]:
 
 
 @router.get("", response_model=ModelList, responses=responses())
-async def list_models(request: Request) -> Response:
-    """Every served model: batching, replicas, backlog, and a load error if any."""
+async def list_models(request: Request, who: deps.Reader) -> Response:
+    """Every served model (a key limited to some: those): batching, replicas, backlog,
+    and a load error if any."""
     infos = await deps.system(request).models()
-    return json_response({"data": [_model_dict(info) for info in infos]})
+    return json_response({"data": [_model_dict(i) for i in infos if who.may_use(i.spec.name)]})
 
 
 @router.get("/{name}", response_model=ModelOut, responses=responses(NotFoundError))
-async def get_model(request: Request, name: str) -> Response:
+async def get_model(request: Request, who: deps.Reader, name: str) -> Response:
     """One served model: its replicas and the autoscaler's last word on them."""
+    if not who.may_use(name):  # as for a model that does not exist
+        raise NotFoundError(f"no model named {name!r}", code="unknown_target", target=name)
     info = await deps.system(request).model(name)
     return json_response(_model_dict(info))
 
@@ -130,12 +133,14 @@ async def get_model(request: Request, name: str) -> Response:
 )
 async def predict(
     request: Request,
+    who: deps.Predictor,
     name: str,
     timeout: Annotated[float | None, Query(gt=0, description="deadline in seconds")] = None,
 ) -> Response:
     """Real-time: the model's output inline; past the deadline, 202 with the prediction;
     a failed prediction answers 424 with its own error."""
     svc = deps.service(request)
+    svc.allow(who, name)
     content_type = content_type_of(request)
     svc.check_media_type(name, content_type)
     if is_json_type(content_type):
@@ -146,7 +151,7 @@ async def predict(
             data=body_stream(request, svc.limits.max_payload_bytes),
             content_type=content_type or OCTET_STREAM,
         )
-    row = await svc.run(name, new_input, timeout, webhook=webhook_of(request))
+    row = await svc.run(name, new_input, timeout, webhook=webhook_of(request), who=who)
     if not row.status.terminal:
         return await respond(request, row, 202)
     headers = {"X-Freight-Prediction-Id": row.id}

@@ -65,16 +65,19 @@ def pipeline_dict(spec: PipelineSpec) -> dict[str, Any]:
 
 
 @router.get("", response_model=PipelineList, responses=responses())
-async def list_pipelines(request: Request) -> Response:
-    """Every declared pipeline, by name."""
+async def list_pipelines(request: Request, who: deps.Reader) -> Response:
+    """Every declared pipeline (a key limited to some: those), by name."""
     specs = deps.system(request).pipelines()
-    return json_response({"data": [pipeline_dict(spec) for spec in specs]})
+    return json_response({"data": [pipeline_dict(s) for s in specs if who.may_use(s.name)]})
 
 
 @router.get("/{name}", response_model=PipelineOut, responses=responses(NotFoundError))
-async def get_pipeline(request: Request, name: str) -> Response:
+async def get_pipeline(request: Request, who: deps.Reader, name: str) -> Response:
     """One pipeline: its steps with their inferred dependencies, and its graph."""
-    return json_response(pipeline_dict(deps.system(request).pipeline(name)))
+    spec = deps.system(request).pipeline(name)
+    if not who.may_use(name):  # as for a pipeline that does not exist
+        raise NotFoundError(f"no pipeline named {name!r}", code="unknown_pipeline")
+    return json_response(pipeline_dict(spec))
 
 
 @router.post(
@@ -102,6 +105,7 @@ async def get_pipeline(request: Request, name: str) -> Response:
 )
 async def predict(
     request: Request,
+    who: deps.Predictor,
     name: str,
     timeout: Annotated[float | None, Query(gt=0, description="deadline in seconds")] = None,
 ) -> Response:
@@ -109,9 +113,10 @@ async def predict(
     (its ``steps`` map shows progress); a failed run answers 424 with its error."""
     deps.system(request).pipeline(name)  # 404 unknown_pipeline, before the body
     svc = deps.service(request)
+    svc.allow(who, name)
     body = await read_json(request, svc.limits.max_json_bytes)  # 415 for any other type
     row = await svc.run(
-        name, NewInput(json=body, has_json=True), timeout, webhook=webhook_of(request)
+        name, NewInput(json=body, has_json=True), timeout, webhook=webhook_of(request), who=who
     )
     if not row.status.terminal:
         return await respond(request, row, 202)

@@ -72,6 +72,7 @@ _CREATE_ERRORS = responses(
 )
 async def create_prediction(
     request: Request,
+    who: deps.Predictor,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     prefer: PreferHeader = None,
 ) -> Response:
@@ -98,27 +99,30 @@ async def create_prediction(
             request_hash=request_hash(raw) if idempotency_key else None,
             webhook=webhook_in(body.webhook),
         ),
+        who=who,
     )
     wait_s = prefer_wait(prefer)
     if wait_s:
-        row = await svc.wait(row.id, wait_s)
+        row = await svc.wait(row.id, wait_s, who)
     return await respond(request, row)
 
 
 @router.get("/{prediction_id}", response_model=PredictionOut, responses=responses(NotFoundError))
 async def get_prediction(
     request: Request,
+    who: deps.Reader,
     prediction_id: str,
     wait: WaitQuery = None,
 ) -> Response:
     svc = deps.service(request)
-    row = await (svc.wait(prediction_id, wait) if wait else svc.get(prediction_id))
+    row = await (svc.wait(prediction_id, wait, who) if wait else svc.get(prediction_id, who))
     return await respond(request, row, 200)
 
 
 @router.get("", response_model=PredictionPage, responses=responses(InvalidRequestError))
 async def list_predictions(
     request: Request,
+    who: deps.Reader,
     target: str | None = None,
     status: Status | None = None,
     kind: Annotated[
@@ -133,7 +137,9 @@ async def list_predictions(
     unless a ``kind`` is asked (``model`` includes pipeline steps; ``chunk``, batch chunks)."""
     svc = deps.service(request)
     after = decode_cursor(cursor)
-    rows = await svc.list(target=target, status=status, kind=kind, after_id=after, limit=limit + 1)
+    rows = await svc.list(
+        target=target, status=status, kind=kind, after_id=after, limit=limit + 1, who=who
+    )
     page, more = rows[:limit], len(rows) > limit
     data = [await rendered(request, row) for row in page]
     return json_response({"data": data, "next_cursor": next_cursor([r.id for r in page], more)})
@@ -142,9 +148,9 @@ async def list_predictions(
 @router.post(
     "/{prediction_id}/cancel", response_model=PredictionOut, responses=responses(NotFoundError)
 )
-async def cancel_prediction(request: Request, prediction_id: str) -> Response:
+async def cancel_prediction(request: Request, who: deps.Predictor, prediction_id: str) -> Response:
     """Cancel a queued, waiting or running prediction (a running one is interrupted)."""
-    row = await deps.service(request).cancel(prediction_id)
+    row = await deps.service(request).cancel(prediction_id, who)
     return await respond(request, row, 200)
 
 
@@ -197,10 +203,10 @@ async def upload_input(
         200: {"description": "the output's bytes", "content": {OCTET_STREAM: {}}},
     },
 )
-async def download_output(request: Request, prediction_id: str) -> Response:
+async def download_output(request: Request, who: deps.Reader, prediction_id: str) -> Response:
     """The output's bytes, streamed from the object store; a pipeline run's inline JSON
     output as JSON (object references in it with their presigned ``url``)."""
     svc = deps.service(request)
-    output = svc.open_output(await svc.get(prediction_id), absolute(request))
+    output = svc.open_output(await svc.get(prediction_id, who), absolute(request))
     headers = {"Content-Length": str(output.size)} if output.size is not None else None
     return StreamingResponse(output.chunks, media_type=output.content_type, headers=headers)
