@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from freight.ledger import UsageLine
 from freight.store import open_store
 from freight.usage import UsageService
-from tests.fixtures.server import Server, wait_until
+from tests.fixtures.server import FREIGHT, Server, wait_until
 from tests.integration.helpers import create, gate_input, gate_runs, stored, wait_done
 
 pytestmark = pytest.mark.slow
@@ -92,7 +93,31 @@ def test_a_server_killed_mid_batch_records_each_prediction_once(
         assert [p["status"] for p in done] == ["succeeded"] * N
         assert [p["attempts"] for p in done] == [2 if i in ran else 1 for i in range(N)]
         exposition = client.get("/metrics").text
-    check_ledger(restarted.env, ids)
+        window = {"from": "0", "to": str(int(time.time()) + 3600)}
+        shown = client.get("/v1/usage", params={**window, "group_by": "tenant,model,status"})
+    line = check_ledger(restarted.env, ids)
+    assert shown.status_code == 200, shown.text
+    (data,) = shown.json()["data"]  # the route reads the same ledger
+    assert (data["tenant"], data["target"], data["status"], data["count"]) == (
+        "default",
+        "gate",
+        "succeeded",
+        N,
+    )
+    assert data["compute_s"] == pytest.approx(line.compute_s, abs=1e-6)
+    printed = subprocess.run(
+        [*FREIGHT, "--url", restarted.url, "usage", "--from", "0", "--csv", "--group-by", "model"],
+        capture_output=True,
+        text=True,
+        env=restarted.env,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert printed.splitlines()[:2] == [
+        "target,count,compute_s,gpu_s,queue_s,cold_start_s,bytes_in,bytes_out",
+        f"gate,{N},{data['compute_s']},{data['gpu_s']},{data['queue_s']},"
+        f"{data['cold_start_s']},{data['bytes_in']},{data['bytes_out']}",
+    ]
     counted = {
         (s.labels["tenant"], s.labels["target"], s.labels["status"]): s.value
         for family in text_string_to_metric_families(exposition)
