@@ -24,6 +24,10 @@ backlog (~backlog / batch claims).
 Bounded: each phase stops when B's rows are all claimed, or at ``--deadline-s``
 (then ``claimed_b`` < n, and the figures are lower bounds).
 
+With ``--claim-cost N``, each round first times the claim alone (``B11-claim``):
+claims of ``--batch`` through N queued rows of one tenant, then of four, in this
+process (wall and CPU per claim; on SQLite the whole transaction runs in it).
+
 SQLite gets a fresh file per round; a ``--database-url`` (PostgreSQL) is migrated
 and used as it is, each phase on a model name of its own: use a scratch database
 (the rows are left there).
@@ -157,6 +161,32 @@ class Phase:
         }
 
 
+async def claim_cost(url: str, args: argparse.Namespace, round_: int, tenants: int) -> None:
+    """The claim's own cost: claims of ``--batch`` through ``--claim-cost`` queued rows
+    of ``tenants`` tenants, nothing else running (wall and this process's CPU)."""
+    store = open_store(url)
+    await store.open()
+    try:
+        target = f"fair-cost-{uuid.uuid4().hex[:8]}"
+        rows = [_row(target, f"tenant-{i % tenants}") for i in range(args.claim_cost)]
+        for i in range(0, len(rows), 200):
+            await asyncio.gather(*(store.create(row) for row in rows[i : i + 200]))
+        claims, wall, cpu = 0, time.perf_counter(), time.process_time()
+        while await store.claim(target, args.batch, worker_id="cost", lease_s=600, now=time.time()):
+            claims += 1
+        emit(
+            "B11-claim",
+            round=round_,
+            tenants=tenants,
+            backlog=args.claim_cost,
+            claims=claims,
+            wall_us_per_claim=(time.perf_counter() - wall) / max(claims, 1) * 1e6,
+            cpu_us_per_claim=(time.process_time() - cpu) / max(claims, 1) * 1e6,
+        )
+    finally:
+        await store.close()
+
+
 async def measure(url: str, args: argparse.Namespace, round_: int) -> tuple[float, float, int]:
     store = open_store(url)
     await store.open()
@@ -185,12 +215,18 @@ def main() -> None:
     parser.add_argument("--batch-ms", type=float, default=5.0, help="a batch's fixed cost")
     parser.add_argument("--item-ms", type=float, default=0.5, help="a batch's cost per row")
     parser.add_argument("--deadline-s", type=float, default=60.0, help="per phase")
+    parser.add_argument(
+        "--claim-cost", type=int, default=0, help="also time claims through this many rows"
+    )
     args = parser.parse_args()
     results = []
     for round_ in range(1, args.rounds + 1):
         with tempfile.TemporaryDirectory(prefix="bench-fair-") as tmp:
             url = args.database_url or f"sqlite:///{Path(tmp) / 'freight.db'}"
             migrate(url)
+            if args.claim_cost:
+                for tenants in (1, 4):
+                    asyncio.run(claim_cost(url, args, round_, tenants))
             results.append(asyncio.run(measure(url, args, round_)))
     alone = statistics.median(r[0] for r in results)
     loaded = statistics.median(r[1] for r in results)
