@@ -10,6 +10,7 @@ public routes named here, so a new route cannot forget authentication.
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from freight.access import new_key
-from tests.fixtures.server import Server, wait_until
+from tests.fixtures.server import FREIGHT, PROJECT, Server, free_port, wait_until
 from tests.integration.helpers import error_code, wait_done
 from tests.integration.test_notifications import FAST_DELIVERY, Receiver, receiver
 from tests.unit.test_identity import AUDIENCE, Issuer, Signer, _rsa
@@ -275,10 +276,18 @@ def test_a_revoked_key_is_refused_by_every_api_process(
 
 @pytest.mark.parametrize("shape", ["embedded"], indirect=True)
 def test_a_server_on_a_public_address_needs_keys_or_an_explicit_opt_out(
-    make_server: Callable[..., Server],
+    make_server: Callable[..., Server], shape: dict[str, str]
 ) -> None:
-    with pytest.raises(AssertionError, match=r"refusing to serve 0\.0\.0\.0 without API keys"):
-        make_server(models=["Echo"], FREIGHT_HOST="0.0.0.0")
+    env = {**shape, "FREIGHT_MODELS": '["models:Echo"]', "FREIGHT_HOST": "0.0.0.0"}
+    refused = subprocess.run(
+        [*FREIGHT, "serve", str(PROJECT), "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "refusing to serve 0.0.0.0 without API keys" in refused.stderr
     opted = make_server(
         models=["Echo"], FREIGHT_HOST="0.0.0.0", FREIGHT_ALLOW_UNAUTHENTICATED="1"
     )
