@@ -137,6 +137,11 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
         else None
     )
     backlog = BacklogGauge(store, refresh_s=0.5)
+    quotas = (
+        Quotas(settings.tenants, store, lambda: [*parts.specs, *parts.pipelines.specs])
+        if settings.tenants
+        else None
+    )
     predictions = PredictionService(
         settings,
         parts.specs,
@@ -150,11 +155,7 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
         subscriptions=Subscriptions(
             server_sinks(parts.notifications), allow_private=parts.allow_private_webhooks
         ),
-        quotas=Quotas(
-            settings.tenants, store, lambda: [*parts.specs, *parts.pipelines.specs]
-        )
-        if settings.tenants
-        else None,
+        quotas=quotas,
     )
     system = SystemService(
         parts.specs, store, backlog, fleet=agent, pipelines=parts.pipelines.specs
@@ -169,6 +170,7 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
         subscriptions=Subscriptions(
             server_sinks(parts.notifications), allow_private=parts.allow_private_webhooks
         ),
+        quotas=quotas,
     )
     keyring = Keyring(
         store,

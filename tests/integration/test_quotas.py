@@ -25,7 +25,7 @@ def _keys(server: Server, *tenants: str) -> dict[str, str]:
     with as_key(server, None) as anonymous:
         admin = make_key(anonymous, "ops", "admin")
     with as_key(server, admin) as ops:
-        return {t: make_key(ops, t, "predict", "read") for t in tenants}
+        return {t: make_key(ops, t, "predict", "read", "batch") for t in tenants}
 
 
 def _refused(response: httpx.Response, code: str) -> None:
@@ -77,6 +77,12 @@ def test_queued_and_rate_quotas(make_server: Callable[..., Server]) -> None:
         _refused(
             beta.post("/v1/predictions", json={"target": "echo", "input": 9}), "quota_max_queued"
         )
+        # a batch job adds work for its target too: refused at the bound, nothing kept
+        job = beta.post(
+            "/v1/batch-jobs", json={"target": "echo", "input": {"upload": ["r.jsonl"]}}
+        )
+        _refused(job, "quota_max_queued")
+        assert beta.get("/v1/batch-jobs").json()["items"] == []
     with as_key(server, keys["gamma"]) as gamma:  # another tenant: its own bounds
         assert gamma.post("/v1/predictions", json={"target": "echo", "input": 1}).is_success
 

@@ -40,6 +40,7 @@ from freight.keys import (
 from freight.pipelines.start import run_timeout_s
 from freight.prediction import Prediction, Status
 from freight.project import Pipelines
+from freight.quotas import Quotas
 from freight.registry import ModelSpec
 from freight.storage.base import Storage
 from freight.store.base import Store
@@ -109,8 +110,10 @@ class BatchService:
         signal: WorkSignal,
         pipelines: Pipelines | None = None,
         subscriptions: Subscriptions | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._settings = settings
+        self._quotas = quotas
         self._specs = specs
         self._store = store
         self._storage = storage
@@ -135,6 +138,8 @@ class BatchService:
         if request.input_uri is not None:
             key = self._key_of(request.input_uri, "input")
             await confine(self._store, who, key, request.input_uri, write=False)
+        if self._quotas is not None:  # a job adds work for its target as a prediction does
+            await self._quotas.check(who.tenant, request.target)
         row = Prediction(
             id=job_id,
             target=QUEUE,
