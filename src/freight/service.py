@@ -46,6 +46,7 @@ from freight.project import Pipelines
 from freight.quotas import Quotas
 from freight.registry import ModelSpec
 from freight.storage.base import Storage
+from freight.store import ops
 from freight.store.base import Store
 from freight.subscriptions import DeliveryView, Subscriptions, Webhook
 from freight.subscriptions import views as delivery_views
@@ -272,6 +273,29 @@ class PredictionService:
         row = await self.get(prediction_id, who)
         rows, attempts = await self._store.deliveries(prediction_id)
         return delivery_views(row.notify, rows, attempts)
+
+    async def redeliver(self, delivery_id: str, who: Principal | None = None) -> DeliveryView:
+        """Send one event of a prediction's notifications again, now, with its original
+        event id (receivers de-duplicate on it): one that died, was stopped by a 410,
+        or waits for its next retry. 404 for an unknown id or another tenant's; 409
+        while it is being sent or once it was delivered."""
+        row = await self._store.execute(lambda: ops.outbox_row(delivery_id), write=False)
+        if row is not None:
+            try:
+                await self.get(row.prediction_id, who)
+            except NotFoundError:
+                row = None
+        if row is None:
+            raise NotFoundError(f"no delivery {delivery_id}", code="delivery_not_found")
+        again = await self._store.execute(lambda: ops.redeliver(delivery_id, time.time()))
+        if again is None:
+            raise ConflictError(
+                f"delivery {delivery_id} is {row.status}: it is not sent again",
+                code="invalid_state",
+                status=str(row.status),
+            )
+        views = await self.deliveries(row.prediction_id, who)
+        return next(v for v in views if v.id == delivery_id)
 
     async def steps(self, run_id: str, *, heads: bool = False) -> list[Prediction]:
         """A run's own rows: its steps, for_each elements and nested runs, oldest first

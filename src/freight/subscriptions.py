@@ -45,6 +45,7 @@ class ServerSink:
 class DeliveryView:
     """One event for one subscription, with every attempt made to deliver it."""
 
+    id: str  # the outbox row: what POST /v1/deliveries/{id}/redeliver names
     sink: str  # "webhook https://host/path" or the sink's name
     event_id: str
     event_type: str
@@ -100,6 +101,7 @@ def views(
         tries.setdefault(attempt.outbox_id, []).append(attempt)
     return [
         DeliveryView(
+            id=row.id,
             sink=label(entries[row.subscription]) if row.subscription < len(entries) else "?",
             event_id=row.event_id,
             event_type=row.event_type,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from standardwebhooks import Webhook
@@ -225,3 +226,37 @@ def test_a_batch_job_notifies_started_and_completed(
     data = got[1]["data"]
     assert (data["id"], data["target"], data["status"]) == (job["id"], "echo", "succeeded")
     assert data["counts"] == {"total": 2, "done": 2, "failed": 0}
+
+
+def test_a_stopped_event_is_redelivered_with_its_event_id(
+    make_server: Callable[..., Server], receiver: Receiver
+) -> None:
+    """POST /v1/deliveries/{id}/redeliver sends a stopped (or dead) event again, with
+    the same webhook-id; a delivered one is 409, an unknown one 404."""
+    server = make_server(models=["Echo"], **FAST_DELIVERY)
+    secret = secret_of(server.env, server.project)
+    receiver.answer = 410
+    with server.client() as client:
+        created = hooked(client, receiver, ["completed"])
+        wait_done(client, created["id"])
+
+        def rows() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = client.get(
+                f"/v1/predictions/{created['id']}/deliveries"
+            ).json()["data"]
+            return found
+
+        stopped = wait_until(lambda: (r := rows()) and r[0]["status"] == "stopped" and r)[0]
+        first_id = receiver.received[0][0]["webhook-id"]
+        receiver.answer = 200
+        again = client.post(f"/v1/deliveries/{quote(stopped['id'], safe='')}/redeliver")
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == stopped["id"] and again.json()["status"] == "pending"
+        got = wait_until(lambda: receiver.accepted(secret))
+        assert got[0]["webhook-id"] == first_id and got[0]["data"]["id"] == created["id"]
+        wait_until(lambda: rows()[0]["status"] == "delivered")
+        done = client.post(f"/v1/deliveries/{quote(stopped['id'], safe='')}/redeliver")
+        assert done.status_code == 409 and done.json()["error"]["code"] == "invalid_state"
+        unknown = client.post("/v1/deliveries/nosuch%23x/redeliver")
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "delivery_not_found"

@@ -258,11 +258,12 @@ def test_a_stream_event_reaches_the_client_as_the_prediction_object() -> None:
 
 def test_a_delivery_renders_its_stamps_as_iso_and_its_tries() -> None:
     """Deliveries show times as ISO 8601 and each try; an ended one has no next_at."""
-    from freight.api.routes.events import _delivery
+    from freight.api.render import delivery_dict
     from freight.deliveries import DeliveryAttempt, DeliveryStatus
     from freight.service import DeliveryView
 
     view = DeliveryView(
+        id="p:completed:1#0",
         sink="webhook https://h.test/in",
         event_id="p:completed:1",
         event_type="completed",
@@ -278,7 +279,8 @@ def test_a_delivery_renders_its_stamps_as_iso_and_its_tries() -> None:
             DeliveryAttempt("o", 2, "p", T0 + 2, status_code=200),
         ],
     )
-    body = _delivery(view)
+    body = delivery_dict(view)
+    assert body["id"] == "p:completed:1#0"
     assert (body["event"], body["status"], body["next_at"]) == ("completed", "delivered", None)
     assert body["finished_at"] == iso(T0 + 2)
     assert [t["status_code"] for t in body["tries"]] == [503, 200]

@@ -12,6 +12,7 @@ from freight.api import docs, errors, openapi
 from freight.api.routes import (
     access,
     batch_jobs,
+    deliveries,
     events,
     health,
     models,
@@ -71,7 +72,7 @@ def create_app(
     _install_metrics(system)
     # routes are matched in order, one regex each: the hot ones first (real-time
     # predict, create/get), the docs last
-    routers = (models, predictions, events, pipelines, batch_jobs, access, usage_routes)
+    routers = (models, predictions, events, deliveries, pipelines, batch_jobs, access, usage_routes)
     for module in (*routers, objects, health):
         app.include_router(module.router)
     docs.install(app)

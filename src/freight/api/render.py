@@ -13,10 +13,12 @@ from starlette.responses import Response
 
 from freight.api import deps
 from freight.prediction import Prediction, Status
+from freight.subscriptions import DeliveryView
 from freight.views import iso, prediction_dict, steps_dict
 
 __all__ = [
     "absolute",
+    "delivery_dict",
     "iso",
     "json_response",
     "prediction_dict",
@@ -61,3 +63,30 @@ async def respond(request: Request, row: Prediction, status_code: int | None = N
     if status_code is None:
         status_code = 200 if row.status.terminal else 202
     return json_response(body, status_code)
+
+
+def delivery_dict(view: DeliveryView) -> dict[str, Any]:
+    """One event for one subscription, with its tries, as the API shows it."""
+    return {
+        "id": view.id,
+        "sink": view.sink,
+        "event_id": view.event_id,
+        "event": view.event_type,
+        "status": str(view.status),
+        "attempts": view.attempts,
+        "last_code": view.last_code,
+        "last_error": view.last_error,
+        "next_at": iso(view.next_at),
+        "finished_at": iso(view.finished_at),
+        "created_at": iso(view.created_at),
+        "tries": [
+            {
+                "attempt": t.attempt,
+                "at": iso(t.at),
+                "status_code": t.status_code,
+                "error": t.error,
+                "next_at": iso(t.next_at),
+            }
+            for t in view.tries
+        ],
+    }

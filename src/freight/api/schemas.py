@@ -185,6 +185,7 @@ class DeliveryTryOut(BaseModel):
 class DeliveryOut(BaseModel):
     """One event for one subscription of a prediction."""
 
+    id: str = Field(description="what POST /v1/deliveries/{id}/redeliver names")
     sink: str = Field(description="`webhook <url without query>`, or a freight.yaml sink's name")
     event_id: str = Field(description="stable across retries: receivers de-duplicate on it")
     event: str

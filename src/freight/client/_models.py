@@ -274,8 +274,10 @@ class DeliveryTry(_Wire):
 
 class Delivery(_Wire):
     """One event for one subscription of a prediction (``sink`` is ``webhook <url>``
-    or a server-wide sink's name) and how its delivery went."""
+    or a server-wide sink's name) and how its delivery went; ``id`` names it to
+    ``POST /v1/deliveries/{id}/redeliver``."""
 
+    id: str = ""
     sink: str
     event_id: str
     event: str

@@ -47,11 +47,13 @@ from freight.store.rows import (
     delivery_params,
     fair_shares,
     not_awaiting_input,
-    outbox_row,
     prediction_params,
     release_params,
     secrets_in_use,
     stats_from_rows,
+)
+from freight.store.rows import (
+    outbox_row as outbox_row_of,
 )
 
 # -- records ----------------------------------------------------------------------
@@ -277,7 +279,7 @@ def recover_orphans(now: float) -> Op[tuple[list[str], Told]]:
 
 def claim_deliveries(params: dict[str, Any]) -> Op[list[OutboxRow]]:
     yield Sql(sql.REQUEUE_SENDING, params)
-    rows = [outbox_row(r) for r in (yield Sql(sql.CLAIM_DELIVERIES, params))]
+    rows = [outbox_row_of(r) for r in (yield Sql(sql.CLAIM_DELIVERIES, params))]
     return sorted(rows, key=lambda r: (r.next_at, r.id))
 
 
@@ -296,9 +298,21 @@ def finish_deliveries(results: Sequence[DeliveryResult]) -> Op[None]:
 
 def deliveries(prediction_id: str) -> Op[tuple[list[OutboxRow], list[DeliveryAttempt]]]:
     params = {"id": prediction_id}
-    rows = [outbox_row(r) for r in (yield Sql(sql.OUTBOX_OF, params))]
+    rows = [outbox_row_of(r) for r in (yield Sql(sql.OUTBOX_OF, params))]
     attempts = [attempt_row(r) for r in (yield Sql(sql.ATTEMPTS_OF, params))]
     return rows, attempts
+
+
+def outbox_row(outbox_id: str) -> Op[OutboxRow | None]:
+    rows = yield Sql(sql.OUTBOX_ROW, {"id": outbox_id})
+    return outbox_row_of(rows[0]) if rows else None
+
+
+def redeliver(outbox_id: str, now: float) -> Op[OutboxRow | None]:
+    """Send the event again now (its event id unchanged); None when it is being sent
+    or was delivered."""
+    rows = yield Sql(sql.REDELIVER, {"id": outbox_id, "now": now})
+    return outbox_row_of(rows[0]) if rows else None
 
 
 def webhook_secrets(now: float, overlap_s: float, tenant: str) -> Op[list[str]]:

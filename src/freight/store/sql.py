@@ -434,6 +434,14 @@ STOP_SUBSCRIPTION = """
 UPDATE outbox SET status = 'stopped', finished_at = :at,
     last_error = 'the receiver answered 410 Gone to an earlier event'
 WHERE prediction_id = :prediction_id AND subscription = :subscription AND status = 'pending'"""
+OUTBOX_ROW = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = :id"
+# sent again, now, with its event id: one that died, was stopped by a 410, or waits
+# for its next retry (a row being sent, or delivered, is left alone)
+REDELIVER = f"""
+UPDATE outbox SET status = 'pending', next_at = :now, worker_id = NULL,
+    lease_expires_at = NULL, finished_at = NULL
+WHERE id = :id AND status IN ('dead', 'stopped', 'pending')
+RETURNING {OUTBOX_COLUMNS}"""
 OUTBOX_OF = (
     f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE prediction_id = :id ORDER BY subscription, seq"
 )

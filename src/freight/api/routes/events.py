@@ -25,11 +25,11 @@ from starlette.responses import Response
 from freight import streams
 from freight.api import deps
 from freight.api.errors import responses
-from freight.api.render import iso, json_response, rendered
+from freight.api.render import delivery_dict, json_response, rendered
 from freight.api.schemas import DeliveryList
 from freight.errors import FreightError, NotFoundError, TooManyStreamsError
 from freight.prediction import Prediction
-from freight.service import DeliveryView, PredictionService
+from freight.service import PredictionService
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 log = logging.getLogger("freight.api")
@@ -180,31 +180,6 @@ async def prediction_events(
         log.warning("event stream of %s ended early: %s", prediction_id, exc)
 
 
-def _delivery(view: DeliveryView) -> dict[str, Any]:
-    return {
-        "sink": view.sink,
-        "event_id": view.event_id,
-        "event": view.event_type,
-        "status": str(view.status),
-        "attempts": view.attempts,
-        "last_code": view.last_code,
-        "last_error": view.last_error,
-        "next_at": iso(view.next_at),
-        "finished_at": iso(view.finished_at),
-        "created_at": iso(view.created_at),
-        "tries": [
-            {
-                "attempt": t.attempt,
-                "at": iso(t.at),
-                "status_code": t.status_code,
-                "error": t.error,
-                "next_at": iso(t.next_at),
-            }
-            for t in view.tries
-        ],
-    }
-
-
 @router.get(
     "/{prediction_id}/deliveries",
     response_model=DeliveryList,
@@ -216,4 +191,4 @@ async def prediction_deliveries(
     """Each notification of the prediction (one per event and subscription): its status,
     attempts and the last answer, with every try; empty when nobody subscribed."""
     views = await deps.service(request).deliveries(prediction_id, who)
-    return json_response({"data": [_delivery(view) for view in views]})
+    return json_response({"data": [delivery_dict(view) for view in views]})
