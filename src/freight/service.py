@@ -37,6 +37,8 @@ from freight.events import CompletionHub, Watch, WorkSignal
 from freight.ids import new_id
 from freight.intake import Intake, NewInput
 from freight.keys import upload_key
+from freight.logs import MAX_PAGE as MAX_LOG_PAGE
+from freight.logs import LogLine
 from freight.media import JSON, OCTET_STREAM, is_json_type
 from freight.model import InputKind
 from freight.pipelines.runs import RUN
@@ -46,6 +48,7 @@ from freight.project import Pipelines
 from freight.quotas import Quotas
 from freight.registry import ModelSpec
 from freight.storage.base import Storage
+from freight.store import logs as store_logs
 from freight.store import ops
 from freight.store.base import Store
 from freight.subscriptions import DeliveryView, Subscriptions, Webhook
@@ -361,6 +364,17 @@ class PredictionService:
         if row is None or (who is not None and not who.owns(row.tenant, row.target)):
             raise NotFoundError(f"no prediction {prediction_id}", code="prediction_not_found")
         return row
+
+    async def logs(
+        self, principal: Principal | None, prediction_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[LogLine]:
+        """The prediction's log lines whose seq is over ``after`` (at most ``limit``,
+        capped at ``logs.MAX_PAGE``); another tenant's id answers as an unknown one."""
+        await self.get(prediction_id, principal)
+        limit = max(1, min(limit, MAX_LOG_PAGE))
+        return await self._store.execute(
+            lambda: store_logs.read(prediction_id, after, limit), write=False
+        )
 
     def watch(self, ids: Iterable[str]) -> Watch:
         """Subscribe to the completions of ``ids`` (this process's, and those another

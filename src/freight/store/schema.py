@@ -256,3 +256,20 @@ usage_ledger = sa.Table(
     sa.Column("bytes_out", sa.BigInteger, nullable=False),
 )
 sa.Index("ix_usage_ledger_hour", usage_ledger.c.hour, usage_ledger.c.tenant)
+
+# A prediction's logs (``store/logs.py``): (prediction_id, seq) is the primary key, so
+# the append's "last line" and the read's "lines after seq" are each one index range.
+prediction_logs = sa.Table(
+    "prediction_logs",
+    metadata,
+    sa.Column("prediction_id", sa.Text, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("stream", sa.Text, nullable=False),
+    sa.Column("level", sa.Text),
+    sa.Column("phase", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),  # bytes up to this line, inclusive
+    sa.Column("dropped", sa.BigInteger),  # the marker line's: bytes dropped
+)
