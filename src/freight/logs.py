@@ -70,6 +70,7 @@ class Append:
     prediction_id: str
     attempt: int
     lines: tuple[Printed, ...]
+    dropped: int = 0  # bytes of lines dropped before the store (the runner's own bound)
 
 
 def size(text: str) -> int:
@@ -93,8 +94,9 @@ class Admitted:
     dropped: int
 
 
-def admit(used: int, lines: tuple[Printed, ...], max_bytes: int) -> Admitted:
-    """Which of ``lines`` fit in ``max_bytes`` after ``used`` bytes already kept.
+def admit(used: int, lines: tuple[Printed, ...], max_bytes: int, later: int = 0) -> Admitted:
+    """Which of ``lines`` fit in ``max_bytes`` after ``used`` bytes already kept;
+    ``later``: bytes dropped after these lines already (counted as dropped).
 
     Lines are kept in order until the first that does not fit; it and all after it
     are dropped (a log with a hole in its middle would mislead)."""
@@ -107,12 +109,18 @@ def admit(used: int, lines: tuple[Printed, ...], max_bytes: int) -> Admitted:
             continue
         used += n
         kept.append(line)
-    return Admitted(tuple(kept), dropped)
+    return Admitted(tuple(kept), dropped + later)
 
 
 def marker_text(dropped: int, max_bytes: int) -> str:
     """The marker line's text."""
     return f"[freight] log limit of {max_bytes} bytes reached: {dropped} bytes dropped"
+
+
+def signal_key(prediction_id: str) -> str:
+    """The key a prediction's new lines are published under (``CompletionHub``), apart
+    from its completions, so that waiters of its end are not woken by its prints."""
+    return f"logs:{prediction_id}"
 
 
 def as_text(lines: list[LogLine]) -> str:

@@ -14,12 +14,14 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from freight.logs import DEFAULT_MAX_LOG_BYTES
 from freight.runner import protocol
-from freight.runner.protocol import Batch, Frame, LoadFailed, Ready, Result, Stop
+from freight.runner.protocol import Batch, Frame, LoadFailed, Logs, Ready, Result, Stop
 
 log = logging.getLogger("freight.replica")
 
@@ -78,6 +80,7 @@ class RunnerCommand:
     inline_output_max_bytes: int
     env: dict[str, str] | None = None
     load_timeout_s: float = 600.0
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
 
     def argv(self) -> list[str]:
         return [
@@ -92,13 +95,20 @@ class RunnerCommand:
             self.storage_url,
             "--inline-output-max-bytes",
             str(self.inline_output_max_bytes),
+            "--max-log-bytes",
+            str(self.max_log_bytes),
         ]
 
 
 class Replica:
-    def __init__(self, name: str, command: RunnerCommand) -> None:
+    def __init__(
+        self, name: str, command: RunnerCommand, on_logs: Callable[[Logs], None] | None = None
+    ) -> None:
+        """``on_logs``: what the model printed, as the runner sends it (its load's lines
+        before :meth:`start` returns, then each batch's before :meth:`run` returns)."""
         self.name = name
         self._command = command
+        self._on_logs = on_logs
         self._proc: asyncio.subprocess.Process | None = None
         self._log_task: asyncio.Task[None] | None = None
         self.load_ms: float | None = None
@@ -173,11 +183,17 @@ class Replica:
             ) from None
 
     async def _read(self) -> Frame:
+        """The next frame that is not a Logs frame (those go to ``on_logs``)."""
         assert self._proc is not None and self._proc.stdout is not None
-        try:
-            return await protocol.read_async(self._proc.stdout)
-        except protocol.ProtocolError as exc:
-            raise ReplicaError(f"replica {self.name} exited ({exc})") from exc
+        while True:
+            try:
+                frame = await protocol.read_async(self._proc.stdout)
+            except protocol.ProtocolError as exc:
+                raise ReplicaError(f"replica {self.name} exited ({exc})") from exc
+            if not isinstance(frame, Logs):
+                return frame
+            if self._on_logs is not None:
+                self._on_logs(frame)
 
     async def _pump_logs(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None

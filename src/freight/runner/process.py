@@ -13,17 +13,29 @@ import argparse
 import asyncio
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from freight.logs import DEFAULT_MAX_LOG_BYTES, LOAD, Printed
 from freight.model import Model, PredictionContext, running
 from freight.prediction import ErrorCode
 from freight.runner import protocol
+from freight.runner.capture import Capture, Tee, install
 from freight.runner.chunks import ChunkRunner, is_chunk
 from freight.runner.payloads import PayloadIO
-from freight.runner.protocol import Batch, BatchItem, Failed, LoadFailed, Ready, Result, Stop
+from freight.runner.protocol import (
+    Batch,
+    BatchItem,
+    Failed,
+    LoadFailed,
+    Logs,
+    Ready,
+    Result,
+    Stop,
+)
 from freight.runner.tracebacks import error_detail, error_message
 
 #: the code of a load that raised (the agent adds load_timeout and load_crashed)
@@ -118,6 +130,7 @@ class BatchServer:
 
     async def serve(self, batch: Batch) -> Result:
         started = time.perf_counter()
+        marks = [time.time()]  # the phases' bounds, for the agent's spans
         results: dict[str, protocol.ResultItem] = {}
         inputs: list[Any] = []
         accepted: list[BatchItem] = []
@@ -132,7 +145,9 @@ class BatchServer:
                 results[item.id] = self._failed(item.id, exc, ErrorCode.INPUT_ERROR)
         try:
             contexts = [_context_of(item) for item in accepted]
+            marks.append(time.time())
             outputs = _call_model(self._model, self._batch_mode, inputs, contexts) if inputs else []
+            marks.append(time.time())
             for item, output in zip(accepted, outputs, strict=True):
                 results[item.id] = await self._output(item.id, output)
             for item in chunks:
@@ -141,7 +156,8 @@ class BatchServer:
         finally:
             self._io.cleanup()
         items = tuple(results[i.id] for i in batch.items if i.id in results)
-        return Result(items, (time.perf_counter() - started) * 1000)
+        marks.append(time.time())
+        return Result(items, (time.perf_counter() - started) * 1000, tuple(marks))
 
 
 def _context_of(item: BatchItem) -> PredictionContext:
@@ -163,22 +179,53 @@ def _load(args: argparse.Namespace) -> tuple[BatchServer, float]:
     return BatchServer(model, io, project), load_ms
 
 
-async def _run(args: argparse.Namespace, proto_in: BinaryIO, proto_out: BinaryIO) -> int:
+class _Frames:
+    """Every frame to the agent, written under one lock (the log flusher writes too);
+    the captured lines of a batch (or the load) always before its result."""
+
+    def __init__(self, proto_out: BinaryIO, max_log_bytes: int) -> None:
+        self._out = proto_out
+        self.lock = threading.Lock()
+        self.capture = Capture(self._logs, self.lock, max_log_bytes)
+        self._tees: tuple[Tee, ...] = ()
+
+    def _logs(self, lines: tuple[Printed, ...], dropped: int) -> None:
+        self._out.write(protocol.encode(Logs(lines, dropped)))
+
+    def install(self) -> None:
+        self._tees = install(self.capture)
+
+    def write(self, frame: protocol.Frame) -> None:
+        """``frame``, after the lines captured since :meth:`Capture.begin`."""
+        for tee in self._tees:
+            tee.finish()
+        lines, dropped = self.capture.end()
+        with self.lock:
+            if lines or dropped:
+                self._logs(lines, dropped)
+            self._out.write(protocol.encode(frame))
+
+
+async def _run(args: argparse.Namespace, proto_in: BinaryIO, frames: _Frames) -> int:
+    frames.capture.begin(LOAD)
     try:
         server, load_ms = _load(args)
     except Exception as exc:
         traceback.print_exc()  # the whole story for the server's log; the frame is trimmed
         detail = error_detail(exc, Path(args.project))
-        proto_out.write(protocol.encode(LoadFailed(LOAD_ERROR, error_message(exc), detail)))
+        frames.write(LoadFailed(LOAD_ERROR, error_message(exc), detail))
         return 1
-    proto_out.write(protocol.encode(Ready(load_ms, os.getpid())))
+    # the load's lines: in the worker's log (stderr) and, marked, on the first batch's
+    frames.write(Ready(load_ms, os.getpid()))
     while True:
         frame = protocol.read_sync(proto_in)
         if frame is None or isinstance(frame, Stop):
             return 0
         if not isinstance(frame, Batch):
             raise protocol.ProtocolError(f"a runner takes batches, not {type(frame).__name__}")
-        proto_out.write(protocol.encode(await server.serve(frame)))
+        frames.capture.begin()
+        result = await server.serve(frame)
+        frames.write(result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", required=True)
     parser.add_argument("--storage", required=True)
     parser.add_argument("--inline-output-max-bytes", type=int, default=256 * 1024)
+    parser.add_argument("--max-log-bytes", type=int, default=DEFAULT_MAX_LOG_BYTES)
     args = parser.parse_args(argv)
     _die_with_parent()
     proto_in, proto_out = _private_pipes()
-    return asyncio.run(_run(args, proto_in, proto_out))
+    frames = _Frames(proto_out, args.max_log_bytes)
+    frames.install()
+    return asyncio.run(_run(args, proto_in, frames))

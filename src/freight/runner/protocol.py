@@ -15,6 +15,8 @@ under the inline limits, handed-back small outputs, errors, and each input's
 
     agent  -> runner   Batch, Stop
     runner -> agent    Ready | LoadFailed (first frame), then one Result per Batch
+                       Logs: what the model printed, any number of them before
+                       Ready (its load) or before a batch's Result (that batch's)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from freight.logs import PHASES, STREAMS, Printed
 from freight.model import PredictionContext
 
 _HEADER = struct.Struct(">I")
@@ -128,14 +131,26 @@ ResultItem = Inline | HandedBack | Stored | Failed
 
 
 @dataclass(frozen=True, slots=True)
+class Logs:
+    """Lines the model printed or logged (``freight.logs``), sent as they come; ``dropped``:
+    the bytes of lines the runner dropped past its bound."""
+
+    lines: tuple[Printed, ...]
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """The outcome of one Batch: at most one item per batch item."""
 
     items: tuple[ResultItem, ...]
     run_ms: float
+    # epoch seconds: started, inputs read, model called, outputs written (the agent's
+    # spans of the batch's phases, when tracing); empty from a runner that sent none
+    marks: tuple[float, ...] = ()
 
 
-Frame = Ready | LoadFailed | Batch | Stop | Result
+Frame = Ready | LoadFailed | Batch | Stop | Result | Logs
 
 
 # -- encoding -------------------------------------------------------------------------
@@ -205,7 +220,11 @@ def _wire(frame: Frame) -> Wire:
             "type": "result",
             "run_ms": frame.run_ms,
             "items": [_item_wire(i) for i in frame.items],
+            "marks": frame.marks,
         }
+    if isinstance(frame, Logs):
+        lines = [[p.at, p.stream, p.level, p.text, p.phase] for p in frame.lines]
+        return {"type": "logs", "lines": lines, "dropped": frame.dropped}
     if isinstance(frame, Ready):
         return {"type": "ready", "load_ms": frame.load_ms, "pid": frame.pid}
     if isinstance(frame, LoadFailed):
@@ -321,12 +340,42 @@ def _batch_item(obj: Wire) -> BatchItem:
     )
 
 
+def _printed(value: Any) -> Printed:
+    if not isinstance(value, list) or len(value) != 5:
+        raise ProtocolError("a log line is not a list of 5 fields")
+    at, stream, level, text, phase = value
+    if (
+        not isinstance(at, (int, float))
+        or stream not in STREAMS
+        or phase not in PHASES
+        or not isinstance(text, str)
+        or not isinstance(level, (str, type(None)))
+    ):
+        raise ProtocolError(f"malformed log line {value!r:.200}")
+    return Printed(float(at), stream, text, level, phase)
+
+
+def _logs(obj: Wire) -> Logs:
+    lines: list[Any] = _get(obj, "lines", list)
+    return Logs(tuple(_printed(line) for line in lines), _get(obj, "dropped", int))
+
+
+def _marks(obj: Wire) -> tuple[float, ...]:
+    marks: list[Any] = _get(obj, "marks", list, optional=True) or []
+    if not all(isinstance(m, int | float) and not isinstance(m, bool) for m in marks):
+        raise ProtocolError("field 'marks' holds something that is not a number")
+    return tuple(float(m) for m in marks)
+
+
 _FRAMES: dict[str, Callable[[Wire], Frame]] = {
     "ready": lambda o: Ready(_number(o, "load_ms"), _get(o, "pid", int)),
     "load_failed": lambda o: LoadFailed(_get(o, "code", str), _get(o, "message", str), _detail(o)),
     "batch": lambda o: Batch(tuple(_batch_item(i) for i in _objects(o))),
     "stop": lambda o: Stop(),
-    "result": lambda o: Result(tuple(_result_item(i) for i in _objects(o)), _number(o, "run_ms")),
+    "result": lambda o: Result(
+        tuple(_result_item(i) for i in _objects(o)), _number(o, "run_ms"), _marks(o)
+    ),
+    "logs": _logs,
 }
 
 
@@ -388,6 +437,7 @@ __all__ = [
     "HandedBack",
     "Inline",
     "LoadFailed",
+    "Logs",
     "ProtocolError",
     "Ready",
     "Result",

@@ -13,6 +13,7 @@ on, so the lock order of ``ops.py`` is untouched. Rows go with their prediction
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,7 +57,7 @@ ORDER BY seq LIMIT :limit"""
 def append(appends: Sequence[Append], max_bytes: int) -> Op[list[LogLine]]:
     """Append each prediction's lines within ``max_bytes``; the lines stored (the
     marker among them when this append passed the bound)."""
-    appends = [a for a in appends if a.lines]
+    appends = [a for a in appends if a.lines or a.dropped]
     if not appends:
         return []
     in_list, params = sql.expand_in("id", sorted({a.prediction_id for a in appends}))
@@ -67,13 +68,13 @@ def append(appends: Sequence[Append], max_bytes: int) -> Op[list[LogLine]]:
     for entry in appends:
         seq, total, dropped = last.get(entry.prediction_id, (0, 0, None))
         if dropped is not None:  # past the bound already: the marker counts on
-            dropped += sum(size(p.text) for p in entry.lines)
+            dropped += sum(size(p.text) for p in entry.lines) + entry.dropped
             text = marker_text(dropped, max_bytes)
             markers.append(
                 {"prediction_id": entry.prediction_id, "seq": seq, "dropped": dropped, "text": text}
             )
             continue
-        admitted = admit(total, entry.lines, max_bytes)
+        admitted = admit(total, entry.lines, max_bytes, entry.dropped)
         for printed in admitted.kept:
             seq += 1
             total += size(printed.text)
@@ -81,7 +82,7 @@ def append(appends: Sequence[Append], max_bytes: int) -> Op[list[LogLine]]:
             rows.append(_params(stored[-1], total))
         if admitted.dropped:
             seq += 1
-            at = entry.lines[-1].at
+            at = entry.lines[-1].at if entry.lines else time.time()
             marker = Printed(at, LOG, marker_text(admitted.dropped, max_bytes), "WARNING")
             stored.append(_line(entry, seq, marker, dropped=admitted.dropped))
             rows.append(_params(stored[-1], total))

@@ -459,4 +459,5 @@ RETIRE_SECRETS = (
 )
 PURGE_OUTBOX = "DELETE FROM outbox WHERE prediction_id IN {ids}"
 PURGE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE prediction_id IN {ids}"
+PURGE_LOGS = "DELETE FROM prediction_logs WHERE prediction_id IN {ids}"
 
