@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # rows when no completion woke it (a claim, `running`, sends no signal)
     max_event_streams: int = Field(500, ge=1)
     event_poll_s: float = Field(1.0, gt=0)
+    # what a model prints or logs while it handles a prediction, kept per prediction
+    # (freight/logs.py): past this many bytes of text, one marker line says how much
+    # was dropped
+    max_log_bytes: int = Field(64 * KiB, ge=0)
     drain_grace_s: float = Field(30.0, ge=0)
     upload_url_expires_s: int = Field(3600, ge=1)
     download_url_expires_s: int = Field(3600, ge=1)

@@ -47,6 +47,7 @@ from freight.agent.duties import (
     StoreOutage,
     Supervisor,
 )
+from freight.agent.logs import LogWriter
 from freight.agent.replica import RunnerCommand
 from freight.agent.worker import ModelWorker, Persist, ReplicaLauncher
 from freight.batch.driver import BatchDriver
@@ -112,6 +113,7 @@ class Agent:
         scratch.mkdir(parents=True, exist_ok=True)
         self.devices = list(devices) if devices is not None else _detect_devices(settings)
         self.gpu_pool = GpuPool(self.devices)
+        self.logs = LogWriter(store, hub.publish, settings.max_log_bytes)
         self.not_served = _deployable(specs, self.devices)
         served = {name: spec for name, spec in specs.items() if name not in self.not_served}
         _warn_about_the_cap(served, settings.max_replicas)
@@ -137,6 +139,7 @@ class Agent:
                 settings.inline_output_max_bytes,
                 env={"TMPDIR": str(scratch)},
                 load_timeout_s=settings.load_timeout_s,
+                max_log_bytes=settings.max_log_bytes,
             ),
             store=store,
             storage=self._storage,
@@ -149,6 +152,7 @@ class Agent:
             on_finished=self._persist,
             launch=launch,
             gpu_pool=self.gpu_pool,
+            logs=self.logs,
         )
 
     def _build_duties(self, store: Store, storage: Storage) -> None:
@@ -222,6 +226,7 @@ class Agent:
             await self.supervisor.finish("deliverer")
         self._stopping = True
         await self.supervisor.stop()
+        await self.logs.close()
 
     def stop_claiming(self) -> None:
         """Claim nothing more (called the moment SIGTERM arrives, before the HTTP

@@ -38,6 +38,7 @@ from typing import Any
 
 from freight import metrics
 from freight.agent import batches
+from freight.agent.logs import LogWriter
 from freight.agent.persist import Persist
 from freight.agent.replica import (
     Replica,
@@ -50,8 +51,10 @@ from freight.batch.job import CHUNK
 from freight.errors import StoreUnavailableError
 from freight.events import WorkSignal
 from freight.fleet import ColdStart, ScaleChange
+from freight.logs import MAX_LOAD_LINES, Printed
 from freight.prediction import Completion, ErrorCode, Prediction, Release
 from freight.registry import ModelSpec
+from freight.runner.protocol import Logs
 from freight.scaling import GpuPool, visible_devices_env
 from freight.storage.base import Storage
 from freight.store.base import Queue
@@ -95,6 +98,7 @@ class Slot:
     retiring: bool = False  # asked to leave: its loop ends at its next idle point
     gone: bool = False  # its loop ended: it can no longer be asked to stay
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # ends its sleeps
+    load_lines: tuple[Printed, ...] = ()  # its replica's load log, for its first batch
 
     @property
     def busy(self) -> bool:
@@ -154,8 +158,10 @@ class ModelWorker:
         make_replica: ReplicaFactory | None = None,
         launch: ReplicaLauncher | None = None,
         gpu_pool: GpuPool | None = None,
+        logs: LogWriter | None = None,
     ) -> None:
-        """``replicas``: the slots it starts with (:meth:`scale_to` changes them).
+        """``logs``: where what the runners print goes (None: their stderr only).
+        ``replicas``: the slots it starts with (:meth:`scale_to` changes them).
         ``make_replica`` (a replica from its name) or ``launch`` (from its name and
         command) replace the runner process; ``gpu_pool``: the node's GPUs, of which
         each slot holds ``spec.resources.gpus`` (without a pool the runners' GPU
@@ -165,7 +171,8 @@ class ModelWorker:
         if make_replica is not None:
             self._launch: ReplicaLauncher = lambda name, _command: make_replica(name)
         else:
-            self._launch = launch or Replica
+            self._launch = launch or self._replica
+        self._logs = logs
         self._gpu_pool = gpu_pool
         self._store = store
         self._storage = storage
@@ -298,6 +305,20 @@ class ModelWorker:
         if slot.devices and self._gpu_pool is not None:
             self._gpu_pool.release(slot.devices)
         slot.devices = ()
+
+    def _replica(self, name: str, command: RunnerCommand) -> Replica:
+        return Replica(name, command, lambda frame: self._printed(name, frame))
+
+    def _printed(self, name: str, frame: Logs) -> None:
+        """A runner's lines: its batch's, each prediction's; before its first batch (its
+        load), kept for that batch, marked ``load``."""
+        slot = next((s for s in self.slots if f"{self.spec.name}-{s.index}" == name), None)
+        if slot is None or self._logs is None:
+            return
+        if slot.running:
+            self._logs.add(slot.running, frame.lines, frame.dropped)
+        else:
+            slot.load_lines = (*slot.load_lines, *frame.lines)[-MAX_LOAD_LINES:]
 
     def command_for(self, slot: Slot) -> RunnerCommand:
         """The slot's runner command: the worker's, confined to the slot's GPUs."""
@@ -516,6 +537,9 @@ class ModelWorker:
         slot.finishing = False
         timeout_s = min(row.timeout_s for row in rows)
         batch = batches.batch(rows, deadline=time.time() + timeout_s)
+        if slot.load_lines and self._logs is not None:  # the batch that waited for the load
+            self._logs.add(rows, slot.load_lines)
+        slot.load_lines = ()
         began = time.monotonic()
         try:
             result = await asyncio.wait_for(replica.run(batch), timeout_s)
@@ -549,6 +573,8 @@ class ModelWorker:
         batches.charge(rows, outcomes, wall_s=wall_s, gpus=gpus, loaded=slot.loaded)
 
     async def _finish(self, rows: list[Prediction], outcomes: list[Completion]) -> None:
+        if self._logs is not None:  # whole when seen ended (nothing to wait for: no wait)
+            await self._logs.drain()
         outbox = any(r.notify is not None or r.run_id is not None for r in rows)
         await self._persist.complete(outcomes, outbox=outbox)
         metrics.record_batch(self.spec.name, rows, outcomes)
@@ -572,6 +598,8 @@ class ModelWorker:
             for row in rows
             if row.id not in slot.interrupted
         ]
+        if self._logs is not None:
+            await self._logs.drain()
         if releases:
             await self._persist.release(releases)
         self._signal.notify(self.spec.name)

@@ -15,6 +15,7 @@ from freight.api.routes import (
     deliveries,
     events,
     health,
+    logs,
     models,
     objects,
     pipelines,
@@ -72,7 +73,17 @@ def create_app(
     _install_metrics(system)
     # routes are matched in order, one regex each: the hot ones first (real-time
     # predict, create/get), the docs last
-    routers = (models, predictions, events, deliveries, pipelines, batch_jobs, access, usage_routes)
+    routers = (
+        models,
+        predictions,
+        events,
+        logs,
+        deliveries,
+        pipelines,
+        batch_jobs,
+        access,
+        usage_routes,
+    )
     for module in (*routers, objects, health):
         app.include_router(module.router)
     docs.install(app)
