@@ -6,14 +6,20 @@ the logs with the prediction."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.fixtures.server import Server, wait_until
+from freight.access import new_key
+from freight.logs import LogLine
+from freight.store import logs as store_logs
+from freight.store import open_store
+from tests.fixtures.server import FREIGHT, Server, wait_until
 from tests.integration.helpers import create, status_of, wait_done
 
 PRINTER = json.dumps(["printing:Printer"])
@@ -93,3 +99,69 @@ def test_the_bound_keeps_the_first_bytes_and_one_marker(
     assert text.headers["content-type"].startswith("text/plain")
     assert text.text.splitlines() == [line["text"] for line in lines]
     assert [line["seq"] for line in page.json()["data"]] == [3]
+
+
+def test_follow_sees_a_line_before_the_prediction_ends(
+    make_server: Callable[..., Server], shape: dict[str, str], tmp_path: Path
+) -> None:
+    """``freight logs ID --follow`` prints a line while the prediction still runs (held
+    on a gate), then the rest, and exits once it ended; another tenant's key reads the
+    prediction's logs as an unknown id's (404)."""
+    admin = new_key().token
+    server = start(make_server, shape, FREIGHT_ADMIN_KEY=admin)
+    headers = {"Authorization": f"Bearer {admin}"}
+    with httpx.Client(base_url=server.url, timeout=30, headers=headers) as client:
+        tokens = {}
+        for tenant in ("acme", "other"):
+            made = client.post("/v1/keys", json={"tenant": tenant, "scopes": ["predict", "read"]})
+            assert made.status_code == 201, made.text
+            tokens[tenant] = made.json()["token"]
+    acme = {"Authorization": f"Bearer {tokens['acme']}"}
+    other = {"Authorization": f"Bearer {tokens['other']}"}
+    with httpx.Client(base_url=server.url, timeout=30, headers=acme) as client:
+        gated = create(client, "printer", {"tag": "f", "gate": str(tmp_path)})["id"]
+        printed = tmp_path / "followed.txt"
+        env = {**server.env, "FREIGHT_URL": server.url, "FREIGHT_API_KEY": tokens["acme"]}
+        with printed.open("wb") as sink:
+            follower = subprocess.Popen(
+                [*FREIGHT, "logs", gated, "--follow"], env=env, stdout=sink, stderr=sink
+            )
+        try:
+            wait_until(lambda: "err f" in printed.read_text(errors="replace"))
+            assert status_of(client, gated) == "running"
+            with httpx.Client(base_url=server.url, timeout=30, headers=other) as stranger:
+                hidden = stranger.get(f"/v1/predictions/{gated}/logs")
+            assert hidden.status_code == 404
+            assert hidden.json()["error"]["code"] == "prediction_not_found"
+            (tmp_path / "open").touch()
+            assert follower.wait(60) == 0, printed.read_text()
+        finally:
+            follower.kill()
+        assert wait_done(client, gated)["status"] == "succeeded"
+    shown = printed.read_text().splitlines()
+    assert shown[-4:] == ["batch of [f]", "out f", "err f", "log f"]
+
+
+def test_the_purge_takes_the_logs_with_the_prediction(
+    make_server: Callable[..., Server], shape: dict[str, str]
+) -> None:
+    """Once retention deletes an ended prediction, its log lines are gone from the store."""
+    server = start(
+        make_server, shape, FREIGHT_RETENTION_S="0.5", FREIGHT_RETENTION_INTERVAL_S="0.2"
+    )
+    with server.client() as client:
+        done = create(client, "printer", {"tag": "p"})["id"]
+        wait_until(lambda: client.get(f"/v1/predictions/{done}").status_code == 404)
+    assert asyncio.run(stored_lines(shape, done)) == []
+
+
+async def stored_lines(env: dict[str, str], prediction_id: str) -> list[LogLine]:
+    url = env.get("FREIGHT_DATABASE_URL") or (
+        f"sqlite:///{(Path(env['FREIGHT_STATE_DIR']) / 'freight.db').resolve()}"
+    )
+    store = open_store(url)
+    await store.open()
+    try:
+        return await store.execute(lambda: store_logs.read(prediction_id, 0, 100), write=False)
+    finally:
+        await store.close()

@@ -255,6 +255,29 @@ def cancel(
 
 
 @app.command()
+def logs(
+    ctx: typer.Context,
+    prediction_id: Annotated[str, typer.Argument(metavar="ID", help="Prediction id.")],
+    follow_: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Print lines as they come, until it ends."),
+    ] = False,
+    url: UrlOption = None,
+) -> None:
+    """Print what the model printed or logged while it handled a prediction."""
+    with _client(ctx, url) as client:
+        if follow_:
+            for line in client.follow_logs(prediction_id):
+                typer.echo(line.text)
+            return
+        after = 0
+        while page := client.logs(prediction_id, after=after):
+            for line in page:
+                typer.echo(line.text)
+            after = page[-1].seq
+
+
+@app.command()
 def models(
     ctx: typer.Context,
     name: Annotated[

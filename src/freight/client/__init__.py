@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from freight.client._async import AsyncClient, AsyncPredictionHandle
 from freight.client._flows import BatchJobOptions
+from freight.client._logs import LogLine
 from freight.client._models import (
     BATCH_TERMINAL_STATUSES,
     TERMINAL_STATUSES,
@@ -71,6 +72,7 @@ __all__ = [
     "DeliveryTry",
     "ErrorInfo",
     "FreightClientError",
+    "LogLine",
     "Metrics",
     "ModelInfo",
     "PipelineInfo",

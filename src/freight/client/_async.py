@@ -19,10 +19,11 @@ from typing import IO, Any, TypeVar, Unpack
 
 import httpx
 
-from freight.client import _flows
+from freight.client import _flows, _logs
 from freight.client._aiohttp import AiohttpTransport
 from freight.client._events import Follower, check_stream, fallback
 from freight.client._flows import BatchJobOptions, When
+from freight.client._logs import LogLine
 from freight.client._models import (
     BatchJob,
     Delivery,
@@ -262,6 +263,27 @@ class AsyncClient:
 
     async def cancel(self, prediction_id: str) -> Prediction:
         return await self._drive(_flows.cancel(prediction_id))
+
+    async def logs(
+        self, prediction_id: str, after: int = 0, limit: int = 1000
+    ) -> builtins.list[LogLine]:
+        """What the model printed or logged for the prediction: the lines whose seq is over
+        ``after`` (at most ``limit``)."""
+        return await self._drive(_logs.logs(prediction_id, after=after, limit=limit))
+
+    async def follow_logs(
+        self, prediction_id: str, after: int = 0, *, poll_s: float = 0.5
+    ) -> AsyncIterator[LogLine]:
+        """Each line as it is written, until the prediction has ended and its last line
+        was read."""
+        while True:
+            step = _logs.follow_step(prediction_id, after, poll_s=poll_s)
+            lines, last = await self._drive(step)
+            for line in lines:
+                yield line
+            after = lines[-1].seq if lines else after
+            if last:
+                return
 
     async def list(
         self, *, target: str | None = None, status: str | None = None, limit: int = 50

@@ -18,9 +18,10 @@ from typing import IO, Any, TypeVar, Unpack
 
 import httpx
 
-from freight.client import _flows
+from freight.client import _flows, _logs
 from freight.client._events import Follower, check_stream, fallback
 from freight.client._flows import BatchJobOptions, When
+from freight.client._logs import LogLine
 from freight.client._models import (
     BatchJob,
     Delivery,
@@ -258,6 +259,23 @@ class Client:
 
     def cancel(self, prediction_id: str) -> Prediction:
         return self._drive(_flows.cancel(prediction_id))
+
+    def logs(self, prediction_id: str, after: int = 0, limit: int = 1000) -> builtins.list[LogLine]:
+        """What the model printed or logged for the prediction: the lines whose seq is over
+        ``after`` (at most ``limit``)."""
+        return self._drive(_logs.logs(prediction_id, after=after, limit=limit))
+
+    def follow_logs(
+        self, prediction_id: str, after: int = 0, *, poll_s: float = 0.5
+    ) -> Iterator[LogLine]:
+        """Each line as it is written, until the prediction has ended and its last line
+        was read."""
+        while True:
+            lines, last = self._drive(_logs.follow_step(prediction_id, after, poll_s=poll_s))
+            yield from lines
+            after = lines[-1].seq if lines else after
+            if last:
+                return
 
     def list(
         self, *, target: str | None = None, status: str | None = None, limit: int = 50
