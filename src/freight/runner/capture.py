@@ -164,7 +164,7 @@ def install(capture: Capture) -> tuple[Tee, Tee]:
     through ``capture``; the two tees (to finish their partial lines)."""
     target = sys.stderr
     out, err = Tee(target, STDOUT, capture), Tee(target, STDERR, capture)
-    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+    sys.stdout, sys.stderr = out, err
     handle = logging.Logger.callHandlers
 
     def call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
