@@ -1,7 +1,7 @@
 """freight benchmarks B1 (async throughput), B2 (a burst into a batched model) and B3
 (real-time) (workloads in bench/README.md).
 
-    .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B2,B3]
+    .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B2,B3] [--tracing off|on|both]
 
 Starts ``freight serve examples/`` (embedded shape: SQLite + local directory) on
 a free port in a temporary state directory, runs each workload ``--rounds``
@@ -24,8 +24,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +64,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Discard:
+    """An OTLP/HTTP receiver on loopback that reads each export and throws it away
+    (``--tracing``: the server's exporter has somewhere to send to)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def env(self) -> dict[str, str]:
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint, "OTEL_SERVICE_NAME": "bench"}
+
+
 class ServerProcess:
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -71,6 +96,7 @@ class ServerProcess:
             "FREIGHT_STATE_DIR": str(state),
             "FREIGHT_LOG_LEVEL": "warning",
             "FREIGHT_CACHE_DIR": str(ROOT / ".freight" / "cache"),
+            **(extra_env or {}),
         }
         self.proc = subprocess.Popen(
             [
@@ -289,29 +315,45 @@ def main() -> None:
         action="store_true",
         help="make an API key first and send it on every request (the cost of auth)",
     )
+    parser.add_argument(
+        "--tracing",
+        choices=["off", "on", "both"],
+        default="off",
+        help="OpenTelemetry traces exported to a discarding OTLP receiver; both: each "
+        "round runs tracing off, then on (one sitting)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
-    results: dict[str, list[dict[str, Any]]] = {"B1": [], "B2": [], "B3": []}
+    modes = ["off", "on"] if args.tracing == "both" else [args.tracing]
+    results: dict[str, list[dict[str, Any]]] = {}
+    discard = Discard() if "on" in modes else None
     # state under the repo, like `make run`: on this machine /tmp creates files ~10x slower
     (ROOT / ".freight").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-", dir=ROOT / ".freight") as tmp:
         for round_ in range(1, args.rounds + 1):
-            state = Path(tmp) / f"round{round_}"
-            state.mkdir()
-            server = ServerProcess(state)
-            if args.with_key:  # every request of the clients below carries it
-                os.environ["FREIGHT_API_KEY"] = server.make_key()
-            try:
-                if "B1" in only:
-                    results["B1"].append(b1(server.url, round_, server.proc.pid))
-                if "B2" in only:
-                    results["B2"].append(b2(server.url, round_))
-                if "B3" in only and (r := b3(server.url, round_, state)):
-                    results["B3"].append(r)
-            finally:
-                server.stop()
-    for workload, key in (("B1", "completed_per_s"), ("B2", "burst_s"), ("B3", "rps")):
-        rows = results[workload]
+            for mode in modes:
+                state = Path(tmp) / f"round{round_}-{mode}"
+                state.mkdir()
+                extra = discard.env() if mode == "on" and discard else {}
+                tag = "" if args.tracing == "off" else f"-tracing-{mode}"
+                server = ServerProcess(state, extra)
+                if tag:  # the lines that follow are of this mode
+                    emit("tracing", round=round_, mode=mode)
+                if args.with_key:  # every request of the clients below carries it
+                    os.environ["FREIGHT_API_KEY"] = server.make_key()
+                try:
+                    found = {
+                        "B1": b1(server.url, round_, server.proc.pid) if "B1" in only else None,
+                        "B2": b2(server.url, round_) if "B2" in only else None,
+                        "B3": b3(server.url, round_, state) if "B3" in only else None,
+                    }
+                    for workload, r in found.items():
+                        if r:
+                            results.setdefault(workload + tag, []).append(r)
+                finally:
+                    server.stop()
+    for workload, rows in results.items():
+        key = {"B1": "completed_per_s", "B2": "burst_s", "B3": "rps"}[workload[:2]]
         if rows:
             emit(
                 f"{workload}-median",

@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.s3",
     "tests.fixtures.server",
+    "tests.fixtures.otlp",
     "tests.fixtures.private_postgres",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import limits
@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     oidc_leeway_s: float = Field(30.0, ge=0)  # clock skew allowed on exp, nbf, iat
     log_level: str = "info"
+    # every process's log lines: plain text, or one JSON object per line (with the
+    # prediction, run, tenant and trace ids they concern: freight/logsetup.py)
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("gpus", mode="before")
     @classmethod

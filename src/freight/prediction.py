@@ -101,6 +101,9 @@ class Prediction:
     idempotency_key: str | None = None
     request_hash: str | None = None
     batch_size: int | None = None
+    # traces: the W3C traceparent of the span that created it (freight.tracing), so a
+    # worker continues the prediction's trace; a run's steps carry their run's
+    trace_context: str | None = None
     # pipelines: a run is a row of kind "pipeline"; each of its steps is a row that
     # carries the run's id, its step name (and element index under for_each), and
     # while pending the count of its unfinished dependencies

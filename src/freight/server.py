@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import uvicorn
 from fastapi import FastAPI
 
+from freight import logsetup, tracing
 from freight.agent import Agent
 from freight.api import create_app, create_probe_app
 from freight.api.routes import objects
@@ -70,10 +71,7 @@ class Parts:
 def prepare(project_dir: Path, **overrides: object) -> Parts:
     """Settings, models and an up-to-date schema; raises FreightError with a clear message."""
     settings = load_settings(project_dir, **overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logsetup.configure(settings.log_level, settings.log_format)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     specs = discover(project_dir, settings.models or None)
     if settings.serve_models:  # a worker of some models only (one Deployment per model)
@@ -298,6 +296,7 @@ async def _uvicorn(app: FastAPI, parts: Parts, services: Services, host: str, po
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through freight's handler (text or JSON)
         lifespan="on",
         timeout_graceful_shutdown=5,
         access_log=False,
@@ -408,11 +407,15 @@ def _main(
     try:
         parts = prepare(project_dir, **overrides)
         parts.worker_port = worker_port
+        shape = "serve" if with_api and with_agent else "api" if with_api else "worker"
+        tracing.configure(f"freight-{shape}")  # only where OTEL_* variables ask for it
         _tune_gc()
         return asyncio.run(_run(parts, with_api=with_api, with_agent=with_agent))
     except FreightError as exc:
         print(f"freight: error: {exc.message}", file=sys.stderr)
         return 2
+    finally:
+        tracing.shutdown()  # what is buffered is exported before the process ends
 
 
 def migrate_only(project_dir: Path) -> int:

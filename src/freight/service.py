@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from freight import metrics
+from freight import logsetup, metrics, tracing
 from freight.access import ANONYMOUS, Principal
 from freight.backlog import BacklogGauge
 from freight.config import Settings
@@ -233,6 +233,9 @@ class PredictionService:
             )
         row.notify = self._subscriptions.notify_for(target, options.webhook)
         row.tenant = who.tenant
+        if tracing.ENABLED:  # the request's span: the worker continues its trace
+            row.trace_context = tracing.traceparent()
+        logsetup.bind(prediction_id=row.id, run_id=row.id if row.kind == RUN else None)
         row.priority, row.idempotency_key = options.priority, options.idempotency_key
         row.request_hash = options.request_hash
         row.metadata = orjson.dumps(options.metadata).decode() if options.metadata else None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import socket
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from freight import logsetup, tracing
 from freight.access import DEFAULT_TENANT
 from freight.batch.job import JOB, JobDoc
 from freight.batch.view import job_dict
@@ -219,6 +221,7 @@ class Deliverer:
         return len(rows)
 
     async def _deliver(self, row: OutboxRow) -> None:
+        logsetup.bind(prediction_id=row.prediction_id)  # this task's log lines name it
         async with self._slots:
             try:
                 outcome = await self._send(row)
@@ -233,6 +236,7 @@ class Deliverer:
                 policy=self._policy,
                 rng=self._rng,
             )
+            log.debug("delivery %s: %s", row.id, result.status)
             try:
                 await self._store.finish_deliveries([result])
             except Exception as exc:  # left leased: sent again after the lease
@@ -258,11 +262,50 @@ class Deliverer:
             type_ = f"batch_job.{row.event_type}"
         else:
             data, type_ = await self._view(prediction, row), f"prediction.{row.event_type}"
-        event = Event.for_prediction(row.event_id, data, timestamp=row.created_at, type=type_)
+        event = Event.for_prediction(
+            row.event_id,
+            data,
+            timestamp=row.created_at,
+            type=type_,
+            traceparent=prediction.trace_context,
+        )
+        if tracing.ENABLED:
+            return await self._traced(sink, event, prediction, row)
+        return await self._send_event(sink, event)
+
+    async def _send_event(self, sink: Sink, event: Event) -> Outcome:
         try:
             return await asyncio.wait_for(sink.send(event), self._timeout_s)
         except TimeoutError:
             return Outcome.failed(f"no answer within {self._timeout_s:g} s")
+
+    async def _traced(
+        self, sink: Sink, event: Event, prediction: Prediction, row: OutboxRow
+    ) -> Outcome:
+        """One attempt as a span of the prediction's trace; what is sent carries the
+        span's ``traceparent``, so the receiver's own spans join the trace."""
+        span = tracing.start(
+            "freight.deliver",
+            tracing.context_of(prediction.trace_context),
+            kind=tracing.PRODUCER,
+            attributes={
+                "freight.prediction_id": prediction.id,
+                "freight.event": event.type,
+                "freight.sink.type": sink.type,
+                "freight.delivery.attempt": row.attempts,
+            },
+        )
+        try:
+            with tracing.current(span):
+                sent = dataclasses.replace(event, traceparent=tracing.traceparent(span))
+                outcome = await self._send_event(sink, sent)
+            if outcome.status_code is not None:
+                span.set_attribute("freight.delivery.status_code", outcome.status_code)
+            if not outcome.delivered:
+                tracing.failed(span, outcome.error or "not delivered")
+            return outcome
+        finally:
+            span.end()
 
     async def _view(self, prediction: Prediction, row: OutboxRow) -> dict[str, Any]:
         """The prediction as GET renders it; for ``started``, as that attempt started

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from freight import metrics
+from freight import logsetup, metrics, tracing
 from freight.agent import batches
 from freight.agent.logs import LogWriter
 from freight.agent.persist import Persist
@@ -47,6 +47,7 @@ from freight.agent.replica import (
     ReplicaLoadError,
     RunnerCommand,
 )
+from freight.agent.traces import BatchTrace
 from freight.batch.job import CHUNK
 from freight.errors import StoreUnavailableError
 from freight.events import WorkSignal
@@ -531,6 +532,13 @@ class ModelWorker:
         )
 
     async def _run(self, slot: Slot, rows: list[Prediction]) -> None:
+        trace = BatchTrace(rows) if tracing.ENABLED else None
+        with _named(rows, trace):
+            await self._run_batch(slot, rows, trace)
+
+    async def _run_batch(
+        self, slot: Slot, rows: list[Prediction], trace: BatchTrace | None
+    ) -> None:
         replica = slot.replica
         assert replica is not None
         slot.running, slot.interrupted, slot.draining_kill = rows, set(), False
@@ -540,7 +548,7 @@ class ModelWorker:
         if slot.load_lines and self._logs is not None:  # the batch that waited for the load
             self._logs.add(rows, slot.load_lines)
         slot.load_lines = ()
-        began = time.monotonic()
+        began, sent_at = time.monotonic(), time.time()
         try:
             result = await asyncio.wait_for(replica.run(batch), timeout_s)
         except TimeoutError:
@@ -550,6 +558,8 @@ class ModelWorker:
             outcomes = batches.failed(rows, self._worker_id, now, ErrorCode.TIMEOUT, message)
             self._charge(slot, rows, outcomes, time.monotonic() - began)
             await self._finish(rows, outcomes)
+            if trace is not None:
+                trace.end(outcomes)
         except ReplicaError as exc:
             await replica.kill()
             await self._after_crash(slot, rows, exc)
@@ -557,12 +567,21 @@ class ModelWorker:
             wall_s = time.monotonic() - began
             slot.finishing = True
             outcomes, objects = batches.outcome(rows, result, self._worker_id, time.time())
+            log.debug("%s ran %d in %.1f ms", self.spec.name, len(rows), wall_s * 1000)
+            if trace is not None:
+                trace.ran(result.marks, sent_at, time.time())
             self._charge(slot, rows, outcomes, wall_s)
             if objects:
                 await self._storage.put_many(objects)
+            if trace is not None:
+                trace.stored(time.time())
             await self._finish(rows, outcomes)
+            if trace is not None:
+                trace.end(outcomes)
         finally:
             slot.running, slot.finishing = [], False
+            if trace is not None:  # requeued (the replica died), or not recorded
+                trace.end(error="the attempt did not complete")
 
     def _charge(
         self, slot: Slot, rows: list[Prediction], outcomes: list[Completion], wall_s: float
@@ -603,6 +622,19 @@ class ModelWorker:
         if releases:
             await self._persist.release(releases)
         self._signal.notify(self.spec.name)
+
+
+def _named(rows: list[Prediction], trace: BatchTrace | None) -> contextlib.ExitStack:
+    """A batch of one names its prediction in the worker's log lines (and makes its
+    span current, for the trace ids); a larger batch is no one prediction's."""
+    stack = contextlib.ExitStack()
+    if len(rows) == 1:
+        row = rows[0]
+        named = logsetup.bound(prediction_id=row.id, run_id=row.run_id, tenant=row.tenant)
+        stack.enter_context(named)
+        if trace is not None:
+            stack.enter_context(tracing.current(trace.spans[row.id]))
+    return stack
 
 
 def _leave_order(slot: Slot) -> tuple[int, int]:

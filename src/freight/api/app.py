@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
-from freight import metrics
+from freight import metrics, tracing
 from freight.api import docs, errors, openapi
 from freight.api.routes import (
     access,
@@ -22,6 +22,7 @@ from freight.api.routes import (
     predictions,
 )
 from freight.api.routes import usage as usage_routes
+from freight.api.traced import TraceMiddleware
 from freight.version import __version__
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ def create_app(
         app.include_router(module.router)
     docs.install(app)
     openapi.install(app)
+    if tracing.ENABLED:  # off, requests pass no layer at all
+        app.add_middleware(TraceMiddleware)
     return app
 
 

@@ -13,6 +13,7 @@ from fastapi import Depends, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import Request
 
+from freight import logsetup
 from freight.access import ANONYMOUS, Principal, Scope
 from freight.errors import ForbiddenError, UnauthorizedError
 
@@ -90,6 +91,7 @@ def principal(scope: Scope) -> Callable[..., Awaitable[Principal]]:
                 scope=str(scope),
             )
         request.state.principal = who
+        logsetup.bind(tenant=who.tenant)  # this request's log lines name it
         return who
 
     authenticated.__name__ = f"needs_{scope}"

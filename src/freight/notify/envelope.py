@@ -9,7 +9,8 @@ its JSON format) rather than by hand, so the document follows the spec's
 encoding rules (RFC 3339 times with ``Z``, ``specversion``, extension names).
 
 Two extension attributes, ``freighttarget`` and ``freightstatus``, let a
-consumer filter without parsing ``data``.
+consumer filter without parsing ``data``; ``traceparent`` (CloudEvents' distributed
+tracing extension), while tracing is on, names the span that sent it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def cloudevent(event: Event, source: str) -> CloudEvent:
         "freighttarget": event.target,
         "freightstatus": event.status,
     }
+    if event.traceparent:  # the distributed tracing extension
+        attributes["traceparent"] = event.traceparent
     return CloudEvent(attributes, event.data)
 
 

@@ -54,6 +54,9 @@ class Event:
     target: str
     status: str
     data: dict[str, Any] = field(default_factory=dict, hash=False)
+    # the W3C traceparent sinks pass on (a webhook's header, a broker message's), so a
+    # receiver's spans join the prediction's trace; None: tracing is off
+    traceparent: str | None = None
 
     @property
     def name(self) -> str:
@@ -62,7 +65,13 @@ class Event:
 
     @classmethod
     def for_prediction(
-        cls, id: str, data: dict[str, Any], *, timestamp: float, type: str | None = None
+        cls,
+        id: str,
+        data: dict[str, Any],
+        *,
+        timestamp: float,
+        type: str | None = None,
+        traceparent: str | None = None,
     ) -> Event:
         """The event for a rendered prediction object (``api/render.prediction_dict``):
         its id, target and status are read from it, its type from the status unless
@@ -80,6 +89,7 @@ class Event:
             target=str(plain["target"]),
             status=status,
             data=plain,
+            traceparent=traceparent,
         )
 
 

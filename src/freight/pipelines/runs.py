@@ -149,6 +149,7 @@ def _new_row(
         waiting_on=waiting_on,
         definition=run.definition if step.kind == RUN else None,
         tenant=run.tenant,
+        trace_context=run.trace_context,  # one trace per run, a span per step
     )
 
 

@@ -90,6 +90,7 @@ predictions = sa.Table(
     sa.Column("idempotency_key", sa.Text),
     sa.Column("request_hash", sa.Text),
     sa.Column("batch_size", sa.Integer),
+    sa.Column("trace_context", sa.Text),  # a W3C traceparent (migration 0010)
     sa.Column("run_id", sa.Text),
     sa.Column("step", sa.Text),
     sa.Column("item_index", sa.Integer),

@@ -100,6 +100,7 @@ class AmqpSink:
                 type=event.type,
                 timestamp=datetime.fromtimestamp(event.timestamp, UTC),
                 app_id="freight",
+                headers={"traceparent": event.traceparent} if event.traceparent else None,
             )
             await self._exchange.publish(
                 message, routing_key=event.type, mandatory=self.mandatory, timeout=self.timeout_s

@@ -133,7 +133,9 @@ class KafkaSink:
     async def send(self, event: Event) -> Outcome:
         if self._producer is None:
             return Outcome.failed("the sink is not open")
-        headers: Headers = [("content-type", CONTENT_TYPE.encode())]
+        headers: list[tuple[str, bytes]] = [("content-type", CONTENT_TYPE.encode())]
+        if event.traceparent:
+            headers.append(("traceparent", event.traceparent.encode()))
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._producer.send_and_wait(

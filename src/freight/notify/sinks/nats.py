@@ -126,6 +126,8 @@ class NatsSink:
         if self._js is None:
             return Outcome.failed("the sink is not open")
         headers = {"Nats-Msg-Id": event.id, "Content-Type": CONTENT_TYPE}
+        if event.traceparent:
+            headers["traceparent"] = event.traceparent
         try:
             await self._js.publish(
                 self.subject,

@@ -78,6 +78,8 @@ class RedisSink:
                 "id": event.id,
                 "type": event.type,
             }
+            if event.traceparent:
+                fields["traceparent"] = event.traceparent
             async with asyncio.timeout(self.timeout_s):
                 await self._client.xadd(
                     self.stream,

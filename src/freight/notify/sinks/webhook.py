@@ -265,6 +265,8 @@ class WebhookSink:
         body = webhook_body(event)
         headers = self._secrets.headers(event.id, datetime.now(UTC), body.decode())
         headers["content-type"] = "application/json"
+        if event.traceparent:  # the receiver's spans join the prediction's trace
+            headers["traceparent"] = event.traceparent
         client = self._ensure_client()
         # stream: the status is all we need; a huge answer is never read
         async with client.stream("POST", self._url, content=body, headers=headers) as resp:
