@@ -11,6 +11,7 @@ attempt; a row ends ``delivered``, ``dead`` (retries exhausted) or ``stopped``
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -74,4 +75,62 @@ class DeliveryResult:
     next_at: float | None = None
 
 
-__all__ = ["DeliveryAttempt", "DeliveryResult", "DeliveryStatus", "OutboxRow"]
+class NotificationState(enum.StrEnum):
+    """How a prediction's notifications went, as one word (worst first)."""
+
+    DEAD = "dead"  # an event was never delivered: retries exhausted
+    FAILING = "failing"  # an event is still retried after a failed attempt
+    PENDING = "pending"  # an event is on its way, none failed; or the prediction goes on
+    STOPPED = "stopped"  # a receiver said 410 Gone: it gets no more events
+    DELIVERED = "delivered"  # the prediction ended and every event was delivered
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationSummary:
+    """A prediction's outbox rows counted by how each went; the counts partition
+    ``deliveries``. ``failing``: not yet delivered (``pending`` or ``sending``) after
+    at least one failed attempt (a redelivered row counts until it is delivered);
+    ``pending``: not yet delivered, no attempt failed."""
+
+    state: NotificationState
+    deliveries: int
+    delivered: int
+    pending: int
+    failing: int
+    dead: int
+    stopped: int
+
+
+def summarize(counts: Iterable[tuple[str, int, int]], *, ended: bool) -> NotificationSummary:
+    """The summary of a prediction's outbox rows, given as ``(status, attempts, rows)``.
+
+    The state is the worst of its rows: ``dead``, then ``failing``, then ``pending``,
+    then ``stopped``; ``delivered`` only once the prediction has ``ended`` (before, its
+    later events are still to come, so it is ``pending``). A prediction that ended
+    owing no event at all is ``delivered`` (vacuously)."""
+    by = dict.fromkeys(("delivered", "pending", "failing", "dead", "stopped"), 0)
+    for status, attempts, rows in counts:
+        unfinished = status in (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+        # a row being sent has its current attempt counted: earlier ones failed
+        tried = attempts - (1 if status == DeliveryStatus.SENDING else 0)
+        key = ("failing" if tried > 0 else "pending") if unfinished else str(status)
+        by[key] += rows
+    order = (
+        (NotificationState.DEAD, by["dead"]),
+        (NotificationState.FAILING, by["failing"]),
+        (NotificationState.PENDING, by["pending"] + (0 if ended else 1)),
+        (NotificationState.STOPPED, by["stopped"]),
+    )
+    state = next((s for s, n in order if n), NotificationState.DELIVERED)
+    return NotificationSummary(state=state, deliveries=sum(by.values()), **by)
+
+
+__all__ = [
+    "DeliveryAttempt",
+    "DeliveryResult",
+    "DeliveryStatus",
+    "NotificationState",
+    "NotificationSummary",
+    "OutboxRow",
+    "summarize",
+]

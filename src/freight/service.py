@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -26,6 +26,7 @@ from freight.access import ANONYMOUS, Principal
 from freight.backlog import BacklogGauge
 from freight.config import Settings
 from freight.confine import confine
+from freight.deliveries import summarize
 from freight.errors import (
     ConflictError,
     ForbiddenError,
@@ -499,7 +500,17 @@ class PredictionService:
         """The prediction object (:func:`freight.views.render`); a pipeline run with its
         steps map (one more query)."""
         steps = await self.steps(row.id) if row.kind == RUN else None
-        return await render(row, self.presigner(absolute), steps=steps, upload_url=upload_url)
+        body = await render(row, self.presigner(absolute), steps=steps, upload_url=upload_url)
+        if row.notify is not None:  # it has subscriptions: how their events went
+            body["notifications"] = await self.notifications(row)
+        return body
+
+    async def notifications(self, row: Prediction) -> dict[str, Any]:
+        """The summary of a prediction's notifications (:func:`summarize`): one
+        grouped count of its outbox rows."""
+        counts = await self._store.execute(lambda: ops.delivery_counts(row.id), write=False)
+        summary = summarize(counts, ended=row.status.terminal)
+        return asdict(summary) | {"state": str(summary.state)}
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

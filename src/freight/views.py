@@ -147,6 +147,9 @@ def prediction_dict(
         "upload_url": upload_url,
         "error": error_of(p),
         "metadata": _fragment(p.metadata) or {},
+        # how its notifications went (``deliveries.summarize``), filled in by the service
+        # for a prediction with subscriptions; None in the notifications themselves
+        "notifications": None,
         "urls": {
             "self": base,
             "cancel": f"{base}/cancel",

@@ -260,3 +260,101 @@ def test_a_stopped_event_is_redelivered_with_its_event_id(
         unknown = client.post("/v1/deliveries/nosuch%23x/redeliver")
         assert unknown.status_code == 404
         assert unknown.json()["error"]["code"] == "delivery_not_found"
+
+
+def test_a_dead_webhook_shows_apart_from_the_status_and_the_sdk_redelivers_it(
+    make_server: Callable[..., Server], receiver: Receiver
+) -> None:
+    """A receiver refusing until both events die: the prediction is ``succeeded`` while
+    its ``notifications`` are ``dead``; ``client.redeliver`` sends each again with its
+    original webhook-id to the receiver, back, and the state becomes ``delivered``;
+    another tenant's key gets 404 ``delivery_not_found`` and changes nothing."""
+    from freight.client import Client, FreightClientError
+
+    server = make_server(models=["Echo"], **FAST_DELIVERY, FREIGHT_DELIVERY_MAX_AGE_S="0.3")
+    keys = tenant_keys(server, "tenant-a", "tenant-b")
+    receiver.answer = 503
+    with Client(server.url, api_key=keys["tenant-a"]) as a:
+        secret = a_secret(server, keys["tenant-a"])
+        created = a.predict(
+            "echo", {"x": 1}, webhook=receiver.url, webhook_events=["started", "completed"]
+        )
+        assert created.wait(timeout=60).status == "succeeded"
+
+        def dead() -> list[Any] | None:
+            found = a.deliveries(created.id)
+            return found if [d.status for d in found] == ["dead", "dead"] else None
+
+        started, completed = wait_until(dead)
+        shown = a.get(created.id)
+        assert shown.status == "succeeded" and shown.notifications is not None
+        assert (shown.notifications.state, shown.notifications.dead) == ("dead", 2)
+        first_ids = {h["webhook-id"] for h, _ in list(receiver.received)}
+        assert first_ids == {started.event_id, completed.event_id}
+
+        with (
+            Client(server.url, api_key=keys["tenant-b"]) as b,
+            pytest.raises(FreightClientError) as foreign,
+        ):
+            b.redeliver(started.id)
+        assert (foreign.value.status, foreign.value.code) == (404, "delivery_not_found")
+        assert a.deliveries(created.id)[0].status == "dead"
+
+        receiver.answer = 200
+        for delivery in (started, completed):
+            again = a.redeliver(delivery.id)
+            assert (again.id, again.event_id) == (delivery.id, delivery.event_id)
+            assert again.status in ("pending", "sending", "delivered")
+
+        def delivered() -> Any:
+            summary = a.get(created.id).notifications
+            return summary if summary is not None and summary.state == "delivered" else None
+
+        summary = wait_until(delivered)
+        assert (summary.deliveries, summary.delivered, summary.dead) == (2, 2, 0)
+        with pytest.raises(FreightClientError) as done:
+            a.redeliver(started.id)
+        assert (done.value.status, done.value.code) == (409, "invalid_state")
+    got = receiver.accepted(secret)
+    assert [(g["type"], g["webhook-id"]) for g in got] == [
+        ("prediction.started", started.event_id),
+        ("prediction.completed", completed.event_id),
+    ]
+
+
+def test_a_prediction_without_subscriptions_has_no_notifications(
+    make_server: Callable[..., Server],
+) -> None:
+    """``notifications`` is null for a prediction nobody subscribed to."""
+    server = make_server(models=["Echo"])
+    with server.client() as client:
+        done = wait_done(client, create(client, "echo", {"x": 1})["id"])
+    assert done["status"] == "succeeded" and done["notifications"] is None
+
+
+def tenant_keys(server: Server, *tenants: str) -> dict[str, str]:
+    """An admin key made by the loopback operator, then a predict+read key per tenant."""
+    import httpx
+
+    def make(client: httpx.Client, tenant: str, *scopes: str) -> str:
+        made = client.post("/v1/keys", json={"tenant": tenant, "scopes": list(scopes)})
+        assert made.status_code == 201, made.text
+        token: str = made.json()["token"]
+        return token
+
+    with server.client() as anonymous:
+        admin = make(anonymous, "ops", "admin")
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}) as ops:
+        return {tenant: make(ops, tenant, "predict", "read") for tenant in tenants}
+
+
+def a_secret(server: Server, token: str) -> str:
+    """The key's tenant's webhook signing secret."""
+    import httpx
+
+    answer = httpx.get(
+        f"{server.url}/v1/webhooks/secret", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200, answer.text
+    secret: str = answer.json()["secret"]
+    return secret

@@ -152,6 +152,60 @@ def test_deliveries_of_an_unknown_prediction_exits_1(api: Api) -> None:
     assert "prediction_not_found" in result.stderr
 
 
+def test_redeliver_prints_the_delivery_and_unknown_ids_exit_1(api: Api) -> None:
+    """redeliver ID POSTs the quoted id and says which event goes where again; a 404
+    exits 1 with the server's code."""
+    path = "/v1/deliveries/p1:completed:1#0/redeliver"
+    body = {"error": {"code": "delivery_not_found", "message": "no delivery", "detail": {}}}
+    api.on(
+        "POST",
+        path,
+        httpx.Response(200, json=delivery(id="p1:completed:1#0")),
+        httpx.Response(404, json=body),
+    )
+    result = runner.invoke(app, ["redeliver", "p1:completed:1#0"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "completed to webhook https://h.test/in: pending" in result.stdout
+    assert "p1:completed:1" in result.stdout
+    missing = runner.invoke(app, ["redeliver", "p1:completed:1#0"])
+    assert missing.exit_code == 1 and "delivery_not_found" in missing.stderr
+
+
+def test_deliveries_redeliver_dead_sends_only_the_dead_ones(api: Api) -> None:
+    """--redeliver-dead redelivers each dead delivery (not the delivered one), then shows
+    the list again."""
+    rows = [
+        delivery(id="p1:started:1#0", event="started", status="delivered"),
+        delivery(id="p1:completed:1#0", status="dead"),
+    ]
+    after = [rows[0], rows[1] | {"status": "pending"}]
+    api.on(
+        "GET",
+        "/v1/predictions/p1/deliveries",
+        httpx.Response(200, json={"data": rows}),
+        httpx.Response(200, json={"data": after}),
+    )
+    api.on("POST", "/v1/deliveries/p1:completed:1#0/redeliver", httpx.Response(200, json=after[1]))
+    result = runner.invoke(app, ["deliveries", "p1", "--redeliver-dead"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "sent 1 dead notification(s) again" in result.stderr
+    assert [r.method for r in api.requests] == ["GET", "POST", "GET"]
+    assert "dead" not in result.stdout and "p1:completed:1#0" in result.stdout
+
+
+def test_status_shows_the_notifications_apart_from_the_status(api: Api) -> None:
+    """status ID: a notifications row with the state and its non-zero counts."""
+    summary = {"state": "failing", "deliveries": 3, "delivered": 1, "failing": 2}
+    api.on(
+        "GET",
+        "/v1/predictions/p1",
+        httpx.Response(200, json=prediction("succeeded") | {"notifications": summary}),
+    )
+    result = runner.invoke(app, ["status", "p1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "failing (1 delivered, 2 failing of 3)" in result.stdout
+
+
 def test_webhooks_secret_prints_it_alone_and_says_how_to_verify(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

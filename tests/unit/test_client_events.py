@@ -240,6 +240,59 @@ def test_deliveries_parse_times_and_tries(api: Api, client: Client) -> None:
     assert [t.status_code for t in only.tries] == [503]
 
 
+DELIVERY_ID = "p1:completed:1#0"
+REDELIVER = "/v1/deliveries/p1:completed:1#0/redeliver"
+
+
+def test_redeliver_quotes_the_id_and_returns_the_delivery(api: Api) -> None:
+    """redeliver(id) POSTs the id quoted whole ('#' included) and returns the delivery;
+    the server's 404 and 409 arrive as FreightClientError with their codes, sync and
+    async alike."""
+    body = {"id": DELIVERY_ID, "sink": "webhook https://h.test/in", "event_id": "p1:completed:1"}
+    api.on(
+        "POST",
+        REDELIVER,
+        httpx.Response(200, json=body | {"event": "completed", "status": "pending"}),
+        error(404, "delivery_not_found"),
+        error(409, "invalid_state"),
+    )
+    with Client("http://freight.test", transport=httpx.MockTransport(api)) as client:
+        again = client.redeliver(DELIVERY_ID)
+        assert (again.id, again.status, again.event_id) == (
+            DELIVERY_ID,
+            "pending",
+            "p1:completed:1",
+        )
+        with pytest.raises(FreightClientError) as missing:
+            client.redeliver(DELIVERY_ID)
+    assert (missing.value.status, missing.value.code) == (404, "delivery_not_found")
+    assert api.requests[0].url.raw_path == b"/v1/deliveries/p1%3Acompleted%3A1%230/redeliver"
+    assert api.requests[0].method == "POST"
+
+
+async def test_the_async_client_redelivers(api: Api) -> None:
+    """AsyncClient.redeliver runs the same flow: a 409 is invalid_state."""
+    api.on("POST", REDELIVER, error(409, "invalid_state"))
+    async with AsyncClient("http://freight.test", transport=httpx.MockTransport(api)) as client:
+        with pytest.raises(FreightClientError) as caught:
+            await client.redeliver(DELIVERY_ID)
+    assert (caught.value.status, caught.value.code) == (409, "invalid_state")
+
+
+def test_a_prediction_carries_its_notifications_summary(api: Api, client: Client) -> None:
+    """get() parses ``notifications`` (None where the server sends null or nothing)."""
+    summary = {"state": "dead", "deliveries": 2, "delivered": 1, "dead": 1}
+    api.on(
+        "GET",
+        "/v1/predictions/p1",
+        httpx.Response(200, json=prediction("succeeded", notifications=summary)),
+        httpx.Response(200, json=prediction("succeeded")),
+    )
+    got = client.get("p1").notifications
+    assert got is not None and (got.state, got.dead, got.failing) == ("dead", 1, 0)
+    assert client.get("p1").notifications is None
+
+
 def test_webhook_goes_in_the_body_or_the_query(api: Api, client: Client) -> None:
     """predict() sends ``webhook: {url, events}``; run() and run_pipeline() query parameters."""
     api.on("POST", "/v1/predictions", httpx.Response(202, json=prediction()))

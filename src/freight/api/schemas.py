@@ -137,6 +137,24 @@ class StepOut(BaseModel):
     items: list[StepItemOut] | None = Field(None, description="for_each steps only")
 
 
+class NotificationsOut(BaseModel):
+    """A prediction's notifications (one per event and subscription) counted by how
+    each went; the counts add up to ``deliveries``."""
+
+    state: Literal["dead", "failing", "pending", "stopped", "delivered"] = Field(
+        description="the worst: dead (an event's retries ran out), failing (an event is "
+        "retried after a failed attempt), pending (an event is on its way, or the "
+        "prediction has not ended), stopped (a receiver answered 410 Gone), delivered "
+        "(it ended and every event was delivered)"
+    )
+    deliveries: int = Field(description="one per event and subscription, so far")
+    delivered: int
+    pending: int = Field(description="not yet delivered, no attempt failed")
+    failing: int = Field(description="not yet delivered after at least one failed attempt")
+    dead: int = Field(description="retried for delivery_max_age_s, never delivered")
+    stopped: int = Field(description="the receiver answered 410 Gone")
+
+
 class PredictionOut(BaseModel):
     id: str
     target: str
@@ -162,6 +180,11 @@ class PredictionOut(BaseModel):
     upload_url: str | None
     error: ErrorInfo | None
     metadata: dict[str, Any]
+    notifications: NotificationsOut | None = Field(
+        None,
+        description="how its notifications went, apart from its own status (null: it has "
+        "no subscriptions; null in the notifications themselves)",
+    )
     urls: dict[str, str]
     run_id: str | None = Field(None, description="a pipeline step: the run it belongs to")
     step: str | None = Field(None, description="a pipeline step: its name in the run")

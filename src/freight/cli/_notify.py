@@ -1,4 +1,5 @@
-"""The notification commands: ``freight deliveries ID`` and ``freight webhooks secret``.
+"""The notification commands: ``freight deliveries ID``, ``freight redeliver
+DELIVERY_ID`` and ``freight webhooks secret``.
 
 Kept apart from ``_app.py`` (the prediction commands) and registered on the same
 Typer app when the CLI package is imported. ``webhooks secret`` reads the
@@ -33,12 +34,23 @@ VERIFY_HINT = (
 def deliveries(
     ctx: typer.Context,
     prediction_id: Annotated[str, typer.Argument(metavar="ID", help="Prediction id.")],
+    redeliver_dead: Annotated[
+        bool,
+        typer.Option("--redeliver-dead", help="Send every dead one again now, then show them all."),
+    ] = False,
     url: UrlOption = None,
 ) -> None:
-    """Show a prediction's notifications: each event per sink, its status, attempts, the
-    receiver's last answer and when it is retried."""
+    """Show a prediction's notifications: each event per sink (its id names it to
+    ``freight redeliver``), its status, attempts, the receiver's last answer and when it
+    is retried."""
     with _client(ctx, url) as client:
         found = client.deliveries(prediction_id)
+        dead = [d for d in found if d.status == "dead"] if redeliver_dead else []
+        for d in dead:
+            client.redeliver(d.id)
+        if dead:
+            err.print(f"sent {len(dead)} dead notification(s) again")
+            found = client.deliveries(prediction_id)
     if not found:
         out.print(
             f"no notifications for {prediction_id} (it was created without a webhook "
@@ -46,6 +58,23 @@ def deliveries(
         )
         return
     out.print(_render.deliveries_table(prediction_id, found))
+
+
+@app.command()
+def redeliver(
+    ctx: typer.Context,
+    delivery_id: Annotated[
+        str,
+        typer.Argument(metavar="DELIVERY_ID", help="A delivery's id (freight deliveries ID)."),
+    ],
+    url: UrlOption = None,
+) -> None:
+    """Send a notification again now, with its original event id (receivers de-duplicate
+    on it): one that died, was stopped by a 410 or waits for its retry. Exits 1 with
+    delivery_not_found (unknown) or invalid_state (being sent, or delivered)."""
+    with _client(ctx, url) as client:
+        again = client.redeliver(delivery_id)
+    out.print(_render.redelivered(again))
 
 
 @webhooks.command("secret")

@@ -15,7 +15,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from freight.client import Delivery, ModelInfo, PipelineInfo, Prediction, StepInfo, StreamEvent
+from freight.client import (
+    Delivery,
+    ModelInfo,
+    Notifications,
+    PipelineInfo,
+    Prediction,
+    StepInfo,
+    StreamEvent,
+)
 
 STATUS_STYLES = {
     "pending": "dim yellow",
@@ -37,6 +45,9 @@ DELIVERY_STYLES = {
     "dead": "bold red",
     "stopped": "dim",
 }
+
+
+NOTIFICATION_STYLES = DELIVERY_STYLES | {"failing": "bold yellow"}
 
 
 def status_text(status: str) -> Text:
@@ -86,8 +97,19 @@ def prediction_panel(p: Prediction) -> RenderableType:
         table.add_row("error", Text(f"{p.error.code}: {p.error.message}", style="red"))
     if p.metadata:
         table.add_row("metadata", json.dumps(p.metadata))
+    if p.notifications is not None:
+        table.add_row("notifications", notifications_text(p.notifications))
     panel = Panel(table, title=f"prediction {p.id}", expand=False)
     return panel if not p.steps else Group(panel, steps_table(p.steps))
+
+
+def notifications_text(n: Notifications) -> Text:
+    """``dead: 1 of 2 dead`` — the state, then the counts that are not zero."""
+    counts = ("delivered", "pending", "failing", "dead", "stopped")
+    parts = [f"{getattr(n, name)} {name}" for name in counts if getattr(n, name)]
+    text = Text(n.state, style=NOTIFICATION_STYLES.get(n.state, ""))
+    text.append(f" ({', '.join(parts)} of {n.deliveries})" if parts else " (none owed)")
+    return text
 
 
 def models_table(models: list[ModelInfo]) -> Table:
@@ -246,14 +268,23 @@ def problems(detail: dict[str, Any]) -> list[str]:
     return lines
 
 
+def redelivered(d: Delivery) -> Text:
+    """What ``freight redeliver`` says: which event goes where again, and its status."""
+    text = Text(f"{d.event} to {d.sink}: ")
+    text.append(d.status, style=DELIVERY_STYLES.get(d.status, ""))
+    text.append(f" (event id {d.event_id}, {d.attempts} attempt(s) so far)")
+    return text
+
+
 def deliveries_table(prediction_id: str, deliveries: list[Delivery]) -> Table:
     """A prediction's notifications: where each event goes and how its delivery went."""
     table = Table(title=f"deliveries of {prediction_id}")
     now = datetime.now(UTC)
-    for column in ("sink", "event", "status", "attempts", "last", "next retry"):
+    for column in ("id", "sink", "event", "status", "attempts", "last", "next retry"):
         table.add_column(column, justify="right" if column == "attempts" else "left")
     for d in deliveries:
         table.add_row(
+            Text(d.id, overflow="fold"),
             Text(d.sink),
             Text(d.event),
             Text(d.status, style=DELIVERY_STYLES.get(d.status, "")),

@@ -261,6 +261,13 @@ class AsyncClient:
         """The prediction's notifications (one per event and subscription) and their tries."""
         return await self._drive(_flows.deliveries(prediction_id))
 
+    async def redeliver(self, delivery_id: str) -> Delivery:
+        """Send a notification (``Delivery.id``) again now, with its original event id: one
+        that died, was stopped by a 410 or waits for its retry. Raises
+        :class:`FreightClientError` 404 ``delivery_not_found`` (unknown, or another
+        tenant's), 409 ``invalid_state`` (being sent, or delivered)."""
+        return await self._drive(_flows.redeliver(delivery_id))
+
     async def cancel(self, prediction_id: str) -> Prediction:
         return await self._drive(_flows.cancel(prediction_id))
 

@@ -193,6 +193,15 @@ class Follower:
             )
 
 
+def delivery_from(response: httpx.Response) -> Delivery:
+    try:
+        return Delivery.model_validate(json_body(response))
+    except ValidationError as exc:
+        raise FreightClientError(
+            response.status_code, "invalid_response", "not a delivery"
+        ) from exc
+
+
 def deliveries_from(response: httpx.Response) -> list[Delivery]:
     body: Any = json_body(response)
     try:

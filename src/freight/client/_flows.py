@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack
 from urllib.parse import quote
 
-from freight.client._events import deliveries_from
+from freight.client._events import deliveries_from, delivery_from
 from freight.client._models import (
     BatchJob,
     Delivery,
@@ -200,6 +200,12 @@ def wait_for(
 def deliveries(prediction_id: str) -> Flow[list[Delivery]]:
     """The prediction's notifications: one per event and subscription, with their tries."""
     return deliveries_from((yield from request(Call("GET", _path(prediction_id) + "/deliveries"))))
+
+
+def redeliver(delivery_id: str) -> Flow[Delivery]:
+    """Send one of a prediction's notifications again now, with its original event id."""
+    call = Call("POST", f"/v1/deliveries/{quote(delivery_id, safe='')}/redeliver")
+    return delivery_from((yield from request(call)))
 
 
 def cancel(prediction_id: str) -> Flow[Prediction]:

@@ -107,6 +107,22 @@ class StepInfo(_Wire):
     items: list[StepItem] | None = None
 
 
+class Notifications(_Wire):
+    """How a prediction's notifications went, apart from its own status: its outbox
+    rows (one per event and subscription) counted, the counts adding up to
+    ``deliveries``, and ``state`` the worst of them: ``dead``, ``failing`` (retried
+    after a failed attempt), ``pending``, ``stopped`` (410 Gone), then ``delivered``
+    (the prediction ended and every event was delivered)."""
+
+    state: str
+    deliveries: int = 0
+    delivered: int = 0
+    pending: int = 0
+    failing: int = 0
+    dead: int = 0
+    stopped: int = 0
+
+
 class Prediction(_Wire):
     """One prediction as the API reports it, at the moment it was fetched. A pipeline
     run carries ``steps`` (by name, in run order); a step carries its ``run_id`` and
@@ -139,6 +155,8 @@ class Prediction(_Wire):
     step: str | None = None
     item_index: int | None = None
     steps: dict[str, StepInfo] | None = None
+    #: None where it has no subscriptions (nobody is notified of it)
+    notifications: Notifications | None = None
 
     @property
     def terminal(self) -> bool:

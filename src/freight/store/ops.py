@@ -303,6 +303,12 @@ def deliveries(prediction_id: str) -> Op[tuple[list[OutboxRow], list[DeliveryAtt
     return rows, attempts
 
 
+def delivery_counts(prediction_id: str) -> Op[list[tuple[str, int, int]]]:
+    """The prediction's outbox rows as ``(status, attempts, rows)`` groups."""
+    found = yield Sql(sql.DELIVERY_COUNTS, {"id": prediction_id})
+    return [(str(status), int(attempts), int(rows)) for status, attempts, rows in found]
+
+
 def outbox_row(outbox_id: str) -> Op[OutboxRow | None]:
     rows = yield Sql(sql.OUTBOX_ROW, {"id": outbox_id})
     return outbox_row_of(rows[0]) if rows else None

@@ -448,6 +448,10 @@ OUTBOX_OF = (
 ATTEMPTS_OF = """
 SELECT outbox_id, attempt, prediction_id, at, status_code, error, next_at
 FROM delivery_attempts WHERE prediction_id = :id ORDER BY at, outbox_id, attempt"""
+# a prediction's outbox rows counted by status and attempts (its ix_outbox_prediction
+# index; no attempts read): what ``deliveries.summarize`` makes the summary of
+DELIVERY_COUNTS = """
+SELECT status, attempts, count(*) FROM outbox WHERE prediction_id = :id GROUP BY status, attempts"""
 WEBHOOK_SECRETS = (
     "SELECT secret, created_at, retired_at FROM webhook_secrets WHERE tenant = :tenant ORDER BY id"
 )

@@ -1,0 +1,76 @@
+"""A prediction's notification summary from one grouped count of its outbox rows, on
+every store backend: pending, failing (a failed attempt, being sent again), delivered,
+dead and stopped rows each counted once, and the state the worst of them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from freight.deliveries import DeliveryStatus, NotificationState, summarize
+from freight.store import Store, open_store, ops
+from tests.contract.test_store_outbox import BOTH, T0, make, ok, run_once
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def counts(store: Store, prediction_id: str) -> list[tuple[str, int, int]]:
+    return sorted(await store.execute(lambda: ops.delivery_counts(prediction_id), write=False))
+
+
+async def test_counts_group_rows_by_status_and_attempts(store: Store) -> None:
+    """Three rows written pending; one failing then claimed again (sending, attempt 2),
+    one dead, one delivered: each group counted, the state dead; another prediction's
+    rows are not counted."""
+    p = make(notify=[*BOTH, {"sink": "c", "events": ["completed"]}])
+    other = make()
+    for row in (p, other):
+        await store.create(row)
+    await run_once(store, p)
+    assert await counts(store, p.id) == [("pending", 0, 4)]
+    assert summarize(await counts(store, p.id), ended=True).state == NotificationState.PENDING
+
+    claimed = await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 2)
+    by_sub = {r.subscription: r for r in claimed}
+    failed: dict[str, Any] = {"status": DeliveryStatus.PENDING, "status_code": 503}
+    await store.finish_deliveries(
+        [
+            ok(by_sub[0].id, **failed, next_at=T0 + 3),  # the started event, retried
+            ok(by_sub[1].id, status=DeliveryStatus.DEAD, status_code=500),
+            ok(by_sub[2].id),
+        ]
+    )
+    assert await counts(store, p.id) == [
+        ("dead", 1, 1),
+        ("delivered", 1, 1),
+        ("pending", 0, 1),
+        ("pending", 1, 1),
+    ]
+    (again,) = await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 4)
+    assert again.attempts == 2
+    found = await counts(store, p.id)
+    assert ("sending", 2, 1) in found
+    summary = summarize(found, ended=True)
+    assert (summary.deliveries, summary.pending, summary.failing) == (4, 1, 1)
+    assert (summary.delivered, summary.dead, summary.stopped) == (1, 1, 0)
+    assert summary.state == NotificationState.DEAD
+    assert await counts(store, make().id) == []
+
+
+async def test_a_stopped_subscription_counts_stopped(store: Store) -> None:
+    """A 410 to the started event stops the completed one too: two stopped rows."""
+    p = make(notify=[{"url": "http://a", "events": ["started", "completed"]}])
+    await store.create(p)
+    await run_once(store, p)
+    (started,) = await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 2)
+    await store.finish_deliveries([ok(started.id, status=DeliveryStatus.STOPPED, status_code=410)])
+    summary = summarize(await counts(store, p.id), ended=True)
+    assert (summary.state, summary.stopped, summary.deliveries) == (NotificationState.STOPPED, 2, 2)
