@@ -104,7 +104,7 @@ def prediction_panel(p: Prediction) -> RenderableType:
 
 
 def notifications_text(n: Notifications) -> Text:
-    """``dead: 1 of 2 dead`` — the state, then the counts that are not zero."""
+    """``dead (1 delivered, 1 dead of 2)``: the state, then the counts that are not zero."""
     counts = ("delivered", "pending", "failing", "dead", "stopped")
     parts = [f"{getattr(n, name)} {name}" for name in counts if getattr(n, name)]
     text = Text(n.state, style=NOTIFICATION_STYLES.get(n.state, ""))
