@@ -375,6 +375,11 @@ class PredictionService:
         """The prediction's log lines whose seq is over ``after`` (at most ``limit``,
         capped at ``logs.MAX_PAGE``); another tenant's id answers as an unknown one."""
         await self.get(prediction_id, principal)
+        return await self.lines(prediction_id, after=after, limit=limit)
+
+    async def lines(self, prediction_id: str, *, after: int, limit: int) -> list[LogLine]:
+        """:meth:`logs` without the lookup, for a caller that already made it (an event
+        stream, once before it starts): one indexed read, empty for an unknown id."""
         limit = max(1, min(limit, MAX_LOG_PAGE))
         return await self._store.execute(
             lambda: store_logs.read(prediction_id, after, limit), write=False

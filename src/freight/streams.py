@@ -25,6 +25,25 @@ subject's terminal event always last). A transition stamped earlier than one
 already streamed but committed later (two steps on two workers racing a poll)
 is streamed when seen, with the next id; a replay places it by its stamp, so a
 stream resumed across exactly such a race may repeat or skip that one event.
+
+A prediction's log lines (what its model printed, :mod:`freight.logs`) are ``log``
+events between its rungs, each line once. They are numbered by the store already
+(``seq``, from 1 per prediction), apart from the rungs, and neither order can be
+derived from the other on a replay (a line and a claim race), so an event's id is
+the pair of both counts as they stand after it, a :class:`Cursor`: ``"3"`` while no
+line has been sent (a prediction that prints nothing streams exactly as before
+lines existed), ``"3-17"`` after line 17. Resuming after ``"3-17"`` replays the rungs
+past the third and the lines past the 17th; an id without a line part (a client
+that never asked for lines) resumes the lines from the first. Lines are read after
+the row, and only once the row shows it started (a queued prediction has printed
+nothing: its stream reads no lines); the agent writes a batch's lines before it
+records the batch's end, so the lines read after the row showed the end are the
+last, and the terminal event still ends the stream. Embedded, the agent's
+:func:`~freight.logs.signal_key` wakes the stream at once (and only the lines are
+read again); another process's lines are found at the next poll (``poll_s``), one
+bounded read of the lines after the last seq sent. A pipeline run's stream carries
+no lines (its steps' are read by each step's id); a marker line updated after it was
+sent (the bytes dropped past the bound, counted on) is not sent again.
 """
 
 from __future__ import annotations
@@ -34,8 +53,10 @@ import math
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import Self
 
 from freight.errors import NotFoundError
+from freight.logs import MAX_PAGE, LogLine, signal_key
 from freight.pipelines.runs import RUN
 from freight.prediction import Prediction, Status
 from freight.service import PredictionService
@@ -44,21 +65,53 @@ from freight.service import PredictionService
 #: once; a claim, ``running``, sends no signal): the settings' ``event_poll_s``
 POLL_S = 1.0
 STEP_PREFIX = "step."
+LOG = "log"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a stream stands: the rungs sent (``events``) and the last line's ``seq``;
+    written ``"3"`` or ``"3-17"`` (an event's id, ``Last-Event-ID``)."""
+
+    events: int = 0
+    seq: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.events}-{self.seq}" if self.seq else str(self.events)
+
+    @classmethod
+    def parse(cls, text: str) -> Self:
+        """The cursor an id names (``ValueError`` for anything else)."""
+        events, dash, seq = text.partition("-")
+        if not events.isdigit() or (dash and not seq.isdigit()):
+            raise ValueError(f"not an event id: {text!r}")
+        return cls(int(events), int(seq) if dash else 0)
 
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
-    """One event: its id within the prediction (1, 2, ...), its type (a rung's name,
-    ``step.<rung>`` for a run's step) and the row it is about, as read when sent."""
+    """One event: the rungs sent up to it (1, 2, ...), its type (a rung's name,
+    ``step.<rung>`` for a run's step, ``log`` for a line) and the row it is about, as
+    read when sent (the subject's, for a line); ``seq`` is the last line sent with or
+    before it, ``line`` the line of a ``log`` event."""
 
     id: int
     type: str
     prediction: Prediction
+    seq: int = 0
+    line: LogLine | None = None
+
+    @property
+    def cursor(self) -> Cursor:
+        """Where a stream resumed after this event starts (its id on the wire)."""
+        return Cursor(self.id, self.seq)
 
     @property
     def final(self) -> bool:
         """True for the subject's terminal event: the last of the stream."""
-        return not self.type.startswith(STEP_PREFIX) and Status(self.type).terminal
+        if self.line is not None or self.type.startswith(STEP_PREFIX):
+            return False
+        return Status(self.type).terminal
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,48 +226,107 @@ def _left(poll_s: float, deadline: float | None) -> float:
     return poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
 
 
+async def _lines(svc: PredictionService, prediction_id: str, after: int) -> list[LogLine]:
+    """Every line past ``after``, a page (``MAX_PAGE``) at a time: one indexed read when
+    there is none; at most ``max_log_bytes`` of text in all."""
+    found: list[LogLine] = []
+    while True:
+        page = await svc.lines(prediction_id, after=after, limit=MAX_PAGE)
+        found.extend(page)
+        if len(page) < MAX_PAGE:
+            return found
+        after = page[-1].seq
+
+
+def _start(after: Cursor | int | None) -> Cursor:
+    return after if isinstance(after, Cursor) else Cursor(after or 0)
+
+
+@dataclass(slots=True)
+class _Sent:
+    """What a stream has sent: its rungs (by key) and the last line's seq, over what the
+    client had before it connected (``start``: nothing up to it is sent again)."""
+
+    start: Cursor
+    seen: set[tuple[str, int]] = field(default_factory=set)
+
+    def rung(self, transition: _Transition, seq: int) -> StreamEvent | None:
+        self.seen.add(transition.key)
+        if len(self.seen) <= self.start.events:
+            return None
+        return StreamEvent(len(self.seen), transition.type, transition.row, seq)
+
+    def line(self, row: Prediction, line: LogLine) -> StreamEvent:
+        return StreamEvent(max(len(self.seen), self.start.events), LOG, row, line.seq, line)
+
+
+async def _round(
+    svc: PredictionService, followed: _Followed, sent: _Sent, seq: int, logs: bool
+) -> list[StreamEvent]:
+    """The events of what was just read: the new rungs, then the new lines (once the
+    subject ran), then the subject's terminal event (the last: after every line)."""
+    found = [t for t in history(followed.row, followed.heads.values()) if t.key not in sent.seen]
+    end = found.pop() if found and found[-1].order == 0 and found[-1].rung == 3 else None
+    out = [sent.rung(t, seq) for t in found]
+    if logs and followed.row.started_at is not None:
+        for line in await _lines(svc, followed.row.id, seq):
+            out.append(sent.line(followed.row, line))
+            seq = line.seq
+    if end is not None:
+        out.append(sent.rung(end, seq))
+    return [event for event in out if event is not None]
+
+
 async def events(
     svc: PredictionService,
     prediction_id: str,
-    after: int | None = None,
+    after: Cursor | int | None = None,
     *,
+    logs: bool = False,
     poll_s: float = POLL_S,
     max_s: float | None = None,
 ) -> AsyncIterator[StreamEvent]:
-    """The prediction's events with ids past ``after``: first what already happened,
-    then each change as it is seen, ending after the terminal event — or once
-    ``max_s`` seconds have passed, like any request the server holds (the caller
-    resumes with the last id). Raises NotFoundError (``prediction_not_found``) for
-    an unknown id; a prediction deleted while followed (retention) ends the stream.
+    """The prediction's events past ``after`` (an id's :class:`Cursor`, or a count of
+    rungs): first what already happened, then each change as it is seen, ending after
+    the terminal event — or once ``max_s`` seconds have passed, like any request the
+    server holds (the caller resumes with the last id). With ``logs``, its log lines as
+    ``log`` events too (never a run's). Raises NotFoundError (``prediction_not_found``)
+    for an unknown id; a prediction deleted while followed (retention) ends the stream.
 
     It wakes when a followed row completes (:meth:`PredictionService.watch`: this
     process's completions and those PostgreSQL NOTIFYs) and then reads only the rows
-    that may have changed; ``poll_s`` is the fallback for what sends no signal (a row
-    claimed: ``running``). Each watch is made before the reads it guards, so a
-    completion between a read and the wait is not missed (the first read of a run's
-    heads excepted: a completion in that instant waits for the next poll)."""
+    that may have changed, or when this process wrote lines of the subject, and then
+    reads only them; ``poll_s`` is the fallback for what sends no signal (a row
+    claimed: ``running``; another process's lines). Each watch is made before the reads
+    it guards, so a completion between a read and the wait is not missed (the first
+    read of a run's heads excepted: a completion in that instant waits for the next
+    poll)."""
+    sent = _Sent(_start(after))
+    seq = sent.start.seq
     deadline = None if max_s is None else time.monotonic() + max_s
-    watch = svc.watch([prediction_id])
+    quiet = [signal_key(prediction_id)] if logs else []  # wakes for lines, not rows
+    watch = svc.watch([prediction_id, *quiet])
     try:
         followed = await _first(svc, prediction_id)
+        if followed.row.kind == RUN:
+            quiet = []
         watch.add(followed.unfinished())
-        seen: set[tuple[str, int]] = set()
         while True:
-            for transition in history(followed.row, followed.heads.values()):
-                if transition.key not in seen:
-                    seen.add(transition.key)
-                    if after is None or len(seen) > after:
-                        yield StreamEvent(len(seen), transition.type, transition.row)
+            for event in await _round(svc, followed, sent, seq, bool(quiet)):
+                seq = event.seq
+                yield event
             left = _left(poll_s, deadline)
             if followed.row.status.terminal or left <= 0:
                 return
             signalled = await watch.wait(left)
             watch.close()
-            watch = svc.watch(followed.watched())  # before the reads it guards
-            if not await _refresh(svc, followed, signalled):
+            watch = svc.watch([*followed.watched(), *quiet])  # before the reads it guards
+            if quiet and signalled == set(quiet) and followed.row.started_at is not None:
+                continue  # new lines of a row known to run: read them alone
+            if not await _refresh(svc, followed, signalled.difference(quiet)):
                 return
     finally:
         watch.close()
 
 
-__all__ = ["POLL_S", "StreamEvent", "events", "history"]
+__all__ = ["LOG", "POLL_S", "Cursor", "StreamEvent", "events", "history"]

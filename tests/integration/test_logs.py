@@ -1,21 +1,25 @@
 """Per-prediction logs end to end, on both shapes (``freight serve`` on SQLite; ``freight
 api`` + ``freight worker`` on PostgreSQL and S3): the lines of a batch reach every
 prediction of that batch and no other, the load's lines the first batch's, marked;
-the bound holds; a line can be read while its prediction still runs; the purge takes
-the logs with the prediction."""
+the bound holds; a line can be read while its prediction still runs, and is streamed
+live as a ``log`` event of its event stream (resumed without losses nor repeats);
+the purge takes the logs with the prediction."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+import freight
 from freight.access import new_key
+from freight.client import LogEvent
+from freight.client._events import SseParser
 from freight.logs import LogLine
 from freight.store import logs as store_logs
 from freight.store import open_store
@@ -31,6 +35,34 @@ def start(make_server: Callable[..., Server], shape: dict[str, str], **env: str)
         make_server(command="worker", FREIGHT_MODELS=PRINTER, **env)
         return make_server(command="api", FREIGHT_MODELS=PRINTER, **env)
     return make_server(FREIGHT_MODELS=PRINTER, **env)
+
+
+def tenant_keys(server: Server, admin: str) -> dict[str, str]:
+    """A key of tenant ``acme`` and one of tenant ``other``, both predict and read."""
+    headers = {"Authorization": f"Bearer {admin}"}
+    tokens = {}
+    with httpx.Client(base_url=server.url, timeout=30, headers=headers) as client:
+        for tenant in ("acme", "other"):
+            made = client.post("/v1/keys", json={"tenant": tenant, "scopes": ["predict", "read"]})
+            assert made.status_code == 201, made.text
+            tokens[tenant] = made.json()["token"]
+    return tokens
+
+
+Event = tuple[str, str, dict[str, Any]]
+
+
+def read_events(lines: Iterator[str], until: Callable[[Event], bool] | None = None) -> list[Event]:
+    """The events of a stream's lines as ``(id, type, data)``, up to ``until`` (the rest
+    left in ``lines``) or the end."""
+    parser, found = SseParser(), []
+    for line in lines:
+        raw = parser.feed(line)
+        if raw is not None:
+            found.append((raw.id or "", raw.type, json.loads(raw.data)))
+            if until is not None and until(found[-1]):
+                break
+    return found
 
 
 def texts(client: httpx.Client, prediction_id: str, **params: Any) -> list[str]:
@@ -153,6 +185,64 @@ def test_the_purge_takes_the_logs_with_the_prediction(
         done = create(client, "printer", {"tag": "p"})["id"]
         wait_until(lambda: client.get(f"/v1/predictions/{done}").status_code == 404)
     assert asyncio.run(stored_lines(shape, done)) == []
+
+
+def test_the_event_stream_carries_each_line_live_and_resumes_after_one(
+    make_server: Callable[..., Server], shape: dict[str, str], tmp_path: Path
+) -> None:
+    """A held prediction's stream shows a ``log`` event while it still runs (the printer
+    waits on a gate the test opens), then every line once, in seq order, before the
+    ``succeeded`` event; a new connection with the Last-Event-ID of the first line gets
+    the later lines and the end, none twice; ``?logs=false`` streams the rungs alone
+    with their old ids; the SDK yields the lines as LogEvents; another tenant's key
+    cannot open the stream (404, as an unknown id)."""
+    admin = new_key().token
+    server = start(make_server, shape, FREIGHT_ADMIN_KEY=admin)
+    tokens = tenant_keys(server, admin)
+    acme = {"Authorization": f"Bearer {tokens['acme']}"}
+    with httpx.Client(base_url=server.url, timeout=30, headers=acme) as client:
+        gated = create(client, "printer", {"tag": "g", "gate": str(tmp_path)})["id"]
+        path = f"/v1/predictions/{gated}/events"
+        with client.stream("GET", path) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            live = read_events(lines, until=lambda e: e[1] == "log")
+            assert status_of(client, gated) == "running"  # the line came while it ran
+            (tmp_path / "open").touch()
+            live += read_events(lines)
+        logged = texts(client, gated)
+        first = next(e for e in live if e[1] == "log")
+        with client.stream("GET", path, headers={"Last-Event-ID": first[0]}) as response:
+            resumed = read_events(response.iter_lines())
+        plain = client.get(path, params={"logs": "false"}).text
+        other = {"Authorization": f"Bearer {tokens['other']}"}
+        with httpx.Client(base_url=server.url, timeout=30, headers=other) as stranger:
+            hidden = stranger.get(path, headers={"Last-Event-ID": first[0]})
+    kinds = [kind for _, kind, _ in live]
+    assert kinds[:2] == ["queued", "running"] and kinds[-1] == "succeeded"
+    assert set(kinds[2:-1]) == {"log"}
+    shown = [f"{d['phase']}:{d['stream']}:{d['text']}" for _, k, d in live if k == "log"]
+    assert shown == logged and "predict:stdout:out g" in shown
+    seqs = [d["seq"] for _, k, d in live if k == "log"]
+    assert seqs == list(range(1, len(logged) + 1))
+    assert [i for i, _, _ in live] == ["1", "2", *(f"2-{n}" for n in seqs), f"3-{seqs[-1]}"]
+    assert [(i, k) for i, k, _ in resumed] == [
+        *((f"2-{n}", "log") for n in seqs[1:]),
+        (f"3-{seqs[-1]}", "succeeded"),
+    ]
+    assert [(i, k) for i, k, _ in read_events(iter(plain.splitlines()))] == [
+        ("1", "queued"),
+        ("2", "running"),
+        ("3", "succeeded"),
+    ]
+    assert hidden.status_code == 404
+    assert hidden.json()["error"]["code"] == "prediction_not_found"
+    with freight.Client(server.url, api_key=tokens["acme"]) as sdk:
+        events = list(sdk.events(gated, logs=True))
+    assert [e.line.text for e in events if isinstance(e, LogEvent)] == [
+        line.split(":", 2)[2] for line in logged
+    ]
+    assert events[-1].final and events[-1].cursor == f"3-{seqs[-1]}"
 
 
 async def stored_lines(env: dict[str, str], prediction_id: str) -> list[LogLine]:

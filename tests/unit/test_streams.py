@@ -19,14 +19,16 @@ import yaml
 from freight.config import Settings
 from freight.errors import NotFoundError
 from freight.events import CompletionHub, WorkSignal
+from freight.logs import STDOUT, Append, LogLine, Printed, signal_key
 from freight.model import Batching, InputKind, Replicas
 from freight.prediction import Completion, Prediction, Status
 from freight.project import load_pipelines
 from freight.registry import ModelSpec
 from freight.service import CreateOptions, NewInput, PredictionService
 from freight.storage.memory import MemoryStorage
+from freight.store import logs as store_logs
 from freight.store.memory import MemoryStore
-from freight.streams import StreamEvent, events, history
+from freight.streams import Cursor, StreamEvent, events, history
 
 SPEC = ModelSpec(
     name="m",
@@ -367,3 +369,111 @@ async def test_a_followed_run_reads_its_elements_once(
     await asyncio.wait_for(polled.wait(), DEADLINE_S)
     quiet.cancel()
     assert calls.count("steps") == 1
+
+
+async def printed(store: MemoryStore, row: Prediction, *texts: str) -> list[int]:
+    """Append lines to ``row``'s log as the agent's LogWriter does; their seqs."""
+    lines = tuple(Printed(time.time(), STDOUT, text) for text in texts)
+    appended = await store.execute(
+        lambda: store_logs.append([Append(row.id, row.attempts, lines)], 64 * 1024)
+    )
+    return [line.seq for line in appended]
+
+
+def shown(got: list[StreamEvent]) -> list[tuple[str, str, str | None]]:
+    """Each event as ``(id on the wire, type, line text)``."""
+    return [(str(e.cursor), e.type, None if e.line is None else e.line.text) for e in got]
+
+
+async def test_lines_stream_between_running_and_the_end_with_pair_ids(
+    service: PredictionService, store: MemoryStore
+) -> None:
+    """A prediction's lines are log events after its running event and before its end;
+    an id carries the rungs sent and, once a line was sent, that line's seq."""
+    row = await queued(service)
+    claimed = await claim(store)
+    assert await printed(store, claimed, "one", "two") == [1, 2]
+    await succeed(store, claimed)
+    got = [event async for event in events(service, row.id, logs=True, poll_s=POLL_S)]
+    assert shown(got) == [
+        ("1", "queued", None),
+        ("2", "running", None),
+        ("2-1", "log", "one"),
+        ("2-2", "log", "two"),
+        ("3-2", "succeeded", None),
+    ]
+    assert got[-1].final and not got[2].final
+    plain = [str(e.cursor) async for e in events(service, row.id, poll_s=POLL_S)]
+    assert plain == ["1", "2", "3"]  # without logs: the ids as before lines existed
+
+
+async def test_resuming_after_a_line_sends_the_later_lines_once(
+    service: PredictionService, store: MemoryStore
+) -> None:
+    """After ``2-1`` come line 2 and the end; after ``2`` (a client that never saw a
+    line) every line; after the end, nothing."""
+    row = await queued(service)
+    claimed = await claim(store)
+    await printed(store, claimed, "one", "two")
+    await succeed(store, claimed)
+
+    async def resumed(after: str) -> list[tuple[str, str, str | None]]:
+        stream = events(service, row.id, Cursor.parse(after), logs=True, poll_s=POLL_S)
+        return shown([event async for event in stream])
+
+    assert await resumed("2-1") == [("2-2", "log", "two"), ("3-2", "succeeded", None)]
+    assert [e[0] for e in await resumed("2")] == ["2-1", "2-2", "3-2"]
+    assert await resumed("3-2") == []
+
+
+async def test_a_live_stream_wakes_for_lines_without_its_poll(
+    service: PredictionService, store: MemoryStore, hub: CompletionHub
+) -> None:
+    """With a poll of an hour, a running prediction's new lines reach its stream as soon
+    as the writer publishes their key; its end still comes after the last line."""
+    row = await queued(service)
+    claimed = await claim(store)
+    stream = events(service, row.id, logs=True, poll_s=NEVER_S)
+    assert [(await next_of(stream))[1] for _ in range(2)] == ["queued", "running"]
+    waiting = asyncio.ensure_future(anext(stream))
+    await printed(store, claimed, "hello")
+    hub.publish([signal_key(row.id)])  # as the LogWriter does once the lines committed
+    line = await asyncio.wait_for(waiting, DEADLINE_S)
+    assert (str(line.cursor), line.type, line.line and line.line.text) == ("2-1", "log", "hello")
+    waiting = asyncio.ensure_future(anext(stream))
+    await printed(store, claimed, "bye")
+    await succeed(store, claimed)
+    hub.publish([row.id])  # the end alone: the lines are read after the row
+    rest = [await asyncio.wait_for(waiting, DEADLINE_S)] + [e async for e in stream]
+    assert shown(rest) == [("2-2", "log", "bye"), ("3-2", "succeeded", None)]
+
+
+async def test_a_stream_reads_no_lines_before_its_prediction_runs(
+    service: PredictionService, store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a prediction is queued its stream reads no lines at all; once it runs, one
+    read per look (a page of lines after the last seq sent)."""
+    reads: list[int] = []
+    lines = service.lines
+
+    async def counted(prediction_id: str, *, after: int, limit: int) -> list[LogLine]:
+        reads.append(after)
+        return await lines(prediction_id, after=after, limit=limit)
+
+    monkeypatch.setattr(service, "lines", counted)
+    row = await queued(service)
+    got = [e async for e in events(service, row.id, logs=True, poll_s=POLL_S, max_s=0)]
+    assert [e.type for e in got] == ["queued"] and reads == []
+    claimed = await claim(store)
+    await printed(store, claimed, "one")
+    got = [e async for e in events(service, row.id, logs=True, poll_s=POLL_S, max_s=0)]
+    assert [e.type for e in got] == ["queued", "running", "log"] and reads == [0]
+
+
+def test_a_cursor_is_written_as_it_is_read() -> None:
+    """``3`` and ``3-17`` round-trip; anything else is not an id."""
+    assert (Cursor.parse("3"), Cursor.parse("3-17")) == (Cursor(3), Cursor(3, 17))
+    assert [str(Cursor(3)), str(Cursor(3, 17))] == ["3", "3-17"]
+    for bad in ("", "-1", "3-", "3.0", "a-1", "3-1-2"):
+        with pytest.raises(ValueError):
+            Cursor.parse(bad)

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from freight.api import deps
+from freight.logs import LogLine
 from freight.prediction import Prediction, Status
 from freight.subscriptions import DeliveryView
 from freight.views import iso, prediction_dict, steps_dict
@@ -21,6 +22,7 @@ __all__ = [
     "delivery_dict",
     "iso",
     "json_response",
+    "line_dict",
     "prediction_dict",
     "rendered",
     "respond",
@@ -89,4 +91,18 @@ def delivery_dict(view: DeliveryView) -> dict[str, Any]:
             }
             for t in view.tries
         ],
+    }
+
+
+def line_dict(line: LogLine) -> dict[str, Any]:
+    """One log line as the API shows it (``GET /logs``'s items, a ``log`` event's data)."""
+    return {
+        "seq": line.seq,
+        "at": line.at,
+        "attempt": line.attempt,
+        "stream": line.stream,
+        "level": line.level,
+        "phase": line.phase,
+        "text": line.text,
+        "dropped": line.dropped,
     }

@@ -15,7 +15,8 @@ raises the built-in ``TimeoutError``; invalid arguments raise ``ValueError``.
 
 Following: ``handle.wait()`` follows the prediction's server-sent event stream
 (``client.events(id)`` yields each :class:`StreamEvent`, resuming a dropped
-connection where it left off) and long-polls a server that has none.
+connection where it left off; ``client.events(id, logs=True)`` each line the model
+prints too, a :class:`LogEvent`) and long-polls a server that has none.
 
 Batch jobs run a model or pipeline over whole files (JSON Lines, CSV):
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from freight.client._async import AsyncClient, AsyncPredictionHandle
 from freight.client._flows import BatchJobOptions
-from freight.client._logs import LogLine
+from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
     BATCH_TERMINAL_STATUSES,
     TERMINAL_STATUSES,
@@ -73,6 +74,7 @@ __all__ = [
     "DeliveryTry",
     "ErrorInfo",
     "FreightClientError",
+    "LogEvent",
     "LogLine",
     "Metrics",
     "ModelInfo",

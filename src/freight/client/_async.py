@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar, Unpack
+from typing import IO, Any, Literal, TypeVar, Unpack, overload
 
 import httpx
 
@@ -23,7 +23,7 @@ from freight.client import _flows, _logs
 from freight.client._aiohttp import AiohttpTransport
 from freight.client._events import Follower, check_stream, fallback
 from freight.client._flows import BatchJobOptions, When
-from freight.client._logs import LogLine
+from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
     BatchJob,
     Delivery,
@@ -235,13 +235,40 @@ class AsyncClient:
         flow = _flows.wait_for(prediction_id, timeout=left, poll_s=poll_s)
         return await self._drive(flow)
 
+    @overload
+    def events(
+        self,
+        prediction_id: str,
+        *,
+        after: int | str | None = None,
+        timeout: float | None = None,
+        logs: Literal[False] = False,
+    ) -> AsyncGenerator[StreamEvent, None]: ...
+
+    @overload
+    def events(
+        self,
+        prediction_id: str,
+        *,
+        after: int | str | None = None,
+        timeout: float | None = None,
+        logs: bool,
+    ) -> AsyncGenerator[StreamEvent | LogEvent, None]: ...
+
     async def events(
-        self, prediction_id: str, *, after: int | None = None, timeout: float | None = None
-    ) -> AsyncGenerator[StreamEvent, None]:
+        self,
+        prediction_id: str,
+        *,
+        after: int | str | None = None,
+        timeout: float | None = None,
+        logs: bool = False,
+    ) -> AsyncGenerator[StreamEvent | LogEvent, None]:
         """The prediction's events (``GET /v1/predictions/{id}/events``) from the start,
-        or after event ``after``, until its final one; dropped connections are resumed
-        without repeats. TimeoutError once ``timeout`` seconds have passed."""
-        follower = Follower(prediction_id, after, timeout)
+        or after event ``after`` (an event's ``cursor``, or its ``id``), until its final
+        one; dropped connections are resumed without repeats. With ``logs``, the lines
+        its model prints too, each a :class:`LogEvent` as it arrives. TimeoutError once
+        ``timeout`` seconds have passed."""
+        follower = Follower(prediction_id, after, timeout, logs=logs)
         while not follower.done:
             error: FreightClientError | None = None
             try:

@@ -6,10 +6,12 @@ A server ends a stream after the prediction's final event, and also after it
 has held the connection for its longest wait (or when its store hiccups); a
 connection can also just drop. Each of those is resumed with ``Last-Event-ID``:
 the server counts event ids from 1 within the prediction and replays only
-later ones, so nothing is repeated. A connection that brings nothing at all, a
-few times running, is given up on (the server is not streaming); an HTTP error
-(404 from an older server without the route, a proxy's 4xx) is raised at once,
-so a caller can fall back to long-polling.
+later ones, so nothing is repeated (with log lines, an id also carries the last
+line's seq, ``3-17``: the follower sends back the last id as it came). A follower
+that did not ask for lines asks the server to leave them out, and skips any sent.
+A connection that brings nothing at all, a few times running, is given up on (the
+server is not streaming); an HTTP error (404 from an older server without the
+route, a proxy's 4xx) is raised at once, so a caller can fall back to long-polling.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import httpx
 import orjson
 from pydantic import ValidationError
 
+from freight.client._logs import LogEvent, LogLine
 from freight.client._models import Delivery, FreightClientError, Prediction, StreamEvent
 from freight.client._protocol import CONNECT_TIMEOUT_S, Call, error_from, json_body, media_type
 
@@ -83,16 +86,27 @@ def _strip_terminator(line: str) -> str:
     return line
 
 
-def event_from(raw: RawEvent) -> StreamEvent:
-    """A freight stream event: an integer id and a prediction object as its data."""
+def event_from(raw: RawEvent) -> StreamEvent | LogEvent:
+    """A freight stream event: an id (an integer, then ``-`` and a line's seq once a
+    line was sent) and a prediction object as its data, or a log line's (``log``)."""
     try:
-        event_id = int(raw.id or "")
+        event_id = _count(raw.id or "")
+        if raw.type == "log":
+            return LogEvent(raw.id or "", LogLine.model_validate(orjson.loads(raw.data)))
         prediction = Prediction.model_validate(orjson.loads(raw.data))
     except (ValueError, ValidationError, orjson.JSONDecodeError) as exc:
         raise FreightClientError(
             200, "invalid_response", f"not a freight stream event (id {raw.id!r}): {exc}"
         ) from exc
-    return StreamEvent(event_id, raw.type, prediction)
+    return StreamEvent(event_id, raw.type, prediction, raw.id or "")
+
+
+def _count(event_id: str) -> int:
+    """The rungs an id counts (``3`` of ``3-17``); ValueError for what is not an id."""
+    count, dash, seq = event_id.partition("-")
+    if not count.isdigit() or (dash and not seq.isdigit()):
+        raise ValueError(f"not an event id: {event_id!r}")
+    return int(count)
 
 
 def check_stream(response: httpx.Response) -> None:
@@ -126,11 +140,19 @@ class Follower:
     """One prediction's stream across connections: what to ask for next, the events
     the lines make, and whether (and after what pause) to reconnect."""
 
-    def __init__(self, prediction_id: str, after: int | None, timeout: float | None) -> None:
+    def __init__(
+        self,
+        prediction_id: str,
+        after: int | str | None,
+        timeout: float | None,
+        *,
+        logs: bool = False,
+    ) -> None:
         self.prediction_id = prediction_id
         self.path = f"/v1/predictions/{quote(prediction_id, safe='')}/events"
         self.status = "unfinished"  # the followed prediction's, as last heard
-        self.last_id = after
+        self.last_id = None if after is None else str(after)
+        self.logs = logs
         self.done = False
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._timeout = timeout
@@ -145,19 +167,28 @@ class Follower:
             read = min(read, max(self._deadline - time.monotonic(), 0.001))
         headers = {"Accept": EVENT_STREAM, "Cache-Control": "no-cache"}
         if self.last_id is not None:
-            headers["Last-Event-ID"] = str(self.last_id)
+            headers["Last-Event-ID"] = self.last_id
         self._parser, self._heard = SseParser(), False
         return Call(
-            "GET", self.path, headers=headers, timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=read)
+            "GET",
+            self.path,
+            params={} if self.logs else {"logs": "false"},  # an older server ignores it
+            headers=headers,
+            timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=read),
         )
 
-    def feed(self, line: str) -> StreamEvent | None:
-        """One line of the current connection; the event it completes, if any."""
+    def feed(self, line: str) -> StreamEvent | LogEvent | None:
+        """One line of the current connection; the event it completes, if any (a line
+        only when asked for)."""
         self._heard = True
         raw = self._parser.feed(line)
         event = None if raw is None else event_from(raw)
-        if event is not None:
-            self.last_id = event.id
+        if isinstance(event, LogEvent):
+            self.last_id = event.cursor
+            if not self.logs:
+                event = None
+        elif event is not None:
+            self.last_id = event.cursor
             self.done = event.final
             if not event.type.startswith("step."):
                 self.status = event.prediction.status

@@ -9,6 +9,7 @@ the end is the last one needed. While it runs, an empty page is followed by a pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -32,6 +33,24 @@ class LogLine(_Wire):
     phase: str = "predict"
     text: str
     dropped: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """A ``log`` event of a prediction's stream (``client.events(id, logs=True)``): the
+    ``line``, and ``cursor``, the event's id (pass it as ``after`` to resume)."""
+
+    cursor: str
+    line: LogLine
+
+    @property
+    def type(self) -> str:
+        return "log"
+
+    @property
+    def final(self) -> bool:
+        """Never: the stream's last event is the prediction's end."""
+        return False
 
 
 def _path(prediction_id: str) -> str:
@@ -72,4 +91,4 @@ def follow_step(
     return [], False
 
 
-__all__ = ["LogLine", "follow_step", "lines_from", "logs"]
+__all__ = ["LogEvent", "LogLine", "follow_step", "lines_from", "logs"]

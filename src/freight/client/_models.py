@@ -268,11 +268,14 @@ class StreamEvent:
     the prediction (pass it as ``after`` to resume), ``type`` is the status reached
     (``queued``, ``running``, ``succeeded``, ...) or ``step.<status>`` for a pipeline
     run's step, ``prediction`` the prediction (a step's own for a step event) as it
-    was when the event was sent."""
+    was when the event was sent. ``cursor`` is the event's id as sent: ``id``, and
+    on a stream with log lines the last line's seq too (``"3-17"``): pass it as
+    ``after`` to resume without the lines already seen."""
 
     id: int
     type: str
     prediction: Prediction
+    cursor: str = ""
 
     @property
     def final(self) -> bool:

@@ -14,14 +14,14 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar, Unpack
+from typing import IO, Any, Literal, TypeVar, Unpack, overload
 
 import httpx
 
 from freight.client import _flows, _logs
 from freight.client._events import Follower, check_stream, fallback
 from freight.client._flows import BatchJobOptions, When
-from freight.client._logs import LogLine
+from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
     BatchJob,
     Delivery,
@@ -231,13 +231,40 @@ class Client:
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         return self._drive(_flows.wait_for(prediction_id, timeout=left, poll_s=poll_s))
 
+    @overload
     def events(
-        self, prediction_id: str, *, after: int | None = None, timeout: float | None = None
-    ) -> Generator[StreamEvent, None, None]:
+        self,
+        prediction_id: str,
+        *,
+        after: int | str | None = None,
+        timeout: float | None = None,
+        logs: Literal[False] = False,
+    ) -> Generator[StreamEvent, None, None]: ...
+
+    @overload
+    def events(
+        self,
+        prediction_id: str,
+        *,
+        after: int | str | None = None,
+        timeout: float | None = None,
+        logs: bool,
+    ) -> Generator[StreamEvent | LogEvent, None, None]: ...
+
+    def events(
+        self,
+        prediction_id: str,
+        *,
+        after: int | str | None = None,
+        timeout: float | None = None,
+        logs: bool = False,
+    ) -> Generator[StreamEvent | LogEvent, None, None]:
         """The prediction's events (``GET /v1/predictions/{id}/events``) from the start,
-        or after event ``after``, until its final one; dropped connections are resumed
-        without repeats. TimeoutError once ``timeout`` seconds have passed."""
-        follower = Follower(prediction_id, after, timeout)
+        or after event ``after`` (an event's ``cursor``, or its ``id``), until its final
+        one; dropped connections are resumed without repeats. With ``logs``, the lines
+        its model prints too, each a :class:`LogEvent` as it arrives. TimeoutError once
+        ``timeout`` seconds have passed."""
+        follower = Follower(prediction_id, after, timeout, logs=logs)
         while not follower.done:
             error: FreightClientError | None = None
             try:

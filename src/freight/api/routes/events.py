@@ -4,7 +4,8 @@ The stream is FastAPI's own SSE support (``EventSourceResponse`` on a generator
 route): it sets ``Cache-Control: no-cache`` and ``X-Accel-Buffering: no`` and
 sends a keep-alive comment every 15 s, so idle proxies keep the connection.
 What the events are and why their ids survive a reconnect is
-:mod:`freight.streams`; this module only renders them. An unknown prediction
+:mod:`freight.streams`; this module only renders them (a ``log`` event's data is the
+line as ``GET /logs`` shows it). An unknown prediction
 must be a 404, not a 200 stream that breaks: a dependency looks it up before
 the response starts. Another one holds one of the process's
 ``max_event_streams`` slots for the life of the response, and answers 503
@@ -25,7 +26,7 @@ from starlette.responses import Response
 from freight import streams
 from freight.api import deps
 from freight.api.errors import responses
-from freight.api.render import delivery_dict, json_response, rendered
+from freight.api.render import delivery_dict, json_response, line_dict, rendered
 from freight.api.schemas import DeliveryList
 from freight.errors import FreightError, NotFoundError, TooManyStreamsError
 from freight.prediction import Prediction
@@ -34,13 +35,13 @@ from freight.service import PredictionService
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 log = logging.getLogger("freight.api")
 ERROR_SCHEMA = "#/components/schemas/ErrorBody"
-#: an event id as the server takes it back (``Last-Event-ID``): digits, as it sends them;
-#: 18 of them stay below 2**63, far past any stream's count
-EVENT_ID_PATTERN = r"^[0-9]{1,18}$"
+#: an event id as the server takes it back (``Last-Event-ID``): the rungs sent, then
+#: ``-`` and the last log line's seq once a line was sent (``3``, ``3-17``), as it sends
+#: them; 18 digits stay below 2**63, far past any stream's count
+EVENT_ID_PATTERN = r"^[0-9]{1,18}(-[0-9]{1,18})?$"
 #: how long a refused stream is told to wait: streams end at a prediction's end or
 #: after ``max_wait_s``, so slots free up every few seconds under load
 RETRY_AFTER_S = 2
-MAX_EVENT_ID = 10**18 - 1
 
 _EVENTS_DOC = """\
 One event per stage the prediction reached, oldest first, then live until it
@@ -48,10 +49,13 @@ ends: `event` is the status reached (`awaiting_input`, `queued`, `running`, then
 `succeeded`, `failed`, `canceled` or `expired`: the stream's last event), or
 `step.<status>` for a step of a pipeline run; `data` is the prediction object (a
 step's own, for a step event) as `GET /v1/predictions/{id}` renders it when the
-event is sent; `id` counts from 1 within the prediction. A comment line is sent
-every 15 s while nothing happens. A connection also ends after the server's
-longest wait (`max_wait_s`): reconnect with `Last-Event-ID` (or `?after=`) to
-resume without repeats."""
+event is sent; `id` counts from 1 within the prediction. Between them, each line
+the model prints or logs is a `log` event (unless `?logs=false`; never on a
+pipeline run's stream), its `data` a line as `GET /v1/predictions/{id}/logs` shows
+it; from the first line on, `id` also carries the last line's `seq` after a dash
+(`3-17`). A comment line is sent every 15 s while nothing happens. A connection
+also ends after the server's longest wait (`max_wait_s`): reconnect with
+`Last-Event-ID` (or `?after=`) to resume without repeats or losses."""
 
 
 def _held_s(svc: PredictionService) -> float:
@@ -113,7 +117,11 @@ async def _known(request: Request, who: deps.Reader, prediction_id: str) -> None
 
 
 def _sse(event: streams.StreamEvent, body: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(id=str(event.id), event=event.type, raw_data=orjson.dumps(body).decode())
+    if event.line is not None:
+        body = line_dict(event.line)
+    return ServerSentEvent(
+        id=str(event.cursor), event=event.type, raw_data=orjson.dumps(body).decode()
+    )
 
 
 @router.get(
@@ -123,7 +131,8 @@ def _sse(event: streams.StreamEvent, body: dict[str, Any]) -> ServerSentEvent:
     responses={
         **_json_errors(responses(NotFoundError, TooManyStreamsError)),
         200: {
-            "description": "the event stream; each event's `data` is a prediction object",
+            "description": "the event stream; each event's `data` is a prediction object "
+            "(a log line for a `log` event)",
             "content": {
                 "text/event-stream": {
                     "itemSchema": {
@@ -131,11 +140,16 @@ def _sse(event: streams.StreamEvent, body: dict[str, Any]) -> ServerSentEvent:
                         "required": ["event", "data", "id"],
                         "properties": {
                             "event": {"type": "string"},
-                            "id": {"type": "string", "pattern": "^[0-9]+$"},
+                            "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
                             "data": {
                                 "type": "string",
                                 "contentMediaType": "application/json",
-                                "contentSchema": {"$ref": "#/components/schemas/PredictionOut"},
+                                "contentSchema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/PredictionOut"},
+                                        {"$ref": "#/components/schemas/LogLineOut"},
+                                    ]
+                                },
                             },
                         },
                     }
@@ -150,8 +164,11 @@ async def prediction_events(
     _found: Annotated[None, Depends(_known)],
     _held: Annotated[None, Depends(_slot, scope="request")],
     after: Annotated[
-        int | None,
-        Query(ge=0, le=MAX_EVENT_ID, description="resume after this event id (or Last-Event-ID)"),
+        str | None,
+        Query(
+            pattern=EVENT_ID_PATTERN,
+            description="resume after this event id (or Last-Event-ID)",
+        ),
     ] = None,
     last_event_id: Annotated[
         str | None,
@@ -161,19 +178,25 @@ async def prediction_events(
             description="the last event id received: resume after it (over `after`)",
         ),
     ] = None,
+    logs: Annotated[bool, Query(description="the lines the model prints, as `log` events")] = True,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a prediction as server-sent events, from its start or a given event on."""
-    resume = int(last_event_id) if last_event_id is not None else after
+    resume = last_event_id if last_event_id is not None else after
     svc = deps.service(request)
     events = streams.events(
-        svc, prediction_id, resume, poll_s=svc.limits.event_poll_s, max_s=_held_s(svc)
+        svc,
+        prediction_id,
+        None if resume is None else streams.Cursor.parse(resume),
+        logs=logs,
+        poll_s=svc.limits.event_poll_s,
+        max_s=_held_s(svc),
     )
     last: tuple[Prediction | None, dict[str, Any]] = (None, {})
     try:
         async for event in events:
             # the events of one read share its row: render it once (a run's object
-            # reads every row of the run)
-            if event.prediction is not last[0]:
+            # reads every row of the run); a line's data is the line
+            if event.line is None and event.prediction is not last[0]:
                 last = (event.prediction, await rendered(request, event.prediction))
             yield _sse(event, last[1])
     except FreightError as exc:  # the store went away mid-stream: the client resumes
@@ -185,9 +208,7 @@ async def prediction_events(
     response_model=DeliveryList,
     responses=responses(NotFoundError),
 )
-async def prediction_deliveries(
-    request: Request, who: deps.Reader, prediction_id: str
-) -> Response:
+async def prediction_deliveries(request: Request, who: deps.Reader, prediction_id: str) -> Response:
     """Each notification of the prediction (one per event and subscription): its status,
     attempts and the last answer, with every try; empty when nobody subscribed."""
     views = await deps.service(request).deliveries(prediction_id, who)

@@ -15,9 +15,9 @@ from starlette.responses import PlainTextResponse, Response
 
 from freight.api import deps
 from freight.api.errors import responses
-from freight.api.render import json_response
+from freight.api.render import json_response, line_dict
 from freight.errors import NotFoundError
-from freight.logs import MAX_PAGE, LogLine, as_text
+from freight.logs import MAX_PAGE, as_text
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 NEXT_HEADER = "Freight-Next-After"
@@ -37,19 +37,6 @@ class LogLineOut(BaseModel):
 class LogPage(BaseModel):
     data: list[LogLineOut]
     next_after: int
-
-
-def line_dict(line: LogLine) -> dict[str, object]:
-    return {
-        "seq": line.seq,
-        "at": line.at,
-        "attempt": line.attempt,
-        "stream": line.stream,
-        "level": line.level,
-        "phase": line.phase,
-        "text": line.text,
-        "dropped": line.dropped,
-    }
 
 
 @router.get(
