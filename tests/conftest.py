@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.server",
     "tests.fixtures.otlp",
     "tests.fixtures.private_postgres",
+    "tests.fixtures.browser",
 ]

@@ -112,6 +112,15 @@ class Keyring:
             raise UnauthorizedError("invalid credentials", code="invalid_credentials")
         return key.principal()
 
+    async def holder(self, key_id: str) -> Principal:
+        """The caller an active key names, by its public id alone (a console session
+        keeps the id, never the key): 401 ``invalid_credentials`` once the key is
+        revoked or expired, seen within ``cache_s`` like any authentication."""
+        key = await self._cached(key_id)
+        if key is None or not key.active(self._clock()):
+            raise UnauthorizedError("invalid credentials", code="invalid_credentials")
+        return key.principal()
+
     async def _cached(self, key_id: str) -> ApiKey | None:
         now = time.monotonic()
         cached = self._keys.get(key_id)

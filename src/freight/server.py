@@ -32,6 +32,7 @@ from freight.config import Settings, load_settings
 from freight.errors import ConfigError, FreightError
 from freight.events import CompletionHub, WorkSignal
 from freight.identity import TokenVerifier
+from freight.insight import InsightService
 from freight.keyring import Keyring
 from freight.notify.config import NotificationsConfig, allow_private, load_notifications
 from freight.project import Pipelines, load_pipelines
@@ -110,6 +111,7 @@ class Services:
     hub: CompletionHub
     keyring: Keyring
     usage: UsageService
+    insight: InsightService | None = None
 
 
 def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
@@ -177,7 +179,10 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
         max_failures=settings.max_auth_failures,
     )
     usage = UsageService(store)
-    return Services(predictions, system, batch, signer, agent, signal_, hub, keyring, usage)
+    insight = InsightService(store)
+    return Services(
+        predictions, system, batch, signer, agent, signal_, hub, keyring, usage, insight
+    )
 
 
 async def _run(parts: Parts, *, with_api: bool, with_agent: bool) -> int:
@@ -237,6 +242,7 @@ async def _serve_http(parts: Parts, services: Services) -> int:
         batch=services.batch,
         keyring=services.keyring,
         usage=services.usage,
+        insight=services.insight,
     )
     return await _uvicorn(app, parts, services, parts.settings.host, parts.settings.port)
 

@@ -77,6 +77,8 @@ class CreateOptions:
     idempotency_key: str | None = None
     request_hash: str | None = None
     webhook: Webhook | None = None
+    #: subscriptions already resolved (a retry keeps its original's): ``webhook`` unused
+    notify: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +234,7 @@ class PredictionService:
                 max_attempts=spec.max_attempts or self._settings.max_attempts,
                 timeout_s=min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s),
             )
-        row.notify = self._subscriptions.notify_for(target, options.webhook)
+        row.notify = options.notify or self._subscriptions.notify_for(target, options.webhook)
         row.tenant = who.tenant
         if tracing.ENABLED:  # the request's span: the worker continues its trace
             row.trace_context = tracing.traceparent()
@@ -303,6 +305,26 @@ class PredictionService:
             )
         views = await self.deliveries(row.prediction_id, who)
         return next(v for v in views if v.id == delivery_id)
+
+    async def retry(self, prediction_id: str, who: Principal = ANONYMOUS) -> Prediction:
+        """A new prediction of the same target with the same input, priority, metadata
+        and notifications (a JSON input kept on the row is sent again, any other is read
+        where it is). 409 ``input_gone`` when its input object no longer exists."""
+        row = await self.get(prediction_id, who)
+        if row.input_json is not None:
+            new_input = NewInput(json=orjson.loads(row.input_json), has_json=True)
+        elif row.input_key is not None and await self._storage.stat(row.input_key) is not None:
+            uri, content_type = f"freight://{row.input_key}", row.input_content_type
+            new_input = NewInput(uri=uri, content_type=content_type)
+        else:
+            raise ConflictError(
+                f"the input of prediction {prediction_id} is gone: it cannot be retried",
+                code="input_gone",
+                prediction_id=prediction_id,
+            )
+        metadata = orjson.loads(row.metadata) if row.metadata else None
+        options = CreateOptions(metadata=metadata, priority=row.priority, notify=row.notify)
+        return await self.create(row.target, new_input, options, who=who)
 
     async def steps(self, run_id: str, *, heads: bool = False) -> list[Prediction]:
         """A run's own rows: its steps, for_each elements and nested runs, oldest first

@@ -18,6 +18,11 @@ class UrlSigner:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
+    def derive(self, purpose: str) -> bytes:
+        """A key of its own for ``purpose`` (the console's sessions), from the same
+        secret: every process given the secret derives the same one."""
+        return hmac.new(self._secret, f"freight:{purpose}".encode(), hashlib.sha256).digest()
+
     def _sig(self, method: str, path: str, expires: int) -> str:
         msg = f"{method.upper()}\n{path}\n{expires}".encode()
         return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()

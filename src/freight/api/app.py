@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from freight import metrics, tracing
-from freight.api import docs, errors, openapi
+from freight.api import console, docs, errors, openapi
 from freight.api.routes import (
     access,
     batch_jobs,
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from freight.batch.service import BatchService
+    from freight.insight import InsightService
     from freight.keyring import Keyring
     from freight.service import PredictionService
     from freight.signing import UrlSigner
@@ -55,6 +56,7 @@ def create_app(
     batch: BatchService | None = None,
     keyring: Keyring,
     usage: UsageService,
+    insight: InsightService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="freight",
@@ -69,6 +71,7 @@ def create_app(
     app.state.batch = batch
     app.state.keyring = keyring
     app.state.usage = usage
+    app.state.insight = insight
     app.state.public_url = service.public_url
     errors.install(app)
     _install_metrics(system)
@@ -87,6 +90,7 @@ def create_app(
     )
     for module in (*routers, objects, health):
         app.include_router(module.router)
+    console.install(app, signer)  # /ui: after the API's routes
     docs.install(app)
     openapi.install(app)
     if tracing.ENABLED:  # off, requests pass no layer at all
