@@ -15,6 +15,12 @@ $(VENV)/.examples: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# the console's browser tests drive Debian's chromium (Playwright cannot download one here)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y --no-install-recommends chromium; \
+	  else echo "chromium is missing: run 'sudo apt-get install -y --no-install-recommends chromium'" \
+	    "(the console's browser tests skip without it, and fail under CI)"; fi; \
+	fi
 	touch $@ $(VENV)/.examples
 
 run: $(VENV)/.examples  ## install, then serve examples/ on SQLite + ./.freight/

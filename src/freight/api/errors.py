@@ -57,19 +57,21 @@ MEANING: dict[type[errors.FreightError], str] = {
     errors.InvalidRequestError: "invalid request (`invalid_json`, `invalid_cursor`, "
     "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`, "
     "`webhook_refused`, `unknown_event`, `invalid_location`; batch jobs: `unknown_format`; "
-    "keys: `invalid_tenant`, `invalid_expiry`)",
+    "keys: `invalid_tenant`, `invalid_expiry`; the console: `invalid_time`, `invalid_status`, "
+    "`invalid_form`)",
     errors.UnauthorizedError: "no key or token (`missing_credentials`), or one that is not "
     "valid: unknown, revoked, expired or malformed (`invalid_credentials`)",
     errors.ForbiddenError: "the key lacks the scope (`missing_scope`), is limited to other "
-    "models (`target_not_allowed`), or names objects outside its tenant (`uri_not_allowed`)",
+    "models (`target_not_allowed`), or names objects outside its tenant (`uri_not_allowed`); "
+    "a console form without its CSRF token or from another origin (`csrf_failed`)",
     errors.UrlError: "missing, tampered or expired signed URL "
     "(`missing_signature`, `bad_signature`, `url_expired`)",
     errors.NotFoundError: "unknown model, prediction or object "
     "(`unknown_target`, `unknown_pipeline`, `prediction_not_found`, `object_not_found`, "
-    "`input_not_found`, `key_not_found`)",
+    "`input_not_found`, `key_not_found`; the console: `no_input`, `batch_not_served`)",
     errors.ConflictError: "idempotency key reused with another body "
     "(`idempotency_conflict`), or the prediction is in another state (`invalid_state`; "
-    "`not_finished`, `no_output` for its output)",
+    "`not_finished`, `no_output` for its output; `input_gone` for a retry)",
     errors.PayloadTooLargeError: "payload over the limit (`payload_too_large`); JSON too "
     "large for the templates of a pipeline that read into its input (`json_input_too_large`)",
     errors.UnsupportedMediaTypeError: "content type not taken (`unsupported_media_type`)",
