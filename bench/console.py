@@ -14,6 +14,7 @@ loads each page ``--rounds`` times, reading the navigation timing of each load
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -27,7 +28,6 @@ from typing import Any
 import httpx
 import psycopg
 
-import json
 from freight.access import new_key
 from freight.store import migrate
 
