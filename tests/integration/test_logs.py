@@ -193,7 +193,7 @@ def test_the_event_stream_carries_each_line_live_and_resumes_after_one(
     """A held prediction's stream shows a ``log`` event while it still runs (the printer
     waits on a gate the test opens), then every line once, in seq order, before the
     ``succeeded`` event; a new connection with the Last-Event-ID of the first line gets
-    the later lines and the end, none twice; ``?logs=false`` streams the rungs alone
+    the later lines and the end, none twice; without ``?logs=true`` the stream has the rungs alone
     with their old ids; the SDK yields the lines as LogEvents; another tenant's key
     cannot open the stream (404, as an unknown id)."""
     admin = new_key().token
@@ -203,7 +203,7 @@ def test_the_event_stream_carries_each_line_live_and_resumes_after_one(
     with httpx.Client(base_url=server.url, timeout=30, headers=acme) as client:
         gated = create(client, "printer", {"tag": "g", "gate": str(tmp_path)})["id"]
         path = f"/v1/predictions/{gated}/events"
-        with client.stream("GET", path) as response:
+        with client.stream("GET", path, params={"logs": "true"}) as response:
             assert response.status_code == 200
             lines = response.iter_lines()
             live = read_events(lines, until=lambda e: e[1] == "log")
@@ -212,9 +212,10 @@ def test_the_event_stream_carries_each_line_live_and_resumes_after_one(
             live += read_events(lines)
         logged = texts(client, gated)
         first = next(e for e in live if e[1] == "log")
-        with client.stream("GET", path, headers={"Last-Event-ID": first[0]}) as response:
+        resume = {"Last-Event-ID": first[0]}
+        with client.stream("GET", path, params={"logs": "true"}, headers=resume) as response:
             resumed = read_events(response.iter_lines())
-        plain = client.get(path, params={"logs": "false"}).text
+        plain = client.get(path).text  # lines only when asked for
         other = {"Authorization": f"Bearer {tokens['other']}"}
         with httpx.Client(base_url=server.url, timeout=30, headers=other) as stranger:
             hidden = stranger.get(path, headers={"Last-Event-ID": first[0]})

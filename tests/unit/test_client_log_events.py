@@ -86,17 +86,17 @@ def test_lines_are_log_events_and_a_reconnect_resumes_after_the_last_id(
         ("3-2", "succeeded", "succeeded"),
     ]
     assert [r.headers.get("Last-Event-ID") for r in api.requests] == [None, "2-1"]
-    assert all("logs" not in r.url.params for r in api.requests)
+    assert all(r.url.params.get("logs") == "true" for r in api.requests)
 
 
 def test_a_follower_without_logs_asks_for_none_and_skips_any(api: Api, client: Client) -> None:
-    """``events()`` and ``wait()`` send ``logs=false``; lines a server sends anyway are
+    """``events()`` and ``wait()`` ask for no lines; lines a server sends anyway are
     skipped, yet their id is the one a reconnect resumes after."""
     api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=prediction("running")))
     api.on("GET", EVENTS, stream(*FIRST), stream(*REST))
     assert client.wait("p1").status == "succeeded"
     streams = [r for r in api.requests if r.url.path == EVENTS]
-    assert [r.url.params.get("logs") for r in streams] == ["false", "false"]
+    assert [r.url.params.get("logs") for r in streams] == [None, None]
     assert [r.headers.get("Last-Event-ID") for r in streams] == [None, "2-1"]
     api.requests.clear()
     got = [(e.id, e.cursor, e.type) for e in client.events("p1", after="2-1")]

@@ -172,7 +172,7 @@ class Follower:
         return Call(
             "GET",
             self.path,
-            params={} if self.logs else {"logs": "false"},  # an older server ignores it
+            params={"logs": "true"} if self.logs else {},  # an older server ignores it
             headers=headers,
             timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=read),
         )

@@ -50,7 +50,7 @@ ends: `event` is the status reached (`awaiting_input`, `queued`, `running`, then
 `step.<status>` for a step of a pipeline run; `data` is the prediction object (a
 step's own, for a step event) as `GET /v1/predictions/{id}` renders it when the
 event is sent; `id` counts from 1 within the prediction. Between them, each line
-the model prints or logs is a `log` event (unless `?logs=false`; never on a
+the model prints or logs is a `log` event when asked for (`?logs=true`; never on a
 pipeline run's stream), its `data` a line as `GET /v1/predictions/{id}/logs` shows
 it; from the first line on, `id` also carries the last line's `seq` after a dash
 (`3-17`). A comment line is sent every 15 s while nothing happens. A connection
@@ -178,7 +178,9 @@ async def prediction_events(
             description="the last event id received: resume after it (over `after`)",
         ),
     ] = None,
-    logs: Annotated[bool, Query(description="the lines the model prints, as `log` events")] = True,
+    logs: Annotated[
+        bool, Query(description="also the lines the model prints, as `log` events")
+    ] = False,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a prediction as server-sent events, from its start or a given event on."""
     resume = last_event_id if last_event_id is not None else after
