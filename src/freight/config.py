@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     autoscale_interval_s: float = Field(0.2, gt=0)
     gpus: str = ""
     reap_interval_s: float = Field(1.0, gt=0)
+    # how often each worker node reports its replicas to the store (nodes table): the
+    # reasons queued predictions wait, and the replicas of every node, read from it
+    census_interval_s: float = Field(2.0, gt=0)
+    # a prediction requeued after a failed attempt (its replica died, its lease lapsed)
+    # waits this long per attempt made before it is claimed again (retry_backoff)
+    retry_backoff_s: float = Field(1.0, ge=0)
     poll_interval_s: float = Field(0.5, gt=0)
     # server-sent event streams (GET /v1/predictions/{id}/events): how many one process
     # holds open (each holds a socket: 500 leaves half of the usual 1024 open files for

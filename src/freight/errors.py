@@ -83,7 +83,7 @@ class QueueFullError(FreightError):
 
 
 class QuotaExceededError(QueueFullError):
-    """A tenant's bound: ``quota_max_queued``, ``quota_max_in_flight``, ``quota_rate``;
+    """A tenant's bound: ``quota_max_queued``, ``quota_rate``;
     or too many failed authentications from one address (``too_many_auth_failures``)."""
 
     code = "quota_exceeded"

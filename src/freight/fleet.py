@@ -36,6 +36,7 @@ class ModelState:
     """One model's replicas as this process sees them."""
 
     ready_replicas: int = 0
+    busy: int = 0  # of the ready replicas, those running a batch now
     load_error: dict[str, Any] | None = None
     replicas: int = 0  # alive or starting (those asked to leave are not counted)
     starting: int = 0  # of ``replicas``, those still loading the model

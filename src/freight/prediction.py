@@ -49,6 +49,11 @@ class Kind(enum.StrEnum):
 
 LEASED = frozenset({Kind.MODEL, Kind.CHUNK, Kind.BATCH})
 
+#: a prediction requeued after a failed attempt (its replica died, its lease lapsed, the
+#: process running it crashed) waits this long per attempt made before it is claimed
+#: again: an input that crashes its replica does not crash-loop the fleet at full speed
+RETRY_BACKOFF_S = 1.0
+
 
 class ErrorCode(enum.StrEnum):
     """Stable codes of a failed / canceled / expired prediction."""
@@ -120,6 +125,8 @@ class Prediction:
     output_refs: str | None = None
     # who owns it (freight.access): a run's steps, a job's chunks are their owner's
     tenant: str = "default"
+    # requeued after a failed attempt: not claimed again before this (its back-off)
+    not_before: float | None = None
 
 
 @dataclass(slots=True)
@@ -161,6 +168,7 @@ class Release:
     count_attempt: bool = True  # False: the attempt was not the prediction's fault
     error_code: str = ErrorCode.ATTEMPTS_EXHAUSTED
     error_message: str = "the replica running this prediction died"
+    backoff_s: float = RETRY_BACKOFF_S  # requeued: not claimed before backoff_s x attempts
 
 
 @dataclass(slots=True)

@@ -2,13 +2,16 @@
 create (``tenants:`` in freight.yaml; ``"*"`` holds the bounds of every tenant
 without its own).
 
-Past a bound, a create answers ``429`` with ``Retry-After`` and a code naming it:
-``quota_max_queued``, ``quota_max_in_flight``, ``quota_rate``. Below every bound,
-nothing is refused.
+Past a bound of the queue, a create answers ``429`` with ``Retry-After`` and a code
+naming it: ``quota_max_queued``, ``quota_rate``. Below every bound, nothing is
+refused.
 
-- ``max_queued`` / ``max_in_flight`` are counted in the store when the tenant creates
-  (only for tenants with such a bound; each count stops at the bound). Concurrent
-  creates checked at the same instant may each pass: a bound, not a lock.
+- ``max_queued`` is counted in the store when the tenant creates (only for tenants
+  with such a bound; the count stops at the bound). Concurrent creates checked at
+  the same instant may each pass: a bound, not a lock.
+- ``max_in_flight`` refuses nothing: past it, the tenant's predictions stay queued
+  (waiting reason ``quota``) while other tenants' run — the claims apply it
+  (``freight/bounds.py``, ``agent/caps.py``); :meth:`Quotas.in_flight_full` tells.
 - ``rate`` is a moving window of creates, kept by each API process (the ``limits``
   library, in memory): with N API processes a tenant may reach N times its rate.
 """
@@ -23,15 +26,17 @@ import limits
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from freight import bounds
+from freight.bounds import ANY_TENANT
 from freight.config import Quota, TenantQuota
 from freight.errors import QuotaExceededError
 from freight.store import tenancy
 from freight.store.base import Store
 
-#: every tenant without bounds of its own
-ANY_TENANT = "*"
 #: how long a caller refused for a bound of the queue waits before it retries (s)
 QUEUE_RETRY_S = 1
+#: how long the counts of rows in flight are reused to tell a ``quota`` wait (s)
+RUNNING_CACHE_S = 0.5
 
 
 class Quotas:
@@ -46,9 +51,10 @@ class Quotas:
         self._targets = targets  # every model and pipeline (a tenant-wide count's scope)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._rates: dict[str, limits.RateLimitItem] = {}
+        self._running: tuple[float, dict[tuple[str, str], int]] = (-RUNNING_CACHE_S, {})
 
     def bounds(self, tenant: str) -> TenantQuota | None:
-        return self._tenants.get(tenant) or self._tenants.get(ANY_TENANT)
+        return bounds.bounds_of(self._tenants, tenant)
 
     async def check(self, tenant: str, target: str, idempotency_key: str | None = None) -> None:
         """Raise QuotaExceededError when ``tenant`` may not create one more ``target``
@@ -70,10 +76,22 @@ class Quotas:
         if per_model is not None:
             self._hit(f"{tenant}\x00{target}", per_model)
 
+    async def in_flight_full(self, tenant: str, target: str) -> bool:
+        """Whether ``tenant`` runs as many rows of ``target`` as its in-flight bounds
+        allow (its queued ones wait for it)."""
+        if not bounds.bounded(self._tenants):
+            return False
+        now = time.monotonic()
+        if now - self._running[0] >= RUNNING_CACHE_S:
+            counts = await self._store.execute(tenancy.running_counts, write=False)
+            self._running = (now, counts)
+        caps = bounds.caps(self._tenants, self._running[1], target)
+        return bounds.cap_of(caps, tenant) == 0
+
     async def _check_load(self, tenant: str, target: str | None, quota: Quota) -> None:
-        if quota.max_queued is None and quota.max_in_flight is None:
+        if quota.max_queued is None:
             return
-        bound = max(quota.max_queued or 0, quota.max_in_flight or 0)
+        bound = quota.max_queued
         targets = [target] if target is not None else list(self._targets())
         load = await self._store.execute(
             lambda: tenancy.tenant_load(tenant, targets, bound), write=False
@@ -88,17 +106,6 @@ class Quotas:
                 code="quota_max_queued",
                 retry_after_s=QUEUE_RETRY_S,
                 limit=quota.max_queued,
-                **scope,
-            )
-        running = load.get("running", 0)
-        if quota.max_in_flight is not None and running >= quota.max_in_flight:
-            raise QuotaExceededError(
-                f"tenant {tenant!r} has {quota.max_in_flight} predictions running"
-                + (f" of {target!r}" if target else "")
-                + ", its quota",
-                code="quota_max_in_flight",
-                retry_after_s=QUEUE_RETRY_S,
-                limit=quota.max_in_flight,
                 **scope,
             )
 

@@ -158,7 +158,12 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
         quotas=quotas,
     )
     system = SystemService(
-        parts.specs, store, backlog, fleet=agent, pipelines=parts.pipelines.specs
+        parts.specs,
+        store,
+        backlog,
+        fleet=agent,
+        pipelines=parts.pipelines.specs,
+        roster=predictions.roster,
     )
     batch = BatchService(
         settings,

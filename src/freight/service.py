@@ -48,6 +48,7 @@ from freight.prediction import Kind, Prediction, Status
 from freight.project import Pipelines
 from freight.quotas import Quotas
 from freight.registry import ModelSpec
+from freight.roster import Roster
 from freight.storage.base import Storage
 from freight.store import logs as store_logs
 from freight.store import ops
@@ -126,6 +127,8 @@ class PredictionService:
     ) -> None:
         self._settings = settings
         self._quotas = quotas
+        #: why a waiting prediction waits (the worker nodes' census)
+        self.roster = Roster(store, census_interval_s=settings.census_interval_s, quotas=quotas)
         self._specs = specs
         self._store = store
         self._storage = storage
@@ -528,6 +531,14 @@ class PredictionService:
         steps map (one more query)."""
         steps = await self.steps(row.id) if row.kind == RUN else None
         body = await render(row, self.presigner(absolute), steps=steps, upload_url=upload_url)
+        waiting = await self.roster.why(row)
+        if waiting is not None:
+            body["waiting_reason"], body["waiting_message"] = str(waiting.reason), waiting.message
+        if steps:
+            for step_row, why in (await self.roster.why_each(steps)).items():
+                for entry in body["steps"].values():
+                    if entry["prediction_id"] == step_row:
+                        entry["waiting_reason"] = str(why.reason)
         if row.notify is not None:  # it has subscriptions: how their events went
             body["notifications"] = await self.notifications(row)
         return body

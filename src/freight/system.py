@@ -16,7 +16,9 @@ from freight.fleet import Fleet, ModelState
 from freight.pipelines import PipelineSpec
 from freight.prediction import TargetStats
 from freight.registry import ModelSpec
+from freight.roster import Roster
 from freight.store.base import Store
+from freight.waiting import Capacity, NodeReport, capacity_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +38,14 @@ class SystemService:
         backlog: BacklogGauge,
         fleet: Fleet | None = None,
         pipelines: dict[str, PipelineSpec] | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self._specs = specs
         self._pipelines = pipelines or {}
         self._store = store
         self._backlog = backlog
         self._fleet = fleet
+        self._roster = roster
 
     async def check_ready(self) -> None:
         """Raise StoreUnavailableError when the database does not answer, NotReadyError
@@ -62,15 +66,29 @@ class SystemService:
 
     async def models(self) -> list[ModelInfo]:
         stats = await self._store.stats()
-        states = self._fleet.model_states() if self._fleet is not None else {}
+        states = await self._states()
         return [
             ModelInfo(
                 spec=spec,
                 backlog=stats.get(name, TargetStats()),
-                state=states.get(name, ModelState()) if self._fleet is not None else None,
+                state=states.get(name, ModelState()) if states is not None else None,
             )
             for name, spec in sorted(self._specs.items())
         ]
+
+    async def _states(self) -> dict[str, ModelState] | None:
+        """This process's replicas; a process without any (the API of the cluster
+        shape), the replicas of every live worker node, from their census."""
+        if self._fleet is not None:
+            return self._fleet.model_states()
+        if self._roster is None:
+            return None
+        nodes = await self._roster.nodes()
+        return {name: _state_of(capacity_of(nodes, name)) for name in self._specs}
+
+    async def nodes(self) -> list[NodeReport]:
+        """The live worker nodes (none known without a roster)."""
+        return await self._roster.nodes() if self._roster is not None else []
 
     async def model(self, name: str) -> ModelInfo:
         """One served model (NotFoundError naming it otherwise)."""
@@ -78,9 +96,8 @@ class SystemService:
         if spec is None:
             raise NotFoundError(f"no model named {name!r}", code="unknown_target", target=name)
         stats = await self._store.stats()
-        state = None
-        if self._fleet is not None:
-            state = self._fleet.model_states().get(name, ModelState())
+        states = await self._states()
+        state = states.get(name, ModelState()) if states is not None else None
         return ModelInfo(spec=spec, backlog=stats.get(name, TargetStats()), state=state)
 
     def pipelines(self) -> list[PipelineSpec]:
@@ -106,6 +123,21 @@ class SystemService:
         if self._fleet is None:
             return {}
         return {name: s.ready_replicas for name, s in self._fleet.model_states().items()}
+
+
+def _state_of(capacity: Capacity) -> ModelState:
+    """Replicas summed over the live nodes, as one model state."""
+    if capacity.nodes == 0 and capacity.not_served:
+        return ModelState(served=False, not_served="; ".join(capacity.not_served))
+    return ModelState(
+        ready_replicas=capacity.ready,
+        busy=capacity.busy,
+        replicas=capacity.replicas,
+        starting=capacity.starting,
+        desired=capacity.desired if capacity.nodes else None,
+        reason=capacity.decision,
+        load_error={"message": capacity.load_error} if capacity.load_error else None,
+    )
 
 
 def _waits_for_a_replica(state: ModelState) -> bool:

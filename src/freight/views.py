@@ -66,6 +66,7 @@ def _step(row: Prediction, output_url: str | None) -> dict[str, Any]:
         "output": _fragment(row.output_json),
         "output_url": output_url,
         "error": error_of(row),
+        "waiting_reason": None,
         "items": [] if row.kind == "for_each" else None,
     }
     return entry
@@ -147,6 +148,10 @@ def prediction_dict(
         "upload_url": upload_url,
         "error": error_of(p),
         "metadata": _fragment(p.metadata) or {},
+        # why it waits (``freight/waiting.py``), filled in by the service that knows the
+        # worker nodes; None once it runs (and where no one can tell: notifications)
+        "waiting_reason": None,
+        "waiting_message": None,
         # how its notifications went (``deliveries.summarize``), filled in by the service
         # for a prediction with subscriptions; None in the notifications themselves
         "notifications": None,

@@ -17,6 +17,7 @@ import pytest
 from freight.errors import ConflictError, NotFoundError, StoreUnavailableError
 from freight.ids import new_id
 from freight.prediction import (
+    RETRY_BACKOFF_S,
     Completion,
     ErrorCode,
     Prediction,
@@ -245,7 +246,10 @@ async def test_release_requeues_then_fails_when_attempts_spent(store: Store) -> 
     requeued = await store.get(p.id)
     assert requeued is not None
     assert (requeued.status, requeued.worker_id, requeued.attempts) == (Status.QUEUED, None, 1)
-    c = await claim_one(store)
+    # its back-off (1 s per attempt made): not claimed again before it
+    assert requeued.not_before == T0 + 2 + RETRY_BACKOFF_S
+    assert await store.claim("m", 1, worker_id="w1", lease_s=LEASE_S, now=T0 + 2.5) == []
+    (c,) = await store.claim("m", 1, worker_id="w1", lease_s=LEASE_S, now=T0 + 3)
     assert c.attempts == 2
     result = await store.release([Release(c.id, 2, "w1")], now=T0 + 3)
     assert result == {p.id: Status.FAILED}
@@ -255,13 +259,28 @@ async def test_release_requeues_then_fails_when_attempts_spent(store: Store) -> 
 
 
 async def test_release_without_counting_gives_attempt_back(store: Store) -> None:
-    """count_attempt=False requeues even on the last attempt and restores the count."""
+    """count_attempt=False requeues even on the last attempt and restores the count; no
+    back-off (the attempt was not the prediction's fault)."""
     (p,) = await add(store, make(max_attempts=1))
     c = await claim_one(store)
     result = await store.release([Release(c.id, 1, "w1", count_attempt=False)], now=T0 + 2)
     assert result == {p.id: Status.QUEUED}
     got = await store.get(p.id)
-    assert got is not None and got.attempts == 0
+    assert got is not None and (got.attempts, got.not_before) == (0, None)
+
+
+async def test_a_lapsed_lease_requeues_with_a_back_off(store: Store) -> None:
+    """The reaper's requeue waits backoff_s per attempt made; a release's own back-off
+    (the worker's setting) is taken as given."""
+    (p,) = await add(store, make(max_attempts=3))
+    await store.claim("m", 1, worker_id="w1", lease_s=5, now=T0)
+    await store.reap(now=T0 + 6, backoff_s=4.0)
+    got = await store.get(p.id)
+    assert got is not None and (got.status, got.not_before) == (Status.QUEUED, T0 + 10)
+    assert await store.claim("m", 1, worker_id="w1", lease_s=5, now=T0 + 9) == []
+    (again,) = await store.claim("m", 1, worker_id="w1", lease_s=5, now=T0 + 10)
+    await store.release([Release(again.id, 2, "w1", backoff_s=0.0)], now=T0 + 11)
+    assert await store.claim("m", 1, worker_id="w1", lease_s=5, now=T0 + 11) != []
 
 
 async def test_release_is_fenced(store: Store) -> None:
@@ -388,9 +407,10 @@ async def test_recover_orphans_requeues_running(store: Store) -> None:
 async def test_recover_orphans_ends_a_prediction_whose_attempts_are_spent(store: Store) -> None:
     """An input that crashed the only writer max_attempts times ends attempts_exhausted."""
     (row,) = await add(store, make(max_attempts=2))
-    for crash in range(2):
-        await store.claim("m", 1, worker_id="w1", lease_s=100, now=T0 + crash)
-        await store.recover_orphans(now=T0 + crash + 0.5)
+    for crash in range(2):  # each after the back-off of the crash before
+        (claimed,) = await store.claim("m", 1, worker_id="w1", lease_s=100, now=T0 + 10 * crash)
+        await store.recover_orphans(now=T0 + 10 * crash + 0.5)
+        assert claimed.attempts == crash + 1
     got = await store.get(row.id)
     assert got is not None
     assert (got.status, got.attempts, got.error_code) == (

@@ -88,10 +88,14 @@ def test_queued_and_rate_quotas(make_server: Callable[..., Server]) -> None:
 
 
 @pytest.mark.parametrize("shape", ["embedded"], indirect=True)
-def test_in_flight_quota(make_server: Callable[..., Server], tmp_path: Path) -> None:
+def test_in_flight_quota_holds_the_rest_queued(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Past max_in_flight nothing is refused: the tenant's next prediction stays queued,
+    saying ``quota``, while another tenant's runs; it runs once the first ends."""
     server = make_server(models=["Hold", "Echo"], FREIGHT_TENANTS=json.dumps(QUOTAS))
-    keys = _keys(server, "busy")
-    with as_key(server, keys["busy"]) as busy:
+    keys = _keys(server, "busy", "gamma")
+    with as_key(server, keys["busy"]) as busy, as_key(server, keys["gamma"]) as gamma:
         held = busy.post(
             "/v1/predictions",
             json={"target": "hold", "input": {"pidfile": str(tmp_path / "pid")}},
@@ -101,13 +105,21 @@ def test_in_flight_quota(make_server: Callable[..., Server], tmp_path: Path) -> 
         wait_until(
             lambda: busy.get(f"/v1/predictions/{held_id}").json()["status"] == "running", 60
         )
-        _refused(
-            busy.post("/v1/predictions", json={"target": "echo", "input": 1}),
-            "quota_max_in_flight",
+        second = busy.post("/v1/predictions", json={"target": "echo", "input": 1})
+        assert second.status_code == 202, second.text
+        second_id = second.json()["id"]
+        # another tenant is not held back by busy's bound
+        other = gamma.post("/v1/predictions", json={"target": "echo", "input": 2})
+        other_id = other.json()["id"]
+        wait_until(
+            lambda: gamma.get(f"/v1/predictions/{other_id}").json()["status"] == "succeeded",
+            60,
         )
+        view = busy.get(f"/v1/predictions/{second_id}").json()
+        assert view["status"] == "queued"
+        assert view["waiting_reason"] == "quota", view
         assert busy.post(f"/v1/predictions/{held_id}/cancel").status_code == 200
         wait_until(
-            lambda: busy.post("/v1/predictions", json={"target": "echo", "input": 2}).status_code
-            == 202,
+            lambda: busy.get(f"/v1/predictions/{second_id}").json()["status"] == "succeeded",
             30,
         )

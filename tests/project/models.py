@@ -156,3 +156,19 @@ class _Nap0(freight.Model):
     def predict(self, input: dict[str, Any]) -> dict[str, Any]:
         time.sleep(input.get("ms", 0) / 1000)
         return {"slept_ms": input.get("ms", 0), "pid": os.getpid()}
+
+
+class _Gated(freight.Model):
+    """Scaled to zero; its load() waits until the file named by $FREIGHT_TEST_LOAD_GATE
+    exists: a cold start that lasts until the test opens the gate."""
+
+    name = "gated"
+    replicas = freight.Replicas(min=0, max=1, idle_s=60)
+
+    def load(self) -> None:
+        gate = Path(os.environ["FREIGHT_TEST_LOAD_GATE"])
+        while not gate.exists():
+            time.sleep(0.02)
+
+    def predict(self, input: Any) -> Any:
+        return input

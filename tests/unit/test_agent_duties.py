@@ -194,7 +194,7 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.reaps = 0
 
-    async def reap(self, *, now: float) -> ReapResult:
+    async def reap(self, *, now: float, backoff_s: float = 0.0) -> ReapResult:
         self.reaps += 1
         return await super().reap(now=now)
 

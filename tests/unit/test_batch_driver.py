@@ -276,7 +276,7 @@ async def test_a_resumed_job_does_not_rerun_finished_chunks(parts: dict[str, Any
         await until(lambda: _done_chunks(store, job.id, 2), replica)
         replica.paused = True
     # d1 is gone; its lease is handed over as the reaper would
-    reaped = await store.reap(now=time.time() + 3600)
+    reaped = await store.reap(now=time.time() + 3600, backoff_s=0.0)
     assert job.id in reaped.requeued
     replica.paused = False
     before = list(replica.ran)
@@ -438,7 +438,7 @@ async def test_a_zombie_attempt_never_overwrites_the_winners_output(
             return rows
 
         (zombie,) = await until(claimed, replica)
-        reaped = await store.reap(now=100.0)  # its lease (61.0) expired: requeued
+        reaped = await store.reap(now=100.0, backoff_s=0.0)  # its lease (61.0) expired: requeued
         assert reaped.requeued == [zombie.id]
         (winner,) = await until(claimed, replica)
         assert winner.attempts == zombie.attempts + 1

@@ -181,6 +181,7 @@ def test_steps_map_in_creation_order_with_timings_output_and_error() -> None:
         "output": {"v": 1},
         "output_url": None,
         "error": None,
+        "waiting_reason": None,
         "items": None,
     }
     assert steps["b"]["error"] == {"code": "model_error", "message": "boom", "detail": {}}

@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from freight.agent.autoscaler import Autoscaler
+from freight.agent.caps import InFlightCaps
+from freight.agent.census import Census
 from freight.agent.delivery import Deliverer, RetryPolicy, SinkFor, links_base
 from freight.agent.duties import (
     Duty,
@@ -113,6 +115,7 @@ class Agent:
         scratch.mkdir(parents=True, exist_ok=True)
         self.devices = list(devices) if devices is not None else _detect_devices(settings)
         self.gpu_pool = GpuPool(self.devices)
+        self.caps = InFlightCaps(store, settings.tenants)
         self.logs = LogWriter(store, hub.publish, settings.max_log_bytes)
         self.not_served = _deployable(specs, self.devices)
         served = {name: spec for name, spec in specs.items() if name not in self.not_served}
@@ -152,6 +155,8 @@ class Agent:
             on_finished=self._persist,
             launch=launch,
             gpu_pool=self.gpu_pool,
+            caps=self.caps,
+            retry_backoff_s=settings.retry_backoff_s,
             logs=self.logs,
         )
 
@@ -181,6 +186,7 @@ class Agent:
             interval_s=settings.reap_interval_s,
             signal=self._signal,
             hub=self._hub,
+            backoff_s=settings.retry_backoff_s,
         )
         self.purger = Purger(
             store,
@@ -190,7 +196,14 @@ class Agent:
             retention_s=settings.retention_s,
             batch=settings.retention_batch,
         )
-        duties: list[Duty] = [self.autoscaler, self.heartbeat, self.reaper]
+        self.census = Census(
+            store,
+            outage,
+            node_id=self.worker_id,
+            interval_s=settings.census_interval_s,
+            states=self.model_states,
+        )
+        duties: list[Duty] = [self.autoscaler, self.heartbeat, self.reaper, self.census]
         if settings.retention_s:
             duties.append(self.purger)
         if self.deliverer is not None:
@@ -201,7 +214,9 @@ class Agent:
 
     async def start(self) -> None:
         if self._store.exclusive:
-            orphans = await self._store.recover_orphans(now=time.time())
+            orphans = await self._store.recover_orphans(
+                now=time.time(), backoff_s=self._settings.retry_backoff_s
+            )
             if orphans:
                 log.warning("requeued %d predictions left running by a previous run", len(orphans))
         for worker in self.workers.values():
@@ -211,6 +226,10 @@ class Agent:
             await self.autoscaler.tick()  # the min replicas (and whatever is queued) start now
         except Exception:
             log.exception("autoscale failed (the next tick tries again)")
+        try:
+            await self.census.tick()  # known to the API before its first interval
+        except Exception:
+            log.exception("census report failed (the next tick tries again)")
         for duty in self.duties:
             self.supervisor.start(duty)
 
@@ -227,6 +246,7 @@ class Agent:
         self._stopping = True
         await self.supervisor.stop()
         await self.logs.close()
+        await self.census.goodbye()
 
     def stop_claiming(self) -> None:
         """Claim nothing more (called the moment SIGTERM arrives, before the HTTP
@@ -241,6 +261,7 @@ class Agent:
         states = {
             name: ModelState(
                 ready_replicas=w.ready_replicas,
+                busy=w.busy_replicas,
                 load_error=w.load_error,
                 replicas=w.replicas,
                 starting=w.starting,

@@ -32,7 +32,7 @@ from freight import metrics
 from freight.errors import StoreUnavailableError
 from freight.events import CompletionHub, WorkSignal
 from freight.keys import is_own_input, is_own_output
-from freight.prediction import Prediction
+from freight.prediction import RETRY_BACKOFF_S, Prediction
 from freight.storage.base import Storage
 from freight.store.base import Queue, Records
 
@@ -160,8 +160,10 @@ class Reaper(Periodic):
         interval_s: float,
         signal: WorkSignal,
         hub: CompletionHub,
+        backoff_s: float = RETRY_BACKOFF_S,
     ) -> None:
         super().__init__(interval_s, outage)
+        self._backoff_s = backoff_s
         self._queue = queue
         self._signal = signal
         self._hub = hub
@@ -169,7 +171,7 @@ class Reaper(Periodic):
     async def tick(self) -> None:
         if not self._outage.leases_trusted:
             return
-        result = await self._queue.reap(now=time.time())
+        result = await self._queue.reap(now=time.time(), backoff_s=self._backoff_s)
         if result.requeued:
             log.warning("requeued %d predictions whose lease expired", len(result.requeued))
             self._signal.notify_all()

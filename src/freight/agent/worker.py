@@ -38,6 +38,7 @@ from typing import Any
 
 from freight import logsetup, metrics, tracing
 from freight.agent import batches
+from freight.agent.caps import InFlightCaps
 from freight.agent.logs import LogWriter
 from freight.agent.persist import Persist
 from freight.agent.replica import (
@@ -53,7 +54,7 @@ from freight.errors import StoreUnavailableError
 from freight.events import WorkSignal
 from freight.fleet import ColdStart, ScaleChange
 from freight.logs import MAX_LOAD_LINES, Printed
-from freight.prediction import Completion, ErrorCode, Prediction, Release
+from freight.prediction import RETRY_BACKOFF_S, Completion, ErrorCode, Prediction, Release
 from freight.registry import ModelSpec
 from freight.runner.protocol import Logs
 from freight.scaling import GpuPool, visible_devices_env
@@ -159,6 +160,8 @@ class ModelWorker:
         make_replica: ReplicaFactory | None = None,
         launch: ReplicaLauncher | None = None,
         gpu_pool: GpuPool | None = None,
+        caps: InFlightCaps | None = None,
+        retry_backoff_s: float = RETRY_BACKOFF_S,
         logs: LogWriter | None = None,
     ) -> None:
         """``logs``: where what the runners print goes (None: their stderr only).
@@ -175,6 +178,8 @@ class ModelWorker:
             self._launch = launch or self._replica
         self._logs = logs
         self._gpu_pool = gpu_pool
+        self._caps = caps
+        self._retry_backoff_s = retry_backoff_s
         self._store = store
         self._storage = storage
         self._signal = signal
@@ -345,6 +350,11 @@ class ModelWorker:
     @property
     def ready_replicas(self) -> int:
         return sum(1 for s in self.slots if s.replica is not None and s.replica.serving)
+
+    @property
+    def busy_replicas(self) -> int:
+        """Ready replicas running a batch now (``ready - busy`` could take one more)."""
+        return sum(1 for s in self.slots if s.busy and s.replica is not None)
 
     @property
     def load_error(self) -> dict[str, Any] | None:
@@ -523,13 +533,18 @@ class ModelWorker:
     async def _claim_some(self, limit: int) -> list[Prediction]:
         if self.stopping:
             return []
-        return await self._store.claim(
+        caps = await self._caps.caps(self.spec.name) if self._caps is not None else None
+        rows = await self._store.claim(
             self.spec.name,
             limit,
             worker_id=self._worker_id,
             lease_s=self._lease_s,
             now=time.time(),
+            caps=caps,
         )
+        if caps is not None and self._caps is not None:
+            self._caps.claimed(rows)
+        return rows
 
     async def _run(self, slot: Slot, rows: list[Prediction]) -> None:
         trace = BatchTrace(rows) if tracing.ENABLED else None
@@ -613,6 +628,7 @@ class ModelWorker:
                 worker_id=self._worker_id,
                 count_attempt=not ours,
                 error_message=f"the replica died {row.attempts} time(s) running it",
+                backoff_s=self._retry_backoff_s,
             )
             for row in rows
             if row.id not in slot.interrupted

@@ -81,7 +81,7 @@ MEANING: dict[type[errors.FreightError], str] = {
     errors.QueueFullError: "the model's queue is full; retry after `Retry-After` "
     "seconds (`queue_full`)",
     errors.QuotaExceededError: "a quota of the tenant is reached; retry after `Retry-After` "
-    "seconds (`quota_max_queued`, `quota_max_in_flight`, `quota_rate`, "
+    "seconds (`quota_max_queued`, `quota_rate`, "
     "`too_many_auth_failures`)",
     errors.StorageError: "the object store failed (`storage_error`)",
     errors.StoreUnavailableError: "the database is unavailable; retry "

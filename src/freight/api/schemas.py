@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from freight.access import MAX_KEY_LIFETIME_S
 from freight.batch.options import Options
+from freight.waiting import Reason
 
 StatusName = Literal[
     "pending",
@@ -134,6 +135,7 @@ class StepOut(BaseModel):
     output: Any
     output_url: str | None
     error: ErrorInfo | None
+    waiting_reason: Reason | None = Field(None, description="why a queued step waits")
     items: list[StepItemOut] | None = Field(None, description="for_each steps only")
 
 
@@ -180,6 +182,15 @@ class PredictionOut(BaseModel):
     upload_url: str | None
     error: ErrorInfo | None
     metadata: dict[str, Any]
+    waiting_reason: Reason | None = Field(
+        None,
+        description="why it is not running yet (null once it runs or ended): awaiting_input "
+        "(no upload yet), retry_backoff (a failed attempt's back-off), quota (its tenant's "
+        "max_in_flight), no_replica (no live worker serves the model, or its replicas fail "
+        "to load), cold_start (replicas starting), lower_priority (replicas busy, higher "
+        "priorities first), at_capacity (replicas busy)",
+    )
+    waiting_message: str | None = Field(None, description="the reason in words")
     notifications: NotificationsOut | None = Field(
         None,
         description="how its notifications went, apart from its own status (null: it has "
@@ -236,9 +247,10 @@ class ModelOut(BaseModel):
     input_kind: str
     batching: dict[str, Any]
     replicas: dict[str, Any] = Field(
-        description="min, max, target_backlog, idle_s, gpus (per replica); on a node "
-        "running replicas: running / ready (loaded), starting, total (running or "
-        "starting) and desired (the autoscaler's count)"
+        description="min, max, target_backlog, idle_s, gpus (per replica); the replicas "
+        "of this node, or on an API without replicas of every live worker node (their "
+        "census): running / ready (loaded), busy (running a batch), starting, total "
+        "(running or starting) and desired (the autoscalers' count)"
     )
     backlog: dict[str, int]
     load_error: dict[str, Any] | None = None
@@ -347,9 +359,7 @@ class CreateKey(BaseModel):
 
     tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="who it acts as")
     name: str = Field("", max_length=200, description="what it is for")
-    scopes: list[ScopeName] = Field(
-        default_factory=_predict_and_read, min_length=1, max_length=5
-    )
+    scopes: list[ScopeName] = Field(default_factory=_predict_and_read, min_length=1, max_length=5)
     models: list[str] | None = Field(
         None, max_length=1000, description="only these models and pipelines (default: all)"
     )

@@ -71,6 +71,8 @@ def prediction_panel(p: Prediction) -> RenderableType:
     table.add_row("id", p.id)
     table.add_row("target", f"{p.target} ({p.kind})")
     table.add_row("status", status_text(p.status))
+    if p.waiting_reason is not None:
+        table.add_row("waiting", Text(f"{p.waiting_reason}: {p.waiting_message or ''}"))
     if p.run_id is not None:
         element = "" if p.item_index is None else f" [{p.item_index}]"
         table.add_row("run", Text(f"{p.run_id}, step {p.step}{element}"))
@@ -176,7 +178,7 @@ def summary(p: Prediction) -> Group:
 
 
 def _step_detail(step: StepInfo) -> Text:
-    """Why a step failed, or how far a for_each step's elements got."""
+    """Why a step failed, how far a for_each step's elements got, or why it waits."""
     if step.error is not None:
         return Text(f"{step.error.code}: {step.error.message}", style="red")
     if step.items is not None:
@@ -184,6 +186,8 @@ def _step_detail(step: StepInfo) -> Text:
         return Text(f"{done}/{len(step.items)} elements succeeded")
     if step.kind == "pipeline":
         return Text(f"freight status {step.prediction_id}", style="dim")
+    if step.waiting_reason is not None:
+        return Text(f"waiting: {step.waiting_reason}", style="yellow")
     return Text("")
 
 

@@ -104,6 +104,7 @@ class StepInfo(_Wire):
     output: Any = None
     output_url: str | None = None
     error: ErrorInfo | None = None
+    waiting_reason: str | None = None  # why a queued step is not running yet
     items: list[StepItem] | None = None
 
 
@@ -150,6 +151,10 @@ class Prediction(_Wire):
     upload_url: str | None = None
     error: ErrorInfo | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: why it is not running yet (None once it runs or ended): awaiting_input,
+    #: retry_backoff, quota, no_replica, cold_start, lower_priority, at_capacity
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
     urls: Urls = Field(default_factory=Urls)
     run_id: str | None = None
     step: str | None = None

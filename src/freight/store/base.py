@@ -33,12 +33,13 @@ triggers NOTIFY.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.prediction import (
+    RETRY_BACKOFF_S,
     Completion,
     Kind,
     Prediction,
@@ -93,12 +94,15 @@ class Queue(Protocol):
         worker_id: str,
         lease_s: float,
         now: float,
+        caps: Mapping[str, int] | None = None,
     ) -> list[Prediction]:
         """Atomically move up to ``limit`` queued predictions of ``target`` to ``running``,
         stamping ``started_at``, ``worker_id``, ``lease_expires_at = now + lease_s`` and
         incrementing ``attempts``. Shared equally between the tenants with rows queued,
         in turn from one claim to the next; each tenant's by priority desc, then oldest
-        first (``ops.claim``). Returned by priority desc, then oldest first."""
+        first (``ops.claim``), passing over rows not before their back-off and tenants at
+        their in-flight bound (``caps``: :func:`freight.bounds.caps`). Returned by
+        priority desc, then oldest first."""
 
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
         """Record outcomes; a completion applies only when the row is still ``running``
@@ -129,12 +133,13 @@ class Queue(Protocol):
         :meth:`complete` (a canceled row still names its last holder); False when
         the row is no longer held."""
 
-    async def reap(self, *, now: float) -> ReapResult:
+    async def reap(self, *, now: float, backoff_s: float = RETRY_BACKOFF_S) -> ReapResult:
         """One sweep: running with an expired lease -> queued (or failed
         ``attempts_exhausted`` when attempts are spent); queued past ``expires_at`` ->
-        expired; awaiting_input past ``upload_expires_at`` -> expired."""
+        expired; awaiting_input past ``upload_expires_at`` -> expired. A requeued row is
+        not claimed before ``backoff_s`` times its attempts have passed."""
 
-    async def recover_orphans(self, *, now: float) -> list[str]:
+    async def recover_orphans(self, *, now: float, backoff_s: float = RETRY_BACKOFF_S) -> list[str]:
         """Exclusive stores only, after this process's own crash: requeue every
         ``running`` row, counting the attempt (the crash may have been the input's
         doing); a row whose attempts are spent fails ``attempts_exhausted``."""

@@ -25,9 +25,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from freight.bounds import cap_of
 from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
 from freight.errors import ConflictError, NotFoundError
 from freight.prediction import (
+    RETRY_BACKOFF_S,
     Completion,
     Kind,
     Prediction,
@@ -169,11 +171,18 @@ def claim(params: dict[str, Any], turns: dict[str, str]) -> Op[list[Prediction]]
     statements it makes.
     """
     limit, target = params["limit"], params["target"]
+    caps: dict[str, int] = params.get("caps") or {}
     found = yield Sql(sql.CLAIM_TENANTS, {"target": target, "after": turns.get(target)})
     tenants = [tenant for tenant, _ in sorted(found, key=lambda r: r[1])][: sql.TENANTS_CAP]
+    # a tenant at its in-flight bound (freight/bounds.py) is passed over this time
+    room = {t: cap_of(caps, t) for t in tenants}
+    tenants = [t for t in tenants if room[t] != 0]
     if not tenants or limit <= 0:
         return []
-    shares = dict(zip(tenants, fair_shares(limit, len(tenants)), strict=True))
+    shares: dict[str, int] = {}
+    for t, n in zip(tenants, fair_shares(limit, len(tenants)), strict=True):
+        cap = room[t]
+        shares[t] = n if cap is None else min(n, cap)
     base = {k: params[k] for k in ("target", "now", "worker_id", "lease_expires_at")}
     dealt = [base | {"tenant": t, "limit": n} for t, n in shares.items() if n]
     rows = as_rows((yield Sql(sql.CLAIM, dealt[0] if len(dealt) == 1 else dealt)))
@@ -186,7 +195,12 @@ def claim(params: dict[str, Any], turns: dict[str, str]) -> Op[list[Prediction]]
         # the deal goes on after the last tenant dealt, among those that filled theirs
         after = tenants[last + 1 :] + tenants[: last + 1]
         for tenant in (t for t in after if got[t] >= shares[t]):
-            wanted = base | {"tenant": tenant, "limit": limit - len(rows)}
+            more_of = limit - len(rows)
+            if (cap := room[tenant]) is not None:
+                more_of = min(more_of, cap - got[tenant])
+            if more_of <= 0:
+                continue
+            wanted = base | {"tenant": tenant, "limit": more_of}
             more = yield from fetch(sql.CLAIM, wanted)
             rows += more
             if more:
@@ -231,7 +245,7 @@ def save_progress(params: dict[str, Any]) -> Op[bool]:
     return bool((yield Sql(sql.SAVE_PROGRESS, params)))
 
 
-def reap(now: float) -> Op[tuple[ReapResult, Told]]:
+def reap(now: float, backoff_s: float = RETRY_BACKOFF_S) -> Op[tuple[ReapResult, Told]]:
     """The sweeps, in this order: TTL first, so that a row requeued by the lease sweep
     is not expired in the same sweep (each id lands in one list). The rows due in every
     sweep are found first and locked at once (their runs, then themselves, by id: one
@@ -246,12 +260,13 @@ def reap(now: float) -> Op[tuple[ReapResult, Told]]:
         in_list, params = sql.expand_in("id", every)
         yield Sql(sql.LOCK_IDS.format(ids=in_list), params, lock_only=True)
     ended: dict[str, list[Prediction]] = {}
+    backoff = {"now": now, "backoff_s": backoff_s}
     for name in names:
         ended[name] = []
         if due[name]:
             in_list, params = sql.expand_in("id", due[name])
             change = sql.REAPS[name][1].format(ids=in_list)
-            ended[name] = as_rows((yield Sql(change, params | {"now": now})))
+            ended[name] = as_rows((yield Sql(change, params | backoff)))
     requeued = ended.pop("LEASE_REQUEUE")
     rows = [row for sweep in ended.values() for row in sweep]
     runs = [row.id for row in rows if row.kind == Kind.PIPELINE]
@@ -264,11 +279,11 @@ def reap(now: float) -> Op[tuple[ReapResult, Told]]:
     return result, told
 
 
-def recover_orphans(now: float) -> Op[tuple[list[str], Told]]:
+def recover_orphans(now: float, backoff_s: float = RETRY_BACKOFF_S) -> Op[tuple[list[str], Told]]:
     """After this exclusive store's own crash, every ``running`` row is an orphan.
     The crash may have been the prediction's doing (an input that kills the server),
     so its attempt counts: spent attempts end it as ``attempts_exhausted``."""
-    rows = as_rows((yield Sql(sql.RECOVER_ORPHANS, {"now": now})))
+    rows = as_rows((yield Sql(sql.RECOVER_ORPHANS, {"now": now, "backoff_s": backoff_s})))
     ended = [row for row in rows if row.status.terminal]
     told = yield from advance_runs([], ended, now=now)
     return [row.id for row in rows], told

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +30,7 @@ from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.errors import ConflictError, StoreUnavailableError
 from freight.prediction import (
+    RETRY_BACKOFF_S,
     Completion,
     Kind,
     Prediction,
@@ -254,8 +255,10 @@ class PostgresStore:
         worker_id: str,
         lease_s: float,
         now: float,
+        caps: Mapping[str, int] | None = None,
     ) -> list[Prediction]:
         params = claim_params(target, limit, worker_id=worker_id, lease_s=lease_s, now=now)
+        params["caps"] = caps
         return await self._run(lambda: ops.claim(params, self._turns))
 
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
@@ -284,14 +287,14 @@ class PostgresStore:
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
         return await self._run_told(lambda: ops.cancel(prediction_id, now))
 
-    async def reap(self, *, now: float) -> ReapResult:
-        return await self._run_told(lambda: ops.reap(now))
+    async def reap(self, *, now: float, backoff_s: float = RETRY_BACKOFF_S) -> ReapResult:
+        return await self._run_told(lambda: ops.reap(now, backoff_s))
 
-    async def recover_orphans(self, *, now: float) -> list[str]:
+    async def recover_orphans(self, *, now: float, backoff_s: float = RETRY_BACKOFF_S) -> list[str]:
         """Implemented for completeness; a shared PostgreSQL store must not call it
         (other live processes hold those ``running`` rows): the caller checks
         :attr:`exclusive`."""
-        return await self._run_told(lambda: ops.recover_orphans(now))
+        return await self._run_told(lambda: ops.recover_orphans(now, backoff_s))
 
     async def purge(self, *, before: float, limit: int) -> list[Prediction]:
         return await self._run(lambda: ops.purge(before, limit))

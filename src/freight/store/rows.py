@@ -73,6 +73,7 @@ def release_params(release: Release, now: float) -> dict[str, Any]:
         "error_code": str(release.error_code),
         "error_message": release.error_message,
         "now": now,
+        "backoff_s": release.backoff_s,
     }
 
 
@@ -172,8 +173,11 @@ def delivery_params(result: DeliveryResult) -> dict[str, Any]:
 def secrets_in_use(rows: Iterable[Sequence[Any]], now: float, overlap_s: float) -> list[str]:
     """The secrets that sign now, newest first: the current one, and those retired less
     than ``overlap_s`` ago (receivers accept either while they switch)."""
-    live = [(created, secret) for secret, created, retired in rows
-            if retired is None or retired + overlap_s > now]
+    live = [
+        (created, secret)
+        for secret, created, retired in rows
+        if retired is None or retired + overlap_s > now
+    ]
     return [secret for _, secret in sorted(live, reverse=True)]
 
 

@@ -99,6 +99,8 @@ predictions = sa.Table(
     sa.Column("notify", sa.Text),
     sa.Column("output_refs", sa.Text),
     sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
+    # a requeued row's back-off: not claimed before it (migration 0011)
+    sa.Column("not_before", sa.Double),
     sa.CheckConstraint(_status_check(), name="ck_predictions_status"),
 )
 
@@ -273,4 +275,15 @@ prediction_logs = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("total", sa.BigInteger, nullable=False),  # bytes up to this line, inclusive
     sa.Column("dropped", sa.BigInteger),  # the marker line's: bytes dropped
+)
+
+# Each worker node's last report of its replicas (migration 0011; ``agent/census.py``).
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("seen_at", sa.Double, nullable=False),
+    sa.Column("states", sa.Text, nullable=False),  # JSON: waiting.NodeReport.to_json()
 )

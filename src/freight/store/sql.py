@@ -151,6 +151,7 @@ UPDATE predictions SET status = 'running', started_at = :now, attempts = attempt
 WHERE id IN (
     SELECT id FROM predictions
     WHERE status = 'queued' AND target = :target AND tenant = :tenant
+        AND (not_before IS NULL OR not_before <= :now)
     ORDER BY priority DESC, id
     LIMIT :limit {{skip_locked}}
 )
@@ -180,6 +181,7 @@ UPDATE predictions SET
     error_message = CASE WHEN :count_attempt AND attempts >= max_attempts
         THEN :error_message ELSE error_message END,
     attempts = CASE WHEN :count_attempt THEN attempts ELSE attempts - 1 END,
+    not_before = CASE WHEN :count_attempt THEN :now + NULLIF(:backoff_s, 0) * attempts END,
     worker_id = NULL, lease_expires_at = NULL
 WHERE id = :id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt
 {RETURNING}"""
@@ -252,7 +254,8 @@ REAPS: dict[str, tuple[str, str]] = {
     ),
     "LEASE_REQUEUE": _reap(
         f"status = 'running' AND lease_expires_at < :now AND kind IN {LEASED_KINDS}",
-        "status = 'queued', worker_id = NULL, lease_expires_at = NULL",
+        "status = 'queued', worker_id = NULL, lease_expires_at = NULL, "
+        "not_before = :now + NULLIF(:backoff_s, 0) * attempts",
     ),
 }
 
@@ -266,6 +269,7 @@ UPDATE predictions SET
         THEN 'attempts_exhausted' ELSE error_code END,
     error_message = CASE WHEN attempts >= max_attempts
         THEN 'the process running it died and no attempts are left' ELSE error_message END,
+    not_before = :now + NULLIF(:backoff_s, 0) * attempts,
     worker_id = NULL, lease_expires_at = NULL
 WHERE status = 'running' AND kind IN {LEASED_KINDS}
 {RETURNING}"""
@@ -464,4 +468,3 @@ RETIRE_SECRETS = (
 PURGE_OUTBOX = "DELETE FROM outbox WHERE prediction_id IN {ids}"
 PURGE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE prediction_id IN {ids}"
 PURGE_LOGS = "DELETE FROM prediction_logs WHERE prediction_id IN {ids}"
-

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from freight import metrics
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.prediction import (
+    RETRY_BACKOFF_S,
     Completion,
     Kind,
     Prediction,
@@ -119,7 +120,6 @@ class SqliteStore:
     async def ping(self) -> None:
         await self._readers.run(lambda conn: conn.execute("SELECT 1").fetchall())
 
-
     async def _write(self, op: Op[T]) -> T:
         return await self._writer.submit(lambda conn: drive(conn, op))
 
@@ -184,8 +184,10 @@ class SqliteStore:
         worker_id: str,
         lease_s: float,
         now: float,
+        caps: Mapping[str, int] | None = None,
     ) -> list[Prediction]:
         params = claim_params(target, limit, worker_id=worker_id, lease_s=lease_s, now=now)
+        params["caps"] = caps
         return await self._write(ops.claim(params, self._turns))
 
     async def complete(self, completions: Sequence[Completion]) -> list[str]:
@@ -213,11 +215,11 @@ class SqliteStore:
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
         return await self._write_told(ops.cancel(prediction_id, now))
 
-    async def reap(self, *, now: float) -> ReapResult:
-        return await self._write_told(ops.reap(now))
+    async def reap(self, *, now: float, backoff_s: float = RETRY_BACKOFF_S) -> ReapResult:
+        return await self._write_told(ops.reap(now, backoff_s))
 
-    async def recover_orphans(self, *, now: float) -> list[str]:
-        return await self._write_told(ops.recover_orphans(now))
+    async def recover_orphans(self, *, now: float, backoff_s: float = RETRY_BACKOFF_S) -> list[str]:
+        return await self._write_told(ops.recover_orphans(now, backoff_s))
 
     async def purge(self, *, before: float, limit: int) -> list[Prediction]:
         return await self._write(ops.purge(before, limit))

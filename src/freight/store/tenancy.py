@@ -188,3 +188,16 @@ def tenant_load(tenant: str, targets: list[str], limit: int) -> Op[dict[str, int
     )
     rows = yield Sql(text, params | {"tenant": tenant, "limit": limit})
     return {str(status): int(count) for status, count in rows}
+
+
+# rows that hold a replica now, per tenant and target (the running partial index)
+RUNNING_COUNTS = """
+SELECT tenant, target, count(*) FROM predictions
+WHERE status = 'running' AND kind IN ('chunk', 'model') GROUP BY tenant, target"""
+
+
+def running_counts() -> Op[dict[tuple[str, str], int]]:
+    """Rows in flight per (tenant, target): what ``max_in_flight`` bounds
+    (``freight/bounds.py``)."""
+    rows = yield Sql(RUNNING_COUNTS, {})
+    return {(str(tenant), str(target)): int(n) for tenant, target, n in rows}

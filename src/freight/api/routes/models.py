@@ -47,6 +47,7 @@ def _model_dict(info: ModelInfo) -> dict[str, Any]:
             "running": ready,  # loaded (the field older clients read)
             "ready": ready,
             "starting": state.starting if state else 0,
+            "busy": state.busy if state else 0,
             "total": state.replicas if state else 0,
             "desired": state.desired if state else None,
         },
