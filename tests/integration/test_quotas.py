@@ -115,9 +115,13 @@ def test_in_flight_quota_holds_the_rest_queued(
             lambda: gamma.get(f"/v1/predictions/{other_id}").json()["status"] == "succeeded",
             60,
         )
-        view = busy.get(f"/v1/predictions/{second_id}").json()
-        assert view["status"] == "queued"
-        assert view["waiting_reason"] == "quota", view
+        view = wait_until(
+            lambda: (v := busy.get(f"/v1/predictions/{second_id}").json())["waiting_reason"]
+            == "quota"
+            and v,
+            30,
+        )
+        assert view["status"] == "queued", view
         assert busy.post(f"/v1/predictions/{held_id}/cancel").status_code == 200
         wait_until(
             lambda: busy.get(f"/v1/predictions/{second_id}").json()["status"] == "succeeded",

@@ -142,6 +142,7 @@ async def _detail(svc: PredictionService, row: Prediction, who: Principal) -> di
         "logs": logs,
         "deliveries": await svc.deliveries(row.id, who),
         "waiting_reason": view.get("waiting_reason"),
+        "waiting_message": view.get("waiting_message"),
     }
 
 
