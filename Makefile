@@ -17,7 +17,8 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@# the console's browser tests drive Debian's chromium (Playwright cannot download one here)
 	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get install -y --no-install-recommends chromium; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y --no-install-recommends chromium \
+	    || { apt-get update && apt-get install -y --no-install-recommends chromium; }; \
 	  else echo "chromium is missing: run 'sudo apt-get install -y --no-install-recommends chromium'" \
 	    "(the console's browser tests skip without it, and fail under CI)"; fi; \
 	fi
