@@ -59,6 +59,8 @@ class DeliveryAttempt:
     status_code: int | None = None
     error: str | None = None
     next_at: float | None = None  # when it is tried again; None: it ended
+    latency_ms: float | None = None  # how long the sink took to answer (or to fail)
+    response: str | None = None  # the first KB of a webhook receiver's answer
 
 
 @dataclass(slots=True)
@@ -73,6 +75,8 @@ class DeliveryResult:
     status_code: int | None = None
     error: str | None = None
     next_at: float | None = None
+    latency_ms: float | None = None
+    response: str | None = None
 
 
 class NotificationState(enum.StrEnum):

@@ -101,7 +101,13 @@ async def test_a_retry_is_due_at_next_at_and_each_attempt_is_recorded(store: Sto
     await run_once(store, p)
     (row,) = await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 2)
     retry = ok(
-        row.id, status=DeliveryStatus.PENDING, status_code=500, error="HTTP 500", next_at=T0 + 60
+        row.id,
+        status=DeliveryStatus.PENDING,
+        status_code=500,
+        error="HTTP 500",
+        next_at=T0 + 60,
+        latency_ms=12.5,
+        response="busy, try later",
     )
     await store.finish_deliveries([retry])
     assert await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 59) == []
@@ -114,6 +120,8 @@ async def test_a_retry_is_due_at_next_at_and_each_attempt_is_recorded(store: Sto
         (1, 500, T0 + 60),
         (2, 200, None),
     ]
+    # each attempt keeps its latency and the start of the receiver's answer
+    assert (attempts[0].latency_ms, attempts[0].response) == (12.5, "busy, try later")
 
 
 async def test_a_dead_senders_rows_are_due_again_and_its_late_result_is_fenced(

@@ -322,7 +322,8 @@ def test_redeliver_a_dead_event(
     page: Any, console: Console, receiver: tuple[str, type[_Receiver]]
 ) -> None:
     """A notification its receiver refused until it died is listed across predictions,
-    with its attempts; Redeliver sends it again, and it is delivered."""
+    with its attempts (each with its latency and the receiver's answer); Redeliver sends
+    it again, and it is delivered."""
     url, handler = receiver
     webhook = {"url": url, "events": ["completed"]}
     done = console.create("echo", {"hook": 1}, webhook=webhook)
@@ -333,9 +334,14 @@ def test_redeliver_a_dead_event(
             return bool(found) and found[0]["status"] == "dead"
 
         wait_until(dead, timeout_s=60, interval_s=0.1)
+        (first, *_) = client.get(f"/v1/predictions/{done}/deliveries").json()["data"][0]["tries"]
+    # each attempt keeps how long it took and the start of the receiver's answer
+    assert first["response"] == "receiver says no" and first["latency_ms"] > 0, first
     sign_in(page, console, console.acme, "/ui/deliveries")
     row = page.locator("tr.st-dead", has_text=done)
     expect(row).to_contain_text("HTTP 500")
+    expect(row).to_contain_text("receiver says no")
+    expect(row).to_contain_text(" ms")
     if console.shape == "embedded":
         shoot(page, "deliveries")
     handler.status = 200

@@ -95,6 +95,15 @@ class RetryPolicy:
         return rng.uniform(0, ceiling)
 
 
+#: how much of a receiver's answer an attempt keeps (shown to operators)
+RESPONSE_KEPT = 1024
+
+
+def _excerpt(text: str | None) -> str | None:
+    """The first KB of an answer, without NUL (which PostgreSQL's text refuses)."""
+    return None if not text else text[:RESPONSE_KEPT].replace("\x00", "\ufffd")
+
+
 def result_of(
     row: OutboxRow,
     outcome: Outcome,
@@ -113,6 +122,8 @@ def result_of(
         status=DeliveryStatus.DELIVERED,
         status_code=outcome.status_code,
         error=outcome.error,
+        latency_ms=outcome.latency_ms,
+        response=_excerpt(outcome.response),
     )
     if outcome.delivered:
         return base
@@ -274,10 +285,13 @@ class Deliverer:
         return await self._send_event(sink, event)
 
     async def _send_event(self, sink: Sink, event: Event) -> Outcome:
+        began = time.monotonic()
         try:
-            return await asyncio.wait_for(sink.send(event), self._timeout_s)
+            outcome = await asyncio.wait_for(sink.send(event), self._timeout_s)
         except TimeoutError:
-            return Outcome.failed(f"no answer within {self._timeout_s:g} s")
+            outcome = Outcome.failed(f"no answer within {self._timeout_s:g} s")
+        took = round((time.monotonic() - began) * 1000, 3)
+        return dataclasses.replace(outcome, latency_ms=took)
 
     async def _traced(
         self, sink: Sink, event: Event, prediction: Prediction, row: OutboxRow

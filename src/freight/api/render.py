@@ -88,6 +88,8 @@ def delivery_dict(view: DeliveryView) -> dict[str, Any]:
                 "status_code": t.status_code,
                 "error": t.error,
                 "next_at": iso(t.next_at),
+                "latency_ms": t.latency_ms,
+                "response": t.response,
             }
             for t in view.tries
         ],

@@ -214,6 +214,10 @@ class DeliveryTryOut(BaseModel):
     status_code: int | None
     error: str | None
     next_at: str | None
+    latency_ms: float | None = Field(None, description="how long the receiver took to answer")
+    response: str | None = Field(
+        None, description="the first KB of a webhook receiver's answer (its body)"
+    )
 
 
 class DeliveryOut(BaseModel):

@@ -296,6 +296,8 @@ class DeliveryTry(_Wire):
     status_code: int | None = None
     error: str | None = None
     next_at: datetime | None = None
+    latency_ms: float | None = None  # how long the receiver took to answer (or to fail)
+    response: str | None = None  # the first KB of its answer (webhooks)
 
 
 class Delivery(_Wire):

@@ -103,6 +103,8 @@ class Outcome:
     status_code: int | None = None
     error: str | None = None
     stop: bool = False
+    response: str | None = None  # the start of the receiver's answer (webhooks), for people
+    latency_ms: float | None = None  # how long the attempt took (set by the deliverer)
 
     @property
     def retry(self) -> bool:

@@ -110,8 +110,8 @@ def backlog(
 
 _OUTBOX = ", ".join(f"o.{c.strip()}" for c in sql.OUTBOX_COLUMNS.split(","))
 _ATTEMPTS = (
-    "SELECT outbox_id, attempt, prediction_id, at, status_code, error, next_at "
-    "FROM delivery_attempts WHERE outbox_id IN {ids} ORDER BY outbox_id, attempt"
+    "SELECT outbox_id, attempt, prediction_id, at, status_code, error, next_at, latency_ms, "
+    "response FROM delivery_attempts WHERE outbox_id IN {ids} ORDER BY outbox_id, attempt"
 )
 
 

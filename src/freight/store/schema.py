@@ -189,6 +189,9 @@ delivery_attempts = sa.Table(
     sa.Column("status_code", sa.Integer),
     sa.Column("error", sa.Text),
     sa.Column("next_at", sa.Double),
+    # how long the sink took, and the first KB of a receiver's answer (migration 0012)
+    sa.Column("latency_ms", sa.Double),
+    sa.Column("response", sa.Text),
 )
 sa.Index("ix_delivery_attempts_prediction", delivery_attempts.c.prediction_id)
 

@@ -432,8 +432,10 @@ UPDATE outbox SET status = :status, next_at = COALESCE(:next_at, next_at),
 WHERE id = :id AND status = 'sending' AND worker_id = :worker_id AND attempts = :attempt
 RETURNING prediction_id, subscription"""
 INSERT_ATTEMPT = """
-INSERT INTO delivery_attempts (outbox_id, attempt, prediction_id, at, status_code, error, next_at)
-VALUES (:id, :attempt, :prediction_id, :at, :status_code, :error, :next_at)"""
+INSERT INTO delivery_attempts (outbox_id, attempt, prediction_id, at, status_code, error, next_at,
+    latency_ms, response)
+VALUES (:id, :attempt, :prediction_id, :at, :status_code, :error, :next_at, :latency_ms,
+    :response)"""
 STOP_SUBSCRIPTION = """
 UPDATE outbox SET status = 'stopped', finished_at = :at,
     last_error = 'the receiver answered 410 Gone to an earlier event'
@@ -450,7 +452,8 @@ OUTBOX_OF = (
     f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE prediction_id = :id ORDER BY subscription, seq"
 )
 ATTEMPTS_OF = """
-SELECT outbox_id, attempt, prediction_id, at, status_code, error, next_at
+SELECT outbox_id, attempt, prediction_id, at, status_code, error, next_at, latency_ms,
+    response
 FROM delivery_attempts WHERE prediction_id = :id ORDER BY at, outbox_id, attempt"""
 # a prediction's outbox rows counted by status and attempts (its ix_outbox_prediction
 # index; no attempts read): what ``deliveries.summarize`` makes the summary of

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from datetime import UTC, datetime
@@ -175,6 +176,23 @@ def webhook_body(event: Event) -> bytes:
     return orjson.dumps(body)
 
 
+#: how much of an answer is read: what an operator is shown of it
+ANSWER_READ = 1024
+
+
+async def _head(resp: httpx.Response) -> str | None:
+    """The first KB of the answer's body, as text (None: it had none, or it broke off)."""
+    kept = bytearray()
+    try:
+        async for chunk in resp.aiter_bytes():
+            kept += chunk
+            if len(kept) >= ANSWER_READ:
+                break
+    except httpx.HTTPError:
+        pass  # the status was the answer; a body cut short is shown as far as it came
+    return kept[:ANSWER_READ].decode("utf-8", "replace") or None
+
+
 def _status_outcome(status: int, host: str) -> Outcome:
     if 200 <= status < 300:
         return Outcome.ok(status)
@@ -268,9 +286,10 @@ class WebhookSink:
         if event.traceparent:  # the receiver's spans join the prediction's trace
             headers["traceparent"] = event.traceparent
         client = self._ensure_client()
-        # stream: the status is all we need; a huge answer is never read
+        # streamed: of a huge answer only the first KB is read (kept for operators)
         async with client.stream("POST", self._url, content=body, headers=headers) as resp:
-            return _status_outcome(resp.status_code, self.host)
+            outcome = _status_outcome(resp.status_code, self.host)
+            return dataclasses.replace(outcome, response=await _head(resp))
 
     async def close(self) -> None:
         client, self._client = self._client, None
