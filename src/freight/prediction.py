@@ -127,6 +127,38 @@ class Prediction:
     tenant: str = "default"
     # requeued after a failed attempt: not claimed again before this (its back-off)
     not_before: float | None = None
+    # the attempts that ended without completing: "attempt,started_at,ended_at,worker,why;"
+    # each (:func:`attempts_of` reads it)
+    attempt_history: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PastAttempt:
+    """An attempt that ended without completing: its worker lost it."""
+
+    attempt: int
+    started_at: float | None
+    ended_at: float
+    worker: str
+    why: str  # replica_died, lease_expired, process_died
+
+
+def attempts_of(history: str | None) -> list[PastAttempt]:
+    """The past attempts a row's ``attempt_history`` holds, oldest first (a malformed
+    entry is skipped: the history is for people, never a rule)."""
+    found: list[PastAttempt] = []
+    for entry in (history or "").split(";"):
+        parts = entry.split(",")
+        if len(parts) != 5:
+            continue
+        attempt, started, ended, worker, why = parts
+        try:
+            found.append(
+                PastAttempt(int(attempt), float(started) or None, float(ended), worker, why)
+            )
+        except ValueError:
+            continue
+    return found
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from freight.pipelines.refs import reference_key, refs_of
-from freight.prediction import Prediction, Status
+from freight.prediction import Prediction, Status, attempts_of
 
 #: an object key -> an absolute, presigned download URL (None: none can be made)
 Presign = Callable[[str], Awaitable[str | None]]
@@ -136,6 +136,16 @@ def prediction_dict(
             "batch_size": p.batch_size,
         },
         "attempts": p.attempts,
+        # the attempts its workers lost before this one (replica died, lease lapsed...)
+        "attempt_history": [
+            {
+                "attempt": a.attempt,
+                "started_at": iso(a.started_at),
+                "ended_at": iso(a.ended_at),
+                "why": a.why,
+            }
+            for a in attempts_of(p.attempt_history)
+        ],
         "priority": p.priority,
         "input": _fragment(p.input_json),
         "input_uri": None if p.input_key is None else f"freight://{p.input_key}",

@@ -20,10 +20,12 @@ from freight.prediction import (
     RETRY_BACKOFF_S,
     Completion,
     ErrorCode,
+    PastAttempt,
     Prediction,
     Release,
     Status,
     TargetStats,
+    attempts_of,
 )
 from freight.store import Store, migrate, open_store
 from freight.store.memory import MemoryStore
@@ -248,6 +250,10 @@ async def test_release_requeues_then_fails_when_attempts_spent(store: Store) -> 
     assert (requeued.status, requeued.worker_id, requeued.attempts) == (Status.QUEUED, None, 1)
     # its back-off (1 s per attempt made): not claimed again before it
     assert requeued.not_before == T0 + 2 + RETRY_BACKOFF_S
+    # the lost attempt is kept: number, start, end, worker, why
+    assert attempts_of(requeued.attempt_history) == [
+        PastAttempt(1, c.started_at, T0 + 2, "w1", "replica_died")
+    ]
     assert await store.claim("m", 1, worker_id="w1", lease_s=LEASE_S, now=T0 + 2.5) == []
     (c,) = await store.claim("m", 1, worker_id="w1", lease_s=LEASE_S, now=T0 + 3)
     assert c.attempts == 2
@@ -267,6 +273,7 @@ async def test_release_without_counting_gives_attempt_back(store: Store) -> None
     assert result == {p.id: Status.QUEUED}
     got = await store.get(p.id)
     assert got is not None and (got.attempts, got.not_before) == (0, None)
+    assert got.attempt_history is None  # not an attempt of its own
 
 
 async def test_a_lapsed_lease_requeues_with_a_back_off(store: Store) -> None:
@@ -277,6 +284,9 @@ async def test_a_lapsed_lease_requeues_with_a_back_off(store: Store) -> None:
     await store.reap(now=T0 + 6, backoff_s=4.0)
     got = await store.get(p.id)
     assert got is not None and (got.status, got.not_before) == (Status.QUEUED, T0 + 10)
+    assert [(a.attempt, a.ended_at, a.why) for a in attempts_of(got.attempt_history)] == [
+        (1, T0 + 6, "lease_expired")
+    ]
     assert await store.claim("m", 1, worker_id="w1", lease_s=5, now=T0 + 9) == []
     (again,) = await store.claim("m", 1, worker_id="w1", lease_s=5, now=T0 + 10)
     await store.release([Release(again.id, 2, "w1", backoff_s=0.0)], now=T0 + 11)
@@ -418,6 +428,10 @@ async def test_recover_orphans_ends_a_prediction_whose_attempts_are_spent(store:
         2,
         "attempts_exhausted",
     )
+    assert [(a.attempt, a.why) for a in attempts_of(got.attempt_history)] == [
+        (1, "process_died"),
+        (2, "process_died"),
+    ]
 
 
 async def test_stats_counts_live_rows_per_target(store: Store) -> None:

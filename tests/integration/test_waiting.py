@@ -99,6 +99,8 @@ def test_each_reason_a_prediction_waits(
         os.kill(int(Path(f"{pidfile}.1").read_text()), signal.SIGKILL)
         body = _until(client, held, "retry_backoff")
         assert body["attempts"] == 1
+        (lost,) = body["attempt_history"]
+        assert (lost["attempt"], lost["why"]) == (1, "replica_died"), lost
         assert client.post(f"/v1/predictions/{held}/cancel").status_code == 200
         # a prediction that runs or ended says nothing of waiting
         ended = client.get(f"/v1/predictions/{held}").json()

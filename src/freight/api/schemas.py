@@ -157,6 +157,18 @@ class NotificationsOut(BaseModel):
     stopped: int = Field(description="the receiver answered 410 Gone")
 
 
+class PastAttemptOut(BaseModel):
+    """An attempt that ended without completing: its worker lost it."""
+
+    attempt: int
+    started_at: str | None
+    ended_at: str
+    why: Literal["replica_died", "lease_expired", "process_died"] = Field(
+        description="replica_died (its replica crashed or was killed), lease_expired (its "
+        "worker stopped renewing the lease), process_died (the embedded server restarted)"
+    )
+
+
 class PredictionOut(BaseModel):
     id: str
     target: str
@@ -168,6 +180,9 @@ class PredictionOut(BaseModel):
     finished_at: str | None
     metrics: Metrics
     attempts: int
+    attempt_history: list[PastAttemptOut] = Field(
+        default_factory=list, description="the attempts lost before the current one"
+    )
     priority: int
     input: Any
     input_uri: str | None = Field(

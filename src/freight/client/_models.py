@@ -124,6 +124,16 @@ class Notifications(_Wire):
     stopped: int = 0
 
 
+class PastAttempt(_Wire):
+    """An attempt that ended without completing (its replica died, its worker's lease
+    lapsed, the process running it died)."""
+
+    attempt: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    why: str
+
+
 class Prediction(_Wire):
     """One prediction as the API reports it, at the moment it was fetched. A pipeline
     run carries ``steps`` (by name, in run order); a step carries its ``run_id`` and
@@ -139,6 +149,7 @@ class Prediction(_Wire):
     finished_at: datetime | None = None
     metrics: Metrics = Field(default_factory=Metrics)
     attempts: int = 0
+    attempt_history: list[PastAttempt] = Field(default_factory=list)
     priority: int = 0
     input: Any = None
     input_uri: str | None = None

@@ -101,6 +101,8 @@ predictions = sa.Table(
     sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
     # a requeued row's back-off: not claimed before it (migration 0011)
     sa.Column("not_before", sa.Double),
+    # the attempts that ended without completing (migration 0013; prediction.attempts_of)
+    sa.Column("attempt_history", sa.Text),
     sa.CheckConstraint(_status_check(), name="ck_predictions_status"),
 )
 

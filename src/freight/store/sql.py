@@ -168,6 +168,18 @@ UPDATE predictions SET status = :status, finished_at = :finished_at,
 WHERE id = :id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt
 {RETURNING}"""
 
+
+
+def _history(why: str) -> str:
+    """An attempt that ended without completing, appended to ``attempt_history``
+    (``attempt,started_at,ended_at,worker,why;`` per attempt: ``prediction.attempts_of``
+    reads it). Plain text concatenation: the same on both engines, no JSON functions."""
+    return (
+        "COALESCE(attempt_history, '') || attempts || ',' || COALESCE(started_at, 0) || ',' "
+        f"|| :now || ',' || COALESCE(worker_id, '') || ',{why};'"
+    )
+
+
 # Failed once the (counted) attempts are spent; otherwise back to the queue.
 # ``started_at`` is kept: it tells a requeued prediction has run before.
 RELEASE = f"""
@@ -182,6 +194,8 @@ UPDATE predictions SET
         THEN :error_message ELSE error_message END,
     attempts = CASE WHEN :count_attempt THEN attempts ELSE attempts - 1 END,
     not_before = CASE WHEN :count_attempt THEN :now + NULLIF(:backoff_s, 0) * attempts END,
+    attempt_history = CASE WHEN :count_attempt
+        THEN {_history("replica_died")} ELSE attempt_history END,
     worker_id = NULL, lease_expires_at = NULL
 WHERE id = :id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt
 {RETURNING}"""
@@ -250,10 +264,12 @@ REAPS: dict[str, tuple[str, str]] = {
         "status = 'running' AND lease_expires_at < :now AND attempts >= max_attempts "
         f"AND kind IN {LEASED_KINDS}",
         f"status = 'failed', {_ENDED}, error_code = 'attempts_exhausted', "
-        "error_message = 'lease expired and no attempts are left'",
+        "error_message = 'lease expired and no attempts are left', "
+        f"attempt_history = {_history('lease_expired')}",
     ),
     "LEASE_REQUEUE": _reap(
         f"status = 'running' AND lease_expires_at < :now AND kind IN {LEASED_KINDS}",
+        f"attempt_history = {_history('lease_expired')}, "
         "status = 'queued', worker_id = NULL, lease_expires_at = NULL, "
         "not_before = :now + NULLIF(:backoff_s, 0) * attempts",
     ),
@@ -270,6 +286,7 @@ UPDATE predictions SET
     error_message = CASE WHEN attempts >= max_attempts
         THEN 'the process running it died and no attempts are left' ELSE error_message END,
     not_before = :now + NULLIF(:backoff_s, 0) * attempts,
+    attempt_history = {_history("process_died")},
     worker_id = NULL, lease_expires_at = NULL
 WHERE status = 'running' AND kind IN {LEASED_KINDS}
 {RETURNING}"""

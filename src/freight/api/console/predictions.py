@@ -17,7 +17,7 @@ from freight.api import deps
 from freight.api.console.pages import Console, ConsoleRoute, back, changing, page
 from freight.api.console.runs import run_context
 from freight.errors import InvalidRequestError, NotFoundError
-from freight.prediction import Kind, Prediction, Status
+from freight.prediction import Kind, Prediction, Status, attempts_of
 from freight.service import Download, PredictionService
 from freight.views import error_of
 
@@ -107,9 +107,15 @@ def timeline(row: Prediction) -> list[tuple[str, float | None, str]]:
     if row.upload_expires_at is not None:
         steps.append(("input arrived", row.queued_at, "uploaded"))
     steps.append(("queued", row.queued_at, f"priority {row.priority}"))
-    if row.attempts > 1:
-        steps.append(("earlier attempts", None, f"{row.attempts - 1} before this one"))
-    if row.started_at is not None:
+    why = {
+        "replica_died": "its replica died",
+        "lease_expired": "its worker's lease lapsed",
+        "process_died": "the process running it died",
+    }
+    for past in attempts_of(row.attempt_history):
+        steps.append((f"attempt {past.attempt} started", past.started_at, past.worker))
+        steps.append((f"attempt {past.attempt} lost", past.ended_at, why.get(past.why, past.why)))
+    if row.started_at is not None and row.status != Status.QUEUED:
         note = f"attempt {row.attempts} of {row.max_attempts}"
         steps.append(("claimed and started", row.started_at, note))
     if row.finished_at is not None:
