@@ -172,7 +172,8 @@ def test_sign_in_sets_an_http_only_strict_cookie_without_the_key(
     page: Any, console: Console
 ) -> None:
     """The session cookie is HttpOnly and SameSite=Strict, holds no key, and no page
-    script or URL ever sees the key; the overview lists every model and pipeline."""
+    script or URL ever sees the key; the overview lists every model and pipeline, with
+    the replicas of every worker on both shapes."""
     sign_in(page, console, console.acme)
     for name in ("echo", "boom", "gate", "big", "flow"):
         expect(page.locator(f"tr[data-target={name}]")).to_be_visible()
@@ -181,6 +182,15 @@ def test_sign_in_sets_an_http_only_strict_cookie_without_the_key(
     assert console.acme not in cookie["value"]
     assert page.evaluate("document.cookie") == ""
     assert console.acme not in page.content()
+    # the replicas of whichever process runs them: the API of the cluster shape reads
+    # its workers' census (a report every census_interval_s)
+    replicas = page.locator("tr[data-target=echo] td.replicas")
+
+    def echo_ready() -> bool:
+        page.reload()
+        return replicas.inner_text().strip().startswith("1 ·")
+
+    wait_until(echo_ready, timeout_s=30, interval_s=0.5)
     if console.shape == "embedded":
         shoot(page, "overview")
 
