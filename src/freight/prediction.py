@@ -130,6 +130,9 @@ class Prediction:
     # the attempts that ended without completing: "attempt,started_at,ended_at,worker,why;"
     # each (:func:`attempts_of` reads it)
     attempt_history: str | None = None
+    # a pipeline run: how many times it was redriven (restarted after it failed or was
+    # canceled, its succeeded steps kept: ``store/ops.py`` ``redrive``)
+    redrives: int = 0
 
 
 @dataclass(frozen=True, slots=True)

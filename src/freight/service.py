@@ -475,6 +475,21 @@ class PredictionService:
             self._hub.publish([prediction_id])
         return row
 
+    async def redrive(self, prediction_id: str, who: Principal | None = None) -> Prediction:
+        """Restart a failed, timed-out or canceled pipeline run where it stopped: the
+        steps that succeeded keep their outputs, the others run again, by the definition
+        it started with (``pipelines/redrive.py``). 404 for another tenant's; 409
+        ``invalid_state`` for a run that is not failed or canceled, or a row that is no
+        top-level run."""
+        if who is not None:
+            await self.get(prediction_id, who)  # another tenant's: 404, as unknown
+        try:
+            return await self._store.redrive(prediction_id, now=time.time())
+        except NotFoundError:
+            raise NotFoundError(
+                f"no prediction {prediction_id}", code="prediction_not_found"
+            ) from None
+
     def open_output(self, row: Prediction, absolute: Absolute = _as_is) -> Download:
         """The output of a finished prediction: its object streamed from the store, or
         (a pipeline run's) its inline JSON, references in it given URLs."""

@@ -136,6 +136,7 @@ def prediction_dict(
             "batch_size": p.batch_size,
         },
         "attempts": p.attempts,
+        "redrives": p.redrives,  # a pipeline run restarted where it stopped, so many times
         # the attempts its workers lost before this one (replica died, lease lapsed...)
         "attempt_history": [
             {

@@ -266,6 +266,27 @@ def test_cancel_a_queued_prediction(page: Any, console: Console) -> None:
         shoot(page, "predictions")
 
 
+def test_a_canceled_run_is_redriven_from_its_page(page: Any, console: Console) -> None:
+    """A run canceled while its first step ran shows Redrive; redriven, it is counted
+    on its page and runs to the end once its gates are open."""
+    first, second = (
+        console.tmp / f"first-{uuid.uuid4().hex}",
+        console.tmp / f"second-{uuid.uuid4().hex}",
+    )
+    run = console.create("flow", {"first": str(first), "second": str(second), "value": 3})
+    with console.client(console.acme) as client:
+        canceled = client.post(f"/v1/predictions/{run}/cancel")
+        assert canceled.status_code == 200, canceled.text
+    sign_in(page, console, console.acme, f"/ui/predictions/{run}")
+    expect(page.locator("#status")).to_have_text("canceled")
+    first.touch()
+    second.touch()
+    page.click("text=Redrive")
+    expect(page.locator("p.notice")).to_contain_text("redriven (1 in all)")
+    expect(page.locator("#redrives")).to_contain_text("redriven 1")
+    expect(page.locator("#status")).to_have_text("succeeded")
+
+
 def test_another_tenants_prediction_is_not_found(page: Any, console: Console) -> None:
     """A tenant's console never shows another tenant's prediction."""
     theirs = console.create("echo", {"secret": "acme"})

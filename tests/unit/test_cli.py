@@ -440,3 +440,19 @@ def test_check_turns_a_raised_error_into_a_fault(monkeypatch: pytest.MonkeyPatch
     result = runner.invoke(app, ["check"])
     assert result.exit_code == 1
     assert "FREIGHT_MAX_RUN_S" in result.stderr and "Traceback" not in result.output
+
+
+def test_redrive_restarts_a_run_and_says_how_often(api: Api) -> None:
+    """redrive POSTs to the run's redrive and prints it running, with its count; a run
+    that cannot be redriven exits 1 with the error's code."""
+    redriven = prediction("running", kind="pipeline", target="chain", redrives=2)
+    api.on("POST", "/v1/predictions/p1/redrive", httpx.Response(200, json=redriven))
+    result = runner.invoke(app, ["redrive", "p1"])
+    assert result.exit_code == 0, result.output
+    assert "running" in result.stdout and "2 in all" in result.stderr
+    assert api.requests[-1].method == "POST"
+    refused = {"error": {"code": "invalid_state", "message": "p2 is running", "detail": {}}}
+    api.on("POST", "/v1/predictions/p2/redrive", httpx.Response(409, json=refused))
+    result = runner.invoke(app, ["redrive", "p2"])
+    assert result.exit_code == 1
+    assert "invalid_state" in result.stderr

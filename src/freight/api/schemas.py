@@ -183,6 +183,11 @@ class PredictionOut(BaseModel):
     attempt_history: list[PastAttemptOut] = Field(
         default_factory=list, description="the attempts lost before the current one"
     )
+    redrives: int = Field(
+        default=0,
+        description="a pipeline run: how many times it was redriven "
+        "(`POST /v1/predictions/{id}/redrive`)",
+    )
     priority: int
     input: Any
     input_uri: str | None = Field(

@@ -255,6 +255,20 @@ def cancel(
 
 
 @app.command()
+def redrive(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="ID", help="Pipeline run id.")],
+    url: UrlOption = None,
+) -> None:
+    """Restart a failed, timed-out or canceled pipeline run where it stopped: the steps
+    that succeeded are kept, the others run again."""
+    with _client(ctx, url) as client:
+        run = client.redrive(run_id)
+    out.print(_render.summary(run))
+    err.print(f"redriven ({run.redrives} in all): follow it with [bold]freight status {run.id}[/]")
+
+
+@app.command()
 def logs(
     ctx: typer.Context,
     prediction_id: Annotated[str, typer.Argument(metavar="ID", help="Prediction id.")],

@@ -298,6 +298,13 @@ class AsyncClient:
     async def cancel(self, prediction_id: str) -> Prediction:
         return await self._drive(_flows.cancel(prediction_id))
 
+    async def redrive(self, prediction_id: str) -> Prediction:
+        """Restart a failed, timed-out or canceled pipeline run where it stopped: the
+        steps that succeeded keep their outputs, the others run again (``redrives``
+        counts it). Raises :class:`FreightClientError` 404 ``prediction_not_found``,
+        409 ``invalid_state`` (not a run, or one that is running or succeeded)."""
+        return await self._drive(_flows.redrive(prediction_id))
+
     async def logs(
         self, prediction_id: str, after: int = 0, limit: int = 1000
     ) -> builtins.list[LogLine]:

@@ -212,6 +212,11 @@ def cancel(prediction_id: str) -> Flow[Prediction]:
     return prediction_from((yield from request(Call("POST", _path(prediction_id) + "/cancel"))))
 
 
+def redrive(prediction_id: str) -> Flow[Prediction]:
+    """Restart a failed or canceled pipeline run where it stopped."""
+    return prediction_from((yield from request(Call("POST", _path(prediction_id) + "/redrive"))))
+
+
 def page(
     *, target: str | None, status: str | None, cursor: str | None, limit: int
 ) -> Flow[tuple[list[Prediction], str | None]]:

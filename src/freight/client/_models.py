@@ -150,6 +150,7 @@ class Prediction(_Wire):
     metrics: Metrics = Field(default_factory=Metrics)
     attempts: int = 0
     attempt_history: list[PastAttempt] = Field(default_factory=list)
+    redrives: int = 0  # a pipeline run: how many times it was redriven
     priority: int = 0
     input: Any = None
     input_uri: str | None = None

@@ -294,6 +294,13 @@ class Client:
     def cancel(self, prediction_id: str) -> Prediction:
         return self._drive(_flows.cancel(prediction_id))
 
+    def redrive(self, prediction_id: str) -> Prediction:
+        """Restart a failed, timed-out or canceled pipeline run where it stopped: the
+        steps that succeeded keep their outputs, the others run again (``redrives``
+        counts it). Raises :class:`FreightClientError` 404 ``prediction_not_found``,
+        409 ``invalid_state`` (not a run, or one that is running or succeeded)."""
+        return self._drive(_flows.redrive(prediction_id))
+
     def logs(self, prediction_id: str, after: int = 0, limit: int = 1000) -> builtins.list[LogLine]:
         """What the model printed or logged for the prediction: the lines whose seq is over
         ``after`` (at most ``limit``)."""

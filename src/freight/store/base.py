@@ -185,6 +185,13 @@ class Records(Protocol):
         after the change and the status it had before. A terminal prediction is
         returned unchanged (previous status == its status). NotFoundError if unknown."""
 
+    async def redrive(self, run_id: str, *, now: float) -> Prediction:
+        """Restart a failed or canceled pipeline run where it stopped, in one transaction:
+        its succeeded steps kept, the others run again (``pipelines/redrive.py``), the
+        ready ones queued by the time this returns; ``redrives`` counted. Raises
+        NotFoundError, or ConflictError(code="invalid_state") for a row that is not such
+        a run (running, succeeded, a step of another run, not a run)."""
+
     async def stats(self) -> dict[str, TargetStats]:
         """Queued / running / awaiting_input counts per target."""
 

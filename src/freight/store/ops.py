@@ -28,6 +28,9 @@ from typing import Any
 from freight.bounds import cap_of
 from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
 from freight.errors import ConflictError, NotFoundError
+from freight.ids import new_id
+from freight.pipelines.redrive import redrive as redriven
+from freight.pipelines.redrive import refusal
 from freight.prediction import (
     RETRY_BACKOFF_S,
     Completion,
@@ -105,6 +108,42 @@ def cancel(prediction_id: str, now: float) -> Op[tuple[tuple[Prediction, Status]
     assert row is not None  # locked above, and not terminal
     told = yield from advance_runs([row.id] if row.kind == Kind.PIPELINE else [], [row], now=now)
     return (row, current.status), told
+
+
+def redrive(run_id: str, now: float) -> Op[tuple[Prediction, Told]]:
+    """Restart a failed or canceled run where it stopped (``pipelines/redrive.py``):
+    its succeeded steps kept, the others pending again, then advanced, so the steps
+    that are ready are queued by the commit. Locks the run (its ancestors: none, it is
+    top-level), reads its rows and those of its nested runs that did not succeed, then
+    locks their runs and the rows by id; the write-backs are guarded by the status
+    read. ConflictError ``invalid_state`` for a row that is not such a run."""
+    yield from lock_runs_of([run_id])
+    run = yield from fetch_one(sql.GET_FOR_UPDATE, {"id": run_id})
+    if run is None:
+        raise NotFoundError("prediction not found", id=run_id)
+    why = refusal(run)
+    if why is not None:
+        raise ConflictError(why, code="invalid_state", status=str(run.status))
+    rows_of: dict[str, list[Prediction]] = {}
+    wanted = [run.id]
+    while wanted:
+        of = wanted.pop(0)
+        rows = rows_of[of] = yield from fetch(sql.RUN_ROWS, {"run_id": of})
+        wanted += [r.id for r in rows if r.kind == Kind.PIPELINE and r.status != Status.SUCCEEDED]
+    every = sorted(r.id for rows in rows_of.values() for r in rows)
+    if every:
+        yield from lock_runs_of(every)
+        in_list, params = sql.expand_in("id", every)
+        yield Sql(sql.LOCK_IDS.format(ids=in_list), params, lock_only=True)
+    changes = redriven(run, rows_of, now=now, new_id=new_id)
+    rows = sorted(changes.updated.values(), key=lambda r: r.id)
+    written = [prediction_params(r) | {"was": str(changes.was[r.id])} for r in rows]
+    yield Sql(sql.UPDATE_ROW, written)
+    if changes.inserted:
+        yield Sql(sql.INSERT_STEP, [prediction_params(r) for r in changes.inserted])
+    told = yield from advance_runs(changes.runs, [], now=now)
+    told.queued |= changes.queued
+    return (yield from get(run.id)) or run, told
 
 
 def purge(before: float, limit: int) -> Op[list[Prediction]]:
@@ -360,5 +399,6 @@ __all__ = [
     "purge",
     "reap",
     "recover_orphans",
+    "redrive",
     "release",
 ]

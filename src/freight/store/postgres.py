@@ -287,6 +287,9 @@ class PostgresStore:
     async def cancel(self, prediction_id: str, *, now: float) -> tuple[Prediction, Status]:
         return await self._run_told(lambda: ops.cancel(prediction_id, now))
 
+    async def redrive(self, run_id: str, *, now: float) -> Prediction:
+        return await self._run_told(lambda: ops.redrive(run_id, now))
+
     async def reap(self, *, now: float, backoff_s: float = RETRY_BACKOFF_S) -> ReapResult:
         return await self._run_told(lambda: ops.reap(now, backoff_s))
 

@@ -103,6 +103,8 @@ predictions = sa.Table(
     sa.Column("not_before", sa.Double),
     # the attempts that ended without completing (migration 0013; prediction.attempts_of)
     sa.Column("attempt_history", sa.Text),
+    # a run's redrives (migration 0014; ops.redrive)
+    sa.Column("redrives", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint(_status_check(), name="ck_predictions_status"),
 )
 

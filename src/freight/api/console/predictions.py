@@ -1,4 +1,4 @@
-"""``/ui/predictions``: find, filter and open predictions; cancel and retry them; their
+"""``/ui/predictions``: find, filter and open predictions; cancel, retry and redrive them; their
 inputs and outputs downloaded through the console (the session's tenant checked)."""
 
 from __future__ import annotations
@@ -171,6 +171,14 @@ async def cancel(request: Request, session: Console, prediction_id: str) -> Resp
     await changing(request, session, Scope.PREDICT)
     row = await deps.service(request).cancel(prediction_id, session.who)
     return back(f"/ui/predictions/{row.id}", f"{row.status}")
+
+
+@router.post("/{prediction_id}/redrive")
+async def redrive(request: Request, session: Console, prediction_id: str) -> Response:
+    """Restart a failed or canceled run where it stopped (its succeeded steps kept)."""
+    await changing(request, session, Scope.PREDICT)
+    row = await deps.service(request).redrive(prediction_id, session.who)
+    return back(f"/ui/predictions/{row.id}", f"redriven ({row.redrives} in all)")
 
 
 @router.post("/{prediction_id}/retry")

@@ -1,4 +1,5 @@
-"""``/v1/predictions``: create (async), get / long-poll, list, cancel, upload, output."""
+"""``/v1/predictions``: create (async), get / long-poll, list, cancel, redrive, upload,
+output."""
 
 from __future__ import annotations
 
@@ -151,6 +152,20 @@ async def list_predictions(
 async def cancel_prediction(request: Request, who: deps.Predictor, prediction_id: str) -> Response:
     """Cancel a queued, waiting or running prediction (a running one is interrupted)."""
     row = await deps.service(request).cancel(prediction_id, who)
+    return await respond(request, row, 200)
+
+
+@router.post(
+    "/{prediction_id}/redrive",
+    response_model=PredictionOut,
+    responses=responses(NotFoundError, ConflictError),
+)
+async def redrive_prediction(request: Request, who: deps.Predictor, prediction_id: str) -> Response:
+    """Restart a failed, timed-out or canceled pipeline run where it stopped: the steps
+    that succeeded keep their outputs and are not run again; failed, canceled and
+    not-started steps run, by the definition the run started with. ``redrives`` counts
+    it. 409 ``invalid_state`` for a running or succeeded run, a step, or no run."""
+    row = await deps.service(request).redrive(prediction_id, who)
     return await respond(request, row, 200)
 
 
