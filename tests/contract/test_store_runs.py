@@ -23,7 +23,7 @@ import yaml
 from freight.config import Settings
 from freight.events import CompletionHub, WorkSignal
 from freight.model import Batching, InputKind, Replicas
-from freight.prediction import Completion, Prediction, Release, Status
+from freight.prediction import Completion, Prediction, Release, Status, attempts_of
 from freight.project import load_pipelines
 from freight.registry import ModelSpec
 from freight.service import CreateOptions, NewInput, PredictionService
@@ -37,7 +37,17 @@ MODELS: dict[str, Model] = {
     "inc": lambda x: x + 1,
     "boom": lambda x: (_ for _ in ()).throw(ValueError("boom")),
     "hold": lambda x: x,  # never completed by the worker unless told
+    "flaky": lambda x: _flaky(x),
 }
+#: how many more calls of the flaky model fail
+FLAKY = {"left": 0}
+
+
+def _flaky(x: Any) -> Any:
+    if FLAKY["left"] > 0:
+        FLAKY["left"] -= 1
+        raise ValueError("flaky")
+    return x
 
 PIPELINES = {
     "diamond": {
@@ -89,6 +99,20 @@ PIPELINES = {
         "output": {"bad": "$steps.bad.output", "after": "$steps.after.output"},
     },
     "slow": {"timeout_s": 5, "steps": {"wait": {"model": "hold", "input": "$input"}}},
+    "retrying": {
+        "steps": {
+            "first": {
+                "model": "flaky",
+                "input": "$input",
+                "retry": {"max_attempts": 3, "interval_s": 5, "backoff": 2},
+            },
+            "after": {"model": "inc", "input": "$steps.first.output"},
+        },
+        "output": "$steps.after.output",
+    },
+    "retry_timeouts": {
+        "steps": {"first": {"model": "flaky", "input": "$input", "retry": {"on": ["timeout"]}}},
+    },
     "fan_nested": {
         "steps": {
             "each": {"pipeline": "diamond", "for_each": "$input.xs", "input": {"x": "$item"}}
@@ -472,3 +496,46 @@ async def test_a_callers_value_shaped_like_a_reference_stays_plain_data(
     assert done.status == Status.SUCCEEDED and done.output_key is None
     assert orjson.loads(done.output_refs or "") == [f"outputs/{picture.id}"]
     assert orjson.loads(done.output_json or "")["echo"] == forged
+
+
+async def test_a_retried_step_fails_twice_then_succeeds(
+    service: PredictionService, store: Store
+) -> None:
+    """A step with retry: each failure covered queues it again, held back by its delay
+    (interval_s, then doubled), the failed attempts kept; the third attempt succeeds and
+    the run goes on to its end."""
+    FLAKY["left"] = 2
+    run = await start(service, "retrying", 1)
+    assert await work(store, now=T0) == 1
+    first = by_step(await service.steps(run.id))["first"]
+    assert (first.status, first.not_before) == (Status.QUEUED, T0 + 5)
+    assert await work(store, now=T0 + 4.9) == 0  # held back: not claimed before its delay
+    assert await work(store, now=T0 + 5) == 1
+    first = by_step(await service.steps(run.id))["first"]
+    assert (first.status, first.not_before) == (Status.QUEUED, T0 + 5 + 10)
+    assert await work(store, now=T0 + 15) == 2  # succeeds, then its dependant runs
+    done = await service.get(run.id)
+    assert (done.status, orjson.loads(done.output_json or "null")) == (Status.SUCCEEDED, 2)
+    first = by_step(await service.steps(run.id))["first"]
+    assert first.attempts == 3
+    assert [(a.attempt, a.ended_at, a.why) for a in attempts_of(first.attempt_history)] == [
+        (1, T0, "model_error"),
+        (2, T0 + 5, "model_error"),
+    ]
+
+
+async def test_a_step_out_of_retries_or_not_covered_fails_the_run(
+    service: PredictionService, store: Store
+) -> None:
+    """Retries stop at max_attempts (the run fails with the step's last error); a code
+    that retry.on does not name fails the run at once."""
+    FLAKY["left"] = 5
+    run = await start(service, "retrying", 1)
+    for at in (T0, T0 + 5, T0 + 15):
+        assert await work(store, now=at) == 1
+    done = await service.get(run.id)
+    assert (done.status, done.error_code) == (Status.FAILED, "model_error")
+    FLAKY["left"] = 1
+    other = await start(service, "retry_timeouts", 1)
+    assert await work(store, now=T0) == 1
+    assert (await service.get(other.id)).status == Status.FAILED

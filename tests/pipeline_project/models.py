@@ -56,3 +56,19 @@ class Gate(freight.Model):
         while not gate.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         return input.get("value")
+
+
+class Flaky(freight.Model):
+    """Fails its first ``input["fail"]`` calls (counted as files in ``input["dir"]``),
+    then returns ``input["value"]``: a transient error that a retry outlasts."""
+
+    name = "flaky"
+
+    def predict(self, input: dict[str, Any]) -> Any:
+        calls = Path(input["dir"])
+        calls.mkdir(parents=True, exist_ok=True)
+        made = len(list(calls.iterdir()))
+        (calls / str(made + 1)).touch()
+        if made < input["fail"]:
+            raise RuntimeError(f"transient failure {made + 1}")
+        return input["value"]

@@ -496,3 +496,49 @@ def test_checks_never_crash_and_clean_sections_plan(raw: Any, run_input: Any) ->
             decision = fp.plan(spec, run_input, fp.initial_states(spec))
             decided = [s.step for s in decision.start] + [*decision.skip, *decision.complete]
             assert len(decided) == len(set(decided))
+
+
+@pytest.mark.parametrize(
+    ("retry", "words"),
+    [
+        ("often", "retry must be a mapping"),
+        ({"tries": 3}, "unknown key 'tries'"),
+        ({"on": []}, "retry.on must be a list"),
+        ({"on": ["canceled"]}, "cannot be retried"),
+        ({"max_attempts": 0}, "retry.max_attempts must be an integer from 1 to 100"),
+        ({"max_attempts": 101}, "retry.max_attempts must be an integer from 1 to 100"),
+        ({"interval_s": -1}, "retry.interval_s must be a number >= 0"),
+        ({"backoff": 0.5}, "retry.backoff must be a number >= 1"),
+        ({"max_interval_s": 0}, "retry.max_interval_s must be a number > 0"),
+        ({"jitter": "yes"}, "retry.jitter must be true or false"),
+    ],
+)
+def test_retry_faults_are_named(retry: Any, words: str) -> None:
+    assert words in one(steps(a={"model": "echo", "retry": retry}), "retry")
+
+
+def test_retry_applies_to_model_steps_with_one_bound_of_attempts() -> None:
+    nested = {
+        "p": {"steps": {"a": {"pipeline": "q", "retry": {}}}},
+        "q": steps(b={"model": "echo"})["p"],
+    }
+    assert "retry applies to a model step" in one(nested, "retry")
+    each = steps(a={"model": "echo", "for_each": "$input", "retry": {}})
+    assert "not supported yet" in one(each, "retry")
+    both = steps(a={"model": "echo", "max_attempts": 2, "retry": {"max_attempts": 3}})
+    assert "give one" in one(both, "retry")
+    assert (
+        faults(steps(a={"model": "echo", "retry": {"on": ["model_error"], "jitter": True}})) == []
+    )
+
+
+def test_retry_delays_grow_to_their_bound_and_jitter_is_replayable() -> None:
+    from freight.pipelines.retry import parse_retry
+
+    policy = parse_retry({"interval_s": 1, "backoff": 3, "max_interval_s": 5})
+    assert policy is not None
+    assert [policy.delay_s(n, "k") for n in (1, 2, 3)] == [1, 3, 5]
+    jittery = parse_retry({"interval_s": 4, "jitter": True})
+    assert jittery is not None
+    assert 0 <= jittery.delay_s(1, "row") <= 4
+    assert jittery.delay_s(1, "row") == jittery.delay_s(1, "row")

@@ -303,6 +303,11 @@ class PipelineStepOut(BaseModel):
     optional: bool
     timeout_s: float | None
     max_attempts: int | None
+    retry: dict[str, Any] | None = Field(
+        None,
+        description="failures run again: on (error codes), max_attempts (every attempt), "
+        "interval_s, backoff, max_interval_s, jitter",
+    )
 
 
 class PipelineOut(BaseModel):

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from freight.pipelines.retry import with_yaml_on
+
 
 #: a template left out (``input`` of a step: the run's whole input; ``output`` of a
 #: pipeline: every step's output by name); distinct from None, a literal null
@@ -52,6 +54,9 @@ class Step:
     optional: bool = False
     timeout_s: float | None = None
     max_attempts: int | None = None
+    # run again on failure: {"on": [...], "max_attempts", "interval_s", "backoff",
+    # "max_interval_s", "jitter"} (freight.pipelines.retry)
+    retry: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``freight.yaml`` form: only the keys that were given."""
@@ -66,6 +71,8 @@ class Step:
         for key in ("timeout_s", "max_attempts"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.retry is not None:
+            out["retry"] = dict(self.retry)
         return out
 
 
@@ -95,4 +102,4 @@ class Pipeline:
 def as_raw(value: Any) -> Any:
     """A pipeline's ``freight.yaml`` form, whether it was declared in YAML or in Python
     (``{p.name: p for p in declared}`` can be parsed with the YAML section merged in)."""
-    return value.to_dict() if isinstance(value, Pipeline) else value
+    return value.to_dict() if isinstance(value, Pipeline) else with_yaml_on(value)

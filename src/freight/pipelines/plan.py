@@ -372,6 +372,9 @@ def _node(node_id: str, step: StepSpec) -> str:
         lines.append(f"when {step.when}")
     if step.optional:
         lines.append("optional")
+    if step.retry is not None:
+        on = ", ".join(sorted(step.retry.on))
+        lines.append(f"retry {on} x{step.retry.max_attempts}")
     label = "<br/>".join(_label(line) for line in lines)
     if step.when is not None:
         return f'    {node_id}{{{{"{label}"}}}}'

@@ -140,7 +140,11 @@ def _new_row(
         created_at=run.created_at,
         kind=FOR_EACH if gathering else Kind(step.kind),
         priority=run.priority,
-        max_attempts=int(step.max_attempts or defaults.get("max_attempts") or run.max_attempts),
+        max_attempts=int(
+            step.retry.max_attempts
+            if step.retry is not None
+            else step.max_attempts or defaults.get("max_attempts") or run.max_attempts
+        ),
         timeout_s=float(min(timeout, run.timeout_s)),
         expires_at=run.expires_at,
         run_id=run.id,
@@ -286,6 +290,39 @@ class _Advance:
         return step_rows(spec, nested, self.bundle, self.new_id)
 
     # deciding -----------------------------------------------------------------
+    def retry(self, spec: PipelineSpec) -> None:
+        """Queue again each model step that just failed with a code its ``retry:`` covers
+        and attempts left (:mod:`freight.pipelines.retry`): held back by its delay, the
+        failed attempt kept in its ``attempt_history``; the run goes on."""
+        for name, head in self.heads.items():
+            step = spec.steps.get(name)
+            row = self.current(head)
+            policy = step.retry if step is not None else None
+            if policy is None or row.kind != Kind.MODEL or row.status != Status.FAILED:
+                continue
+            if not policy.covers(row.error_code) or row.attempts >= policy.max_attempts:
+                continue
+            ended = row.finished_at if row.finished_at is not None else self.now
+            history = (
+                f"{row.attempts},{row.started_at or 0},{ended},{row.worker_id or ''},"
+                f"{row.error_code};"
+            )
+            self.write(
+                row,
+                status=Status.QUEUED,
+                queued_at=self.now,
+                not_before=self.now + policy.delay_s(row.attempts, row.id),
+                finished_at=None,
+                error_code=None,
+                error_message=None,
+                error_detail=None,
+                batch_size=None,
+                worker_id=None,
+                lease_expires_at=None,
+                attempt_history=(row.attempt_history or "") + history,
+            )
+            self.changes.queued.add(row.target)
+
     def states(
         self, spec: PipelineSpec, ended: dict[str, list[Prediction]]
     ) -> Generator[Elements, list[Prediction], dict[str, StepState]]:
@@ -442,6 +479,7 @@ def advance(
         if element.step is not None and element.item_index is not None:
             by_step.setdefault(element.step, []).append(element)
     spec = spec_of(run)
+    job.retry(spec)
     states = yield from job.states(spec, by_step)
     decision = plan(spec, value_of_input(run), states)
     job.apply(spec, decision)

@@ -21,6 +21,7 @@ from typing import Any
 
 from freight.pipelines import graph
 from freight.pipelines.declare import as_raw
+from freight.pipelines.retry import RetryPolicy, parse_retry
 from freight.pipelines.template import Expression, Template, expression, reference_text
 from freight.pipelines.validate import (
     TargetKind,
@@ -49,6 +50,7 @@ class StepSpec:
     input_template: Template = field(compare=False, hash=False, repr=False)
     when_expression: Expression | None = field(compare=False, hash=False, repr=False)
     for_each_expression: Expression | None = field(compare=False, hash=False, repr=False)
+    retry: RetryPolicy | None = None  # what failures run again (pipelines/retry.py)
 
     @property
     def conditional(self) -> bool:
@@ -115,6 +117,7 @@ def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
         timeout_s=raw.get("timeout_s"),
         max_attempts=raw.get("max_attempts"),
         needs=frozenset(needs),
+        retry=parse_retry(raw.get("retry")),
         input_template=template,
         when_expression=when_expression,
         for_each_expression=for_each_expression,

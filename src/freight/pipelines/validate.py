@@ -20,6 +20,7 @@ from typing import Any, Literal
 from freight.errors import PipelineDefinitionError
 from freight.pipelines import graph
 from freight.pipelines.declare import Pipeline, as_raw
+from freight.pipelines.retry import check_retry
 from freight.pipelines.template import (
     ROOTS,
     STEP_FIELDS,
@@ -35,7 +36,7 @@ Targets = Mapping[str, TargetKind] | Collection[str]
 
 STEP_KEYS = frozenset(
     {"model", "pipeline", "input", "when", "for_each", "max_concurrency", "optional",
-     "timeout_s", "max_attempts"}
+     "timeout_s", "max_attempts", "retry"}
 )  # fmt: skip
 PIPELINE_KEYS = frozenset({"steps", "output", "timeout_s"})
 STEP_NAME = re.compile(r"[a-z0-9_-]+")
@@ -255,6 +256,27 @@ class _Pipeline:
             self.add(
                 f"optional must be true or false, got {raw['optional']!r}", kind="type", step=step
             )
+        if raw.get("retry") is not None:
+            for problem in check_retry(raw["retry"]):
+                self.add(problem, kind="retry", step=step)
+            if raw.get("pipeline") is not None:
+                self.add(
+                    "retry applies to a model step (a nested pipeline's steps take their own)",
+                    kind="retry",
+                    step=step,
+                )
+            elif raw.get("for_each") is not None:
+                self.add(
+                    "retry of a for_each step's elements is not supported yet",
+                    kind="retry",
+                    step=step,
+                )
+            elif raw.get("max_attempts") is not None:
+                self.add(
+                    "max_attempts and retry.max_attempts both bound the attempts: give one",
+                    kind="retry",
+                    step=step,
+                )
         if raw.get("when") is not None and not isinstance(raw["when"], str):
             self.add(f"when must be a JMESPath string, got {raw['when']!r}", kind="type", step=step)
 

@@ -49,6 +49,16 @@ def _step_dict(step: StepSpec) -> dict[str, Any]:
         "optional": step.optional,
         "timeout_s": step.timeout_s,
         "max_attempts": step.max_attempts,
+        "retry": None
+        if step.retry is None
+        else {
+            "on": sorted(step.retry.on),
+            "max_attempts": step.retry.max_attempts,
+            "interval_s": step.retry.interval_s,
+            "backoff": step.retry.backoff,
+            "max_interval_s": step.retry.max_interval_s,
+            "jitter": step.retry.jitter,
+        },
     }
 
 
