@@ -159,6 +159,26 @@ async def test_410_stops_the_subscriptions_later_events(store: Store) -> None:
     ]
 
 
+async def test_an_event_written_after_a_410_is_stopped_not_sent(store: Store) -> None:
+    """The receiver said 410 to ``started`` before the prediction completed: the
+    ``completed`` event, written after the stop, is stopped when claimed, never sent."""
+    p = make(notify=[{"url": "http://a", "events": ["started", "completed"]}])
+    await store.create(p)
+    assert len(await store.claim("m", 1, worker_id="w", lease_s=30, now=T0)) == 1
+    (started,) = await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 1)
+    await store.finish_deliveries([ok(started.id, status=DeliveryStatus.STOPPED, status_code=410)])
+    done = Completion(
+        id=p.id, attempt=1, worker_id="w", status=Status.SUCCEEDED, finished_at=T0 + 2
+    )
+    assert await store.complete([done]) == [p.id]
+    assert await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 3) == []
+    rows, _ = await store.deliveries(p.id)
+    assert [(r.event_type, r.status) for r in rows] == [
+        ("started", DeliveryStatus.STOPPED),
+        ("completed", DeliveryStatus.STOPPED),
+    ]
+
+
 async def test_purge_removes_a_predictions_outbox(store: Store) -> None:
     """Retention deletes the outbox rows and attempts with their prediction."""
     p = make(notify=[{"url": "http://a", "events": ["completed"]}])

@@ -334,6 +334,13 @@ def recover_orphans(now: float, backoff_s: float = RETRY_BACKOFF_S) -> Op[tuple[
 def claim_deliveries(params: dict[str, Any]) -> Op[list[OutboxRow]]:
     yield Sql(sql.REQUEUE_SENDING, params)
     rows = [outbox_row_of(r) for r in (yield Sql(sql.CLAIM_DELIVERIES, params))]
+    if rows:  # an event written after its receiver said 410 Gone is stopped, not sent
+        in_list, ids = sql.expand_in("id", sorted(r.id for r in rows))
+        gone = {r[0] for r in (yield Sql(sql.AFTER_GONE.format(ids=in_list), ids))}
+        if gone:
+            stop_list, stop_ids = sql.expand_in("id", sorted(gone))
+            yield Sql(sql.STOP_CLAIMED.format(ids=stop_list), stop_ids | {"now": params["now"]})
+            rows = [r for r in rows if r.id not in gone]
     return sorted(rows, key=lambda r: (r.next_at, r.id))
 
 

@@ -457,6 +457,18 @@ STOP_SUBSCRIPTION = """
 UPDATE outbox SET status = 'stopped', finished_at = :at,
     last_error = 'the receiver answered 410 Gone to an earlier event'
 WHERE prediction_id = :prediction_id AND subscription = :subscription AND status = 'pending'"""
+# Claimed rows of a subscription a receiver stopped (410 Gone) before they existed: the
+# event was written after the stop (ix_outbox_prediction), so the stop never saw it
+AFTER_GONE = """
+SELECT o.id FROM outbox o WHERE o.id IN {ids} AND EXISTS (
+    SELECT 1 FROM outbox e
+    WHERE e.prediction_id = o.prediction_id AND e.subscription = o.subscription
+        AND e.seq < o.seq AND e.status = 'stopped')"""
+STOP_CLAIMED = """
+UPDATE outbox SET status = 'stopped', finished_at = :now, worker_id = NULL,
+    lease_expires_at = NULL,
+    last_error = 'the receiver answered 410 Gone to an earlier event'
+WHERE id IN {ids} AND status = 'sending'"""
 OUTBOX_ROW = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = :id"
 # sent again, now, with its event id: one that died, was stopped by a 410, or waits
 # for its next retry (a row being sent, or delivered, is left alone)
