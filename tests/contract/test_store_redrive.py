@@ -7,10 +7,9 @@ each model's calls), through the same store methods the agent uses.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,15 @@ from freight.access import Principal
 from freight.config import Settings
 from freight.errors import ConflictError, NotFoundError
 from freight.events import CompletionHub, WorkSignal
-from freight.model import Batching, InputKind, Replicas
-from freight.prediction import Completion, Prediction, Status
+from freight.prediction import Prediction, Status
 from freight.project import load_pipelines
-from freight.registry import ModelSpec
-from freight.service import CreateOptions, NewInput, PredictionService
+from freight.service import PredictionService
 from freight.storage.memory import MemoryStorage
-from freight.store import Store, open_store
+from freight.store import Store
+from tests.contract.test_store_runs import outcome, spec_of, start, store
 
 T0 = 1_000_000.0
+__all__ = ["store"]  # the store fixture, shared with the run tests
 #: whether the fixable model was fixed; each model's calls
 FIXED = {"yes": False}
 CALLS: Counter[str] = Counter()
@@ -86,26 +85,6 @@ PIPELINES = {
 }
 
 
-def spec_of(name: str) -> ModelSpec:
-    return ModelSpec(
-        name=name,
-        ref=f"models:{name}",
-        input_kind=InputKind.JSON,
-        batching=Batching(max_size=8),
-        replicas=Replicas(),
-        timeout_s=None,
-        max_attempts=1,
-    )
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    s = open_store(store_url)
-    await s.open()
-    yield s
-    await s.close()
-
-
 @pytest.fixture
 def service(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> PredictionService:
     for name in list(os.environ):
@@ -140,21 +119,6 @@ async def work(store: Store, *, skip: frozenset[str] = frozenset(), now: float =
                 done += 1
         if not done:
             return
-
-
-def outcome(row: Prediction, model: Callable[[Any], Any], now: float) -> Completion:
-    base = Completion(
-        id=row.id, attempt=row.attempts, worker_id="w", status=Status.SUCCEEDED, finished_at=now
-    )
-    try:
-        base.output_json = json.dumps(model(orjson.loads(row.input_json or "null")))
-    except Exception as exc:
-        base.status, base.error_code, base.error_message = Status.FAILED, "model_error", str(exc)
-    return base
-
-
-async def start(service: PredictionService, target: str, value: Any) -> Prediction:
-    return await service.create(target, NewInput(json=value, has_json=True), CreateOptions())
 
 
 async def heads(service: PredictionService, run_id: str) -> dict[str, Prediction]:

@@ -26,7 +26,7 @@ from freight.api.schemas import (
     WebhookIn,
     check_webhook_events,
 )
-from freight.errors import InvalidRequestError
+from freight.errors import InvalidRequestError, TooManyStreamsError
 from freight.subscriptions import Webhook
 
 # -- pagination cursors --------------------------------------------------------------
@@ -183,17 +183,53 @@ def _query_invalid(name: str, message: str, value: str) -> RequestValidationErro
     )
 
 
+
+
+#: how long a refused stream is told to wait: streams end at a prediction's end or
+#: after ``max_wait_s``, so slots free up every few seconds under load
+STREAM_RETRY_AFTER_S = 2
+
+
+class StreamSlots:
+    """The event streams this process holds open (the API's and the console's alike),
+    against ``max_event_streams``; one per app (one process, one event loop)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def check(self) -> None:
+        """503 ``too_many_streams`` (with Retry-After) when the bound is reached."""
+        if self.open >= self.limit:
+            raise TooManyStreamsError(
+                f"this server already holds {self.limit} event streams; retry, or poll "
+                "GET /v1/predictions/{id}?wait=N",
+                retry_after_s=STREAM_RETRY_AFTER_S,
+                limit=self.limit,
+            )
+
+
+def stream_slots(request: Request, limit: int) -> StreamSlots:
+    """The app's slots, made on first use with ``limit``."""
+    slots: StreamSlots | None = getattr(request.app.state, "event_streams", None)
+    if slots is None:
+        slots = request.app.state.event_streams = StreamSlots(limit)
+    return slots
+
 __all__ = [
     "CURSOR_PATTERN",
+    "STREAM_RETRY_AFTER_S",
     "WEBHOOK_EVENTS_PATTERN",
     "WEBHOOK_PARAMETERS",
     "CursorQuery",
     "PreferHeader",
+    "StreamSlots",
     "WaitQuery",
     "decode_cursor",
     "encode_cursor",
     "next_cursor",
     "prefer_wait",
+    "stream_slots",
     "webhook_in",
     "webhook_of",
     "webhook_query",

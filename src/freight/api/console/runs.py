@@ -24,7 +24,8 @@ from freight import streams
 from freight.api import deps
 from freight.api.console.dag import NODE_H, NODE_W, layout
 from freight.api.console.pages import Console, ConsoleRoute
-from freight.errors import FreightError, NotFoundError, TooManyStreamsError
+from freight.api.params import stream_slots
+from freight.errors import FreightError, NotFoundError
 from freight.prediction import Prediction
 from freight.system import SystemService
 
@@ -83,30 +84,13 @@ def _event(event: streams.StreamEvent) -> bytes:
     return f"id: {event.id}\nevent: update\ndata: {orjson.dumps(body).decode()}\n\n".encode()
 
 
-class _Streams:
-    """The console's open streams, against the server's bound for event streams."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open = 0
-
-
-def _streams(request: Request) -> _Streams:
-    held: _Streams | None = getattr(request.app.state, "console_streams", None)
-    if held is None:
-        held = _Streams(deps.service(request).limits.max_event_streams)
-        request.app.state.console_streams = held
-    return held
-
-
 @router.get("/{prediction_id}/events")
 async def events(request: Request, session: Console, prediction_id: str) -> Response:
     """The prediction's changes, live, as server-sent events (for the page's script)."""
     svc = deps.service(request)
     await svc.get(prediction_id, session.who)  # 404 before the stream starts
-    held = _streams(request)
-    if held.open >= held.limit:
-        raise TooManyStreamsError("too many event streams", retry_after_s=2, limit=held.limit)
+    held = stream_slots(request, svc.limits.max_event_streams)  # the API's bound, shared
+    held.check()
     last = request.headers.get("last-event-id", "")
     after = int(last) if last.isdigit() and len(last) < 19 else None
 

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from freight import streams
 from freight.api import deps
 from freight.api.errors import responses
+from freight.api.params import stream_slots
 from freight.api.render import delivery_dict, json_response, line_dict, rendered
 from freight.api.schemas import DeliveryList
 from freight.errors import FreightError, NotFoundError, TooManyStreamsError
@@ -39,9 +40,6 @@ ERROR_SCHEMA = "#/components/schemas/ErrorBody"
 #: ``-`` and the last log line's seq once a line was sent (``3``, ``3-17``), as it sends
 #: them; 18 digits stay below 2**63, far past any stream's count
 EVENT_ID_PATTERN = r"^[0-9]{1,18}(-[0-9]{1,18})?$"
-#: how long a refused stream is told to wait: streams end at a prediction's end or
-#: after ``max_wait_s``, so slots free up every few seconds under load
-RETRY_AFTER_S = 2
 
 _EVENTS_DOC = """\
 One event per stage the prediction reached, oldest first, then live until it
@@ -76,34 +74,11 @@ def _json_errors(documented: dict[int | str, dict[str, Any]]) -> dict[int | str,
     }
 
 
-class _Slots:
-    """The event streams this process holds open, against its bound."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open = 0
-
-
-def _slots(request: Request) -> _Slots:
-    """The app's slots, made on first use (one app per process, one event loop)."""
-    slots: _Slots | None = getattr(request.app.state, "event_streams", None)
-    if slots is None:
-        slots = _Slots(deps.service(request).limits.max_event_streams)
-        request.app.state.event_streams = slots
-    return slots
-
-
 async def _slot(request: Request) -> AsyncIterator[None]:
     """Hold a slot for the whole response (``scope="request"``: released once the stream
     ended or the client left); 503 past the bound, before the stream starts."""
-    slots = _slots(request)
-    if slots.open >= slots.limit:
-        raise TooManyStreamsError(
-            f"this server already holds {slots.limit} event streams; retry, or poll "
-            "GET /v1/predictions/{id}?wait=N",
-            retry_after_s=RETRY_AFTER_S,
-            limit=slots.limit,
-        )
+    slots = stream_slots(request, deps.service(request).limits.max_event_streams)
+    slots.check()
     slots.open += 1
     try:
         yield
