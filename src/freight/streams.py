@@ -4,9 +4,8 @@ Built only from the prediction service's public reads (``get``, ``steps``,
 ``watch``), so it works the same in every deployment shape: there is no event
 log to read, the events are *derived* from the row's stamps. A live stream does
 not poll whole runs: it reads a run's rows once, then wakes on completions and
-reads again only the rows that may have changed (a few step heads, never the
-for_each elements, which can be thousands), with a slow poll for what no
-signal announces. A prediction goes up
+reads again its step heads (in one statement, never the for_each elements, which can
+be thousands), with a slow poll for what no signal announces. A prediction goes up
 a fixed ladder — ``awaiting_input`` (created without its input), ``queued``,
 ``running``, then its terminal status — and each rung it has reached is one
 event; a pipeline run adds a ``step.<rung>`` event for each rung each of its
@@ -48,7 +47,6 @@ sent (the bytes dropped past the bound, counted on) is not sent again.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -181,15 +179,6 @@ class _Followed:
     def watched(self) -> list[str]:
         return [self.row.id, *self.unfinished()]
 
-    def to_read(self, signalled: set[str]) -> list[str]:
-        """The heads to read again: after a completion, those it may have moved on (its
-        own, and the pending ones an advancement queues or skips); after a quiet
-        poll, or once the subject ended, every unfinished one."""
-        if not signalled or self.row.status.terminal:
-            return self.unfinished()
-        pending = {i for i, head in self.heads.items() if head.status == Status.PENDING}
-        return [i for i in self.unfinished() if i in signalled or i in pending]
-
 
 async def _first(svc: PredictionService, prediction_id: str) -> _Followed:
     """The subject, and a run's step heads (never its for_each elements)."""
@@ -206,19 +195,17 @@ async def _get(svc: PredictionService, prediction_id: str) -> Prediction | None:
         return None
 
 
-async def _refresh(svc: PredictionService, followed: _Followed, signalled: set[str]) -> bool:
-    """Read again what may have changed, one row each; False once the subject is gone
-    (deleted by retention while followed)."""
+async def _refresh(svc: PredictionService, followed: _Followed) -> bool:
+    """Read the subject again, then a run's step heads all in one statement: one
+    snapshot, so a step is never seen ended before a dependency it waited for (reads
+    of one row each, even concurrent, could see a dependant's end and not yet its
+    dependency's). False once the subject is gone (deleted by retention)."""
     row = await _get(svc, followed.row.id)
     if row is None:
         return False
     followed.row = row
-    ids = followed.to_read(signalled)
-    for head_id, head in zip(ids, await asyncio.gather(*(_get(svc, i) for i in ids)), strict=True):
-        if head is None:
-            del followed.heads[head_id]
-        else:
-            followed.heads[head_id] = head
+    if followed.unfinished():
+        followed.heads = {s.id: s for s in await svc.steps(row.id, heads=True)}
     return True
 
 
@@ -294,8 +281,8 @@ async def events(
     for an unknown id; a prediction deleted while followed (retention) ends the stream.
 
     It wakes when a followed row completes (:meth:`PredictionService.watch`: this
-    process's completions and those PostgreSQL NOTIFYs) and then reads only the rows
-    that may have changed, or when this process wrote lines of the subject, and then
+    process's completions and those PostgreSQL NOTIFYs) and then reads the subject and
+    a run's heads again, or when this process wrote lines of the subject, and then
     reads only them; ``poll_s`` is the fallback for what sends no signal (a row
     claimed: ``running``; another process's lines). Each watch is made before the reads
     it guards, so a completion between a read and the wait is not missed (the first
@@ -323,7 +310,7 @@ async def events(
             watch = svc.watch([*followed.watched(), *quiet])  # before the reads it guards
             if quiet and signalled == set(quiet) and followed.row.started_at is not None:
                 continue  # new lines of a row known to run: read them alone
-            if not await _refresh(svc, followed, signalled.difference(quiet)):
+            if not await _refresh(svc, followed):
                 return
     finally:
         watch.close()
