@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     delivery_max_age_s: float = Field(24 * 3600.0, gt=0)
     webhook_secret_overlap_s: float = Field(24 * 3600.0, ge=0)  # old key signs this long
     webhook_allow_private: bool = False  # also `notifications: {webhooks: {allow_private}}`
+    # pipelines' http steps (agent/http_steps.py): calls in flight per worker (their URLs
+    # pass the webhook SSRF guard, webhook_allow_private included)
+    http_step_concurrency: int = Field(32, ge=1)
     # access: with no key configured, a loopback server serves anyone on the machine
     # as the `default` tenant; on any other address it refuses to start unless this
     # says so explicitly (a trusted network, a proxy that authenticates)

@@ -41,13 +41,15 @@ class Kind(enum.StrEnum):
     FOR_EACH = "for_each"  # the row that gathers a for_each step's elements
     CHUNK = "chunk"  # a batch job's chunk of records, run by a model
     BATCH = "batch"  # a batch job, held by its driver
+    CALLBACK = "callback"  # a pipeline step waiting for an outside answer (its lease: deadline)
+    HTTP = "http"  # a pipeline step that calls an HTTP endpoint
 
     @property
     def leased(self) -> bool:
         return self in LEASED
 
 
-LEASED = frozenset({Kind.MODEL, Kind.CHUNK, Kind.BATCH})
+LEASED = frozenset({Kind.MODEL, Kind.CHUNK, Kind.BATCH, Kind.HTTP})
 
 #: a prediction requeued after a failed attempt (its replica died, its lease lapsed, the
 #: process running it crashed) waits this long per attempt made before it is claimed
@@ -69,6 +71,9 @@ class ErrorCode(enum.StrEnum):
     BATCH_MISMATCH = "batch_mismatch"  # predict_batch returned the wrong number of outputs
     MODEL_UNAVAILABLE = "model_unavailable"  # the model failed to load max_load_attempts times
     TOO_MANY_ITEMS = "too_many_items"  # a for_each step over more elements than it may take
+    HTTP_ERROR = "http_error"  # an http step's call answered non-2xx, or broke off
+    URL_REFUSED = "url_refused"  # an http step's URL refused by the SSRF guard
+    MISSING_SECRET = "missing_secret"  # an http step's header variable is not set
 
 
 @dataclass(slots=True)

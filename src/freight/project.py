@@ -26,6 +26,7 @@ from freight.errors import FreightError, PipelineDefinitionError
 from freight.pipelines import Pipeline, PipelineSpec, check_pipelines, parse_pipelines
 from freight.pipelines.declare import as_raw
 from freight.pipelines.runs import Bundle
+from freight.pipelines.validate import BUILTIN_TARGETS
 from freight.registry import ModelSpec, discover
 
 log = logging.getLogger("freight")
@@ -73,6 +74,7 @@ def load_pipelines(
     specs = parse_pipelines(raw, targets=set(models))
     kinds: dict[str, str] = {name: "model" for name in models}
     kinds |= {name: "pipeline" for name in specs}
+    kinds |= {target: kind for kind, target in BUILTIN_TARGETS.items()}  # callback, http
     defaults: dict[str, dict[str, float | int | None]] = {
         name: {
             "timeout_s": min(spec.timeout_s or settings.max_run_s, settings.max_run_s),
@@ -80,6 +82,8 @@ def load_pipelines(
         }
         for name, spec in models.items()
     }
+    # an http step's call is made again after its caller died, as a model's prediction is
+    defaults[BUILTIN_TARGETS["http"]] = {"max_attempts": settings.max_attempts}
     plain = {name: as_raw(value) for name, value in raw.items()}
     bundles = {}
     for name in specs:
@@ -118,7 +122,7 @@ def _targets(raw: Any) -> set[str]:
     return {
         str(step.get("model") or step.get("pipeline"))
         for step in steps.values()
-        if isinstance(step, dict)
+        if isinstance(step, dict) and not isinstance(step.get("kind"), str)  # kind: no target
     }
 
 

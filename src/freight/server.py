@@ -132,6 +132,7 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
                 parts.settings, parts.notifications, parts.allow_private_webhooks
             ),
             pipelines=parts.pipelines,
+            allow_private=parts.allow_private_webhooks,  # http steps: the webhooks' guard
         )
         if with_agent
         else None

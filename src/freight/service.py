@@ -549,11 +549,11 @@ class PredictionService:
         waiting = await self.roster.why(row)
         if waiting is not None:
             body["waiting_reason"], body["waiting_message"] = str(waiting.reason), waiting.message
-        if steps:
-            for step_row, why in (await self.roster.why_each(steps)).items():
-                for entry in body["steps"].values():
-                    if entry["prediction_id"] == step_row:
-                        entry["waiting_reason"] = str(why.reason)
+        if steps:  # the steps' own rows (for_each elements have no entry: not asked)
+            entries = {entry["prediction_id"]: entry for entry in body["steps"].values()}
+            heads = [step for step in steps if step.id in entries]
+            for step_id, why in (await self.roster.why_each(heads)).items():
+                entries[step_id]["waiting_reason"] = str(why.reason)
         if row.notify is not None:  # it has subscriptions: how their events went
             body["notifications"] = await self.notifications(row)
         return body

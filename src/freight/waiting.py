@@ -174,6 +174,10 @@ def reason(
         if not any(n.drivers for n in live):
             return Waiting(Reason.NO_REPLICA, "no live worker runs batch jobs")
         return Waiting(Reason.AT_CAPACITY, "waiting for a batch driver")
+    if row.kind == Kind.HTTP:  # every worker node makes http steps' calls
+        if not live:
+            return Waiting(Reason.NO_REPLICA, "no live worker makes http steps' calls")
+        return Waiting(Reason.AT_CAPACITY, "every worker's http calls are in flight")
     return _model_reason(capacity_of(live, row.target), row.target, higher_queued)
 
 

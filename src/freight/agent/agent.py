@@ -10,6 +10,8 @@ given only the store role it needs:
   expired leases and TTLs enforced;
 - ``purger`` (``Records``): retention;
 - ``deliverer`` (``Outbox``, and the records it renders): notifications;
+- ``http-steps`` (``Queue``): the calls of pipelines' http steps
+  (:mod:`freight.agent.http_steps`), beside the deliverer, on every node;
 - ``batch-driver``: batch jobs (:mod:`freight.batch.driver`).
 
 A duty that crashes is logged with its traceback and restarted with back-off
@@ -49,6 +51,7 @@ from freight.agent.duties import (
     StoreOutage,
     Supervisor,
 )
+from freight.agent.http_steps import HttpCaller
 from freight.agent.logs import LogWriter
 from freight.agent.replica import RunnerCommand
 from freight.agent.worker import ModelWorker, Persist, ReplicaLauncher
@@ -82,9 +85,11 @@ class Agent:
         devices: Sequence[str] | None = None,
         launch: ReplicaLauncher | None = None,
         pipelines: Pipelines | None = None,
+        allow_private: bool | None = None,
     ) -> None:
         """``devices``: the node's GPUs (default: detected); ``launch``: replaces the
-        runner processes (tests)."""
+        runner processes (tests); ``allow_private``: whether http steps may call private
+        addresses (default: the ``webhook_allow_private`` setting)."""
         self._settings = settings
         self._store = store
         self._storage = storage
@@ -109,6 +114,19 @@ class Agent:
         )
         wake = self.deliverer.wake if self.deliverer is not None else None
         self._persist = Persist(store, hub.publish, lambda: self._stopping, on_outbox=wake)
+        private = settings.webhook_allow_private if allow_private is None else allow_private
+        self.http = HttpCaller(
+            store,
+            storage,
+            self._persist,
+            signal=signal,
+            worker_id=self.worker_id,
+            lease_s=settings.lease_s,
+            poll_s=settings.poll_interval_s,
+            concurrency=settings.http_step_concurrency,
+            allow_private=private,
+            inline_max_bytes=settings.inline_output_max_bytes,
+        )
         # runners' temporary files (S3 inputs, File outputs) live beside the state, on
         # disk rather than a tmpfs, and on the local store's filesystem: moved, not copied
         scratch = (settings.state_dir / "tmp").resolve()
@@ -177,7 +195,10 @@ class Agent:
             outage,
             worker_id=self.worker_id,
             lease_s=settings.lease_s,
-            running=lambda: [i for w in self.workers.values() for i in w.running_ids()],
+            running=lambda: [
+                *(i for w in self.workers.values() for i in w.running_ids()),
+                *self.http.running_ids(),
+            ],
             interrupt=self._interrupt,
         )
         self.reaper = Reaper(
@@ -209,6 +230,7 @@ class Agent:
         if self.deliverer is not None:
             duties.append(Loop("deliverer", self.deliverer.run))
         duties.append(Loop("batch-driver", self.driver.run))
+        duties.append(Loop("http-steps", self.http.run))
         self.duties = duties
         self.supervisor = Supervisor()
 
@@ -239,7 +261,9 @@ class Agent:
         self.stop_claiming()
         # heartbeats go on while running work finishes: a lease lapsing mid-drain would
         # let another worker take the prediction over and run it a second time
-        await asyncio.gather(*(w.drain(grace) for w in self.workers.values()))
+        await asyncio.gather(
+            *(w.drain(grace) for w in self.workers.values()), self.http.drain(grace)
+        )
         if self.deliverer is not None:
             await self.deliverer.stop()  # the last completions' events, within a grace
             await self.supervisor.finish("deliverer")
@@ -255,6 +279,7 @@ class Agent:
         for worker in self.workers.values():
             worker.stop_claiming()
         self.driver.stop()
+        self.http.stop_claiming()
 
     def model_states(self) -> dict[str, ModelState]:
         """The :class:`~freight.fleet.Fleet` view of this node's replicas."""
@@ -281,9 +306,11 @@ class Agent:
         await self._interrupt({prediction_id})
 
     async def _interrupt(self, ids: set[str]) -> None:
-        """Predictions this node no longer holds: kill the runners running them."""
+        """Predictions this node no longer holds: kill the runners running them, stop
+        the calls of http steps."""
         for worker in self.workers.values():
             await worker.interrupt(ids)
+        await self.http.interrupt(ids)
 
 
 def _deliverer(

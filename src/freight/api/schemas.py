@@ -294,7 +294,7 @@ class ModelList(BaseModel):
 class PipelineStepOut(BaseModel):
     name: str
     target: str
-    kind: Literal["model", "pipeline"]
+    kind: Literal["model", "pipeline", "callback", "http"]
     needs: list[str] = Field(description="the steps it references, inferred, sorted")
     input: Any = Field(description="the input template")
     when: str | None
@@ -307,6 +307,11 @@ class PipelineStepOut(BaseModel):
         None,
         description="failures run again: on (error codes), max_attempts (every attempt), "
         "interval_s, backoff, max_interval_s, jitter",
+    )
+    http: dict[str, Any] | None = Field(
+        None,
+        description="a kind: http step's call: method, url (as declared), headers (each a "
+        "value, or the environment variable its secret is read from: never the secret)",
     )
 
 

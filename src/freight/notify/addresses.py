@@ -1,4 +1,5 @@
-"""The SSRF guard: which URLs freight may POST a webhook to.
+"""The SSRF guard: which URLs freight may POST a webhook to (or call from a pipeline's
+``kind: http`` step: the same guard, the same ``allow_private``).
 
 A webhook URL comes from whoever creates a prediction, so without a guard any
 caller could make freight's servers call into the private network (the metadata
@@ -106,32 +107,33 @@ def _is_localhost(host: str) -> bool:
     return name == "localhost" or name.endswith(".localhost")
 
 
-def check_url_text(url: str, *, allow_private: bool = False) -> str:
+def check_url_text(url: str, *, allow_private: bool = False, what: str = "webhook") -> str:
     """Refuse a webhook URL that is plainly not allowed, from its text alone; return it.
+    ``what`` names the URL's use in messages (``webhook``; ``http step``).
 
     Raises InvalidRequestError (``webhook_refused``) whose message says exactly why.
     The message names the host, never the whole URL (which may carry a token).
     """
     if len(url) > MAX_URL_LENGTH:
         raise _refuse(
-            f"the webhook URL is {len(url)} characters long; at most {MAX_URL_LENGTH} are taken",
+            f"the {what} URL is {len(url)} characters long; at most {MAX_URL_LENGTH} are taken",
             reason="too_long",
         )
     if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
-        raise _refuse("the webhook URL contains whitespace or control characters", reason="text")
+        raise _refuse(f"the {what} URL contains whitespace or control characters", reason="text")
     try:
         parts = urlsplit(url)
     except ValueError:  # an unclosed "[" of an IPv6 host, which urlsplit refuses
-        raise _refuse("the webhook URL is not a valid URL", reason="text") from None
+        raise _refuse(f"the {what} URL is not a valid URL", reason="text") from None
     if parts.scheme.lower() not in SCHEMES:
         shown = parts.scheme or "(none)"
-        raise _refuse(f"the webhook URL must be http or https, not {shown!r}", reason="scheme")
+        raise _refuse(f"the {what} URL must be http or https, not {shown!r}", reason="scheme")
     try:
         host, _port = parts.hostname, parts.port
     except ValueError:
-        raise _refuse("the webhook URL has an invalid port", reason="port") from None
+        raise _refuse(f"the {what} URL has an invalid port", reason="port") from None
     if not host:
-        raise _refuse("the webhook URL has no host", reason="host")
+        raise _refuse(f"the {what} URL has no host", reason="host")
     if allow_private:
         ip = ip_literal(host)
         why = None if ip is None else refusal(ip, allow_private=True)
@@ -141,7 +143,7 @@ def check_url_text(url: str, *, allow_private: bool = False) -> str:
         ip = ip_literal(host)
         why = None if ip is None else refusal(ip)
     if why is not None:
-        raise _refuse(f"the webhook host {host} is {why}", reason="address", host=host)
+        raise _refuse(f"the {what} host {host} is {why}", reason="address", host=host)
     return url
 
 
@@ -161,6 +163,7 @@ async def resolve_allowed(
     *,
     allow_private: bool = False,
     resolver: Resolver | None = None,
+    what: str = "webhook",
 ) -> list[str]:
     """Resolve ``host`` at delivery time and return its addresses, every one allowed.
 
@@ -173,7 +176,7 @@ async def resolve_allowed(
         addresses = [str(literal)]
     else:
         if not allow_private and _is_localhost(host):
-            raise _refuse(f"the webhook host {host} is a loopback name", host=host)
+            raise _refuse(f"the {what} host {host} is a loopback name", host=host)
         addresses = await (resolver or system_resolve)(host, port)
     if not addresses:
         raise OSError(f"{host} resolves to no address")
@@ -181,6 +184,6 @@ async def resolve_allowed(
         why = refusal(ipaddress.ip_address(text.split("%", 1)[0]), allow_private=allow_private)
         if why is not None:
             raise _refuse(
-                f"the webhook host {host} resolves to {text}, {why}", host=host, address=text
+                f"the {what} host {host} resolves to {text}, {why}", host=host, address=text
             )
     return addresses

@@ -43,10 +43,12 @@ UNSET: Any = _Unset()
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step: a model or a nested pipeline, with its input template and options."""
+    """One step: a model or a nested pipeline (or a built-in ``kind``: callback, http),
+    with its input template and options."""
 
     model: str | None = None
     pipeline: str | None = None
+    kind: str | None = None  # "callback" | "http": a step that runs no target
     input: Any = UNSET
     when: str | None = None
     for_each: str | None = None
@@ -57,11 +59,15 @@ class Step:
     # run again on failure: {"on": [...], "max_attempts", "interval_s", "backoff",
     # "max_interval_s", "jitter"} (freight.pipelines.retry)
     retry: Mapping[str, Any] | None = None
+    # kind: http (the body is ``input``)
+    method: str | None = None
+    url: str | None = None
+    headers: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``freight.yaml`` form: only the keys that were given."""
         out: dict[str, Any] = {}
-        for key in ("model", "pipeline", "when", "for_each", "max_concurrency"):
+        for key in ("model", "pipeline", "kind", "when", "for_each", "max_concurrency"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.input is not UNSET:
@@ -73,6 +79,11 @@ class Step:
                 out[key] = getattr(self, key)
         if self.retry is not None:
             out["retry"] = dict(self.retry)
+        for key in ("method", "url"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.headers is not None:
+            out["headers"] = dict(self.headers)
         return out
 
 

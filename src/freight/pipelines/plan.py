@@ -44,7 +44,7 @@ from typing import Any
 
 from freight.pipelines.spec import PipelineSpec, StepSpec
 from freight.pipelines.template import TemplateError, truthy
-from freight.pipelines.validate import TargetKind
+from freight.pipelines.validate import StepKind
 from freight.prediction import ErrorCode, Status
 
 
@@ -110,7 +110,7 @@ class Start:
 
     step: str
     target: str
-    kind: TargetKind
+    kind: StepKind
     input: Any = None
     inputs: list[Any] | None = None  # for_each: one rendered input per element, in order
 
@@ -354,8 +354,9 @@ def next_elements(elements: Sequence[StepStatus], max_concurrency: int | None) -
 # Mermaid renders in GitHub, GitLab and most docs tools, so a pasted graph reads
 # without installing anything. Node ids are s0, s1, … (step names may hold
 # characters Mermaid ids may not); labels carry the names. A model step is a box,
-# a nested pipeline a subroutine box, a conditional step a hexagon with dashed
-# incoming edges; for_each and optional steps say so in their label.
+# a nested pipeline a subroutine box, an http step a parallelogram (a call out of
+# freight), a conditional step a hexagon with dashed incoming edges; for_each and
+# optional steps say so in their label.
 
 _ESCAPES = {"&": "#amp;", '"': "#quot;", "<": "#lt;", ">": "#gt;"}
 
@@ -366,6 +367,8 @@ def _label(text: str) -> str:
 
 def _node(node_id: str, step: StepSpec) -> str:
     lines = [step.name, f"{step.kind}: {step.target}"]
+    if step.http is not None:  # what it calls, rather than its rows' target
+        lines[1] = f"http: {step.http.method} {step.http.url}"
     if step.for_each is not None:
         lines.append(f"for each {step.for_each}")
     if step.when is not None:
@@ -380,6 +383,8 @@ def _node(node_id: str, step: StepSpec) -> str:
         return f'    {node_id}{{{{"{label}"}}}}'
     if step.kind == "pipeline":
         return f'    {node_id}[["{label}"]]'
+    if step.kind == "http":
+        return f'    {node_id}[/"{label}"/]'
     return f'    {node_id}["{label}"]'
 
 

@@ -36,10 +36,12 @@ RETRYABLE = frozenset(
         ErrorCode.REPLICA_FAILED,
         ErrorCode.BATCH_MISMATCH,
         ErrorCode.MODEL_UNAVAILABLE,
+        ErrorCode.HTTP_ERROR,  # an http step's call answered non-2xx, or broke off
     }
 )
-#: what ``on`` is when left out
+#: what ``on`` is when left out (an http step's: HTTP_DEFAULT_ON)
 DEFAULT_ON = frozenset({ErrorCode.MODEL_ERROR, ErrorCode.TIMEOUT})
+HTTP_DEFAULT_ON = frozenset({ErrorCode.HTTP_ERROR, ErrorCode.TIMEOUT})
 MAX_ATTEMPTS_CAP = 100
 
 
@@ -137,15 +139,18 @@ def check_retry(raw: Any) -> list[str]:
     return faults
 
 
-def parse_retry(raw: Mapping[str, Any] | None) -> RetryPolicy | None:
-    """The policy of a ``retry:`` that passed :func:`check_retry` (None: no retry)."""
+def parse_retry(
+    raw: Mapping[str, Any] | None, *, default_on: frozenset[str] = DEFAULT_ON
+) -> RetryPolicy | None:
+    """The policy of a ``retry:`` that passed :func:`check_retry` (None: no retry);
+    ``default_on``: its ``on`` when left out (the step kind's)."""
     if raw is None:
         return None
     raw = _keys(raw)
     defaults = RetryPolicy()
     interval = float(raw.get("interval_s", defaults.interval_s))
     return RetryPolicy(
-        on=frozenset(raw["on"]) if raw.get("on") is not None else DEFAULT_ON,
+        on=frozenset(raw["on"]) if raw.get("on") is not None else default_on,
         max_attempts=int(raw.get("max_attempts", defaults.max_attempts)),
         interval_s=interval,
         backoff=float(raw.get("backoff", defaults.backoff)),
@@ -156,6 +161,7 @@ def parse_retry(raw: Mapping[str, Any] | None) -> RetryPolicy | None:
 
 __all__ = [
     "DEFAULT_ON",
+    "HTTP_DEFAULT_ON",
     "RETRYABLE",
     "RETRY_KEYS",
     "RetryPolicy",

@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from freight.media import JSON
+from freight.pipelines.http import request_fields
 from freight.pipelines.plan import (
     BROKEN,
     MAX_FOR_EACH_ITEMS,
@@ -58,6 +59,8 @@ from freight.prediction import ErrorCode, Kind, Prediction, Status
 
 RUN = Kind.PIPELINE
 FOR_EACH = Kind.FOR_EACH
+#: the kinds of step a ``retry:`` runs again (pipelines/retry.py)
+_RETRIED = frozenset({Kind.MODEL, Kind.HTTP})
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +255,10 @@ class _Advance:
         if row.kind == FOR_EACH:
             self.changes.cancel_elements.append((row.step or "", message))
 
-    def start(self, row: Prediction, value: Any) -> None:
-        """Queue a model step (its input rendered, or by reference); start a nested run."""
-        fields = _input_fields(value)
+    def start(self, row: Prediction, value: Any, fields: dict[str, Any] | None = None) -> None:
+        """Queue a model step (its input rendered, or by reference); start a nested run.
+        ``fields``: the row's input fields when not ``value`` alone (an http step's)."""
+        fields = _input_fields(value) if fields is None else fields
         if row.kind == RUN:
             started = self.write(
                 row,
@@ -298,7 +302,7 @@ class _Advance:
             step = spec.steps.get(name)
             row = self.current(head)
             policy = step.retry if step is not None else None
-            if policy is None or row.kind != Kind.MODEL or row.status != Status.FAILED:
+            if policy is None or row.kind not in _RETRIED or row.status != Status.FAILED:
                 continue
             if not policy.covers(row.error_code) or row.attempts >= policy.max_attempts:
                 continue
@@ -394,7 +398,7 @@ class _Advance:
         for start in decision.start:
             head = self.heads[start.step]
             if start.inputs is None:
-                self.start(head, start.input)
+                self.start(head, start.input, _step_fields(spec.steps[start.step], start.input))
             else:
                 self.fan_out(spec.steps[start.step], head, start.inputs)
         for name in decision.skip:
@@ -421,7 +425,7 @@ class _Advance:
         first = len(inputs) if step.max_concurrency is None else step.max_concurrency
         for index, value in enumerate(inputs):
             row = _new_row(step, self.run, self.bundle, self.new_id(), 0, item_index=index)
-            row = dataclasses.replace(row, **_input_fields(value))
+            row = dataclasses.replace(row, **_step_fields(step, value))
             self.changes.inserted.append(self.start_new(row) if index < first else row)
 
     def count_waiting(self, spec: PipelineSpec) -> None:
@@ -505,6 +509,15 @@ def _output_fields(value: Any) -> dict[str, Any]:
         "output_bytes": len(text.encode()),
         "output_refs": refs_text(value),
     }
+
+
+def _step_fields(step: StepSpec, value: Any) -> dict[str, Any]:
+    """A step's rendered value as its row's fields: an http step's is its request (kept
+    in ``definition``, no secret in it) and its body (the input: pipelines/http.py)."""
+    if step.http is None:
+        return _input_fields(value)
+    definition, body = request_fields(step.http, value)
+    return {"definition": definition, **_input_fields(body)}
 
 
 def _input_fields(value: Any) -> dict[str, Any]:

@@ -21,10 +21,13 @@ from typing import Any
 
 from freight.pipelines import graph
 from freight.pipelines.declare import as_raw
-from freight.pipelines.retry import RetryPolicy, parse_retry
+from freight.pipelines.http import DEFAULT_TIMEOUT_S, HttpStep, parse_http, template_of
+from freight.pipelines.retry import DEFAULT_ON, HTTP_DEFAULT_ON, RetryPolicy, parse_retry
 from freight.pipelines.template import Expression, Template, expression, reference_text
 from freight.pipelines.validate import (
-    TargetKind,
+    BUILTIN_KINDS,
+    BUILTIN_TARGETS,
+    StepKind,
     Targets,
     check_pipelines,
     raise_for,
@@ -37,8 +40,8 @@ class StepSpec:
     """One checked step. ``needs`` are inferred from its references."""
 
     name: str
-    target: str
-    kind: TargetKind
+    target: str  # a model or pipeline; a built-in kind's row carries BUILTIN_TARGETS[kind]
+    kind: StepKind
     input: Any = field(hash=False)  # the template as declared (or the default)
     when: str | None
     for_each: str | None  # a reference (``$input.photos``)
@@ -51,6 +54,7 @@ class StepSpec:
     when_expression: Expression | None = field(compare=False, hash=False, repr=False)
     for_each_expression: Expression | None = field(compare=False, hash=False, repr=False)
     retry: RetryPolicy | None = None  # what failures run again (pipelines/retry.py)
+    http: HttpStep | None = None  # kind: http: its method and headers (pipelines/http.py)
 
     @property
     def conditional(self) -> bool:
@@ -93,9 +97,17 @@ def default_output(step_names: list[str]) -> dict[str, str]:
 
 def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
     """A spec from a step that passed the checks (unchecked input raises anything)."""
-    kind: TargetKind = "model" if raw.get("model") is not None else "pipeline"
-    target = raw[kind]
+    kind: StepKind
+    if raw.get("kind") in BUILTIN_KINDS:
+        kind = raw["kind"]
+        target = BUILTIN_TARGETS[kind]
+    else:
+        kind = "model" if raw.get("model") is not None else "pipeline"
+        target = raw[kind]
     template = Template(step_input(raw))
+    http = parse_http(raw)
+    if http is not None:  # its URL renders with its body (pipelines/http.py)
+        template = Template(template_of(http, step_input(raw)))
     when = raw.get("when")
     for_each = raw.get("for_each")
     when_expression = expression(when) if when is not None else None
@@ -114,10 +126,13 @@ def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
         for_each=for_each,
         max_concurrency=raw.get("max_concurrency"),
         optional=bool(raw.get("optional", False)),
-        timeout_s=raw.get("timeout_s"),
+        timeout_s=raw.get("timeout_s") or (DEFAULT_TIMEOUT_S if http is not None else None),
         max_attempts=raw.get("max_attempts"),
         needs=frozenset(needs),
-        retry=parse_retry(raw.get("retry")),
+        retry=parse_retry(
+            raw.get("retry"), default_on=DEFAULT_ON if http is None else HTTP_DEFAULT_ON
+        ),
+        http=http,
         input_template=template,
         when_expression=when_expression,
         for_each_expression=for_each_expression,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from freight.errors import PipelineDefinitionError
 from freight.pipelines import graph
 from freight.pipelines.declare import Pipeline, as_raw
+from freight.pipelines.http import check_http
 from freight.pipelines.retry import check_retry
 from freight.pipelines.template import (
     ROOTS,
@@ -31,12 +32,19 @@ from freight.pipelines.template import (
 )
 
 TargetKind = Literal["model", "pipeline"]
+#: what a step is: a target's run, or one of the steps that run no target (``kind:``)
+StepKind = Literal["model", "pipeline", "callback", "http"]
+#: the step kinds declared with ``kind:`` rather than by naming a target
+BUILTIN_KINDS: frozenset[str] = frozenset({"callback", "http"})
+#: the target a step row of a built-in kind carries (not a valid model name: no clash)
+BUILTIN_TARGETS = {"callback": ":callback", "http": ":http"}
 #: what steps may run: ``{name: "model" | "pipeline"}``, or just the set of model names
 Targets = Mapping[str, TargetKind] | Collection[str]
 
 STEP_KEYS = frozenset(
-    {"model", "pipeline", "input", "when", "for_each", "max_concurrency", "optional",
-     "timeout_s", "max_attempts", "retry"}
+    {"model", "pipeline", "kind", "input", "when", "for_each", "max_concurrency", "optional",
+     "timeout_s", "max_attempts", "retry",
+     "method", "url", "headers"}  # kind: http
 )  # fmt: skip
 PIPELINE_KEYS = frozenset({"steps", "output", "timeout_s"})
 STEP_NAME = re.compile(r"[a-z0-9_-]+")
@@ -122,6 +130,8 @@ def step_input(raw: Mapping[str, Any]) -> Any:
     else the run's whole input (``$input``)."""
     if "input" in raw:
         return raw["input"]
+    if raw.get("kind") == "http":  # an http step without input sends no body
+        return None
     return "$item" if raw.get("for_each") is not None else "$input"
 
 
@@ -203,15 +213,30 @@ class _Pipeline:
         self.check_options(step, raw)
         fan_out = raw.get("for_each") is not None
         needs = self.template(step_input(raw), "input", step=step, item=fan_out)
+        needs |= self.check_http_step(step, raw, item=fan_out)
         if raw.get("when") is not None:
             needs |= self.condition(raw["when"], step)
         if fan_out:
             needs |= self.for_each(raw["for_each"], step)
         return needs
 
+    def check_http_step(self, step: str, raw: Mapping[str, Any], *, item: bool) -> set[str]:
+        """An http step's url, method and headers (``pipelines/http.py``), and http keys
+        on any other step; returns the steps its url references."""
+        for problem in check_http(raw):
+            self.add(problem, kind="http", step=step)
+        url = raw.get("url")
+        if raw.get("kind") != "http" or not isinstance(url, str):
+            return set()
+        return self.template(url, "url", step=step, item=item)
+
     def check_target(self, step: str, raw: Mapping[str, Any]) -> None:
-        """Exactly one of model:/pipeline:, naming a target of that kind."""
+        """Exactly one of model:/pipeline:, naming a target of that kind; or a built-in
+        ``kind:`` (callback, http) and neither."""
         given = [key for key in ("model", "pipeline") if raw.get(key) is not None]
+        if "kind" in raw:
+            self.check_kind(step, raw, given)
+            return
         if len(given) != 1:
             which = "both" if given else "neither"
             self.add(
@@ -238,6 +263,21 @@ class _Pipeline:
             )
         elif kind == "pipeline":
             self.nests.add(target)
+
+    def check_kind(self, step: str, raw: Mapping[str, Any], given: list[str]) -> None:
+        """``kind:`` names a built-in step kind, and such a step names no target."""
+        kind = raw["kind"]
+        if kind in ("model", "pipeline"):
+            self.add(f"kind: {kind} is written {kind}: NAME", kind="kind", step=step)
+        elif not isinstance(kind, str) or kind not in BUILTIN_KINDS:
+            known = ", ".join(sorted(BUILTIN_KINDS))
+            self.add(f"kind: unknown step kind {kind!r} (known: {known})", kind="kind", step=step)
+        elif given:
+            self.add(
+                f"a {kind} step runs no model or pipeline (remove {given[0]}:)",
+                kind="kind",
+                step=step,
+            )
 
     def check_options(self, step: str, raw: Mapping[str, Any]) -> None:
         """Numbers, flags and types of a step's options."""

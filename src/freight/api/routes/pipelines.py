@@ -59,6 +59,13 @@ def _step_dict(step: StepSpec) -> dict[str, Any]:
             "max_interval_s": step.retry.max_interval_s,
             "jitter": step.retry.jitter,
         },
+        "http": None
+        if step.http is None
+        else {
+            "method": step.http.method,
+            "url": step.http.url,
+            "headers": {h.name: h.declared() for h in step.http.headers},
+        },
     }
 
 

@@ -51,10 +51,13 @@ DEFAULT_TIMEOUT_S: Final = 10.0
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves and checks the host, then connects to a checked address."""
 
-    def __init__(self, *, allow_private: bool, resolver: Resolver | None) -> None:
+    def __init__(
+        self, *, allow_private: bool, resolver: Resolver | None, what: str = "webhook"
+    ) -> None:
         self._inner = httpcore.AnyIOBackend()
         self._allow_private = allow_private
         self._resolver = resolver
+        self._what = what
 
     async def connect_tcp(
         self,
@@ -65,7 +68,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         addresses = await resolve_allowed(
-            host, port, allow_private=self._allow_private, resolver=self._resolver
+            host, port, allow_private=self._allow_private, resolver=self._resolver, what=self._what
         )
         last: Exception | None = None
         for address in addresses:  # each one checked above
@@ -110,14 +113,21 @@ class _GuardedTransport(httpx.AsyncBaseTransport):
     """httpx's default transport, on a connection pool whose backend is guarded."""
 
     def __init__(
-        self, *, allow_private: bool, resolver: Resolver | None, tls: ssl.SSLContext | None
+        self,
+        *,
+        allow_private: bool,
+        resolver: Resolver | None,
+        tls: ssl.SSLContext | None,
+        what: str = "webhook",
     ) -> None:
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=tls or httpx.create_ssl_context(),
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
-            network_backend=_GuardedBackend(allow_private=allow_private, resolver=resolver),
+            network_backend=_GuardedBackend(
+                allow_private=allow_private, resolver=resolver, what=what
+            ),
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -152,17 +162,22 @@ def webhook_client(
     allow_private: bool = False,
     resolver: Resolver | None = None,
     tls: ssl.SSLContext | None = None,
+    what: str = "webhook",
+    user_agent: str = USER_AGENT,
 ) -> httpx.AsyncClient:
-    """An HTTP client for webhooks: guarded connections, no redirects, no env proxies.
-    ``tls``: the context that verifies receivers (default: the system's CAs via
-    certifi; an on-premise receiver signed by a private CA needs its own)."""
-    transport = _GuardedTransport(allow_private=allow_private, resolver=resolver, tls=tls)
+    """An HTTP client for webhooks (and pipelines' http steps: ``what``, in the guard's
+    messages, and ``user_agent`` say which): guarded connections, no redirects, no env
+    proxies. ``tls``: the context that verifies receivers (default: the system's CAs
+    via certifi; an on-premise receiver signed by a private CA needs its own)."""
+    transport = _GuardedTransport(
+        allow_private=allow_private, resolver=resolver, tls=tls, what=what
+    )
     return httpx.AsyncClient(
         transport=transport,
         follow_redirects=False,
         timeout=httpx.Timeout(timeout_s),
         trust_env=False,
-        headers={"user-agent": USER_AGENT},
+        headers={"user-agent": user_agent},
     )
 
 
