@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from freight.agent.http_steps import warn_missing_secrets
 from freight.errors import PipelineDefinitionError
 from freight.pipelines import Pipeline, Step, check_pipelines, mermaid, parse_pipelines
 from freight.pipelines.http import (
@@ -222,3 +223,14 @@ def test_a_python_declared_http_step_is_the_yaml_one() -> None:
     call = spec.steps["call"]
     assert call.http is not None and call.http.url == "$input.url"
     assert call.http.headers == (Header("Authorization", env="TOKEN", prefix="Bearer "),)
+
+
+def test_a_worker_names_each_header_variable_its_environment_lacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    headers = {"A": {"env": "SET_HERE"}, "B": {"env": "NOT_SET_HERE"}, "C": "literal"}
+    raw = {"steps": {"call": {"kind": "http", "url": "https://x/", "headers": headers}}}
+    specs = parse_pipelines({"p": raw}, targets=MODELS).values()
+    with caplog.at_level("WARNING", logger="freight.http_steps"):
+        assert warn_missing_secrets(specs, {"SET_HERE": "x"}) == ["NOT_SET_HERE"]
+    assert "NOT_SET_HERE is not set in this worker's environment" in caplog.text

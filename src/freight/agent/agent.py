@@ -51,15 +51,17 @@ from freight.agent.duties import (
     StoreOutage,
     Supervisor,
 )
-from freight.agent.http_steps import HttpCaller
+from freight.agent.http_steps import HttpCaller, warn_missing_secrets
 from freight.agent.logs import LogWriter
 from freight.agent.replica import RunnerCommand
+from freight.agent.streamed import StreamWriter
 from freight.agent.worker import ModelWorker, Persist, ReplicaLauncher
 from freight.batch.driver import BatchDriver
 from freight.config import Settings
 from freight.errors import ConfigError
 from freight.events import CompletionHub, WorkSignal
 from freight.fleet import ModelState
+from freight.pipelines import callback
 from freight.project import Pipelines
 from freight.registry import ModelSpec
 from freight.scaling import GpuPool, check_deployable, detect_devices
@@ -127,6 +129,7 @@ class Agent:
             allow_private=private,
             inline_max_bytes=settings.inline_output_max_bytes,
         )
+        warn_missing_secrets(pipelines.specs.values() if pipelines else (), os.environ)
         # runners' temporary files (S3 inputs, File outputs) live beside the state, on
         # disk rather than a tmpfs, and on the local store's filesystem: moved, not copied
         scratch = (settings.state_dir / "tmp").resolve()
@@ -135,6 +138,7 @@ class Agent:
         self.gpu_pool = GpuPool(self.devices)
         self.caps = InFlightCaps(store, settings.tenants)
         self.logs = LogWriter(store, hub.publish, settings.max_log_bytes)
+        self.streamed = StreamWriter(store, hub.publish)
         self.not_served = _deployable(specs, self.devices)
         served = {name: spec for name, spec in specs.items() if name not in self.not_served}
         _warn_about_the_cap(served, settings.max_replicas)
@@ -176,6 +180,7 @@ class Agent:
             caps=self.caps,
             retry_backoff_s=settings.retry_backoff_s,
             logs=self.logs,
+            streamed=self.streamed,
         )
 
     def _build_duties(self, store: Store, storage: Storage) -> None:
@@ -270,6 +275,7 @@ class Agent:
         self._stopping = True
         await self.supervisor.stop()
         await self.logs.close()
+        await self.streamed.close()
         await self.census.goodbye()
 
     def stop_claiming(self) -> None:
@@ -332,6 +338,8 @@ def _deliverer(
         storage=storage,  # events carry presigned URLs as GET does
         base_url=links_base(settings),
         url_expires_s=settings.download_url_expires_s,
+        # a callback step's waiting event carries its answer URLs (one key per cluster)
+        callback_key=callback.key_of(settings.secret()),
     )
 
 

@@ -31,7 +31,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 import httpcore
@@ -55,6 +55,7 @@ from freight.pipelines.http import (
     resolve_headers,
     url_text,
 )
+from freight.pipelines.spec import PipelineSpec
 from freight.pipelines.validate import BUILTIN_TARGETS
 from freight.prediction import Completion, ErrorCode, Prediction, Release, Status
 from freight.storage.base import Storage
@@ -295,4 +296,25 @@ class HttpCaller:
         )
 
 
-__all__ = ["TARGET", "HttpCaller"]
+def warn_missing_secrets(specs: Iterable[PipelineSpec], environ: Mapping[str, str]) -> list[str]:
+    """The variables http steps' headers read that ``environ`` lacks, each logged once
+    (at start, rather than as every such call's ``missing_secret``)."""
+    wanted = {
+        header.env
+        for spec in specs
+        for step in spec.steps.values()
+        if step.http is not None
+        for header in step.http.headers
+        if header.env is not None
+    }
+    missing = sorted(name for name in wanted if name not in environ)
+    for name in missing:
+        log.warning(
+            "http steps: %s is not set in this worker's environment: the calls whose "
+            "headers read it fail missing_secret",
+            name,
+        )
+    return missing
+
+
+__all__ = ["TARGET", "HttpCaller", "warn_missing_secrets"]
