@@ -69,6 +69,18 @@ PIPELINES = {
         },
         "output": "$steps.post.output",
     },
+    "fan": {
+        "steps": {
+            "each": {
+                "kind": "http",
+                "url": "$input.url",
+                "for_each": "$input.values",
+                "input": {"value": "$item"},
+                "max_concurrency": 2,
+            }
+        },
+        "output": "$steps.each.output[*].n",
+    },
     "strict": {
         "steps": {"post": {"kind": "http", "method": "GET", "url": "$input.url"}},
         "output": "$steps.post.output",
@@ -96,7 +108,7 @@ class Receiver:
             calls = self.calls[path]
         if path == "/echo":
             value = json.loads(body)["value"]
-            return 200, "application/json", {"n": value + 1, "auth": headers["authorization"]}
+            return 200, "application/json", {"n": value + 1, "auth": headers.get("authorization")}
         if path.startswith("/fail/"):
             if calls <= int(path.split("/")[2]):
                 return 503, "text/plain", "busy, try later"
@@ -244,6 +256,20 @@ async def test_a_failed_call_fails_the_step_http_error_and_retry_runs_it_again(
     assert (post.error_code, post.error_message) == ("http_error", "127.0.0.1 answered HTTP 503")
     detail = orjson.loads(post.error_detail or "")
     assert detail == {"status": 503, "response": "busy, try later"}
+
+
+async def test_a_for_each_http_step_calls_once_per_element_in_order(
+    service: PredictionService, store: Store, receiver: Receiver, caller: HttpCaller
+) -> None:
+    run = await start(service, "fan", {"url": receiver.url("/echo"), "values": [1, 2, 3, 4]})
+    done = await _ended(service, store, run)
+    assert done.status == Status.SUCCEEDED, [
+        (r.step, r.item_index, r.status, r.error_code, r.error_message, r.input_json, r.definition)
+        for r in [done, *await service.steps(run.id)]
+    ]
+    assert orjson.loads(done.output_json or "") == [2, 3, 4, 5]
+    elements = [r for r in await service.steps(run.id) if r.item_index is not None]
+    assert {(r.kind, r.target) for r in elements} == {("http", TARGET)}
 
 
 async def test_a_text_answer_is_a_string_output(

@@ -46,6 +46,7 @@ from freight.media import JSON
 from freight.notify.addresses import check_url_text
 from freight.notify.sinks.webhook import webhook_client
 from freight.pipelines.http import (
+    ANSWER_KEPT,
     MAX_BODY_BYTES,
     Answer,
     Request,
@@ -227,9 +228,12 @@ class HttpCaller:
         async with self._client.stream(
             request.method, url, content=content, headers=sent, timeout=row.timeout_s
         ) as response:
+            ok = 200 <= response.status_code < 300
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
+                if not ok and len(body) >= 2 * ANSWER_KEPT:
+                    break  # a failure keeps only the first KB of its answer
                 if len(body) > MAX_BODY_BYTES:
                     raise StepFailure(
                         ErrorCode.OUTPUT_ERROR,

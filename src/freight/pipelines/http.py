@@ -117,7 +117,7 @@ class Request:
             Header(h["name"], h.get("value"), h.get("env"), h.get("prefix", ""))
             for h in raw.get("headers", ())
         )
-        return cls(raw["method"], raw.get("url"), headers)
+        return cls(raw.get("method", DEFAULT_METHOD), raw.get("url"), headers)
 
 
 # -- declaring -------------------------------------------------------------------------
@@ -352,6 +352,7 @@ def answer_of(
 
 
 __all__ = [
+    "ANSWER_KEPT",
     "DEFAULT_METHOD",
     "DEFAULT_TIMEOUT_S",
     "HTTP_KEYS",
