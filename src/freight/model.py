@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from freight.errors import ModelDefinitionError
+from freight.streaming import OUTPUTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +267,9 @@ class Model:
     resources: ClassVar[Resources] = Resources()
     timeout_s: ClassVar[float | None] = None  # default: the max_run_s setting
     max_attempts: ClassVar[int | None] = None  # default: the max_attempts setting
+    # a streaming model's (predict is a generator) output from its chunks:
+    # "concat" (str or bytes end to end) or "list" (freight.streaming)
+    stream_output: ClassVar[str] = "concat"
 
     def load(self) -> None:
         """Load weights; called once per replica before any prediction."""
@@ -279,6 +283,14 @@ class Model:
     @classmethod
     def model_name(cls) -> str:
         return cls.name or _slug(cls.__name__)
+
+    @classmethod
+    def streams(cls) -> bool:
+        """Whether ``predict`` is a generator function (sync or async): each value it
+        yields is a chunk, streamed as it comes (:mod:`freight.streaming`)."""
+        return inspect.isgeneratorfunction(cls.predict) or inspect.isasyncgenfunction(
+            cls.predict
+        )
 
     @classmethod
     def input_kind(cls) -> str:
@@ -312,6 +324,26 @@ class Model:
                 model=cls.__qualname__,
             )
         cls.input_kind()
+        _check_streaming(cls)
+
+
+def _check_streaming(cls: type[Model]) -> None:
+    """A streaming model runs one prediction at a time (its chunks are that prediction's)
+    and says how its chunks make its output."""
+    if cls.stream_output not in OUTPUTS:
+        raise ModelDefinitionError(
+            f"{cls.__qualname__}.stream_output must be one of {sorted(OUTPUTS)}, "
+            f"not {cls.stream_output!r}",
+            model=cls.__qualname__,
+        )
+    if not cls.streams():
+        return
+    if cls.predict_batch is not Model.predict_batch or cls.batching.max_size != 1:
+        raise ModelDefinitionError(
+            f"{cls.__qualname__} streams (predict is a generator): it runs one prediction "
+            "at a time, so it defines no predict_batch and keeps batching.max_size 1",
+            model=cls.__qualname__,
+        )
 
 
 def _kind_of(ann: Any) -> str:

@@ -30,6 +30,9 @@ class ModelSpec:
     timeout_s: float | None
     max_attempts: int | None
     resources: Resources = field(default_factory=Resources)  # per replica; default: no GPU
+    # predict is a generator: its chunks are streamed (freight.streaming)
+    streams: bool = False
+    stream_output: str = "concat"
 
     @classmethod
     def of(cls, model: type[Model], ref: str) -> ModelSpec:
@@ -43,6 +46,8 @@ class ModelSpec:
             timeout_s=model.timeout_s,
             max_attempts=model.max_attempts,
             resources=model.resources,
+            streams=model.streams(),
+            stream_output=model.stream_output,
         )
 
 

@@ -52,7 +52,10 @@ from freight.roster import Roster
 from freight.storage.base import Storage
 from freight.store import logs as store_logs
 from freight.store import ops
+from freight.store import streamed as store_streamed
 from freight.store.base import Store
+from freight.streaming import MAX_PAGE as MAX_CHUNK_PAGE
+from freight.streaming import Chunk
 from freight.subscriptions import DeliveryView, Subscriptions, Webhook
 from freight.subscriptions import views as delivery_views
 from freight.views import Presign, has_references, output_of, render
@@ -409,6 +412,20 @@ class PredictionService:
         return await self._store.execute(
             lambda: store_logs.read(prediction_id, after, limit), write=False
         )
+
+    async def chunks(self, prediction_id: str, *, after: int, limit: int) -> list[Chunk]:
+        """A streaming prediction's chunks whose seq is over ``after`` (at most ``limit``,
+        capped at ``streaming.MAX_PAGE``), for a caller that already looked the
+        prediction up: one indexed read, empty for an unknown id."""
+        limit = max(1, min(limit, MAX_CHUNK_PAGE))
+        return await self._store.execute(
+            lambda: store_streamed.read(prediction_id, after, limit), write=False
+        )
+
+    def streams(self, target: str) -> bool:
+        """Whether ``target`` is a model that streams its output (a generator)."""
+        spec = self._specs.get(target)
+        return spec is not None and spec.streams
 
     def watch(self, ids: Iterable[str]) -> Watch:
         """Subscribe to the completions of ``ids`` (this process's, and those another

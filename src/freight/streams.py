@@ -43,6 +43,16 @@ read again); another process's lines are found at the next poll (``poll_s``), on
 bounded read of the lines after the last seq sent. A pipeline run's stream carries
 no lines (its steps' are read by each step's id); a marker line updated after it was
 sent (the bytes dropped past the bound, counted on) is not sent again.
+
+A streaming model's chunks (:mod:`freight.streaming`) are ``chunk`` events the same
+way, when asked for: numbered by the store (``seq`` from 1 per prediction), after each
+round's lines, all before the terminal event (the agent stores a prediction's chunks
+before it records its end); the id gets a third count, the last chunk's seq, once a
+chunk was sent (``"3-0-5"``, ``"3-17-5"``), so a client resuming after a chunk gets the
+next one — none lost, none twice. Embedded, the agent's
+:func:`~freight.streaming.signal_key` wakes the stream at once; on PostgreSQL the
+chunk's insert NOTIFYs it to every process, so the stream of another process wakes at
+once too.
 """
 
 from __future__ import annotations
@@ -58,32 +68,41 @@ from freight.logs import MAX_PAGE, LogLine, signal_key
 from freight.pipelines.runs import RUN
 from freight.prediction import Prediction, Status
 from freight.service import PredictionService
+from freight.streaming import MAX_PAGE as MAX_CHUNK_PAGE
+from freight.streaming import Chunk
+from freight.streaming import signal_key as chunk_key
 
 #: how often a live stream reads its rows when nothing woke it (a completion wakes it at
 #: once; a claim, ``running``, sends no signal): the settings' ``event_poll_s``
 POLL_S = 1.0
 STEP_PREFIX = "step."
 LOG = "log"
+CHUNK = "chunk"
 
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """Where a stream stands: the rungs sent (``events``) and the last line's ``seq``;
-    written ``"3"`` or ``"3-17"`` (an event's id, ``Last-Event-ID``)."""
+    """Where a stream stands: the rungs sent (``events``), the last line's ``seq`` and
+    the last chunk's (``chunk``); written ``"3"``, ``"3-17"`` or ``"3-17-5"`` (an
+    event's id, ``Last-Event-ID``)."""
 
     events: int = 0
     seq: int = 0
+    chunk: int = 0
 
     def __str__(self) -> str:
+        if self.chunk:
+            return f"{self.events}-{self.seq}-{self.chunk}"
         return f"{self.events}-{self.seq}" if self.seq else str(self.events)
 
     @classmethod
     def parse(cls, text: str) -> Self:
         """The cursor an id names (``ValueError`` for anything else)."""
-        events, dash, seq = text.partition("-")
-        if not events.isdigit() or (dash and not seq.isdigit()):
+        counts = text.split("-")
+        if len(counts) > 3 or not all(c.isdigit() for c in counts):
             raise ValueError(f"not an event id: {text!r}")
-        return cls(int(events), int(seq) if dash else 0)
+        events, seq, chunk = (*(int(c) for c in counts), 0, 0)[:3]
+        return cls(events, seq, chunk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,23 +110,26 @@ class StreamEvent:
     """One event: the rungs sent up to it (1, 2, ...), its type (a rung's name,
     ``step.<rung>`` for a run's step, ``log`` for a line) and the row it is about, as
     read when sent (the subject's, for a line); ``seq`` is the last line sent with or
-    before it, ``line`` the line of a ``log`` event."""
+    before it, ``line`` the line of a ``log`` event; ``chunked`` the last chunk sent
+    with or before it, ``chunk`` the chunk of a ``chunk`` event."""
 
     id: int
     type: str
     prediction: Prediction
     seq: int = 0
     line: LogLine | None = None
+    chunked: int = 0
+    chunk: Chunk | None = None
 
     @property
     def cursor(self) -> Cursor:
         """Where a stream resumed after this event starts (its id on the wire)."""
-        return Cursor(self.id, self.seq)
+        return Cursor(self.id, self.seq, self.chunked)
 
     @property
     def final(self) -> bool:
         """True for the subject's terminal event: the last of the stream."""
-        if self.line is not None or self.type.startswith(STEP_PREFIX):
+        if self.line is not None or self.chunk is not None or self.type.startswith(STEP_PREFIX):
             return False
         return Status(self.type).terminal
 
@@ -225,6 +247,17 @@ async def _lines(svc: PredictionService, prediction_id: str, after: int) -> list
         after = page[-1].seq
 
 
+async def _chunks(svc: PredictionService, prediction_id: str, after: int) -> list[Chunk]:
+    """Every chunk past ``after``, a page (``MAX_CHUNK_PAGE``) at a time."""
+    found: list[Chunk] = []
+    while True:
+        page = await svc.chunks(prediction_id, after=after, limit=MAX_CHUNK_PAGE)
+        found.extend(page)
+        if len(page) < MAX_CHUNK_PAGE:
+            return found
+        after = page[-1].seq
+
+
 def _start(after: Cursor | int | None) -> Cursor:
     return after if isinstance(after, Cursor) else Cursor(after or 0)
 
@@ -237,30 +270,49 @@ class _Sent:
     start: Cursor
     seen: set[tuple[str, int]] = field(default_factory=set)
 
-    def rung(self, transition: _Transition, seq: int) -> StreamEvent | None:
+    def rung(self, transition: _Transition, seq: int, chunked: int = 0) -> StreamEvent | None:
         self.seen.add(transition.key)
         if len(self.seen) <= self.start.events:
             return None
-        return StreamEvent(len(self.seen), transition.type, transition.row, seq)
+        return StreamEvent(
+            len(self.seen), transition.type, transition.row, seq, chunked=chunked
+        )
 
-    def line(self, row: Prediction, line: LogLine) -> StreamEvent:
-        return StreamEvent(max(len(self.seen), self.start.events), LOG, row, line.seq, line)
+    def line(self, row: Prediction, line: LogLine, chunked: int = 0) -> StreamEvent:
+        rungs = max(len(self.seen), self.start.events)
+        return StreamEvent(rungs, LOG, row, line.seq, line, chunked)
+
+    def chunk(self, row: Prediction, chunk: Chunk, seq: int) -> StreamEvent:
+        rungs = max(len(self.seen), self.start.events)
+        return StreamEvent(rungs, CHUNK, row, seq, chunked=chunk.seq, chunk=chunk)
 
 
 async def _round(
-    svc: PredictionService, followed: _Followed, sent: _Sent, seq: int, logs: bool
+    svc: PredictionService,
+    followed: _Followed,
+    sent: _Sent,
+    seq: int,
+    logs: bool,
+    chunked: int = 0,
+    chunks: bool = False,
 ) -> list[StreamEvent]:
-    """The events of what was just read: the new rungs, then the new lines (once the
-    subject ran), then the subject's terminal event (the last: after every line)."""
+    """The events of what was just read: the new rungs, then the new lines and chunks
+    (once the subject ran), then the subject's terminal event (the last: after every
+    line and chunk)."""
     found = [t for t in history(followed.row, followed.heads.values()) if t.key not in sent.seen]
     end = found.pop() if found and found[-1].order == 0 and found[-1].rung == 3 else None
-    out = [sent.rung(t, seq) for t in found]
-    if logs and followed.row.started_at is not None:
-        for line in await _lines(svc, followed.row.id, seq):
-            out.append(sent.line(followed.row, line))
-            seq = line.seq
+    out = [sent.rung(t, seq, chunked) for t in found]
+    if followed.row.started_at is not None:
+        if logs:
+            for line in await _lines(svc, followed.row.id, seq):
+                out.append(sent.line(followed.row, line, chunked))
+                seq = line.seq
+        if chunks:
+            for chunk in await _chunks(svc, followed.row.id, chunked):
+                out.append(sent.chunk(followed.row, chunk, seq))
+                chunked = chunk.seq
     if end is not None:
-        out.append(sent.rung(end, seq))
+        out.append(sent.rung(end, seq, chunked))
     return [event for event in out if event is not None]
 
 
@@ -270,6 +322,7 @@ async def events(
     after: Cursor | int | None = None,
     *,
     logs: bool = False,
+    chunks: bool = False,
     poll_s: float = POLL_S,
     max_s: float | None = None,
 ) -> AsyncIterator[StreamEvent]:
@@ -277,7 +330,8 @@ async def events(
     rungs): first what already happened, then each change as it is seen, ending after
     the terminal event — or once ``max_s`` seconds have passed, like any request the
     server holds (the caller resumes with the last id). With ``logs``, its log lines as
-    ``log`` events too (never a run's). Raises NotFoundError (``prediction_not_found``)
+    ``log`` events too (never a run's); with ``chunks``, a streaming model's chunks as
+    ``chunk`` events (never a run's). Raises NotFoundError (``prediction_not_found``)
     for an unknown id; a prediction deleted while followed (retention) ends the stream.
 
     It wakes when a followed row completes (:meth:`PredictionService.watch`: this
@@ -289,18 +343,20 @@ async def events(
     read of a run's heads excepted: a completion in that instant waits for the next
     poll)."""
     sent = _Sent(_start(after))
-    seq = sent.start.seq
+    seq, chunked = sent.start.seq, sent.start.chunk
     deadline = None if max_s is None else time.monotonic() + max_s
-    quiet = [signal_key(prediction_id)] if logs else []  # wakes for lines, not rows
+    # keys that wake for lines and chunks, not rows
+    quiet = [signal_key(prediction_id)] if logs else []
+    quiet += [chunk_key(prediction_id)] if chunks else []
     watch = svc.watch([prediction_id, *quiet])
     try:
         followed = await _first(svc, prediction_id)
         if followed.row.kind == RUN:
-            quiet = []
+            quiet, logs, chunks = [], False, False
         watch.add(followed.unfinished())
         while True:
-            for event in await _round(svc, followed, sent, seq, bool(quiet)):
-                seq = event.seq
+            for event in await _round(svc, followed, sent, seq, logs, chunked, chunks):
+                seq, chunked = event.seq, event.chunked
                 yield event
             left = _left(poll_s, deadline)
             if followed.row.status.terminal or left <= 0:
@@ -308,12 +364,12 @@ async def events(
             signalled = await watch.wait(left)
             watch.close()
             watch = svc.watch([*followed.watched(), *quiet])  # before the reads it guards
-            if quiet and signalled == set(quiet) and followed.row.started_at is not None:
-                continue  # new lines of a row known to run: read them alone
+            if signalled and signalled <= set(quiet) and followed.row.started_at is not None:
+                continue  # new lines or chunks of a row known to run: read them alone
             if not await _refresh(svc, followed):
                 return
     finally:
         watch.close()
 
 
-__all__ = ["LOG", "POLL_S", "Cursor", "StreamEvent", "events", "history"]
+__all__ = ["CHUNK", "LOG", "POLL_S", "Cursor", "StreamEvent", "events", "history"]

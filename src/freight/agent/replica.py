@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from freight.logs import DEFAULT_MAX_LOG_BYTES
 from freight.runner import protocol
-from freight.runner.protocol import Batch, Frame, LoadFailed, Logs, Ready, Result, Stop
+from freight.runner.protocol import Batch, Frame, LoadFailed, Logs, Ready, Result, Stop, Streamed
 
 log = logging.getLogger("freight.replica")
 
@@ -102,13 +102,19 @@ class RunnerCommand:
 
 class Replica:
     def __init__(
-        self, name: str, command: RunnerCommand, on_logs: Callable[[Logs], None] | None = None
+        self,
+        name: str,
+        command: RunnerCommand,
+        on_logs: Callable[[Logs], None] | None = None,
+        on_streamed: Callable[[Streamed], None] | None = None,
     ) -> None:
         """``on_logs``: what the model printed, as the runner sends it (its load's lines
-        before :meth:`start` returns, then each batch's before :meth:`run` returns)."""
+        before :meth:`start` returns, then each batch's before :meth:`run` returns);
+        ``on_streamed``: a streaming model's chunks, each as it was yielded."""
         self.name = name
         self._command = command
         self._on_logs = on_logs
+        self._on_streamed = on_streamed
         self._proc: asyncio.subprocess.Process | None = None
         self._log_task: asyncio.Task[None] | None = None
         self.load_ms: float | None = None
@@ -183,13 +189,18 @@ class Replica:
             ) from None
 
     async def _read(self) -> Frame:
-        """The next frame that is not a Logs frame (those go to ``on_logs``)."""
+        """The next frame that is not a Logs or Streamed frame (those go to ``on_logs``
+        and ``on_streamed``)."""
         assert self._proc is not None and self._proc.stdout is not None
         while True:
             try:
                 frame = await protocol.read_async(self._proc.stdout)
             except protocol.ProtocolError as exc:
                 raise ReplicaError(f"replica {self.name} exited ({exc})") from exc
+            if isinstance(frame, Streamed):
+                if self._on_streamed is not None:
+                    self._on_streamed(frame)
+                continue
             if not isinstance(frame, Logs):
                 return frame
             if self._on_logs is not None:

@@ -48,6 +48,7 @@ from freight.agent.replica import (
     ReplicaLoadError,
     RunnerCommand,
 )
+from freight.agent.streamed import StreamWriter
 from freight.agent.traces import BatchTrace
 from freight.batch.job import CHUNK
 from freight.errors import StoreUnavailableError
@@ -56,7 +57,7 @@ from freight.fleet import ColdStart, ScaleChange
 from freight.logs import MAX_LOAD_LINES, Printed
 from freight.prediction import RETRY_BACKOFF_S, Completion, ErrorCode, Prediction, Release
 from freight.registry import ModelSpec
-from freight.runner.protocol import Logs
+from freight.runner.protocol import Logs, Streamed
 from freight.scaling import GpuPool, visible_devices_env
 from freight.storage.base import Storage
 from freight.store.base import Queue
@@ -101,6 +102,7 @@ class Slot:
     gone: bool = False  # its loop ended: it can no longer be asked to stay
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # ends its sleeps
     load_lines: tuple[Printed, ...] = ()  # its replica's load log, for its first batch
+    streamed: set[str] = field(default_factory=set)  # running ids that streamed a chunk
 
     @property
     def busy(self) -> bool:
@@ -163,8 +165,10 @@ class ModelWorker:
         caps: InFlightCaps | None = None,
         retry_backoff_s: float = RETRY_BACKOFF_S,
         logs: LogWriter | None = None,
+        streamed: StreamWriter | None = None,
     ) -> None:
-        """``logs``: where what the runners print goes (None: their stderr only).
+        """``logs``: where what the runners print goes (None: their stderr only);
+        ``streamed``: where a streaming model's chunks go (None: nowhere).
         ``replicas``: the slots it starts with (:meth:`scale_to` changes them).
         ``make_replica`` (a replica from its name) or ``launch`` (from its name and
         command) replace the runner process; ``gpu_pool``: the node's GPUs, of which
@@ -177,6 +181,7 @@ class ModelWorker:
         else:
             self._launch = launch or self._replica
         self._logs = logs
+        self._streamed = streamed
         self._gpu_pool = gpu_pool
         self._caps = caps
         self._retry_backoff_s = retry_backoff_s
@@ -313,7 +318,21 @@ class ModelWorker:
         slot.devices = ()
 
     def _replica(self, name: str, command: RunnerCommand) -> Replica:
-        return Replica(name, command, lambda frame: self._printed(name, frame))
+        return Replica(
+            name,
+            command,
+            lambda frame: self._printed(name, frame),
+            lambda frame: self._yielded(name, frame),
+        )
+
+    def _yielded(self, name: str, frame: Streamed) -> None:
+        """A streaming model's chunks: stored under the attempt its slot runs."""
+        slot = next((s for s in self.slots if f"{self.spec.name}-{s.index}" == name), None)
+        row = next((r for r in slot.running if r.id == frame.id), None) if slot else None
+        if slot is None or row is None or self._streamed is None:
+            return
+        slot.streamed.add(row.id)
+        self._streamed.add(row.id, row.attempts, frame.parts)
 
     def _printed(self, name: str, frame: Logs) -> None:
         """A runner's lines: its batch's, each prediction's; before its first batch (its
@@ -557,7 +576,7 @@ class ModelWorker:
         replica = slot.replica
         assert replica is not None
         slot.running, slot.interrupted, slot.draining_kill = rows, set(), False
-        slot.finishing = False
+        slot.finishing, slot.streamed = False, set()
         timeout_s = min(row.timeout_s for row in rows)
         batch = batches.batch(rows, deadline=time.time() + timeout_s)
         if slot.load_lines and self._logs is not None:  # the batch that waited for the load
@@ -609,13 +628,26 @@ class ModelWorker:
     async def _finish(self, rows: list[Prediction], outcomes: list[Completion]) -> None:
         if self._logs is not None:  # whole when seen ended (nothing to wait for: no wait)
             await self._logs.drain()
+        if self._streamed is not None:  # every chunk stored before the end is
+            await self._streamed.drain()
         outbox = any(r.notify is not None or r.run_id is not None for r in rows)
         await self._persist.complete(outcomes, outbox=outbox)
         metrics.record_batch(self.spec.name, rows, outcomes)
 
     async def _after_crash(self, slot: Slot, rows: list[Prediction], exc: Exception) -> None:
         """Requeue what the dead runner held: its fault counts as an attempt, unless
-        we killed it ourselves (cancel of a neighbour, drain)."""
+        we killed it ourselves (cancel of a neighbour, drain). A prediction that already
+        streamed chunks fails ``replica_failed`` instead: run again, it would stream
+        from its start a second time to clients that saw the first."""
+        gone = slot.streamed - slot.interrupted
+        streamed = [row for row in rows if row.id in gone]
+        if streamed:
+            rows = [row for row in rows if row not in streamed]
+            message = "the replica died while the prediction streamed: a stream is not restarted"
+            failed = batches.failed(
+                streamed, self._worker_id, time.time(), ErrorCode.REPLICA_FAILED, message
+            )
+            await self._finish(streamed, failed)
         ours = bool(slot.interrupted) or slot.draining_kill
         if not ours:
             log.warning(

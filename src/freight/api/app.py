@@ -21,6 +21,7 @@ from freight.api.routes import (
     pipelines,
     predictions,
 )
+from freight.api.routes import chunks as chunk_routes
 from freight.api.routes import usage as usage_routes
 from freight.api.traced import TraceMiddleware
 from freight.version import __version__
@@ -82,6 +83,7 @@ def create_app(
         predictions,
         events,
         logs,
+        chunk_routes,
         deliveries,
         pipelines,
         batch_jobs,

@@ -4,21 +4,25 @@ prediction (or streams one) shares, so that no route imports another."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
+from fastapi.sse import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
 from freight.api import deps
 from freight.logs import LogLine
 from freight.prediction import Prediction, Status
+from freight.streaming import BYTES, Chunk, value_of
+from freight.streams import StreamEvent
 from freight.subscriptions import DeliveryView
 from freight.views import iso, prediction_dict, steps_dict
 
 __all__ = [
     "absolute",
+    "chunk_dict",
     "delivery_dict",
     "iso",
     "json_response",
@@ -26,6 +30,7 @@ __all__ = [
     "prediction_dict",
     "rendered",
     "respond",
+    "sse_events",
     "steps_dict",
 ]
 
@@ -94,6 +99,41 @@ def delivery_dict(view: DeliveryView) -> dict[str, Any]:
             for t in view.tries
         ],
     }
+
+
+def chunk_dict(chunk: Chunk) -> dict[str, Any]:
+    """One streamed chunk as the API shows it (a ``chunk`` event's data): ``data`` the
+    text, the JSON value, or (``kind`` ``bytes``) the bytes in base64."""
+    return {
+        "prediction_id": chunk.prediction_id,
+        "seq": chunk.seq,
+        "at": chunk.at,
+        "attempt": chunk.attempt,
+        "kind": chunk.kind,
+        "data": chunk.data if chunk.kind == BYTES else value_of(chunk.kind, chunk.data),
+    }
+
+
+async def sse_events(
+    request: Request, events: AsyncIterator[StreamEvent]
+) -> AsyncIterator[ServerSentEvent]:
+    """A prediction's stream events (:mod:`freight.streams`) as server-sent events: a
+    rung's data the prediction object (the events of one read share its row: rendered
+    once, a run's object reads every row of the run), a line's the line, a chunk's the
+    chunk; the id its cursor."""
+    last: tuple[Prediction | None, dict[str, Any]] = (None, {})
+    async for event in events:
+        if event.line is not None:
+            body = line_dict(event.line)
+        elif event.chunk is not None:
+            body = chunk_dict(event.chunk)
+        else:
+            if event.prediction is not last[0]:
+                last = (event.prediction, await rendered(request, event.prediction))
+            body = last[1]
+        yield ServerSentEvent(
+            id=str(event.cursor), event=event.type, raw_data=orjson.dumps(body).decode()
+        )
 
 
 def line_dict(line: LogLine) -> dict[str, Any]:

@@ -269,6 +269,10 @@ class PredictionPage(BaseModel):
 class ModelOut(BaseModel):
     name: str
     input_kind: str
+    streams: bool = Field(False, description="predict is a generator: its chunks stream")
+    stream_output: str | None = Field(
+        None, description="a streaming model's output from its chunks: concat or list"
+    )
     batching: dict[str, Any]
     replicas: dict[str, Any] = Field(
         description="min, max, target_backlog, idle_s, gpus (per replica); the replicas "

@@ -181,6 +181,14 @@ def predict(
             "default completed).",
         ),
     ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="A streaming model (predict a generator): print each chunk as it comes "
+            "(text as it is, JSON one per line, bytes as they are: use --output FILE).",
+        ),
+    ] = False,
     url: UrlOption = None,
 ) -> None:
     """Submit a prediction; with --wait, follow it and print its output."""
@@ -189,7 +197,20 @@ def predict(
         raise typer.BadParameter("a null input cannot be sent; give a JSON value or a file")
     if webhook_event and webhook is None:
         raise typer.BadParameter("--webhook-event needs --webhook")
+    if stream and (webhook is not None or not wait):
+        raise typer.BadParameter("--stream waits for its chunks: no --webhook, no --no-wait")
     events = webhook_event or None
+    if stream:
+        with _client(ctx, url) as client:
+            if path is None:
+                chunks = client.stream(target, value, timeout=timeout)
+            else:
+                kind = content_type or mimetypes.guess_type(path.name)[0]
+                chunks = client.stream(
+                    target, data=path.read_bytes(), content_type=kind, timeout=timeout
+                )
+            _print_chunks(chunks, output)
+        return
     with _client(ctx, url) as client:
         if path is None:
             handle = client.predict(target, value, webhook=webhook, webhook_events=events)
@@ -212,6 +233,32 @@ def predict(
         _show_output(client, handle, prediction, output)
         if prediction.steps and prediction.succeeded:
             err.print(_render.steps_table(prediction.steps))
+
+
+def _print_chunks(chunks: Iterator[Any], output: Path | None) -> None:
+    """Each chunk as it comes, on stdout (or into ``output``): text as it is, bytes as
+    they are, a JSON value on a line of its own; a failure raises after the chunks
+    printed before it."""
+    sink = output.open("wb") if output is not None else None
+    std = typer.get_binary_stream("stdout")
+    try:
+        for chunk in chunks:
+            if isinstance(chunk, str):
+                data = chunk.encode()
+            elif isinstance(chunk, bytes):
+                if sink is None and std.isatty():
+                    raise typer.BadParameter("the chunks are bytes: use --output FILE")
+                data = chunk
+            else:
+                data = json.dumps(chunk).encode() + b"\n"
+            (sink or std).write(data)
+            (sink or std).flush()
+    finally:
+        if sink is not None:
+            sink.close()
+        elif std.isatty():  # the shell's prompt on a line of its own
+            std.write(b"\n")
+            std.flush()
 
 
 def _show_output(

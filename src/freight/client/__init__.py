@@ -18,6 +18,11 @@ Following: ``handle.wait()`` follows the prediction's server-sent event stream
 connection where it left off; ``client.events(id, logs=True)`` each line the model
 prints too, a :class:`LogEvent`) and long-polls a server that has none.
 
+Streaming: ``for chunk in client.stream("teller", {"n": 10})`` runs a model whose
+``predict`` is a generator and yields each chunk as the model yields it (``async for``
+on an :class:`AsyncClient`); ``client.events(id, chunks=True)`` follows a queued one's
+chunks as :class:`ChunkEvent`s.
+
 Batch jobs run a model or pipeline over whole files (JSON Lines, CSV):
 
     job = client.batch("tabular", "rows/", output="freight://results/run1/")
@@ -29,6 +34,7 @@ Batch jobs run a model or pipeline over whole files (JSON Lines, CSV):
 from __future__ import annotations
 
 from freight.client._async import AsyncClient, AsyncPredictionHandle
+from freight.client._chunks import Chunk, ChunkEvent
 from freight.client._flows import BatchJobOptions
 from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
@@ -69,6 +75,10 @@ __all__ = [
     "BatchOptions",
     "BatchOutput",
     "BatchOutputLocation",
+    "CallbackAnswered",
+    "CallbackInfo",
+    "Chunk",
+    "ChunkEvent",
     "Client",
     "Delivery",
     "DeliveryTry",

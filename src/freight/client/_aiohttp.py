@@ -102,12 +102,20 @@ class AiohttpTransport:
             ) from exc
 
     async def lines(self, call: Call) -> AsyncGenerator[str, None]:
-        """The lines of an event stream as they arrive (an error answer raised)."""
+        """The lines of an event stream as they arrive (an error answer raised); the
+        request may have a body (a real-time stream's input)."""
         url = self._url(call)
+        headers = self._headers_for(call, url)
+        body: Any = call.content
+        if call.has_json:
+            body = orjson.dumps(call.json)
+            headers["Content-Type"] = "application/json"
         try:
-            async with self._session_now().get(
+            async with self._session_now().request(
+                call.method,
                 url,
-                headers=self._headers_for(call, url),
+                data=body,
+                headers=headers,
                 timeout=_timeout(call, self._timeout_s),
             ) as reply:
                 head = httpx.Response(

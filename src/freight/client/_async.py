@@ -21,7 +21,8 @@ import httpx
 
 from freight.client import _flows, _logs
 from freight.client._aiohttp import AiohttpTransport
-from freight.client._events import Follower, check_stream, fallback
+from freight.client._chunks import ChunkEvent, stream_call
+from freight.client._events import Event, Follower, check_stream, fallback, outcome
 from freight.client._flows import BatchJobOptions, When
 from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
@@ -243,6 +244,7 @@ class AsyncClient:
         after: int | str | None = None,
         timeout: float | None = None,
         logs: Literal[False] = False,
+        chunks: Literal[False] = False,
     ) -> AsyncGenerator[StreamEvent, None]: ...
 
     @overload
@@ -253,7 +255,19 @@ class AsyncClient:
         after: int | str | None = None,
         timeout: float | None = None,
         logs: bool,
+        chunks: Literal[False] = False,
     ) -> AsyncGenerator[StreamEvent | LogEvent, None]: ...
+
+    @overload
+    def events(
+        self,
+        prediction_id: str,
+        *,
+        after: int | str | None = None,
+        timeout: float | None = None,
+        logs: bool = False,
+        chunks: bool,
+    ) -> AsyncGenerator[Event, None]: ...
 
     async def events(
         self,
@@ -262,13 +276,42 @@ class AsyncClient:
         after: int | str | None = None,
         timeout: float | None = None,
         logs: bool = False,
-    ) -> AsyncGenerator[StreamEvent | LogEvent, None]:
+        chunks: bool = False,
+    ) -> AsyncGenerator[Event, None]:
         """The prediction's events (``GET /v1/predictions/{id}/events``) from the start,
         or after event ``after`` (an event's ``cursor``, or its ``id``), until its final
         one; dropped connections are resumed without repeats. With ``logs``, the lines
-        its model prints too, each a :class:`LogEvent` as it arrives. TimeoutError once
+        its model prints too, each a :class:`LogEvent` as it arrives; with ``chunks``, a
+        streaming model's chunks, each a :class:`ChunkEvent`. TimeoutError once
         ``timeout`` seconds have passed."""
-        follower = Follower(prediction_id, after, timeout, logs=logs)
+        follower = Follower(prediction_id, after, timeout, logs=logs, chunks=chunks)
+        async with aclosing(self._follow(follower)) as events:
+            async for event in events:
+                yield event
+
+    async def stream(
+        self,
+        target: str,
+        input: Any = None,
+        *,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncGenerator[Any, None]:
+        """Run a streaming model in real time and yield each chunk as it yields it (see
+        :meth:`Client.stream`)."""
+        follower = Follower(None, None, timeout, chunks=True)
+        follower.start = stream_call(
+            target, input, data=data, content_type=content_type, read_s=follower.read_s
+        )
+        async with aclosing(self._follow(follower)) as events:
+            async for event in events:
+                if isinstance(event, ChunkEvent):
+                    yield event.chunk.value
+        outcome(follower)
+
+    async def _follow(self, follower: Follower) -> AsyncGenerator[Event, None]:
+        """The events a follower asks for, across connections, until its final one."""
         while not follower.done:
             error: FreightClientError | None = None
             try:
@@ -506,7 +549,7 @@ class AsyncClient:
             return
         assert self._http is not None
         try:
-            request = self._http.build_request(**send_kwargs(call))
+            request = self._http.build_request(**send_kwargs(call), content=call.content)
             response = await self._http.send(request, stream=True)
             try:
                 if response.is_error:

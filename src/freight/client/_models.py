@@ -382,6 +382,7 @@ class ModelInfo(_Wire):
 
     name: str
     input_kind: str = "json"
+    streams: bool = False  # predict is a generator: client.stream() follows its chunks
     batching: BatchingInfo | None = None
     replicas: ReplicasInfo | None = None
     backlog: BacklogInfo = Field(default_factory=BacklogInfo)

@@ -19,7 +19,8 @@ from typing import IO, Any, Literal, TypeVar, Unpack, overload
 import httpx
 
 from freight.client import _flows, _logs
-from freight.client._events import Follower, check_stream, fallback
+from freight.client._chunks import ChunkEvent, stream_call
+from freight.client._events import Event, Follower, check_stream, fallback, outcome
 from freight.client._flows import BatchJobOptions, When
 from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
@@ -239,6 +240,7 @@ class Client:
         after: int | str | None = None,
         timeout: float | None = None,
         logs: Literal[False] = False,
+        chunks: Literal[False] = False,
     ) -> Generator[StreamEvent, None, None]: ...
 
     @overload
@@ -249,7 +251,19 @@ class Client:
         after: int | str | None = None,
         timeout: float | None = None,
         logs: bool,
+        chunks: Literal[False] = False,
     ) -> Generator[StreamEvent | LogEvent, None, None]: ...
+
+    @overload
+    def events(
+        self,
+        prediction_id: str,
+        *,
+        after: int | str | None = None,
+        timeout: float | None = None,
+        logs: bool = False,
+        chunks: bool,
+    ) -> Generator[Event, None, None]: ...
 
     def events(
         self,
@@ -258,13 +272,43 @@ class Client:
         after: int | str | None = None,
         timeout: float | None = None,
         logs: bool = False,
-    ) -> Generator[StreamEvent | LogEvent, None, None]:
+        chunks: bool = False,
+    ) -> Generator[Event, None, None]:
         """The prediction's events (``GET /v1/predictions/{id}/events``) from the start,
         or after event ``after`` (an event's ``cursor``, or its ``id``), until its final
         one; dropped connections are resumed without repeats. With ``logs``, the lines
-        its model prints too, each a :class:`LogEvent` as it arrives. TimeoutError once
+        its model prints too, each a :class:`LogEvent` as it arrives; with ``chunks``, a
+        streaming model's chunks, each a :class:`ChunkEvent`. TimeoutError once
         ``timeout`` seconds have passed."""
-        follower = Follower(prediction_id, after, timeout, logs=logs)
+        yield from self._follow(Follower(prediction_id, after, timeout, logs=logs, chunks=chunks))
+
+    def stream(
+        self,
+        target: str,
+        input: Any = None,
+        *,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+    ) -> Generator[Any, None, None]:
+        """Run a streaming model (its ``predict`` a generator) on ``input`` (JSON) or
+        ``data`` (bytes of ``content_type``), in real time, and yield each chunk as it
+        yields it: the text, the JSON value or the bytes. A connection that drops is
+        resumed on the prediction's event stream, no chunk lost or seen twice; a model
+        at zero replicas is waited for. Raises :class:`FreightClientError` 424 with the
+        prediction's error when it fails (after the chunks it yielded before), or is
+        canceled; TimeoutError once ``timeout`` seconds have passed."""
+        follower = Follower(None, None, timeout, chunks=True)
+        follower.start = stream_call(
+            target, input, data=data, content_type=content_type, read_s=follower.read_s
+        )
+        for event in self._follow(follower):
+            if isinstance(event, ChunkEvent):
+                yield event.chunk.value
+        outcome(follower)
+
+    def _follow(self, follower: Follower) -> Generator[Event, None, None]:
+        """The events a follower asks for, across connections, until its final one."""
         while not follower.done:
             error: FreightClientError | None = None
             try:
@@ -486,7 +530,7 @@ class Client:
     def _lines(self, call: Call) -> Generator[str, None, None]:
         """The lines of an event stream, as they arrive."""
         try:
-            request = self._http.build_request(**send_kwargs(call))
+            request = self._http.build_request(**send_kwargs(call), content=call.content)
             response = self._http.send(request, stream=True)
             try:
                 if response.is_error:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,8 +37,10 @@ from freight.runner.protocol import (
     Ready,
     Result,
     Stop,
+    Streamed,
 )
 from freight.runner.tracebacks import error_detail, error_message
+from freight.streaming import ChunkError, Part, join, part_of
 
 #: the code of a load that raised (the agent adds load_timeout and load_crashed)
 LOAD_ERROR = "load_error"
@@ -77,7 +81,7 @@ def _call_model(
         for n, value in enumerate(inputs):
             try:
                 with running([contexts[n]] if contexts is not None else ()):
-                    results.append(model.predict(value))
+                    results.append(_drained(model, model.predict(value)))
             except Exception as exc:
                 results.append(exc)
         return results
@@ -96,12 +100,31 @@ def _call_model(
     return outputs
 
 
+def _drained(model: Any, output: Any) -> Any:
+    """A streaming model's chunks joined, where nobody follows them (a batch job's
+    records); any other output as it is."""
+    if inspect.isgenerator(output):
+        parts = [part_of(chunk, 0.0) for chunk in output]
+        return join(parts, type(model).stream_output)
+    if inspect.isasyncgen(output):
+        raise TypeError("an async generator model cannot run a batch job's records")
+    return output
+
+
 class BatchServer:
-    """Runs batches through the loaded model; every failure is its item's ``Failed``."""
+    """Runs batches through the loaded model; every failure is its item's ``Failed``.
+
+    A streaming model (``predict`` a generator) runs each prediction by itself: each
+    chunk it yields goes to the agent at once (``send``: a :class:`Streamed` frame),
+    and their join is its output (:mod:`freight.streaming`)."""
+
+    #: where chunks go as they are yielded (the runner's frames; None: nowhere)
+    send: Callable[[protocol.Frame], None] | None = None
 
     def __init__(self, model: Any, io: PayloadIO, project_dir: Path) -> None:
         self._model = model
         self._batch_mode = type(model).predict_batch is not Model.predict_batch
+        self._streams = isinstance(model, Model) and type(model).streams()
         self._io = io
         self._project = project_dir
         # every record of a chunk runs as the chunk's prediction (one context)
@@ -128,6 +151,36 @@ class BatchServer:
         except Exception as exc:  # not JSON-able, storage failed: this item only
             return self._failed(item_id, exc, ErrorCode.OUTPUT_ERROR)
 
+    async def _stream(
+        self, item_id: str, value: Any, context: PredictionContext
+    ) -> protocol.ResultItem:
+        """Run one prediction of a streaming model: each chunk sent as it is yielded,
+        their join written as its output. A model that raises ends its stream there
+        (the chunks sent are kept) and fails ``model_error``; a chunk freight cannot
+        stream, or chunks that do not join, ``output_error``."""
+        parts: list[Part] = []
+        try:
+            with running([context]):
+                produced = self._model.predict(value)
+                if inspect.isasyncgen(produced):
+                    async for chunk in produced:
+                        self._emit(item_id, parts, chunk)
+                else:
+                    for chunk in produced:
+                        self._emit(item_id, parts, chunk)
+            output = join(parts, type(self._model).stream_output)
+        except ChunkError as exc:
+            return self._failed(item_id, exc, ErrorCode.OUTPUT_ERROR)
+        except Exception as exc:
+            return self._failed(item_id, exc, ErrorCode.MODEL_ERROR)
+        return await self._output(item_id, output)
+
+    def _emit(self, item_id: str, parts: list[Part], chunk: Any) -> None:
+        part = part_of(chunk, time.time())
+        parts.append(part)
+        if self.send is not None:
+            self.send(Streamed(item_id, (part,)))
+
     async def serve(self, batch: Batch) -> Result:
         started = time.perf_counter()
         marks = [time.time()]  # the phases' bounds, for the agent's spans
@@ -146,7 +199,15 @@ class BatchServer:
         try:
             contexts = [_context_of(item) for item in accepted]
             marks.append(time.time())
-            outputs = _call_model(self._model, self._batch_mode, inputs, contexts) if inputs else []
+            if self._streams:
+                for item, value, context in zip(accepted, inputs, contexts, strict=True):
+                    results[item.id] = await self._stream(item.id, value, context)
+                outputs: list[Any] = []
+                accepted = []
+            else:
+                outputs = (
+                    _call_model(self._model, self._batch_mode, inputs, contexts) if inputs else []
+                )
             marks.append(time.time())
             for item, output in zip(accepted, outputs, strict=True):
                 results[item.id] = await self._output(item.id, output)
@@ -195,6 +256,12 @@ class _Frames:
     def install(self) -> None:
         self._tees = install(self.capture)
 
+    def send(self, frame: protocol.Frame) -> None:
+        """``frame`` now (a streamed chunk: the lines captured meanwhile follow on their
+        own)."""
+        with self.lock:
+            self._out.write(protocol.encode(frame))
+
     def write(self, frame: protocol.Frame) -> None:
         """``frame``, after the lines captured since :meth:`Capture.begin`."""
         for tee in self._tees:
@@ -216,6 +283,7 @@ async def _run(args: argparse.Namespace, proto_in: BinaryIO, frames: _Frames) ->
         frames.write(LoadFailed(LOAD_ERROR, error_message(exc), detail))
         return 1
     # the load's lines: in the worker's log (stderr) and, marked, on the first batch's
+    server.send = frames.send
     frames.write(Ready(load_ms, os.getpid()))
     while True:
         frame = protocol.read_sync(proto_in)

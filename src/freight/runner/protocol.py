@@ -17,6 +17,8 @@ under the inline limits, handed-back small outputs, errors, and each input's
     runner -> agent    Ready | LoadFailed (first frame), then one Result per Batch
                        Logs: what the model printed, any number of them before
                        Ready (its load) or before a batch's Result (that batch's)
+                       Streamed: the chunks a streaming model yielded, each as it
+                       came, before its batch's Result
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import orjson
 
 from freight.logs import PHASES, STREAMS, Printed
 from freight.model import PredictionContext
+from freight.streaming import KINDS, Part
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -140,6 +143,15 @@ class Logs:
 
 
 @dataclass(frozen=True, slots=True)
+class Streamed:
+    """Chunks a streaming model yielded for prediction ``id`` (:mod:`freight.streaming`),
+    sent as they come: one frame per chunk, the first never held back for the next."""
+
+    id: str
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """The outcome of one Batch: at most one item per batch item."""
 
@@ -150,7 +162,7 @@ class Result:
     marks: tuple[float, ...] = ()
 
 
-Frame = Ready | LoadFailed | Batch | Stop | Result | Logs
+Frame = Ready | LoadFailed | Batch | Stop | Result | Logs | Streamed
 
 
 # -- encoding -------------------------------------------------------------------------
@@ -225,6 +237,9 @@ def _wire(frame: Frame) -> Wire:
     if isinstance(frame, Logs):
         lines = [[p.at, p.stream, p.level, p.text, p.phase] for p in frame.lines]
         return {"type": "logs", "lines": lines, "dropped": frame.dropped}
+    if isinstance(frame, Streamed):
+        parts = [[p.at, p.kind, p.data] for p in frame.parts]
+        return {"type": "streamed", "id": frame.id, "parts": parts}
     if isinstance(frame, Ready):
         return {"type": "ready", "load_ms": frame.load_ms, "pid": frame.pid}
     if isinstance(frame, LoadFailed):
@@ -360,6 +375,20 @@ def _logs(obj: Wire) -> Logs:
     return Logs(tuple(_printed(line) for line in lines), _get(obj, "dropped", int))
 
 
+def _part(value: Any) -> Part:
+    if not isinstance(value, list) or len(value) != 3:
+        raise ProtocolError("a streamed part is not a list of 3 fields")
+    at, kind, data = value
+    if not isinstance(at, int | float) or kind not in KINDS or not isinstance(data, str):
+        raise ProtocolError(f"malformed streamed part {value!r:.200}")
+    return Part(float(at), kind, data)
+
+
+def _streamed(obj: Wire) -> Streamed:
+    parts: list[Any] = _get(obj, "parts", list)
+    return Streamed(_get(obj, "id", str), tuple(_part(p) for p in parts))
+
+
 def _marks(obj: Wire) -> tuple[float, ...]:
     marks: list[Any] = _get(obj, "marks", list, optional=True) or []
     if not all(isinstance(m, int | float) and not isinstance(m, bool) for m in marks):
@@ -376,6 +405,7 @@ _FRAMES: dict[str, Callable[[Wire], Frame]] = {
         tuple(_result_item(i) for i in _objects(o)), _number(o, "run_ms"), _marks(o)
     ),
     "logs": _logs,
+    "streamed": _streamed,
 }
 
 
@@ -444,6 +474,7 @@ __all__ = [
     "ResultItem",
     "Stop",
     "Stored",
+    "Streamed",
     "decode",
     "encode",
     "read_async",

@@ -149,7 +149,7 @@ def redrive(run_id: str, now: float) -> Op[tuple[Prediction, Told]]:
 def purge(before: float, limit: int) -> Op[list[Prediction]]:
     purged = yield from fetch(sql.PURGE, {"before": before, "limit": limit})
     in_list, params = sql.expand_in("id", [p.id for p in purged])
-    for statement in (sql.PURGE_OUTBOX, sql.PURGE_ATTEMPTS, sql.PURGE_LOGS):
+    for statement in (sql.PURGE_OUTBOX, sql.PURGE_ATTEMPTS, sql.PURGE_LOGS, sql.PURGE_CHUNKS):
         yield Sql(statement.format(ids=in_list), params)
     # RETURNING's order is the engine's: oldest first, as documented
     return sorted(purged, key=lambda p: (p.finished_at or 0.0, p.id))

@@ -284,6 +284,19 @@ prediction_logs = sa.Table(
     sa.Column("dropped", sa.BigInteger),  # the marker line's: bytes dropped
 )
 
+# A streaming prediction's chunks (``store/streamed.py``, migration 0016): keyed like the
+# logs, so "the last seq" and "the chunks after seq" are each one index range.
+prediction_chunks = sa.Table(
+    "prediction_chunks",
+    metadata,
+    sa.Column("prediction_id", sa.Text, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),  # text, bytes (base64), json
+    sa.Column("data", sa.Text, nullable=False),
+)
+
 # Each worker node's last report of its replicas (migration 0011; ``agent/census.py``).
 nodes = sa.Table(
     "nodes",

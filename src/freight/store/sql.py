@@ -500,3 +500,4 @@ RETIRE_SECRETS = (
 PURGE_OUTBOX = "DELETE FROM outbox WHERE prediction_id IN {ids}"
 PURGE_ATTEMPTS = "DELETE FROM delivery_attempts WHERE prediction_id IN {ids}"
 PURGE_LOGS = "DELETE FROM prediction_logs WHERE prediction_id IN {ids}"
+PURGE_CHUNKS = "DELETE FROM prediction_chunks WHERE prediction_id IN {ids}"

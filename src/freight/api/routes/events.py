@@ -18,7 +18,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
@@ -27,19 +26,19 @@ from freight import streams
 from freight.api import deps
 from freight.api.errors import responses
 from freight.api.params import stream_slots
-from freight.api.render import delivery_dict, json_response, line_dict, rendered
+from freight.api.render import delivery_dict, json_response, sse_events
 from freight.api.schemas import DeliveryList
 from freight.errors import FreightError, NotFoundError, TooManyStreamsError
-from freight.prediction import Prediction
 from freight.service import PredictionService
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 log = logging.getLogger("freight.api")
 ERROR_SCHEMA = "#/components/schemas/ErrorBody"
 #: an event id as the server takes it back (``Last-Event-ID``): the rungs sent, then
-#: ``-`` and the last log line's seq once a line was sent (``3``, ``3-17``), as it sends
-#: them; 18 digits stay below 2**63, far past any stream's count
-EVENT_ID_PATTERN = r"^[0-9]{1,18}(-[0-9]{1,18})?$"
+#: ``-`` and the last log line's seq once a line was sent, then ``-`` and the last
+#: chunk's once a chunk was (``3``, ``3-17``, ``3-17-5``), as it sends them; 18 digits
+#: stay below 2**63, far past any stream's count
+EVENT_ID_PATTERN = r"^[0-9]{1,18}(-[0-9]{1,18}){0,2}$"
 
 _EVENTS_DOC = """\
 One event per stage the prediction reached, oldest first, then live until it
@@ -51,9 +50,14 @@ event is sent; `id` counts from 1 within the prediction. Between them, each line
 the model prints or logs is a `log` event when asked for (`?logs=true`; never on a
 pipeline run's stream), its `data` a line as `GET /v1/predictions/{id}/logs` shows
 it; from the first line on, `id` also carries the last line's `seq` after a dash
-(`3-17`). A comment line is sent every 15 s while nothing happens. A connection
-also ends after the server's longest wait (`max_wait_s`): reconnect with
-`Last-Event-ID` (or `?after=`) to resume without repeats or losses."""
+(`3-17`). A streaming model's chunks are `chunk` events when asked for
+(`?chunks=true`), each as the model yields it, all before the final event: `data`
+`{prediction_id, seq, at, attempt, kind, data}` (`kind` `text`, `json` or `bytes`,
+whose `data` is base64); from the first chunk on, `id` carries the last chunk's `seq`
+as a third count (`3-0-5`, `3-17-5`). A comment line is sent every 15 s while
+nothing happens. A connection also ends after the server's longest wait
+(`max_wait_s`): reconnect with `Last-Event-ID` (or `?after=`) to resume without
+repeats or losses."""
 
 
 def _held_s(svc: PredictionService) -> float:
@@ -91,14 +95,6 @@ async def _known(request: Request, who: deps.Reader, prediction_id: str) -> None
     await deps.service(request).get(prediction_id, who)
 
 
-def _sse(event: streams.StreamEvent, body: dict[str, Any]) -> ServerSentEvent:
-    if event.line is not None:
-        body = line_dict(event.line)
-    return ServerSentEvent(
-        id=str(event.cursor), event=event.type, raw_data=orjson.dumps(body).decode()
-    )
-
-
 @router.get(
     "/{prediction_id}/events",
     response_class=EventSourceResponse,
@@ -123,6 +119,7 @@ def _sse(event: streams.StreamEvent, body: dict[str, Any]) -> ServerSentEvent:
                                     "oneOf": [
                                         {"$ref": "#/components/schemas/PredictionOut"},
                                         {"$ref": "#/components/schemas/LogLineOut"},
+                                        {"$ref": "#/components/schemas/ChunkOut"},
                                     ]
                                 },
                             },
@@ -156,6 +153,9 @@ async def prediction_events(
     logs: Annotated[
         bool, Query(description="also the lines the model prints, as `log` events")
     ] = False,
+    chunks: Annotated[
+        bool, Query(description="also a streaming model's chunks, as `chunk` events")
+    ] = False,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a prediction as server-sent events, from its start or a given event on."""
     resume = last_event_id if last_event_id is not None else after
@@ -165,17 +165,13 @@ async def prediction_events(
         prediction_id,
         None if resume is None else streams.Cursor.parse(resume),
         logs=logs,
+        chunks=chunks,
         poll_s=svc.limits.event_poll_s,
         max_s=_held_s(svc),
     )
-    last: tuple[Prediction | None, dict[str, Any]] = (None, {})
     try:
-        async for event in events:
-            # the events of one read share its row: render it once (a run's object
-            # reads every row of the run); a line's data is the line
-            if event.line is None and event.prediction is not last[0]:
-                last = (event.prediction, await rendered(request, event.prediction))
-            yield _sse(event, last[1])
+        async for sent in sse_events(request, events):
+            yield sent
     except FreightError as exc:  # the store went away mid-stream: the client resumes
         log.warning("event stream of %s ended early: %s", prediction_id, exc)
 

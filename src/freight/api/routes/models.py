@@ -1,4 +1,11 @@
-"""``/v1/models``: the served models, and real-time prediction against one."""
+"""``/v1/models``: the served models, and real-time prediction against one.
+
+Real-time prediction answers the output once it is there, or streams: with ``Accept:
+text/event-stream`` the prediction's events with a streaming model's chunks as they
+are yielded (and any model's end); with ``Accept: application/octet-stream`` or
+``text/plain`` first, a streaming model's chunks as the bytes of the body, as they are
+yielded (:mod:`freight.api.streamed`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from freight.api import deps
+from freight.api import deps, streamed
 from freight.api.bodies import body_stream, content_type_of, read_json
 from freight.api.errors import responses
 from freight.api.params import WEBHOOK_PARAMETERS, webhook_of
@@ -20,11 +27,13 @@ from freight.errors import (
     PredictionFailedError,
     QueueFullError,
     StorageError,
+    TooManyStreamsError,
     UnsupportedMediaTypeError,
 )
 from freight.fleet import ModelState
 from freight.media import OCTET_STREAM, is_json_type
-from freight.service import NewInput
+from freight.service import CreateOptions, NewInput, PredictionService
+from freight.streaming import as_bytes
 from freight.system import ModelInfo
 from freight.views import iso
 
@@ -37,6 +46,8 @@ def _model_dict(info: ModelInfo) -> dict[str, Any]:
     return {
         "name": spec.name,
         "input_kind": spec.input_kind,
+        "streams": spec.streams,
+        "stream_output": spec.stream_output if spec.streams else None,
         "batching": {"max_size": spec.batching.max_size, "max_wait_ms": spec.batching.max_wait_ms},
         "replicas": {
             "min": spec.replicas.min,
@@ -86,6 +97,19 @@ def _scaling_dict(state: ModelState) -> dict[str, Any]:
     }
 
 
+def _streamed_as(request: Request, svc: PredictionService, name: str) -> str | None:
+    """How the answer streams, by ``Accept``: ``text/event-stream`` (any model: its
+    events), a streaming model's bytes (``application/octet-stream`` or ``text/plain``
+    asked first), or None: the output once it is there."""
+    accept = request.headers.get("accept", "")
+    asked = [kind.split(";")[0].strip().lower() for kind in accept.split(",")]
+    if streamed.EVENT_STREAM in asked:
+        return streamed.EVENT_STREAM
+    if asked[0] in (OCTET_STREAM, "text/plain") and svc.streams(name):
+        return asked[0]
+    return None
+
+
 @router.get("", response_model=ModelList, responses=responses())
 async def list_models(request: Request, who: deps.Reader) -> Response:
     """Every served model (a key limited to some: those): batching, replicas, backlog,
@@ -114,10 +138,20 @@ async def get_model(request: Request, who: deps.Reader, name: str) -> Response:
             PredictionFailedError,
             QueueFullError,
             StorageError,
+            TooManyStreamsError,
         ),
         200: {
-            "description": "the model's output: JSON, or its bytes",
-            "content": {"application/json": {}, OCTET_STREAM: {}},
+            "description": "the model's output: JSON, or its bytes; streamed by `Accept`: "
+            "`text/event-stream`, the prediction's events with a streaming model's "
+            "`chunk` events (as `GET /v1/predictions/{id}/events?chunks=true`); "
+            "`application/octet-stream` or `text/plain`, a streaming model's chunks as "
+            "the body's bytes (cut short if the model fails after its first chunk)",
+            "content": {
+                "application/json": {},
+                OCTET_STREAM: {},
+                "text/event-stream": {},
+                "text/plain": {},
+            },
         },
         202: {"description": "not done by the deadline", "model": PredictionOut},
     },
@@ -139,7 +173,8 @@ async def predict(
     timeout: Annotated[float | None, Query(gt=0, description="deadline in seconds")] = None,
 ) -> Response:
     """Real-time: the model's output inline; past the deadline, 202 with the prediction;
-    a failed prediction answers 424 with its own error."""
+    a failed prediction answers 424 with its own error. Streamed by ``Accept`` (the
+    deadline does not apply): see the module's docstring."""
     svc = deps.service(request)
     svc.allow(who, name)
     content_type = content_type_of(request)
@@ -152,6 +187,18 @@ async def predict(
             data=body_stream(request, svc.limits.max_payload_bytes),
             content_type=content_type or OCTET_STREAM,
         )
+    form = _streamed_as(request, svc, name)
+    if form is not None:
+        slots = streamed.reserve(request, svc)
+        options = CreateOptions(webhook=webhook_of(request))
+        row = await svc.create(name, new_input, options, who=who)
+        if form == streamed.EVENT_STREAM:
+            return streamed.sse_response(request, svc, slots, row)
+        chunks = await streamed.byte_chunks(svc, slots, row)
+        body = (as_bytes(chunk.kind, chunk.data) async for chunk in chunks)
+        headers = {**streamed.STREAM_HEADERS, "X-Freight-Prediction-Id": row.id}
+        media_type = "text/plain; charset=utf-8" if form == "text/plain" else OCTET_STREAM
+        return streamed.CutShortResponse(body, media_type=media_type, headers=headers)
     row = await svc.run(name, new_input, timeout, webhook=webhook_of(request), who=who)
     if not row.status.terminal:
         return await respond(request, row, 202)
