@@ -27,11 +27,13 @@ from freight.runner.protocol import (
     Result,
     Stop,
     Stored,
+    Streamed,
     decode,
     encode,
     read_async,
     read_sync,
 )
+from freight.streaming import Part
 
 FRAMES: list[Frame] = [
     Ready(load_ms=12.5, pid=4321),
@@ -62,6 +64,7 @@ FRAMES: list[Frame] = [
         run_ms=3.25,
     ),
     Result((), run_ms=0),
+    Streamed("a", (Part(1_700_000_000.5, "text", "tok"), Part(1.0, "json", '{"i":1}'))),
 ]
 
 
@@ -173,6 +176,8 @@ def test_round_trip_through_a_pipe() -> None:
             "detail",
         ),
         (body({"type": "load_failed", "message": "m"}), "code"),
+        (body({"type": "streamed", "id": "a", "parts": [[1, "words", "x"]]}), "streamed part"),
+        (body({"type": "streamed", "id": "a", "parts": [[1, "text"]]}), "3 fields"),
     ],
 )
 def test_malformed_frames_raise_protocol_error(wire: bytes, match: str) -> None:

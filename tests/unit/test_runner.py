@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,15 @@ from freight.errors import ModelDefinitionError
 from freight.model import InputKind, Model, PredictionContext, running
 from freight.runner.payloads import HANDBACK_MAX_BYTES, PayloadIO
 from freight.runner.process import BatchServer
-from freight.runner.protocol import Batch, BatchItem, Failed, HandedBack, Inline, Stored
+from freight.runner.protocol import (
+    Batch,
+    BatchItem,
+    Failed,
+    HandedBack,
+    Inline,
+    Stored,
+    Streamed,
+)
 from freight.runner.tracebacks import error_detail, model_frames, model_traceback
 from freight.storage.memory import MemoryStorage
 
@@ -285,3 +293,92 @@ def test_a_runner_does_not_import_pydantic() -> None:
     probe = "import sys, freight.runner.process; print('pydantic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class Teller(Model):
+    """Yields the words of its input's text; ``fail_at`` raises before that word."""
+
+    def predict(self, input: dict[str, Any]) -> Iterator[str]:
+        for k, word in enumerate(input["text"].split()):
+            if k == input.get("fail_at"):
+                raise ValueError(f"no word {k}")
+            yield word + " "
+
+
+class Squares(Model):
+    stream_output = "list"
+
+    async def predict(self, input: dict[str, Any]) -> AsyncIterator[Any]:
+        for i in range(input["n"]):
+            yield {"square": i * i} if i % 2 else b"\x00" * i
+
+
+def streaming(tmp_path: Path, model: Model) -> tuple[BatchServer, list[Streamed]]:
+    """A server of a streaming model, and the frames it sends while it runs."""
+    sent: list[Streamed] = []
+    server = BatchServer(model, PayloadIO(MemoryStorage(), InputKind.JSON, 1 << 20), tmp_path)
+    server.send = lambda frame: sent.append(frame)  # type: ignore[arg-type,func-returns-value]
+    return server, sent
+
+
+async def test_a_generator_sends_each_chunk_then_their_join(tmp_path: Path) -> None:
+    """Each chunk goes out in its own frame, under its prediction's id, as it is yielded;
+    the output is the chunks end to end."""
+    server, sent = streaming(tmp_path, Teller())
+    result = await server.serve(items('{"text": "to be or not"}'))
+    assert [(f.id, [p.data for p in f.parts]) for f in sent] == [
+        ("p0", ["to "]),
+        ("p0", ["be "]),
+        ("p0", ["or "]),
+        ("p0", ["not "]),
+    ]
+    assert result.items == (Inline("p0", '"to be or not "'),)
+
+
+async def test_an_async_generator_declared_list_outputs_the_list(tmp_path: Path) -> None:
+    """An async generator's chunks (JSON values and bytes) make a list: bytes in base64."""
+    server, sent = streaming(tmp_path, Squares())
+    result = await server.serve(items('{"n": 3}'))
+    assert [p.kind for f in sent for p in f.parts] == ["bytes", "json", "bytes"]
+    assert result.items == (Inline("p0", '["",{"square":1},"AAA="]'),)
+
+
+async def test_a_raise_mid_stream_fails_after_the_chunks_sent(tmp_path: Path) -> None:
+    """The chunks before the raise were sent; the prediction fails model_error."""
+    server, sent = streaming(tmp_path, Teller())
+    (failed,) = (await server.serve(items('{"text": "a b c", "fail_at": 2}'))).items
+    assert [p.data for f in sent for p in f.parts] == ["a ", "b "]
+    assert isinstance(failed, Failed) and failed.code == "model_error"
+    assert "no word 2" in failed.message
+
+
+async def test_chunks_that_do_not_join_fail_output_error(tmp_path: Path) -> None:
+    """concat of JSON values (or of a chunk that is no JSON at all) is an output_error."""
+
+    class Mixed(Model):
+        def predict(self, input: dict[str, Any]) -> Iterator[Any]:
+            yield {"a": 1} if input.get("json") else object()
+
+    server, _ = streaming(tmp_path, Mixed())
+    result = await server.serve(items('{"json": true}', "{}"))
+    assert [(type(i), getattr(i, "code", None)) for i in result.items] == [
+        (Failed, "output_error"),
+        (Failed, "output_error"),
+    ]
+
+
+def test_a_streaming_model_runs_one_prediction_at_a_time() -> None:
+    """A generator predict with a batch size over 1, or an unknown stream_output, is
+    refused when the model is loaded; a plain model is not a streaming one."""
+
+    class Batched(Teller):
+        batching = freight.Batching(max_size=4)
+
+    class Unknown(Teller):
+        stream_output = "zip"
+
+    for refused in (Batched, Unknown):
+        with pytest.raises(ModelDefinitionError):
+            refused.validate()
+    Teller.validate()
+    assert Teller.streams() and Squares.streams() and not Model.streams()

@@ -8,6 +8,7 @@ only decides how soon it looks, never what it sees.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,7 +28,11 @@ from freight.registry import ModelSpec
 from freight.service import CreateOptions, NewInput, PredictionService
 from freight.storage.memory import MemoryStorage
 from freight.store import logs as store_logs
+from freight.store import streamed as store_streamed
 from freight.store.memory import MemoryStore
+from freight.streaming import TEXT, Part
+from freight.streaming import Append as ChunkAppend
+from freight.streaming import signal_key as chunk_key
 from freight.streams import Cursor, StreamEvent, events, history
 
 SPEC = ModelSpec(
@@ -477,9 +482,108 @@ async def test_a_stream_reads_no_lines_before_its_prediction_runs(
 
 
 def test_a_cursor_is_written_as_it_is_read() -> None:
-    """``3`` and ``3-17`` round-trip; anything else is not an id."""
+    """``3``, ``3-17`` and (a chunk sent) ``3-17-5``, ``3-0-5`` round-trip; anything else
+    is not an id."""
     assert (Cursor.parse("3"), Cursor.parse("3-17")) == (Cursor(3), Cursor(3, 17))
     assert [str(Cursor(3)), str(Cursor(3, 17))] == ["3", "3-17"]
-    for bad in ("", "-1", "3-", "3.0", "a-1", "3-1-2"):
+    assert (Cursor.parse("3-17-5"), Cursor.parse("3-0-5")) == (Cursor(3, 17, 5), Cursor(3, 0, 5))
+    assert [str(Cursor(3, 17, 5)), str(Cursor(3, 0, 5))] == ["3-17-5", "3-0-5"]
+    for bad in ("", "-1", "3-", "3.0", "a-1", "3-1-", "3--2", "3-1-2-4"):
         with pytest.raises(ValueError):
             Cursor.parse(bad)
+
+
+async def yielded(store: MemoryStore, row: Prediction, *texts: str) -> list[int]:
+    """Append chunks to ``row`` as the agent's StreamWriter does; their seqs."""
+    parts = tuple(Part(time.time(), TEXT, text) for text in texts)
+    appended = await store.execute(
+        lambda: store_streamed.append([ChunkAppend(row.id, row.attempts, parts)])
+    )
+    return [chunk.seq for chunk in appended]
+
+
+def chunked(got: list[StreamEvent]) -> list[tuple[str, str, str | None]]:
+    """Each event as ``(id on the wire, type, line or chunk text)``."""
+    return [
+        (
+            str(e.cursor),
+            e.type,
+            e.line.text if e.line is not None else e.chunk.data if e.chunk is not None else None,
+        )
+        for e in got
+    ]
+
+
+async def test_chunks_stream_after_the_lines_of_each_look_and_before_the_end(
+    service: PredictionService, store: MemoryStore
+) -> None:
+    """A streaming prediction's chunks are chunk events before its end, after the lines
+    read in the same look; an id carries the last chunk's seq as a third count once a
+    chunk was sent; resuming after a chunk sends the later ones once; a stream that did
+    not ask for chunks has the ids it had before chunks existed."""
+    row = await queued(service)
+    claimed = await claim(store)
+    assert await yielded(store, claimed, "a", "b") == [1, 2]
+    await printed(store, claimed, "said")
+    assert await yielded(store, claimed, "c") == [3]
+    await succeed(store, claimed)
+    got = [e async for e in events(service, row.id, logs=True, chunks=True, poll_s=POLL_S)]
+    assert chunked(got) == [
+        ("1", "queued", None),
+        ("2", "running", None),
+        ("2-1", "log", "said"),
+        ("2-1-1", "chunk", "a"),
+        ("2-1-2", "chunk", "b"),
+        ("2-1-3", "chunk", "c"),
+        ("3-1-3", "succeeded", None),
+    ]
+    assert got[-1].final and not any(e.final for e in got[:-1])
+
+    async def resumed(after: str, **asked: bool) -> list[tuple[str, str, str | None]]:
+        stream = events(service, row.id, Cursor.parse(after), poll_s=POLL_S, **asked)
+        return chunked([event async for event in stream])
+
+    assert await resumed("2-0-2", chunks=True) == [
+        ("2-0-3", "chunk", "c"),
+        ("3-0-3", "succeeded", None),
+    ]
+    assert [e[0] for e in await resumed("2", chunks=True)] == ["2-0-1", "2-0-2", "2-0-3", "3-0-3"]
+    assert [e[0] for e in await resumed("0")] == ["1", "2", "3"]
+
+
+async def test_a_live_stream_wakes_for_chunks_without_its_poll(
+    service: PredictionService, store: MemoryStore, hub: CompletionHub
+) -> None:
+    """With a poll of an hour, a running prediction's new chunk reaches its stream as soon
+    as the writer publishes its key; its end still comes after the last chunk."""
+    row = await queued(service)
+    claimed = await claim(store)
+    stream = events(service, row.id, chunks=True, poll_s=NEVER_S)
+    assert [(await next_of(stream))[1] for _ in range(2)] == ["queued", "running"]
+    waiting = asyncio.ensure_future(anext(stream))
+    await yielded(store, claimed, "first")
+    hub.publish([chunk_key(row.id)])  # as the StreamWriter does once the chunks committed
+    chunk = await asyncio.wait_for(waiting, DEADLINE_S)
+    assert chunked([chunk]) == [("2-0-1", "chunk", "first")]
+    waiting = asyncio.ensure_future(anext(stream))
+    await yielded(store, claimed, "last")
+    await succeed(store, claimed)
+    hub.publish([row.id])  # the end alone: the chunks are read after the row
+    rest = [await asyncio.wait_for(waiting, DEADLINE_S)] + [e async for e in stream]
+    assert chunked(rest) == [("2-0-2", "chunk", "last"), ("3-0-2", "succeeded", None)]
+
+
+async def test_a_chunk_lands_only_while_its_attempt_runs(
+    service: PredictionService, store: MemoryStore
+) -> None:
+    """A chunk of an attempt that is no longer running (canceled meanwhile, or a stale
+    attempt) is dropped by the store: never shown after the stream's end."""
+    row = await queued(service)
+    claimed = await claim(store)
+    await yielded(store, claimed, "kept")
+    stale = dataclasses.replace(claimed, attempts=claimed.attempts + 1)
+    await yielded(store, stale, "stale")
+    await service.cancel(row.id)
+    await yielded(store, claimed, "late")
+    got = [e async for e in events(service, row.id, chunks=True, poll_s=POLL_S)]
+    assert chunked(got)[-2:] == [("2-0-1", "chunk", "kept"), ("3-0-1", "canceled", None)]
