@@ -20,6 +20,7 @@ from freight.model import (
     context,
     contexts,
 )
+from freight.tensors import Tensor
 from freight.version import __version__ as __version__
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ __all__ = [
     "Replicas",
     "Resources",
     "Step",
+    "Tensor",
     "context",
     "contexts",
 ]

@@ -76,7 +76,8 @@ ANONYMOUS = Principal(tenant=DEFAULT_TENANT, subject="anonymous", confined=False
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """A key as stored: never its token, only the token's hash."""
+    """A key as stored: never its token, only the token's hash (a SigV4 pair: its
+    secret sealed, which a signature check needs)."""
 
     key_id: str
     tenant: str
@@ -88,6 +89,13 @@ class ApiKey:
     created_by: str
     expires_at: float | None = None
     revoked_at: float | None = None
+    # a SigV4 pair's secret access key, sealed (:class:`freight.sigv4.Sealer`); None for
+    # a bearer key. The key id is then the access key id.
+    secret: str | None = field(default=None, repr=False)
+
+    @property
+    def sigv4(self) -> bool:
+        return self.secret is not None
 
     def active(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

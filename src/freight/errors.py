@@ -91,7 +91,9 @@ class QuotaExceededError(QueueFullError):
 
 class UnauthorizedError(FreightError):
     """No key or token (``missing_credentials``), or one that is malformed, unknown,
-    revoked or expired (``invalid_credentials``: which of these is never said)."""
+    revoked or expired (``invalid_credentials``: which of these is never said). A SigV4
+    signature says what AWS says: ``malformed_authorization``, ``unknown_access_key``,
+    ``invalid_signature``, ``signature_expired``."""
 
     code = "invalid_credentials"
 

@@ -44,6 +44,7 @@ from freight.errors import (
     UnauthorizedError,
 )
 from freight.notify.signing import WebhookSecrets
+from freight.sigv4 import Sealer, SignedRequest
 from freight.store import tenancy
 
 if TYPE_CHECKING:
@@ -70,8 +71,12 @@ class Keyring:
         cache_s: float = 2.0,
         max_failures: int = 20,
         clock: Callable[[], float] = time.time,
+        sealer: Sealer | None = None,
     ) -> None:
+        """``sealer``: seals and opens SigV4 secrets (without one, no SigV4 pair can be
+        made, and a signed request is refused as unknown)."""
         self._store = store
+        self._sealer = sealer
         self._verifier = verifier
         self._cache_s = cache_s
         self._max_failures = max_failures
@@ -110,6 +115,38 @@ class Keyring:
         key = await self._cached(key_id) if key_id is not None else None
         if key is None or not matches(token, key.hash) or not key.active(self._clock()):
             raise UnauthorizedError("invalid credentials", code="invalid_credentials")
+        return key.principal()
+
+    async def authenticate_sigv4(
+        self, header: str, request: SignedRequest, source: str = ""
+    ) -> Principal:
+        """The caller whose SigV4 pair signed ``request`` (``header``: its Authorization).
+        401 ``unknown_access_key`` for an id that names no active pair, ``invalid_signature``
+        for a signature its secret does not give, ``signature_expired`` past the clock
+        skew AWS allows; counted as failures like a bearer key's."""
+        from freight import sigv4
+
+        self._check_failures(source)
+        try:
+            auth = sigv4.parse(header)
+            amz_date = sigv4.check_time(_header(request, "x-amz-date"), auth, self._clock())
+            key = await self._cached(auth.access_key_id) if sigv4.is_access_key_id(
+                auth.access_key_id
+            ) else None
+            secret = (
+                self._sealer.open(key.key_id, key.secret)
+                if key is not None and key.secret is not None and self._sealer is not None
+                else None
+            )
+            if key is None or secret is None or not key.active(self._clock()):
+                raise UnauthorizedError(
+                    "The security token included in the request is invalid.",
+                    code="unknown_access_key",
+                )
+            sigv4.verify(request, auth, amz_date, secret)
+        except UnauthorizedError:
+            self._failed(source)
+            raise
         return key.principal()
 
     async def holder(self, key_id: str) -> Principal:
@@ -168,8 +205,11 @@ class Keyring:
         scopes: Iterable[Scope] = (Scope.PREDICT, Scope.READ),
         targets: Iterable[str] | None = None,
         expires_in_s: float | None = None,
+        sigv4: bool = False,
     ) -> tuple[ApiKey, str]:
-        """A new key and its token (shown once: only its hash is kept)."""
+        """A new key and its token (shown once: only its hash is kept). ``sigv4``: an
+        access-key pair for AWS clients instead; the key's id is its access key id and
+        the token its secret access key (kept sealed: a signature check needs it)."""
         _require_admin(who)
         if not valid_tenant(tenant):
             raise InvalidRequestError(
@@ -183,25 +223,41 @@ class Keyring:
                 "a key expires in the future, 10 years from now at most", code="invalid_expiry"
             )
         now = self._clock()
-        made = new_key()
+        key_id, token, hash_, sealed = self._new_secret(sigv4)
         key = ApiKey(
-            key_id=made.key_id,
+            key_id=key_id,
             tenant=tenant,
             name=name,
             scopes=granted,
             targets=None if targets is None else frozenset(targets),
-            hash=made.hash,
+            hash=hash_,
             created_at=now,
             created_by=who.actor,
             expires_at=None if expires_in_s is None else now + expires_in_s,
+            secret=sealed,
         )
         detail: dict[str, object] = {"scopes": sorted(granted), "name": name}
+        if sigv4:
+            detail["sigv4"] = True
         if key.targets is not None:
             detail["models"] = sorted(key.targets)
-        entry = AuditEntry(now, who.actor, tenant, "key.create", made.key_id, detail)
+        entry = AuditEntry(now, who.actor, tenant, "key.create", key_id, detail)
         await self._store.execute(lambda: tenancy.create_key(key, entry))
         self.forget()
-        return key, made.token
+        return key, token
+
+    def _new_secret(self, sigv4: bool) -> tuple[str, str, str, str | None]:
+        """A new key's id, token (shown once), hash and sealed secret (SigV4 only)."""
+        if not sigv4:
+            made = new_key()
+            return made.key_id, made.token, made.hash, None
+        from freight.sigv4 import new_pair, secret_hash
+
+        if self._sealer is None:
+            raise ConfigError("SigV4 keys need the server's secret_key to seal them")
+        pair = new_pair()
+        sealed = self._sealer.seal(pair.access_key_id, pair.secret)
+        return pair.access_key_id, pair.secret, secret_hash(pair.secret), sealed
 
     async def adopt(self, token: str, *, tenant: str = "ops") -> ApiKey:
         """Register the operator's admin key (``admin_key``: from a secret) unless it is
@@ -297,6 +353,10 @@ class Keyring:
         return await self._store.execute(
             lambda: tenancy.audit_log(tenant, before_id, limit), write=False
         )
+
+
+def _header(request: SignedRequest, name: str) -> str | None:
+    return next((v for k, v in request.headers if k.lower() == name), None)
 
 
 def _require_admin(who: Principal) -> None:

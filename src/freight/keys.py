@@ -20,6 +20,7 @@ names an object imports these functions, so each scheme lives in one place.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -128,6 +129,50 @@ def owner_of(key: str) -> str | None:
     if space == "batch":
         return rest.split("/", 1)[0] or None
     return None
+
+
+# -- SageMaker asynchronous invocations -------------------------------------------------
+
+#: where an ``invoke_endpoint_async`` result is written, in the caller's tenant space
+#: (the caller's objects, as SageMaker's are in the caller's bucket: never purged)
+SAGEMAKER_OUTPUTS: Final = "sagemaker/async-outputs/"
+SAGEMAKER_FAILURES: Final = "sagemaker/async-failures/"
+_LOCATION_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def _location_parts(extension: str | None, filename: str | None) -> str:
+    parts = [p for p in (extension or "").strip("/").split("/") if p]
+    names = [*parts, *([filename] if filename else [])]
+    if (extension and not parts) or any(not _LOCATION_PART.match(n) or ".." in n for n in names):
+        raise InvalidRequestError(
+            "S3OutputPathExtension and Filename take letters, digits, '.', '_' and '-' "
+            "('/' between the extension's parts), without '..'",
+            code="invalid_location",
+        )
+    return "".join(f"{p}/" for p in parts)
+
+
+def sagemaker_output_key(
+    tenant: str, prediction_id: str, extension: str | None = None, filename: str | None = None
+) -> str:
+    """Where an async invocation's output lands (SageMaker's ``OutputLocation``):
+    ``tenants/<t>/sagemaker/async-outputs/[<extension>/]<filename or id.out>``."""
+    where = _location_parts(extension, filename)
+    name = filename or f"{prediction_id}{OUTPUT_SUFFIX}"
+    return f"{tenant_prefix(tenant)}{SAGEMAKER_OUTPUTS}{where}{name}"
+
+
+def sagemaker_failure_key(tenant: str, prediction_id: str, extension: str | None = None) -> str:
+    """Where an async invocation's failure lands (``FailureLocation``):
+    ``tenants/<t>/sagemaker/async-failures/[<extension>/]<id>-error.out``."""
+    where = _location_parts(extension, None)
+    return f"{tenant_prefix(tenant)}{SAGEMAKER_FAILURES}{where}{prediction_id}-error{OUTPUT_SUFFIX}"
+
+
+def in_tenant_space(tenant: str, key: str) -> bool:
+    """Whether ``key`` is one of ``tenant``'s own objects (what a write on its behalf
+    may name)."""
+    return key.startswith(tenant_prefix(tenant)) and ".." not in key.split("/")
 
 
 # -- batch jobs -----------------------------------------------------------------------
@@ -249,6 +294,7 @@ __all__ = [
     "chunk_summary_key",
     "chunks_prefix",
     "errors_key",
+    "in_tenant_space",
     "input_key",
     "is_internal",
     "is_job_bookkeeping",
@@ -260,6 +306,8 @@ __all__ = [
     "output_name",
     "output_names",
     "readable",
+    "sagemaker_failure_key",
+    "sagemaker_output_key",
     "skip_listed",
     "upload_key",
     "writable",

@@ -3,9 +3,11 @@
 A model implements ``load()`` (once per replica) and either ``predict(input)``
 or ``predict_batch(inputs)``. The input type follows the annotation of the
 first parameter: ``dict``/``list`` (parsed JSON), ``bytes``, ``pathlib.Path``
-(a file on local disk — the stored object itself on the local backend) or
-:class:`Payload` (all of it). Outputs are JSON-able values, ``bytes`` or
-:class:`File`.
+(a file on local disk — the stored object itself on the local backend),
+:class:`Payload` (all of it), or numpy arrays (``np.ndarray``, ``dict[str,
+np.ndarray]``: a *tensor model*, served by the Open Inference Protocol too; so is a
+model that declares its tensors, ``inputs`` and ``outputs``: :mod:`freight.tensors`).
+Outputs are JSON-able values, ``bytes`` or :class:`File` (a tensor model's: arrays).
 
 While ``predict`` runs, :func:`context` is the prediction's
 :class:`PredictionContext` (its id, attempt, deadline, and where it comes from:
@@ -25,13 +27,14 @@ import math
 import re
 import time
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from freight.errors import ModelDefinitionError
 from freight.streaming import OUTPUTS
+from freight.tensors import Tensor, takes_tensors
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +255,7 @@ class InputKind:
     BYTES = "bytes"
     PATH = "path"
     PAYLOAD = "payload"
+    TENSORS = "tensors"  # numpy arrays, from the Open Inference Protocol's request
 
 
 def _slug(name: str) -> str:
@@ -270,6 +274,10 @@ class Model:
     # a streaming model's (predict is a generator) output from its chunks:
     # "concat" (str or bytes end to end) or "list" (freight.streaming)
     stream_output: ClassVar[str] = "concat"
+    # a tensor model's declared inputs and outputs (the Open Inference Protocol's
+    # metadata; requests are checked against them): freight.Tensor(name, datatype, shape)
+    inputs: ClassVar[Sequence[Tensor]] = ()
+    outputs: ClassVar[Sequence[Tensor]] = ()
 
     def load(self) -> None:
         """Load weights; called once per replica before any prediction."""
@@ -294,7 +302,14 @@ class Model:
 
     @classmethod
     def input_kind(cls) -> str:
-        """What the model wants as input, from the annotation of predict/predict_batch."""
+        """What the model wants as input, from the annotation of predict/predict_batch
+        (declared tensors: ``tensors``, whatever the annotation)."""
+        if cls.inputs or cls.outputs:
+            return InputKind.TENSORS
+        return _kind_of(cls._input_annotation())
+
+    @classmethod
+    def _input_annotation(cls) -> Any:
         batch = cls.predict_batch is not Model.predict_batch
         method = cls.predict_batch if batch else cls.predict
         params = list(inspect.signature(method).parameters.values())[1:]
@@ -308,7 +323,14 @@ class Model:
         if batch:
             args = typing.get_args(ann)
             ann = args[0] if args else Any
-        return _kind_of(ann)
+        return ann
+
+    @classmethod
+    def takes_one_array(cls) -> bool:
+        """A tensor model whose input is one array (``np.ndarray``), not the inputs by
+        name (a mapping, the default)."""
+        ann = cls._input_annotation()
+        return takes_tensors(ann) and (typing.get_origin(ann) or ann) not in (dict, Mapping)
 
     @classmethod
     def validate(cls) -> None:
@@ -325,6 +347,18 @@ class Model:
             )
         cls.input_kind()
         _check_streaming(cls)
+        for group, tensors in (("inputs", cls.inputs), ("outputs", cls.outputs)):
+            if not all(isinstance(t, Tensor) for t in tensors):
+                raise ModelDefinitionError(
+                    f"{cls.__qualname__}.{group} must be freight.Tensor declarations",
+                    model=cls.__qualname__,
+                )
+            names = [t.name for t in tensors]
+            if len(set(names)) != len(names):
+                raise ModelDefinitionError(
+                    f"{cls.__qualname__}.{group}: two tensors have the same name",
+                    model=cls.__qualname__,
+                )
 
 
 def _check_streaming(cls: type[Model]) -> None:
@@ -354,4 +388,6 @@ def _kind_of(ann: Any) -> str:
         return InputKind.PATH
     if origin is Payload:
         return InputKind.PAYLOAD
+    if takes_tensors(ann):
+        return InputKind.TENSORS
     return InputKind.JSON

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from freight.errors import ModelDefinitionError
 from freight.model import Batching, Model, Replicas, Resources
+from freight.tensors import Tensor
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,9 @@ class ModelSpec:
     timeout_s: float | None
     max_attempts: int | None
     resources: Resources = field(default_factory=Resources)  # per replica; default: no GPU
+    # a tensor model's declared tensors (the Open Inference Protocol's metadata)
+    inputs: tuple[Tensor, ...] = ()
+    outputs: tuple[Tensor, ...] = ()
     # predict is a generator: its chunks are streamed (freight.streaming)
     streams: bool = False
     stream_output: str = "concat"
@@ -46,6 +50,8 @@ class ModelSpec:
             timeout_s=model.timeout_s,
             max_attempts=model.max_attempts,
             resources=model.resources,
+            inputs=tuple(model.inputs),
+            outputs=tuple(model.outputs),
             streams=model.streams(),
             stream_output=model.stream_output,
         )

@@ -39,8 +39,10 @@ from freight.project import Pipelines, load_pipelines
 from freight.project import check as check_project
 from freight.quotas import Quotas
 from freight.registry import ModelSpec, discover
+from freight.sagemaker import AsyncResults
 from freight.service import PredictionService
 from freight.signing import UrlSigner
+from freight.sigv4 import Sealer
 from freight.storage import open_storage
 from freight.store import Store, migrate, open_store
 from freight.subscriptions import Subscriptions
@@ -129,7 +131,10 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
             hub=hub,
             storage_url=settings.resolved_storage_url,
             sink_for=sink_factory(
-                parts.settings, parts.notifications, parts.allow_private_webhooks
+                parts.settings,
+                parts.notifications,
+                parts.allow_private_webhooks,
+                AsyncResults(store, storage),
             ),
             pipelines=parts.pipelines,
             allow_private=parts.allow_private_webhooks,  # http steps: the webhooks' guard
@@ -183,6 +188,7 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
         verifier=TokenVerifier.from_settings(settings),
         cache_s=settings.key_cache_s,
         max_failures=settings.max_auth_failures,
+        sealer=Sealer(settings.secret()),
     )
     usage = UsageService(store)
     insight = InsightService(store)

@@ -40,7 +40,7 @@ from freight.intake import Intake, NewInput
 from freight.keys import upload_key
 from freight.logs import MAX_PAGE as MAX_LOG_PAGE
 from freight.logs import LogLine
-from freight.media import JSON, OCTET_STREAM, is_json_type
+from freight.media import JSON, OCTET_STREAM, base_type, is_json_type
 from freight.model import InputKind
 from freight.pipelines.runs import RUN
 from freight.pipelines.start import new_run, run_timeout_s, start_rows
@@ -58,6 +58,7 @@ from freight.streaming import MAX_PAGE as MAX_CHUNK_PAGE
 from freight.streaming import Chunk
 from freight.subscriptions import DeliveryView, Subscriptions, Webhook
 from freight.subscriptions import views as delivery_views
+from freight.tensors import FRAME_TYPE as TENSOR_FRAME
 from freight.views import Presign, has_references, output_of, render
 
 log = logging.getLogger("freight.service")
@@ -83,6 +84,12 @@ class CreateOptions:
     webhook: Webhook | None = None
     #: subscriptions already resolved (a retry keeps its original's): ``webhook`` unused
     notify: str | None = None
+    #: a bound on this prediction's run, under the model's own (SageMaker's
+    #: InvocationTimeoutSeconds)
+    timeout_s: float | None = None
+    #: subscriptions of freight's own, before the caller's and the server's sinks
+    #: (``{"sink": "@…", "events": [...]}``: the async results of a SageMaker invocation)
+    also: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +181,20 @@ class PredictionService:
         return target in self._pipelines.specs
 
     def check_media_type(self, target: str, content_type: str) -> None:
-        """A model that takes JSON refuses any other body (415) before it is read."""
-        if not is_json_type(content_type) and self.spec(target).input_kind == InputKind.JSON:
+        """A model that takes JSON refuses any other body (415) before it is read; a
+        tensor model, anything but JSON and its frames (:data:`tensors.FRAME_TYPE`)."""
+        kind = self.spec(target).input_kind
+        if kind == InputKind.TENSORS and not (
+            is_json_type(content_type) or base_type(content_type) == TENSOR_FRAME
+        ):
+            raise UnsupportedMediaTypeError(
+                f"model {target!r} takes tensors (application/json, or the Open Inference "
+                f"Protocol at /v2/models/{target}/infer), not "
+                f"{content_type or 'no content type'!r}",
+                target=target,
+                content_type=content_type,
+            )
+        if not is_json_type(content_type) and kind == InputKind.JSON:
             raise UnsupportedMediaTypeError(
                 f"model {target!r} takes application/json, "
                 f"not {content_type or 'no content type'!r}",
@@ -191,11 +210,13 @@ class PredictionService:
         *,
         webhook: Webhook | None = None,
         who: Principal = ANONYMOUS,
+        options: CreateOptions | None = None,
     ) -> Prediction:
         """Real-time: create, then wait up to the deadline. A prediction that ended
         without an output raises PredictionFailedError; one still going is returned
-        as it is (the caller answers 202)."""
-        row = await self.create(target, new_input, CreateOptions(webhook=webhook), who=who)
+        as it is (the caller answers 202). ``options``: instead of ``webhook`` alone."""
+        options = options or CreateOptions(webhook=webhook)
+        row = await self.create(target, new_input, options, who=who)
         row = await self.wait(row.id, timeout_s or self._settings.realtime_timeout_s)
         if row.status.terminal and row.status != Status.SUCCEEDED:
             detail = orjson.loads(row.error_detail) if row.error_detail else {}
@@ -206,6 +227,29 @@ class PredictionService:
                 **detail,
             )
         return row
+
+    async def call(
+        self,
+        target: str,
+        new_input: NewInput,
+        *,
+        who: Principal = ANONYMOUS,
+        options: CreateOptions | None = None,
+    ) -> Prediction:
+        """Real time for a protocol with no later (SageMaker's ``invoke_endpoint``, the
+        Open Inference Protocol's ``infer``): :meth:`run`, and a prediction not done by
+        the real-time deadline is canceled (nobody can come back for it) and raises
+        PredictionFailedError ``timeout``."""
+        row = await self.run(target, new_input, None, who=who, options=options)
+        if row.status.terminal:
+            return row
+        await self.cancel(row.id, who)
+        raise PredictionFailedError(
+            f"the model did not answer within {self.limits.realtime_timeout_s:g} s "
+            "(the real-time deadline); the prediction was canceled",
+            code="timeout",
+            prediction_id=row.id,
+        )
 
     async def create(
         self,
@@ -240,7 +284,11 @@ class PredictionService:
                 max_attempts=spec.max_attempts or self._settings.max_attempts,
                 timeout_s=min(spec.timeout_s or self._settings.max_run_s, self._settings.max_run_s),
             )
-        row.notify = options.notify or self._subscriptions.notify_for(target, options.webhook)
+        row.notify = options.notify or self._subscriptions.notify_for(
+            target, options.webhook, also=options.also
+        )
+        if options.timeout_s is not None and row.timeout_s is not None:
+            row.timeout_s = min(row.timeout_s, options.timeout_s)
         row.tenant = who.tenant
         if tracing.ENABLED:  # the request's span: the worker continues its trace
             row.trace_context = tracing.traceparent()
@@ -546,6 +594,11 @@ class PredictionService:
             content_type=info.content_type or OCTET_STREAM,
             size=info.size,
         )
+
+    def object_uri(self, key: str) -> str:
+        """The URI of the store itself that names ``key`` (``s3://bucket/…``): what a
+        client of the store (an S3 client) reads the object by."""
+        return self._storage.uri_for_key(key)
 
     def presigner(self, absolute: Absolute = _as_is) -> Presign:
         """Object key -> presigned download URL, as ``absolute`` makes it."""

@@ -11,6 +11,7 @@ retroactively subscribe predictions made before it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,9 +65,16 @@ class Subscriptions:
         self._sinks = sinks or []
         self.allow_private = allow_private
 
-    def notify_for(self, target: str, webhook: Webhook | None) -> str | None:
-        """The ``notify`` column of a new prediction of ``target`` (None: nobody asked)."""
-        entries: list[dict[str, Any]] = []
+    def notify_for(
+        self,
+        target: str,
+        webhook: Webhook | None,
+        *,
+        also: Sequence[dict[str, Any]] = (),
+    ) -> str | None:
+        """The ``notify`` column of a new prediction of ``target`` (None: nobody asked);
+        ``also``: freight's own subscriptions (``{"sink": "@…"}``), first."""
+        entries: list[dict[str, Any]] = list(also)
         if webhook is not None:
             unknown = sorted(set(webhook.events) - set(EVENTS))
             if unknown:

@@ -100,6 +100,19 @@ class SystemService:
         state = states.get(name, ModelState()) if states is not None else None
         return ModelInfo(spec=spec, backlog=stats.get(name, TargetStats()), state=state)
 
+    async def model_ready(self, name: str) -> bool:
+        """Whether ``name`` takes predictions now (the Open Inference Protocol's model
+        ready): a replica of it is loaded somewhere, or it scales from zero (``min: 0``)
+        and its replicas do not fail to load. NotFoundError for an unknown model."""
+        spec = self._specs.get(name)
+        if spec is None:
+            raise NotFoundError(f"no model named {name!r}", code="unknown_target", target=name)
+        states = await self._states()
+        state = (states or {}).get(name, ModelState())
+        if state.ready_replicas > 0:
+            return True
+        return spec.replicas.min == 0 and state.load_error is None
+
     def pipelines(self) -> list[PipelineSpec]:
         return [self._pipelines[name] for name in sorted(self._pipelines)]
 

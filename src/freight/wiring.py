@@ -8,6 +8,7 @@ section and the settings, and is the ``freight webhooks secret`` command.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,22 +21,97 @@ from freight.errors import ConfigError
 from freight.keyring import Keyring, local_operator
 from freight.notify.build import build_sinks
 from freight.notify.config import NotificationsConfig
+from freight.notify.event import COMPLETED, Event, Outcome
+from freight.notify.sagemaker import FORMAT as SAGEMAKER_FORMAT
 from freight.notify.signing import WebhookSecrets
-from freight.notify.sinks.base import Sink
+from freight.notify.sinks.base import Sink, Subscription
 from freight.notify.sinks.webhook import WebhookSink, webhook_client
+from freight.sagemaker import ASYNC_RESULTS_SINK, METADATA_KEY, AsyncResults
+from freight.sigv4 import Sealer
 from freight.store import migrate, open_store
 from freight.subscriptions import EVENTS, ServerSink
 
 T = TypeVar("T")
 
 
-def sink_factory(settings: Settings, config: NotificationsConfig, allow: bool) -> SinkFor:
+class AsyncResultsSink:
+    """The subscription ``@sagemaker-async`` of every async SageMaker invocation: its
+    output (or failure) written where its 202 said, when it completes."""
+
+    name = ASYNC_RESULTS_SINK
+    type = "sagemaker-results"
+    subscription = Subscription.of(["completed"])
+
+    def __init__(self, results: AsyncResults) -> None:
+        self._results = results
+
+    async def open(self) -> None:
+        return None
+
+    async def send(self, event: Event) -> Outcome:
+        if event.type != COMPLETED:
+            return Outcome.ok()
+        try:
+            await self._results.write(event.prediction_id)
+        except Exception as exc:  # the store or the storage is down: retried
+            return Outcome.failed(f"cannot write the result: {type(exc).__name__}: {exc}")
+        return Outcome.ok()
+
+    async def close(self) -> None:
+        return None
+
+
+class SageMakerFormatSink:
+    """A sink of ``format: sagemaker``: before it tells of an async invocation's end,
+    the result is written (a consumer told finds its object) and its locations are put
+    in the event, where the notification reads them."""
+
+    def __init__(self, inner: Sink, results: AsyncResults) -> None:
+        self._inner, self._results = inner, results
+        self.name, self.type, self.subscription = inner.name, inner.type, inner.subscription
+
+    async def open(self) -> None:
+        await self._inner.open()
+
+    async def send(self, event: Event) -> Outcome:
+        if event.type == COMPLETED:
+            try:
+                locations = await self._results.write(event.prediction_id)
+            except Exception as exc:
+                return Outcome.failed(f"cannot write the result: {type(exc).__name__}: {exc}")
+            if locations is not None:
+                event = _with_locations(event, locations)
+        return await self._inner.send(event)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _with_locations(event: Event, locations: dict[str, str]) -> Event:
+    data = dict(event.data)
+    metadata = dict(data.get("metadata") or {})
+    metadata[METADATA_KEY] = {**(metadata.get(METADATA_KEY) or {}), **locations}
+    data["metadata"] = metadata
+    return dataclasses.replace(event, data=data)
+
+
+def sink_factory(
+    settings: Settings,
+    config: NotificationsConfig,
+    allow: bool,
+    results: AsyncResults | None = None,
+) -> SinkFor:
     """How the deliverer reaches one subscription: a caller's webhook (one shared,
     address-guarded HTTP client), or a sink of ``freight.yaml``, built with the
-    signing keys of the moment (the deliverer asks again after a rotation)."""
+    signing keys of the moment (the deliverer asks again after a rotation);
+    ``results``: who writes SageMaker async results (``@sagemaker-async``, and before
+    a ``format: sagemaker`` sink sends)."""
     client = webhook_client(timeout_s=settings.delivery_timeout_s, allow_private=allow)
+    formats = {sink.name: sink.format for sink in config.sinks}
 
     def sink_for(entry: dict[str, Any], secrets: WebhookSecrets) -> Sink:
+        if entry.get("sink") == ASYNC_RESULTS_SINK and results is not None:
+            return AsyncResultsSink(results)
         if "url" in entry:
             return WebhookSink(
                 "webhook",
@@ -49,6 +125,8 @@ def sink_factory(settings: Settings, config: NotificationsConfig, allow: bool) -
         name = str(entry.get("sink"))
         if name not in sinks:
             raise ConfigError(f"no sink named {name!r} is configured", sink=name)
+        if formats.get(name) == SAGEMAKER_FORMAT and results is not None:
+            return SageMakerFormatSink(sinks[name], results)
         return sinks[name]
 
     return sink_for
@@ -101,7 +179,7 @@ def _with_keyring(project_dir: Path, act: Callable[[Keyring], Awaitable[T]]) -> 
         store = open_store(settings.resolved_database_url)
         await store.open()
         try:
-            return await act(Keyring(store))
+            return await act(Keyring(store, sealer=Sealer(settings.secret())))
         finally:
             await store.close()
 
@@ -120,8 +198,10 @@ def keys_create(
     scopes: list[Scope],
     targets: list[str] | None,
     expires_in_s: float | None,
+    sigv4: bool = False,
 ) -> tuple[ApiKey, str]:
-    """``freight keys create``: a new key and its token (shown once)."""
+    """``freight keys create``: a new key and its token (shown once); ``sigv4``: an
+    access-key pair, the token its secret access key."""
     return _with_keyring(
         project_dir,
         lambda ring: ring.create(
@@ -131,6 +211,7 @@ def keys_create(
             scopes=scopes,
             targets=targets,
             expires_in_s=expires_in_s,
+            sigv4=sigv4,
         ),
     )
 

@@ -748,3 +748,12 @@ async def test_s3_list_is_relative_to_the_url_prefix(s3_url: str) -> None:
         "pre/fixed",
         "pre/other",
     ]
+
+
+async def test_uri_for_key_names_the_object_key_for_uri_reads(storage: Storage) -> None:
+    """Every backend names a key by a URI of its own (s3://bucket/prefix/key,
+    file:///root/key, memory:///key) that key_for_uri turns back into the key."""
+    await storage.put("tenants/t/sagemaker/a-b.out", b"x")
+    uri = storage.uri_for_key("tenants/t/sagemaker/a-b.out")
+    assert uri.split("://")[0] in ("s3", "file", "memory")
+    assert storage.key_for_uri(uri) == "tenants/t/sagemaker/a-b.out"

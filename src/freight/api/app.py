@@ -15,15 +15,18 @@ from freight.api.routes import (
     deliveries,
     events,
     health,
+    inference,
     logs,
     models,
     objects,
     pipelines,
     predictions,
+    sagemaker,
 )
 from freight.api.routes import chunks as chunk_routes
 from freight.api.routes import usage as usage_routes
 from freight.api.traced import TraceMiddleware
+from freight.sagemaker import SageMakerService
 from freight.version import __version__
 
 if TYPE_CHECKING:
@@ -73,6 +76,7 @@ def create_app(
     app.state.keyring = keyring
     app.state.usage = usage
     app.state.insight = insight
+    app.state.sagemaker = SageMakerService(service)
     app.state.public_url = service.public_url
     errors.install(app)
     _install_metrics(system)
@@ -80,6 +84,8 @@ def create_app(
     # predict, create/get), the docs last
     routers = (
         models,
+        sagemaker,
+        inference,
         predictions,
         events,
         logs,

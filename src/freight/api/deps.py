@@ -19,6 +19,7 @@ from freight.errors import ForbiddenError, UnauthorizedError
 
 if TYPE_CHECKING:
     from freight.keyring import Keyring
+    from freight.sagemaker import SageMakerService
     from freight.service import PredictionService
     from freight.signing import UrlSigner
     from freight.system import SystemService
@@ -104,3 +105,72 @@ Reader = Annotated[Principal, Depends(principal(Scope.READ))]
 Batcher = Annotated[Principal, Depends(principal(Scope.BATCH))]
 Admin = Annotated[Principal, Depends(principal(Scope.ADMIN))]
 Scraper = Annotated[Principal, Depends(principal(Scope.METRICS))]
+
+
+# -- callers that sign requests as AWS clients do (the SageMaker runtime API) ------------
+
+
+def sagemaker(request: Request) -> SageMakerService:
+    svc: SageMakerService = request.app.state.sagemaker
+    return svc
+
+
+def signed(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """The dependency of a route that AWS clients call: the caller of an
+    ``AWS4-HMAC-SHA256`` signature (its SigV4 pair checked against the whole body,
+    read here up to ``max_json_bytes``, the bound of a body read whole, and kept as
+    ``request.state.body``), or of a bearer key. A server without keys takes any
+    signature, as it takes any caller."""
+
+    async def authenticated(request: Request) -> Principal:
+        from freight.api.bodies import read_limited
+        from freight.sigv4 import SignedRequest, is_sigv4
+
+        body = await read_limited(request, service(request).limits.max_json_bytes)
+        request.state.body = body
+        ring: Keyring = request.app.state.keyring
+        header = request.headers.get("authorization")
+        source = request.client.host if request.client else ""
+        if header is None or (is_sigv4(header) and not await ring.required()):
+            if await ring.required():
+                raise UnauthorizedError(
+                    "this route needs a SigV4 signature (an AWS client with a key pair of "
+                    "`freight keys create --sigv4`) or `Authorization: Bearer <key>`",
+                    code="missing_credentials",
+                )
+            who = ANONYMOUS
+        elif is_sigv4(header):
+            signed_request = SignedRequest(
+                method=request.method,
+                raw_path=request.scope.get("raw_path", request.url.path.encode()).decode(
+                    "latin-1"
+                ),
+                query=request.scope.get("query_string", b"").decode("latin-1"),
+                headers=request.headers.items(),
+                body=body,
+            )
+            who = await ring.authenticate_sigv4(header, signed_request, source)
+        else:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise UnauthorizedError(
+                    "Authorization is neither an AWS4-HMAC-SHA256 signature nor a bearer key",
+                    code="malformed_authorization",
+                )
+            who = await ring.authenticate(token.strip(), source)
+        if not who.has(scope):
+            raise ForbiddenError(
+                f"this route needs a key with the {scope} scope",
+                code="missing_scope",
+                scope=str(scope),
+            )
+        request.state.principal = who
+        logsetup.bind(tenant=who.tenant)
+        return who
+
+    authenticated.__name__ = f"signed_{scope}"
+    return authenticated
+
+
+#: the caller of a SageMaker route (``predict`` scope)
+SignedPredictor = Annotated[Principal, Depends(signed(Scope.PREDICT))]

@@ -9,11 +9,13 @@ the ones any route can meet (validation, the store down) are added to all.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -55,18 +57,22 @@ STATUS: dict[type[errors.FreightError], int] = {
 #: what each status means to a caller, with the codes it carries (the OpenAPI text)
 MEANING: dict[type[errors.FreightError], str] = {
     errors.InvalidRequestError: "invalid request (`invalid_json`, `invalid_cursor`, "
+    "`invalid_tensor`, `not_a_tensor_model`, `unsupported_encoding`, "
     "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`, "
     "`webhook_refused`, `unknown_event`, `invalid_location`; batch jobs: `unknown_format`; "
     "keys: `invalid_tenant`, `invalid_expiry`; the console: `invalid_time`, `invalid_status`, "
     "`invalid_form`)",
     errors.UnauthorizedError: "no key or token (`missing_credentials`), or one that is not "
-    "valid: unknown, revoked, expired or malformed (`invalid_credentials`)",
+    "valid: unknown, revoked, expired or malformed (`invalid_credentials`); a SigV4 "
+    "signature (the SageMaker routes, which answer 403 as AWS does): "
+    "`malformed_authorization`, `unknown_access_key`, `invalid_signature`, "
+    "`signature_expired`",
     errors.ForbiddenError: "the key lacks the scope (`missing_scope`), is limited to other "
     "models (`target_not_allowed`), or names objects outside its tenant (`uri_not_allowed`); "
     "a console form without its CSRF token or from another origin (`csrf_failed`)",
     errors.UrlError: "missing, tampered or expired signed URL "
     "(`missing_signature`, `bad_signature`, `url_expired`)",
-    errors.NotFoundError: "unknown model, prediction or object "
+    errors.NotFoundError: "unknown model (or version: `unknown_version`), prediction or object "
     "(`unknown_target`, `unknown_pipeline`, `prediction_not_found`, `object_not_found`, "
     "`input_not_found`, `key_not_found`; the console: `no_input`, `batch_not_served`)",
     errors.ConflictError: "idempotency key reused with another body "
@@ -220,6 +226,138 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "an unexpected error occurred")
+
+
+# -- other protocols' error shapes ------------------------------------------------------
+#
+# Routes that speak another protocol (the SageMaker runtime API, the Open Inference
+# Protocol) answer errors the way that protocol's clients parse them. Their routers
+# take a route class from :func:`dialect`: every error the route raises, its
+# dependencies' (authentication) and request validation included, goes through the
+# protocol's renderer instead of the handlers above.
+
+Render = Callable[[errors.FreightError], Response]
+
+
+def dialect(render: Render) -> type[APIRoute]:
+    """A route class whose errors ``render`` answers (unexpected ones: a logged 500)."""
+
+    class DialectRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except errors.FreightError as exc:
+                    if status_of(exc) >= 500:
+                        log.warning(
+                            "%s %s -> %s: %s", request.method, request.url.path, exc.code, exc
+                        )
+                    return render(exc)
+                except RequestValidationError as exc:
+                    return render(_invalid(exc))
+                except ClientDisconnect:
+                    raise
+                except Exception:
+                    log.exception("unexpected error on %s %s", request.method, request.url.path)
+                    return render(errors.FreightError("an unexpected error occurred"))
+
+            return handle
+
+    return DialectRoute
+
+
+def _invalid(exc: RequestValidationError) -> RequestInvalid:
+    problems = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    where = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
+    return RequestInvalid(f"the request is not valid ({where})", errors=problems)
+
+
+#: the SageMaker runtime API: the status and ``x-amzn-errortype`` of each error, so that
+#: botocore raises the exception class SageMaker's would (``client.exceptions.ModelError``)
+SAGEMAKER: dict[type[errors.FreightError], tuple[int, str]] = {
+    errors.InvalidRequestError: (400, "ValidationError"),
+    RequestInvalid: (400, "ValidationError"),
+    # SageMaker answers an unknown endpoint with a ValidationError too
+    errors.NotFoundError: (400, "ValidationError"),
+    errors.ConflictError: (400, "ValidationError"),
+    errors.UnsupportedMediaTypeError: (415, "ValidationError"),
+    errors.PayloadTooLargeError: (413, "ValidationError"),
+    errors.UnauthorizedError: (403, "UnrecognizedClientException"),
+    errors.ForbiddenError: (403, "AccessDeniedException"),
+    errors.UrlError: (403, "AccessDeniedException"),
+    errors.PredictionFailedError: (424, "ModelError"),
+    # botocore retries these by itself, after a back-off
+    errors.QueueFullError: (429, "ThrottlingException"),
+    errors.StorageError: (502, "InternalDependencyException"),
+    errors.StoreUnavailableError: (503, "ServiceUnavailable"),
+    errors.NotReadyError: (503, "ServiceUnavailable"),
+    errors.TooManyStreamsError: (503, "ServiceUnavailable"),
+}
+#: AWS's own names for what is wrong with a signature (all 403, as AWS answers them)
+SIGV4_TYPES: dict[str, str] = {
+    "missing_credentials": "MissingAuthenticationTokenException",
+    "malformed_authorization": "IncompleteSignatureException",
+    "invalid_signature": "InvalidSignatureException",
+    "signature_expired": "InvalidSignatureException",
+    "unknown_access_key": "UnrecognizedClientException",
+    "invalid_credentials": "UnrecognizedClientException",
+}
+#: a failed prediction's ``OriginalStatusCode`` (the status a model server would have
+#: answered with): the caller's input is a client error, a deadline a gateway timeout
+ORIGINAL_STATUS: dict[str, int] = {"input_error": 400, "timeout": 504, "expired": 504}
+
+
+def _sagemaker_type(exc: errors.FreightError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in SAGEMAKER:
+            status, type_ = SAGEMAKER[cls]
+            if cls is errors.UnauthorizedError:
+                type_ = SIGV4_TYPES.get(exc.code, type_)
+            return status, type_
+    return 500, "InternalFailure"
+
+
+def sagemaker_error(exc: errors.FreightError) -> Response:
+    """An error as SageMaker answers it: ``x-amzn-errortype`` and ``{"message": …}``
+    (a failed prediction: ``ModelError`` with ``OriginalStatusCode`` and
+    ``OriginalMessage``); freight's own code in ``X-Freight-Error-Code``."""
+    status, type_ = _sagemaker_type(exc)
+    body: dict[str, Any] = {"message": exc.message}
+    headers = {"x-amzn-errortype": type_, "X-Freight-Error-Code": exc.code}
+    if isinstance(exc, errors.PredictionFailedError):
+        original = ORIGINAL_STATUS.get(exc.code, 500)
+        body = {
+            "message": f"Received {'client' if original < 500 else 'server'} error "
+            f"({original}) from the model with message \"{exc.message}\" "
+            f"(freight prediction {exc.prediction_id}, {exc.code}).",
+            "OriginalStatusCode": original,
+            "OriginalMessage": exc.message,
+            "ErrorCode": exc.code,
+        }
+        headers["X-Freight-Prediction-Id"] = exc.prediction_id
+    if isinstance(exc, errors.QueueFullError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return Response(
+        orjson.dumps(body, default=str), status, headers=headers, media_type="application/json"
+    )
+
+
+def inference_error(exc: errors.FreightError) -> Response:
+    """An error as the Open Inference Protocol answers it: ``{"error": "<message>"}``
+    (what ``tritonclient`` raises as ``InferenceServerException``), with freight's
+    status and code."""
+    body = {"error": exc.message, "code": exc.code}
+    return Response(
+        orjson.dumps(body, default=str),
+        status_of(exc),
+        headers=_headers(exc),
+        media_type="application/json",
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -404,10 +404,17 @@ class CreateKey(BaseModel):
     expires_in_s: float | None = Field(
         None, gt=0, le=MAX_KEY_LIFETIME_S, description="lifetime in seconds (10 years at most)"
     )
+    sigv4: bool = Field(
+        False,
+        description="an access-key pair for AWS clients (SigV4) instead of a bearer key",
+    )
 
 
 class KeyOut(BaseModel):
     id: str
+    kind: Literal["bearer", "sigv4"] = Field(
+        "bearer", description="a bearer key, or a SigV4 pair (`id` is its access key id)"
+    )
     tenant: str
     name: str
     scopes: list[ScopeName]
@@ -417,6 +424,10 @@ class KeyOut(BaseModel):
     expires_at: str | None
     revoked_at: str | None
     token: str | None = Field(None, description="the key itself: only when created")
+    access_key_id: str | None = Field(None, description="a SigV4 pair's: only when created")
+    secret_access_key: str | None = Field(
+        None, description="a SigV4 pair's secret: only when created"
+    )
 
 
 class KeyList(BaseModel):

@@ -60,9 +60,18 @@ def create(
         str | None, typer.Option("--expires", help="Lifetime: 90d, 12h, 30m.")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="What the key is for.")] = "",
+    sigv4: Annotated[
+        bool,
+        typer.Option(
+            "--sigv4",
+            help="An access-key pair for AWS clients (boto3 sagemaker-runtime) instead.",
+        ),
+    ] = False,
     project_dir: DirArgument = Path("."),
 ) -> None:
-    """Make a key and print it once (store it now: only its hash is kept)."""
+    """Make a key and print it once (store it now: only its hash is kept). With --sigv4,
+    an access key id and its secret access key, one per line (the secret is kept sealed
+    with the server's secret_key)."""
     expires_in_s = parse_duration(expires) if expires else None
     try:
         key, token = _server().keys_create(
@@ -72,9 +81,19 @@ def create(
             scopes=scope or [Scope.PREDICT, Scope.READ],
             targets=model,
             expires_in_s=expires_in_s,
+            sigv4=sigv4,
         )
     except FreightError as exc:
         raise _fail(exc) from None
+    if sigv4:
+        err.print(
+            f"SigV4 pair for tenant {key.tenant} ({', '.join(sorted(key.scopes))}); the "
+            "secret is shown once: aws_access_key_id on the first line, "
+            "aws_secret_access_key on the second"
+        )
+        typer.echo(key.key_id)
+        typer.echo(token)
+        return
     err.print(
         f"key {key.key_id} for tenant {key.tenant} ({', '.join(sorted(key.scopes))}); "
         "shown once: send it as `Authorization: Bearer <key>`"

@@ -137,6 +137,7 @@ def _webhook(sink: cfg.WebhookSinkConfig, ctx: _Context) -> Sink:
         timeout_s=ctx.timeout(sink),
         allow_private=ctx.allow_private,
         resolver=ctx.resolver,
+        format=sink.format,
     )
 
 
@@ -148,6 +149,7 @@ def _redis(sink: cfg.RedisSinkConfig, ctx: _Context) -> Sink:
         ctx.need(sink.url_env),
         sink.stream,
         source=ctx.source,
+        format=sink.format,
         subscription=_subscription(sink),
         maxlen=sink.maxlen,
         timeout_s=ctx.timeout(sink),
@@ -163,6 +165,7 @@ def _nats(sink: cfg.NatsSinkConfig, ctx: _Context) -> Sink:
         servers,
         sink.subject,
         source=ctx.source,
+        format=sink.format,
         subscription=_subscription(sink),
         stream=sink.stream,
         create_stream=sink.create_stream,
@@ -181,6 +184,7 @@ def _amqp(sink: cfg.AmqpSinkConfig, ctx: _Context) -> Sink:
         ctx.need(sink.url_env),
         sink.exchange,
         source=ctx.source,
+        format=sink.format,
         subscription=_subscription(sink),
         exchange_type=sink.exchange_type,
         declare=sink.declare,
@@ -197,6 +201,7 @@ def _kafka(sink: cfg.KafkaSinkConfig, ctx: _Context) -> Sink:
         ctx.need(sink.bootstrap_env),
         sink.topic,
         source=ctx.source,
+        format=sink.format,
         subscription=_subscription(sink),
         security_protocol=sink.security_protocol,
         sasl_mechanism=sink.sasl_mechanism,

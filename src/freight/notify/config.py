@@ -58,6 +58,9 @@ class SinkBase(_Model):
     events: list[EventName] | None = None  # None: all
     targets: list[str] | None = None  # None: all
     timeout_s: float | None = Field(default=None, gt=0)  # per attempt
+    # what a message says: freight's event (webhooks: {type, timestamp, data}; brokers:
+    # a CloudEvent), or SageMaker's async notification JSON (completed events only)
+    format: Literal["freight", "sagemaker"] = "freight"
 
     #: keys of _INLINE this type takes inline (a webhook's URL is not a secret)
     INLINE_OK: ClassVar[frozenset[str]] = frozenset()
@@ -151,6 +154,7 @@ class KafkaSinkConfig(SinkBase):
 
 class SmtpSinkConfig(SinkBase):
     type: Literal["smtp"]
+    format: Literal["freight"] = "freight"  # a mail for people, never a machine's JSON
     host: str = Field(min_length=1)
     port: int = Field(default=587, ge=1, le=65535)
     sender: str = Field(min_length=3, pattern=r"@")

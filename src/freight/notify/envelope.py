@@ -20,10 +20,12 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlsplit
 
+import orjson
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from freight.notify import sagemaker
 from freight.notify.event import Event
 
 CONTENT_TYPE: Final = JSONFormat.CONTENT_TYPE  # application/cloudevents+json
@@ -59,6 +61,16 @@ def cloudevent(event: Event, source: str) -> CloudEvent:
 def to_cloudevent(event: Event, source: str) -> bytes:
     """The structured-mode JSON document of an event, as the bytes a broker carries."""
     return _FORMAT.write(cloudevent(event, source))
+
+
+def message(event: Event, source: str, format: str = "freight") -> tuple[bytes, str] | None:
+    """A broker message's body and content type in a sink's ``format``: the CloudEvent
+    (``freight``), or SageMaker's async notification JSON (``sagemaker``: None for an
+    event SageMaker has none for, which the sink then skips)."""
+    if format == sagemaker.FORMAT:
+        document = sagemaker.notification(event)
+        return None if document is None else (orjson.dumps(document), DATA_CONTENT_TYPE)
+    return to_cloudevent(event, source), CONTENT_TYPE
 
 
 def from_cloudevent(body: bytes | str) -> BaseCloudEvent:

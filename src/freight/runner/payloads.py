@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from freight.media import JSON, OCTET_STREAM, is_json_type
 from freight.model import File, InputKind, Payload
 from freight.runner.protocol import BatchItem, HandedBack, Inline, Stored
 from freight.storage.base import Storage
+from freight.tensors import Encoded, Tensor, Wanted, decode_request, encode_response
 
 #: outputs up to this size go back to the agent in the result frame, and the agent
 #: stores those of a whole batch at once (one transaction on the local backend)
@@ -34,14 +36,32 @@ HANDBACK_MAX_BYTES = 64 * 1024
 Output = Inline | HandedBack | Stored
 
 
+@dataclass(frozen=True, slots=True)
+class TensorModel:
+    """What the runner needs of a tensor model to turn requests into arrays and its
+    return into answers (:mod:`freight.tensors`)."""
+
+    name: str
+    outputs: tuple[Tensor, ...] = ()
+    one_array: bool = False  # predict takes one np.ndarray, not the inputs by name
+
+
 class PayloadIO:
     """Reads one batch's inputs and writes its outputs (one per runner process)."""
 
-    def __init__(self, storage: Storage, input_kind: str, inline_max_bytes: int) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        input_kind: str,
+        inline_max_bytes: int,
+        tensors: TensorModel | None = None,
+    ) -> None:
         self._storage = storage
         self._kind = input_kind
         self._inline_max = inline_max_bytes
         self._temp: list[Path] = []
+        self._tensors = tensors
+        self._wanted: dict[str, Wanted] = {}  # what each tensor request asks of its answer
 
     @property
     def storage(self) -> Storage:
@@ -76,15 +96,41 @@ class PayloadIO:
             return (
                 inline.encode() if inline is not None else await self._storage.get(_required(key))
             )
+        if self._kind == InputKind.TENSORS:
+            return await self._tensor_input(item, content_type)
         path = await self._local_file(_required(key))
         if self._kind == InputKind.PATH:
             return path
         return Payload(path=path, content_type=content_type, size=path.stat().st_size)
 
+    async def _tensor_input(self, item: BatchItem, content_type: str) -> Any:
+        """A tensor request as numpy arrays (one array for a model that takes one)."""
+        stored: bytes | dict[str, Any]
+        if item.input_json is not None:
+            stored = orjson.loads(item.input_json)
+        else:
+            stored = await self._storage.get(_required(item.input_key))
+        arrays, wanted = decode_request(stored, content_type)
+        self._wanted[item.id] = wanted
+        if self._tensors is not None and self._tensors.one_array:
+            if len(arrays) != 1:
+                raise TypeError(f"this model takes one array, not {len(arrays)} inputs")
+            return next(iter(arrays.values()))
+        return arrays
+
     async def write_output(self, prediction_id: str, output: Any) -> Output:
         """Small outputs are handed back to the agent; the others stored here. A value
-        that is not JSON-able raises TypeError (that prediction's ``output_error``)."""
+        that is not JSON-able raises TypeError (that prediction's ``output_error``); a
+        tensor model's return is first made the protocol's answer."""
         key = output_key(prediction_id)
+        if self._tensors is not None:
+            wanted = self._wanted.pop(prediction_id, Wanted())
+            output = encode_response(output, self._tensors.outputs, wanted, self._tensors.name)
+        if isinstance(output, Encoded):
+            if len(output.data) <= HANDBACK_MAX_BYTES:
+                return HandedBack(prediction_id, output.data, output.content_type)
+            await self._storage.put(key, output.data, content_type=output.content_type)
+            return Stored(prediction_id, key, output.content_type, len(output.data))
         if isinstance(output, File):
             # A File output is handed over: the local backend moves it into place, S3
             # uploads it from disk (multipart, in parts) and leaves it, so drop it here
@@ -113,6 +159,7 @@ class PayloadIO:
         for path in self._temp:
             path.unlink(missing_ok=True)
         self._temp.clear()
+        self._wanted.clear()
 
 
 def _required(key: str | None) -> str:

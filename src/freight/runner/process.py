@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from freight.logs import DEFAULT_MAX_LOG_BYTES, LOAD, Printed
-from freight.model import Model, PredictionContext, running
+from freight.model import InputKind, Model, PredictionContext, running
 from freight.prediction import ErrorCode
 from freight.runner import protocol
 from freight.runner.capture import Capture, Tee, install
 from freight.runner.chunks import ChunkRunner, is_chunk
-from freight.runner.payloads import PayloadIO
+from freight.runner.payloads import PayloadIO, TensorModel
 from freight.runner.protocol import (
     Batch,
     BatchItem,
@@ -236,7 +236,13 @@ def _load(args: argparse.Namespace) -> tuple[BatchServer, float]:
     started = time.perf_counter()
     model.load()
     load_ms = (time.perf_counter() - started) * 1000
-    io = PayloadIO(open_storage(args.storage), model_cls.input_kind(), args.inline_output_max_bytes)
+    kind = model_cls.input_kind()
+    tensors = (
+        TensorModel(model_cls.model_name(), tuple(model_cls.outputs), model_cls.takes_one_array())
+        if kind == InputKind.TENSORS
+        else None
+    )
+    io = PayloadIO(open_storage(args.storage), kind, args.inline_output_max_bytes, tensors)
     return BatchServer(model, io, project), load_ms
 
 

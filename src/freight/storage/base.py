@@ -70,6 +70,10 @@ class Storage(Protocol):
         """The key of an object named by a URI of this store (``s3://bucket/…`` for S3,
         ``file:///…`` under the root for a directory); None when the URI is elsewhere."""
 
+    def uri_for_key(self, key: str) -> str:
+        """The URI of this store that names ``key`` (the inverse of :meth:`key_for_uri`):
+        what a client of the store itself (an S3 client) reads the object by."""
+
     def local_path(self, key: str) -> Path | None:
         """The object's file when the backend is a local directory, else None."""
 

@@ -162,6 +162,10 @@ class LocalStorage:
             return None
         return validate_key(relative.as_posix())
 
+    def uri_for_key(self, key: str) -> str:
+        """``<key>`` -> ``file:///<root>/<key>``."""
+        return self._path(key).as_uri()
+
     def local_path(self, key: str) -> Path | None:
         """The object's file; None when it is a small object (a row) or missing."""
         path = self._path(key)

@@ -131,6 +131,10 @@ class MemoryStorage:
             return None
         return validate_key(parts.path[1:])
 
+    def uri_for_key(self, key: str) -> str:
+        """``<key>`` -> ``memory:///<key>``."""
+        return f"memory:///{validate_key(key)}"
+
     def local_path(self, key: str) -> Path | None:
         """Never a file: callers that want one must stream the object out instead."""
         return None

@@ -135,6 +135,11 @@ class S3Storage:
             path = path[len(self._prefix) + 1 :]
         return validate_key(path)
 
+    def uri_for_key(self, key: str) -> str:
+        """``<key>`` -> ``s3://<bucket>/<prefix>/<key>``."""
+        path = f"{self._prefix}/{validate_key(key)}" if self._prefix else validate_key(key)
+        return f"s3://{self._bucket}/{path}"
+
     def __repr__(self) -> str:
         return f"S3Storage({self._description!r})"
 

@@ -225,6 +225,7 @@ api_keys = sa.Table(
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("expires_at", sa.Double),
     sa.Column("revoked_at", sa.Double),
+    sa.Column("secret", sa.Text),  # a SigV4 pair's secret, sealed; NULL for a bearer key
 )
 
 # Who changed keys and secrets, and what admins did.

@@ -16,12 +16,13 @@ from freight.store._op import Op, Sql
 from freight.store.sql import expand_in
 
 _KEY_COLUMNS = (
-    "id, tenant, name, scopes, targets, hash, created_at, created_by, expires_at, revoked_at"
+    "id, tenant, name, scopes, targets, hash, created_at, created_by, expires_at, revoked_at, "
+    "secret"
 )
 INSERT_KEY = f"""
 INSERT INTO api_keys ({_KEY_COLUMNS})
 VALUES (:id, :tenant, :name, :scopes, :targets, :hash, :created_at, :created_by,
-    :expires_at, :revoked_at)"""
+    :expires_at, :revoked_at, :secret)"""
 ADOPT_KEY = f"{INSERT_KEY} ON CONFLICT (id) DO NOTHING RETURNING id"
 KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = :id"
 KEYS = f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
@@ -59,7 +60,7 @@ def audit_query(
 
 
 def _key(row: tuple[Any, ...]) -> ApiKey:
-    kid, tenant, name, scopes, targets, hash_, created, by, expires, revoked = row
+    kid, tenant, name, scopes, targets, hash_, created, by, expires, revoked, secret = row
     return ApiKey(
         key_id=kid,
         tenant=tenant,
@@ -71,6 +72,7 @@ def _key(row: tuple[Any, ...]) -> ApiKey:
         created_by=by,
         expires_at=expires,
         revoked_at=revoked,
+        secret=secret,
     )
 
 
@@ -86,6 +88,7 @@ def _key_params(key: ApiKey) -> dict[str, Any]:
         "created_by": key.created_by,
         "expires_at": key.expires_at,
         "revoked_at": key.revoked_at,
+        "secret": key.secret,
     }
 
 

@@ -28,9 +28,11 @@ router = APIRouter(tags=["access"])
 
 
 def key_dict(key: ApiKey, token: str | None = None) -> dict[str, Any]:
-    """A key as shown: never its hash; its token only in the answer that created it."""
+    """A key as shown: never its hash; its token (a SigV4 pair's secret) only in the
+    answer that created it."""
     shown: dict[str, Any] = {
         "id": key.key_id,
+        "kind": "sigv4" if key.sigv4 else "bearer",
         "tenant": key.tenant,
         "name": key.name,
         "scopes": sorted(key.scopes),
@@ -40,7 +42,9 @@ def key_dict(key: ApiKey, token: str | None = None) -> dict[str, Any]:
         "expires_at": iso(key.expires_at),
         "revoked_at": iso(key.revoked_at),
     }
-    if token is not None:
+    if token is not None and key.sigv4:
+        shown["access_key_id"], shown["secret_access_key"] = key.key_id, token
+    elif token is not None:
         shown["token"] = token
     return shown
 
@@ -88,6 +92,7 @@ async def create_key(request: Request, who: deps.Admin) -> Response:
         scopes=[Scope(s) for s in body.scopes],
         targets=body.models,
         expires_in_s=body.expires_in_s,
+        sigv4=body.sigv4,
     )
     return json_response(key_dict(key, token), status_code=201)
 

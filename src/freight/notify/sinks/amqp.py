@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
-from freight.notify.envelope import CONTENT_TYPE, to_cloudevent
+from freight.notify.envelope import message
 from freight.notify.event import Event, Outcome
 from freight.notify.sinks.base import Subscription, describe, sink_error
 
@@ -39,6 +39,7 @@ class AmqpSink:
         exchange: str,
         *,
         source: str,
+        format: str = "freight",
         subscription: Subscription | None = None,
         exchange_type: str = "topic",
         declare: bool = True,
@@ -51,6 +52,7 @@ class AmqpSink:
         self.declare = declare
         self.mandatory = mandatory
         self.source = source
+        self.format = format  # freight (CloudEvents) or sagemaker
         self.subscription = subscription or Subscription()
         self.timeout_s = timeout_s
         self._url = url
@@ -91,10 +93,14 @@ class AmqpSink:
     async def send(self, event: Event) -> Outcome:
         if self._exchange is None:
             return Outcome.failed("the sink is not open")
+        encoded = message(event, self.source, self.format)
+        if encoded is None:  # nothing to say of this event in the sink's format
+            return Outcome.ok()
+        body, content_type = encoded
         try:  # a Nack, or a mandatory message returned unrouted, raises here
-            message = aio_pika.Message(
-                to_cloudevent(event, self.source),
-                content_type=CONTENT_TYPE,
+            sent = aio_pika.Message(
+                body,
+                content_type=content_type,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=event.id,
                 type=event.type,
@@ -103,7 +109,7 @@ class AmqpSink:
                 headers={"traceparent": event.traceparent} if event.traceparent else None,
             )
             await self._exchange.publish(
-                message, routing_key=event.type, mandatory=self.mandatory, timeout=self.timeout_s
+                sent, routing_key=event.type, mandatory=self.mandatory, timeout=self.timeout_s
             )
         except Exception as exc:
             return Outcome.failed(describe(exc, [self._url]))

@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
-from freight.notify.envelope import CONTENT_TYPE, to_cloudevent
+from freight.notify.envelope import message
 from freight.notify.event import Event, Outcome
 from freight.notify.sinks.base import Subscription, describe, sink_error
 
@@ -68,6 +68,7 @@ class KafkaSink:
         topic: str,
         *,
         source: str,
+        format: str = "freight",
         subscription: Subscription | None = None,
         security_protocol: str = "PLAINTEXT",
         sasl_mechanism: str | None = None,
@@ -79,6 +80,7 @@ class KafkaSink:
         self.name = name
         self.topic = topic
         self.source = source
+        self.format = format  # freight (CloudEvents) or sagemaker
         self.subscription = subscription or Subscription()
         self.security_protocol = security_protocol
         self.sasl_mechanism = sasl_mechanism
@@ -133,14 +135,18 @@ class KafkaSink:
     async def send(self, event: Event) -> Outcome:
         if self._producer is None:
             return Outcome.failed("the sink is not open")
-        headers: list[tuple[str, bytes]] = [("content-type", CONTENT_TYPE.encode())]
+        encoded = message(event, self.source, self.format)
+        if encoded is None:  # nothing to say of this event in the sink's format
+            return Outcome.ok()
+        body, content_type = encoded
+        headers: list[tuple[str, bytes]] = [("content-type", content_type.encode())]
         if event.traceparent:
             headers.append(("traceparent", event.traceparent.encode()))
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._producer.send_and_wait(
                     self.topic,
-                    value=to_cloudevent(event, self.source),
+                    value=body,
                     key=event.prediction_id.encode(),
                     timestamp_ms=int(event.timestamp * 1000),
                     headers=headers,

@@ -20,7 +20,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from freight.notify.envelope import CONTENT_TYPE, to_cloudevent
+from freight.notify.envelope import message
 from freight.notify.event import Event, Outcome
 from freight.notify.sinks.base import Subscription, describe, sink_error
 
@@ -44,6 +44,7 @@ class NatsSink:
         subject: str,
         *,
         source: str,
+        format: str = "freight",
         subscription: Subscription | None = None,
         stream: str | None = None,
         create_stream: bool = False,
@@ -57,6 +58,7 @@ class NatsSink:
         self.stream = stream
         self.create_stream = create_stream
         self.source = source
+        self.format = format  # freight (CloudEvents) or sagemaker
         self.subscription = subscription or Subscription()
         self.timeout_s = timeout_s
         self._servers = servers
@@ -125,13 +127,17 @@ class NatsSink:
     async def send(self, event: Event) -> Outcome:
         if self._js is None:
             return Outcome.failed("the sink is not open")
-        headers = {"Nats-Msg-Id": event.id, "Content-Type": CONTENT_TYPE}
+        encoded = message(event, self.source, self.format)
+        if encoded is None:  # nothing to say of this event in the sink's format
+            return Outcome.ok()
+        body, content_type = encoded
+        headers = {"Nats-Msg-Id": event.id, "Content-Type": content_type}
         if event.traceparent:
             headers["traceparent"] = event.traceparent
         try:
             await self._js.publish(
                 self.subject,
-                to_cloudevent(event, self.source),
+                body,
                 timeout=self.timeout_s,
                 stream=self.stream,
                 headers=headers,

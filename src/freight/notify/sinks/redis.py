@@ -14,7 +14,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
-from freight.notify.envelope import to_cloudevent
+from freight.notify.envelope import message
 from freight.notify.event import Event, Outcome
 from freight.notify.sinks.base import Subscription, describe, sink_error
 
@@ -33,6 +33,7 @@ class RedisSink:
         stream: str,
         *,
         source: str,
+        format: str = "freight",
         subscription: Subscription | None = None,
         maxlen: int | None = None,
         timeout_s: float = 10.0,
@@ -40,6 +41,7 @@ class RedisSink:
         self.name = name
         self.stream = stream
         self.source = source
+        self.format = format  # freight (CloudEvents) or sagemaker
         self.subscription = subscription or Subscription()
         self.maxlen = maxlen
         self.timeout_s = timeout_s
@@ -72,9 +74,12 @@ class RedisSink:
     async def send(self, event: Event) -> Outcome:
         if self._client is None:
             return Outcome.failed("the sink is not open")
+        encoded = message(event, self.source, self.format)
+        if encoded is None:  # nothing to say of this event in the sink's format
+            return Outcome.ok()
         try:
             fields: dict[str | bytes, str | bytes] = {
-                EVENT_FIELD: to_cloudevent(event, self.source),
+                EVENT_FIELD: encoded[0],
                 "id": event.id,
                 "type": event.type,
             }

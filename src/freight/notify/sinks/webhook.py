@@ -39,6 +39,7 @@ import httpx
 import orjson
 
 from freight.errors import InvalidRequestError
+from freight.notify import sagemaker
 from freight.notify.addresses import Resolver, check_url_text, resolve_allowed
 from freight.notify.event import Event, Outcome
 from freight.notify.signing import WebhookSecrets
@@ -185,8 +186,13 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def webhook_body(event: Event) -> bytes:
-    """The JSON body of a webhook (the bytes that are signed and sent)."""
+def webhook_body(event: Event, format: str = "freight") -> bytes | None:
+    """The JSON body of a webhook (the bytes that are signed and sent): the event, or
+    SageMaker's async notification (``format: sagemaker``; None for an event SageMaker
+    has none for, which is then not sent)."""
+    if format == sagemaker.FORMAT:
+        document = sagemaker.notification(event)
+        return None if document is None else orjson.dumps(document)
     body = {"type": event.type, "timestamp": _iso(event.timestamp), "data": event.data}
     return orjson.dumps(body)
 
@@ -238,8 +244,10 @@ class WebhookSink:
         client: httpx.AsyncClient | None = None,
         resolver: Resolver | None = None,
         tls: ssl.SSLContext | None = None,
+        format: str = "freight",
     ) -> None:
         self.name = name
+        self.format = format  # the body: freight's event, or SageMaker's notification
         self.subscription = subscription or Subscription()
         self.timeout_s = timeout_s
         self.allow_private = allow_private
@@ -295,7 +303,9 @@ class WebhookSink:
             return Outcome.failed(f"delivery to {self.host} failed: {describe(exc, [self._url])}")
 
     async def _post(self, event: Event) -> Outcome:
-        body = webhook_body(event)
+        body = webhook_body(event, self.format)
+        if body is None:  # nothing to say of this event in the sink's format
+            return Outcome.ok()
         headers = self._secrets.headers(event.id, datetime.now(UTC), body.decode())
         headers["content-type"] = "application/json"
         if event.traceparent:  # the receiver's spans join the prediction's trace
