@@ -130,10 +130,11 @@ class SageMakerService:
                 ) from None
         return NewInput(data=_once(body), content_type=content_type or OCTET_STREAM)
 
-    async def invoke(self, who: Principal, call: Invocation, body: bytes) -> Prediction:
-        """Real time: the succeeded prediction. One that failed raises
-        PredictionFailedError (``ModelError``); one not done within the real-time
-        deadline is canceled (nobody can come back for it) and raises ``timeout``."""
+    def _prepared(
+        self, who: Principal, call: Invocation, body: bytes
+    ) -> tuple[NewInput, CreateOptions]:
+        """What a real-time invocation becomes (its input, its fields kept), once the
+        caller may use the endpoint and the endpoint takes its content type."""
         svc = self._service
         svc.allow(who, call.endpoint)
         if not svc.is_pipeline(call.endpoint):
@@ -142,8 +143,20 @@ class SageMakerService:
         del fields["endpoint_name"]
         fields.pop("content_type", None)
         options = CreateOptions(metadata={METADATA_KEY: fields} if fields else None)
-        new_input = self._new_input(body, call.content_type)
-        return await svc.call(call.endpoint, new_input, who=who, options=options)
+        return self._new_input(body, call.content_type), options
+
+    async def invoke(self, who: Principal, call: Invocation, body: bytes) -> Prediction:
+        """Real time: the succeeded prediction. One that failed raises
+        PredictionFailedError (``ModelError``); one not done within the real-time
+        deadline is canceled (nobody can come back for it) and raises ``timeout``."""
+        new_input, options = self._prepared(who, call, body)
+        return await self._service.call(call.endpoint, new_input, who=who, options=options)
+
+    async def start(self, who: Principal, call: Invocation, body: bytes) -> Prediction:
+        """``invoke_endpoint_with_response_stream``: the prediction created, not waited
+        for (its chunks are followed as it runs: ``freight.api.streamed``)."""
+        new_input, options = self._prepared(who, call, body)
+        return await self._service.create(call.endpoint, new_input, options, who=who)
 
     async def invoke_async(self, who: Principal, call: AsyncInvocation) -> Accepted:
         """Queue the prediction; its result will be written where the answer says."""

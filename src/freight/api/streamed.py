@@ -121,9 +121,7 @@ async def _keepalive(body: AsyncIterator[bytes], every_s: float) -> AsyncIterato
 
 
 def _events(svc: PredictionService, row: Prediction, max_s: float | None) -> Any:
-    return streams.events(
-        svc, row.id, chunks=True, poll_s=svc.limits.event_poll_s, max_s=max_s
-    )
+    return streams.events(svc, row.id, chunks=True, poll_s=svc.limits.event_poll_s, max_s=max_s)
 
 
 async def _sse(request: Request, svc: PredictionService, row: Prediction) -> AsyncIterator[bytes]:
@@ -162,11 +160,12 @@ async def _chunks(svc: PredictionService, row: Prediction) -> AsyncGenerator[Chu
 
 async def byte_chunks(
     svc: PredictionService, slots: StreamSlots, row: Prediction
-) -> AsyncIterator[Chunk]:
-    """The prediction's chunks, once its first is there (or it ended): a prediction that
-    failed before any chunk raises PredictionFailedError here, before anything is sent;
-    one that fails later raises :class:`StreamBroken` (with its error as the cause)
-    from the iterator returned."""
+) -> tuple[Chunk | None, AsyncIterator[Chunk]]:
+    """The prediction's first chunk (None: it succeeded without one) once it is there,
+    and an iterator of all its chunks, the first among them. A prediction that failed
+    before any chunk raises PredictionFailedError here, before anything is sent; one
+    that fails later raises :class:`StreamBroken` (its error the cause) from the
+    iterator."""
     chunks = _chunks(svc, row)
     try:
         first = await anext(chunks, None)
@@ -188,7 +187,7 @@ async def byte_chunks(
             slots.open -= 1
             await chunks.aclose()
 
-    return rest()
+    return first, rest()
 
 
 __all__ = [

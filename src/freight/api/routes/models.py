@@ -194,7 +194,7 @@ async def predict(
         row = await svc.create(name, new_input, options, who=who)
         if form == streamed.EVENT_STREAM:
             return streamed.sse_response(request, svc, slots, row)
-        chunks = await streamed.byte_chunks(svc, slots, row)
+        _, chunks = await streamed.byte_chunks(svc, slots, row)
         body = (as_bytes(chunk.kind, chunk.data) async for chunk in chunks)
         headers = {**streamed.STREAM_HEADERS, "X-Freight-Prediction-Id": row.id}
         media_type = "text/plain; charset=utf-8" if form == "text/plain" else OCTET_STREAM

@@ -7,27 +7,35 @@ endpoint_url=FREIGHT, aws_access_key_id=…, aws_secret_access_key=…)`` with a
 - ``POST /endpoints/{name}/invocations``: ``invoke_endpoint``, real time;
 - ``POST /endpoints/{name}/async-invocations``: ``invoke_endpoint_async``: 202 with
   ``InferenceId``, ``OutputLocation`` and ``FailureLocation`` (URIs of freight's
-  object store, where the result is written: :mod:`freight.sagemaker`).
+  object store, where the result is written: :mod:`freight.sagemaker`);
+- ``POST /endpoints/{name}/invocations-response-stream``:
+  ``invoke_endpoint_with_response_stream``: a streaming model's chunks as
+  ``PayloadPart`` events, each as it is yielded (:mod:`freight.streaming`).
 
 Requests are SigV4-signed (checked by :func:`freight.api.deps.signed` against the
 whole body); errors answer as SageMaker's (``x-amzn-errortype``, :func:`freight.api.
 errors.sagemaker_error`), so botocore raises its own classes (``ModelError`` for a
 failed prediction, ``ValidationError`` for a bad request). Each operation parses its
-headers with :func:`_invocation` (what every invocation names), so another operation
-of the API (``invocations-response-stream``) is one more route beside these.
+headers with :func:`_invocation` (what every invocation names), so each operation of
+the API is one more route beside the others.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from freight.api import deps
+from freight import eventstream
+from freight.api import deps, streamed
 from freight.api.errors import dialect, sagemaker_error
 from freight.api.render import json_response
-from freight.errors import InvalidRequestError
+from freight.errors import FreightError, InvalidRequestError
 from freight.media import OCTET_STREAM
 from freight.sagemaker import AsyncInvocation, Invocation
+from freight.streaming import BYTES, JSON, TEXT, Chunk, as_bytes
 
 # another protocol's API: documented by AWS (and docs/how-to/interop.md), not in freight's
 router = APIRouter(route_class=dialect(sagemaker_error), include_in_schema=False)
@@ -130,3 +138,56 @@ async def invoke_endpoint_async(request: Request, who: deps.SignedPredictor, nam
         "X-Freight-Prediction-Id": accepted.prediction_id,
     }
     return json_response({"InferenceId": accepted.inference_id}, status_code=202, headers=headers)
+
+
+#: SageMaker's content type of a stream's payload, by the kind of its first chunk
+_PART_TYPES = {TEXT: "text/plain", BYTES: OCTET_STREAM, JSON: "application/jsonlines"}
+
+
+@router.post("/endpoints/{name}/invocations-response-stream")
+async def invoke_endpoint_with_response_stream(
+    request: Request, who: deps.SignedPredictor, name: str
+) -> Response:
+    """``invoke_endpoint_with_response_stream``: the output as ``PayloadPart`` events of
+    AWS's event stream (:mod:`freight.eventstream`): a streaming model's chunks, each as
+    it is yielded (:mod:`freight.api.streamed`; a model at zero replicas is waited
+    for), any other endpoint's output in pieces once it is there. A failure before the
+    first part answers ``ModelError`` (424); after it, a ``ModelStreamError`` event
+    ends the stream."""
+    accept = _header(request, _PREFIX + "accept")
+    call = replace(_invocation(request, name, prefixed_types=False), accept=accept)
+    svc = deps.service(request)
+    headers = {"x-Amzn-Invoked-Production-Variant": VARIANT}
+    if not svc.streams(name):
+        row = await deps.sagemaker(request).invoke(who, call, request.state.body)
+        output = svc.open_output(row)
+        headers["X-Amzn-SageMaker-Content-Type"] = output.content_type
+        headers["X-Freight-Prediction-Id"] = row.id
+        body = _pieces(output.chunks)
+    else:
+        slots = streamed.reserve(request, svc)
+        row = await deps.sagemaker(request).start(who, call, request.state.body)
+        first, chunks = await streamed.byte_chunks(svc, slots, row)
+        kind = first.kind if first is not None else TEXT
+        headers["X-Amzn-SageMaker-Content-Type"] = _PART_TYPES[kind]
+        headers["X-Freight-Prediction-Id"] = row.id
+        body = _parts(chunks)
+    headers.update(streamed.STREAM_HEADERS)
+    return StreamingResponse(body, media_type=eventstream.CONTENT_TYPE, headers=headers)
+
+
+async def _pieces(data: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for piece in data:
+        yield eventstream.event("PayloadPart", piece)
+
+
+async def _parts(chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
+    """Each chunk a ``PayloadPart``; a failure after the first, a ``ModelStreamError``."""
+    try:
+        async for chunk in chunks:
+            yield eventstream.event("PayloadPart", as_bytes(chunk.kind, chunk.data))
+    except streamed.StreamBroken as exc:
+        cause = exc.__cause__
+        error = cause if isinstance(cause, FreightError) else FreightError(str(exc))
+        fields = {"Message": error.message, "ErrorCode": error.code}
+        yield eventstream.exception("ModelStreamError", fields)
