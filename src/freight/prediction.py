@@ -71,6 +71,7 @@ class ErrorCode(enum.StrEnum):
     BATCH_MISMATCH = "batch_mismatch"  # predict_batch returned the wrong number of outputs
     MODEL_UNAVAILABLE = "model_unavailable"  # the model failed to load max_load_attempts times
     TOO_MANY_ITEMS = "too_many_items"  # a for_each step over more elements than it may take
+    CALLBACK_FAILED = "callback_failed"  # a callback step answered failure (its error, cause)
     HTTP_ERROR = "http_error"  # an http step's call answered non-2xx, or broke off
     URL_REFUSED = "url_refused"  # an http step's URL refused by the SSRF guard
     MISSING_SECRET = "missing_secret"  # an http step's header variable is not set

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from freight.prediction import Prediction, Status
+from freight.prediction import Kind, Prediction, Status
 from freight.quotas import Quotas
 from freight.store import nodes as node_rows
 from freight.store._op import Op, Sql
@@ -53,7 +53,7 @@ class Roster:
 
     async def why(self, row: Prediction) -> Waiting | None:
         """Why ``row`` waits (None: it does not)."""
-        if row.status == Status.AWAITING_INPUT:
+        if row.status == Status.AWAITING_INPUT or row.kind == Kind.CALLBACK:
             return reason(row, (), now=time.time())
         if row.status != Status.QUEUED:
             return None

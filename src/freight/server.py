@@ -28,6 +28,7 @@ from freight.api import create_app, create_probe_app
 from freight.api.routes import objects
 from freight.backlog import BacklogGauge
 from freight.batch.service import BatchService
+from freight.callbacks import CallbackService
 from freight.config import Settings, load_settings
 from freight.errors import ConfigError, FreightError
 from freight.events import CompletionHub, WorkSignal
@@ -114,6 +115,7 @@ class Services:
     keyring: Keyring
     usage: UsageService
     insight: InsightService | None = None
+    callbacks: CallbackService | None = None
 
 
 def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
@@ -192,8 +194,9 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
     )
     usage = UsageService(store)
     insight = InsightService(store)
+    callbacks = CallbackService(store, secret=settings.secret(), hub=hub)
     return Services(
-        predictions, system, batch, signer, agent, signal_, hub, keyring, usage, insight
+        predictions, system, batch, signer, agent, signal_, hub, keyring, usage, insight, callbacks
     )
 
 
@@ -255,6 +258,7 @@ async def _serve_http(parts: Parts, services: Services) -> int:
         keyring=services.keyring,
         usage=services.usage,
         insight=services.insight,
+        callbacks=services.callbacks,
     )
     return await _uvicorn(app, parts, services, parts.settings.host, parts.settings.port)
 

@@ -42,6 +42,7 @@ from freight.logs import MAX_PAGE as MAX_LOG_PAGE
 from freight.logs import LogLine
 from freight.media import JSON, OCTET_STREAM, base_type, is_json_type
 from freight.model import InputKind
+from freight.pipelines import callback
 from freight.pipelines.runs import RUN
 from freight.pipelines.start import new_run, run_timeout_s, start_rows
 from freight.prediction import Kind, Prediction, Status
@@ -59,7 +60,7 @@ from freight.streaming import Chunk
 from freight.subscriptions import DeliveryView, Subscriptions, Webhook
 from freight.subscriptions import views as delivery_views
 from freight.tensors import FRAME_TYPE as TENSOR_FRAME
-from freight.views import Presign, has_references, output_of, render
+from freight.views import Presign, add_callbacks, has_references, output_of, render
 
 log = logging.getLogger("freight.service")
 
@@ -160,6 +161,7 @@ class PredictionService:
         )
         #: the base URL put in front of freight's own signed routes ("" = the request's)
         self.public_url = settings.public_url
+        self._callback_key: bytes | None = None  # derived from the secret when first used
 
     # -- create --------------------------------------------------------------------
     def spec(self, target: str) -> ModelSpec:
@@ -626,7 +628,15 @@ class PredictionService:
                 entries[step_id]["waiting_reason"] = str(why.reason)
         if row.notify is not None:  # it has subscriptions: how their events went
             body["notifications"] = await self.notifications(row)
+        add_callbacks(body, row, steps, self.callback_token, absolute)
         return body
+
+    def callback_token(self, row: Prediction) -> str:
+        """The token of a waiting callback step's wait (``pipelines/callback.py``): what
+        its owner (who may read the row) is shown, in its answer URLs."""
+        if self._callback_key is None:
+            self._callback_key = callback.key_of(self._settings.secret())
+        return callback.token_of(self._callback_key, callback.Claim.of(row))
 
     async def notifications(self, row: Prediction) -> dict[str, Any]:
         """The summary of a prediction's notifications (:func:`summarize`): one

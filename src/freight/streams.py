@@ -10,7 +10,9 @@ a fixed ladder — ``awaiting_input`` (created without its input), ``queued``,
 ``running``, then its terminal status — and each rung it has reached is one
 event; a pipeline run adds a ``step.<rung>`` event for each rung each of its
 steps reached (for_each elements are left out: a fan-out over thousands of
-items would drown the stream; their step's own events summarise them).
+items would drown the stream; their step's own events summarise them). A callback
+step's ``running`` rung is ``step.waiting``: it runs by waiting for its answer, and
+its event's data (the step's prediction object) carries the URLs that answer it.
 
 Why a ladder and not every status change: the stamps keep only the latest
 ``started_at``, so a retried prediction's first attempt cannot be replayed. Each
@@ -66,7 +68,7 @@ from typing import Self
 from freight.errors import NotFoundError
 from freight.logs import MAX_PAGE, LogLine, signal_key
 from freight.pipelines.runs import RUN
-from freight.prediction import Prediction, Status
+from freight.prediction import Kind, Prediction, Status
 from freight.service import PredictionService
 from freight.streaming import MAX_PAGE as MAX_CHUNK_PAGE
 from freight.streaming import Chunk
@@ -76,6 +78,8 @@ from freight.streaming import signal_key as chunk_key
 #: once; a claim, ``running``, sends no signal): the settings' ``event_poll_s``
 POLL_S = 1.0
 STEP_PREFIX = "step."
+#: a callback step's ``running`` rung, as its run's stream names it (``step.waiting``)
+WAITING = "waiting"
 LOG = "log"
 CHUNK = "chunk"
 
@@ -166,6 +170,8 @@ def _transitions(row: Prediction, order: int, *, subject: bool) -> Iterable[_Tra
     for rung, name, stamp in _rungs(row):
         at = max(at, stamp if stamp is not None else at)
         final = subject and rung == 3
+        if not subject and rung == 2 and row.kind == Kind.CALLBACK:
+            name = WAITING  # a callback step runs by waiting for its answer
         yield _Transition(
             at=math.inf if final else at,
             order=order,

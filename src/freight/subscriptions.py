@@ -22,7 +22,7 @@ from freight.deliveries import DeliveryAttempt, DeliveryStatus, OutboxRow
 from freight.errors import InvalidRequestError
 from freight.notify.addresses import check_url_text
 
-EVENTS = ("started", "completed")
+EVENTS = ("started", "completed", "waiting")  # waiting: a run's callback step waits
 
 
 @dataclass(frozen=True, slots=True)

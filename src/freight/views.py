@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from freight.pipelines import callback
 from freight.pipelines.refs import reference_key, refs_of
 from freight.prediction import Prediction, Status, attempts_of
 
@@ -68,6 +69,7 @@ def _step(row: Prediction, output_url: str | None) -> dict[str, Any]:
         "error": error_of(row),
         "waiting_reason": None,
         "items": [] if row.kind == "for_each" else None,
+        "callback": None,  # a waiting callback step: what answers it (:func:`add_callbacks`)
     }
     return entry
 
@@ -175,7 +177,52 @@ def prediction_dict(
         "step": p.step,
         "item_index": p.item_index,
         "steps": None if steps is None else steps_dict(steps, step_output_urls),
+        # a waiting callback step: what it asks and where to answer (:func:`add_callbacks`)
+        "callback": None,
     }
+
+
+#: a waiting callback step -> its token (None: this face shows none)
+Tokens = Callable[[Prediction], str | None]
+
+
+def callback_dict(row: Prediction, token: str, absolute: Callable[[str], str]) -> dict[str, Any]:
+    """What a waiting callback step publishes (``pipelines/callback.py``): its step, its
+    rendered input (what it asks about), its deadline and the absolute URLs that answer
+    it. The URLs carry its token: shown only to whom may answer (the run's owner, its
+    subscribers)."""
+    started = row.started_at or row.created_at
+    return {
+        "step": row.step,
+        "prediction_id": row.id,
+        "run_id": row.run_id,
+        "attempt": row.attempts,
+        "input": _fragment(row.input_json),
+        "input_uri": None if row.input_key is None else f"freight://{row.input_key}",
+        "deadline": iso(row.lease_expires_at),
+        "timeout_at": iso(started + row.timeout_s),
+        "urls": {name: absolute(path) for name, path in callback.paths(token).items()},
+    }
+
+
+def add_callbacks(
+    body: dict[str, Any],
+    row: Prediction,
+    steps: Sequence[Prediction] | None,
+    tokens: Tokens,
+    absolute: Callable[[str], str],
+) -> None:
+    """Fill ``callback`` of a rendered prediction object that is, or whose steps are,
+    a waiting callback step (the rest stay null)."""
+    if callback.waits(row) and (token := tokens(row)) is not None:
+        body["callback"] = callback_dict(row, token, absolute)
+    for step in steps or ():
+        if step.item_index is not None or not callback.waits(step):
+            continue
+        entry = (body.get("steps") or {}).get(step.step or "")
+        if entry is not None and entry["prediction_id"] == step.id:
+            token = tokens(step)
+            entry["callback"] = None if token is None else callback_dict(step, token, absolute)
 
 
 # -- the one view: presigned URLs, embedded references, late events ----------------------

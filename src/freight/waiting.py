@@ -12,7 +12,9 @@ facts of the queue, :func:`reason` says why a row that is not running yet waits:
   model on nodes without GPUs), or its replicas fail to load;
 - ``cold_start``: replicas of its model are starting (or being scaled up from zero);
 - ``lower_priority``: every replica is busy and rows of higher priority go first;
-- ``at_capacity``: every replica is busy, and it waits its turn.
+- ``at_capacity``: every replica is busy, and it waits its turn;
+- ``awaiting_callback``: a callback step (running, holding nothing) waits for an
+  outside answer to its token, until its deadline (``pipelines/callback.py``).
 
 Pure: no I/O. The reports are a few seconds old by design, so a row queued the
 instant a replica frees is shown ``at_capacity`` until it is claimed.
@@ -36,6 +38,7 @@ class Reason(enum.StrEnum):
     COLD_START = "cold_start"
     LOWER_PRIORITY = "lower_priority"
     AT_CAPACITY = "at_capacity"
+    AWAITING_CALLBACK = "awaiting_callback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,13 @@ def reason(
     higher priority are queued; ``quota_full``: its tenant is at its in-flight bound."""
     if row.status == Status.AWAITING_INPUT:
         return Waiting(Reason.AWAITING_INPUT, "waiting for its input to be uploaded")
+    if row.kind == Kind.CALLBACK and row.status == Status.RUNNING:
+        left = max(0.0, (row.lease_expires_at or now) - now)
+        return Waiting(
+            Reason.AWAITING_CALLBACK,
+            f"waiting for the answer to its callback (attempt {row.attempts}; "
+            f"{left:.0f} s left before it times out)",
+        )
     if row.status != Status.QUEUED:
         return None
     not_before = row.not_before

@@ -287,6 +287,46 @@ def test_a_canceled_run_is_redriven_from_its_page(page: Any, console: Console) -
     expect(page.locator("#status")).to_have_text("succeeded")
 
 
+def test_a_waiting_callback_step_is_approved_or_rejected_from_its_page(
+    page: Any, console: Console
+) -> None:
+    """A callback step's page shows that it waits and the URLs that answer it; Approve
+    answers with the JSON typed (an answer its schema refuses is shown, nothing
+    changed), Reject fails the run with callback_failed, the reason its cause."""
+    approved = console.create("review", {"doc": 1})
+    with console.client(console.acme) as client:
+
+        def ask_of(run: str) -> str | None:
+            step = client.get(f"/v1/predictions/{run}").json()["steps"]["ask"]
+            return step["prediction_id"] if step["callback"] else None
+
+        ask = wait_until(lambda: ask_of(approved), 60)
+    sign_in(page, console, console.acme, f"/ui/predictions/{ask}")
+    expect(page.locator(".reason")).to_have_text("awaiting callback")
+    expect(page.locator("#callback")).to_contain_text(f"{console.url}/v1/callbacks/")
+    page.fill("#approve textarea", '{"nope": 1}')
+    page.click("#approve button")
+    expect(page.locator("h1 code")).to_have_text("answer_invalid")
+    page.goto(f"{console.url}/ui/predictions/{ask}")
+    page.fill("#approve textarea", '{"ok": true}')
+    page.click("#approve button")  # (the page's own stream may reload it first)
+    expect(page.locator("#status")).to_have_text("succeeded")
+    page.goto(f"{console.url}/ui/predictions/{approved}")
+    expect(page.locator("#status")).to_have_text("succeeded")
+
+    rejected = console.create("review", {"doc": 2})
+    with console.client(console.acme) as client:
+        ask = wait_until(lambda: ask_of(rejected), 60)
+    page.goto(f"{console.url}/ui/predictions/{ask}")
+    page.fill("#reject input[name=cause]", "not good enough")
+    page.click("#reject button")
+    expect(page.locator("#status")).to_have_text("failed")
+    with console.client(console.acme) as client:
+        done = wait_done(client, rejected)
+    assert done["error"]["code"] == "callback_failed"
+    assert "not good enough" in done["error"]["message"]
+
+
 def test_another_tenants_prediction_is_not_found(page: Any, console: Console) -> None:
     """A tenant's console never shows another tenant's prediction."""
     theirs = console.create("echo", {"secret": "acme"})

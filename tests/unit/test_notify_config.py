@@ -185,7 +185,7 @@ def test_inline_credentials_are_refused_without_echoing_them(
         ),
         (
             {"name": "w", "type": "webhook", "url": "https://h.example.com/", "events": ["done"]},
-            "sinks[0] (w): events.0: Input should be 'started' or 'completed'",
+            "sinks[0] (w): events.0: Input should be 'started', 'completed' or 'waiting'",
         ),
         (
             {

@@ -246,12 +246,15 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
 def test_package_is_pure(path: Path) -> None:
-    """The package imports only the stdlib, jmespath, orjson and freight's domain (no I/O
-    layers): the stores call it inside their transactions."""
+    """The package imports only the stdlib, jmespath, orjson, jsonschema (a callback's
+    answer) and freight's domain (no I/O layers): the stores call it inside their
+    transactions."""
     allowed_freight = {"freight.errors", "freight.prediction", "freight.media"}
     for name in _imports(path):
         top = name.split(".")[0]
         if top == "freight":
             assert name in allowed_freight or name.startswith("freight.pipelines"), name
         else:
-            assert top in sys.stdlib_module_names or top in ("jmespath", "orjson"), name
+            assert top in sys.stdlib_module_names or top in ("jmespath", "orjson", "jsonschema"), (
+                name
+            )

@@ -183,6 +183,7 @@ def test_steps_map_in_creation_order_with_timings_output_and_error() -> None:
         "error": None,
         "waiting_reason": None,
         "items": None,
+        "callback": None,
     }
     assert steps["b"]["error"] == {"code": "model_error", "message": "boom", "detail": {}}
     assert steps["b"]["output_url"] == "http://x/o"

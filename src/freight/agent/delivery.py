@@ -46,13 +46,14 @@ from freight.batch.job import JOB, JobDoc
 from freight.batch.view import job_dict
 from freight.config import Settings
 from freight.deliveries import DeliveryResult, DeliveryStatus, OutboxRow
-from freight.notify.event import Event, Outcome
+from freight.notify.event import WAITING, Event, Outcome
 from freight.notify.signing import WebhookSecrets
 from freight.notify.sinks.base import Sink
+from freight.pipelines import callback
 from freight.prediction import Kind, Prediction
 from freight.storage.base import Storage
 from freight.store.base import Outbox, Records
-from freight.views import as_started, render
+from freight.views import add_callbacks, as_started, callback_dict, render
 
 log = logging.getLogger("freight.delivery")
 
@@ -159,10 +160,13 @@ class Deliverer:
         storage: Storage | None = None,
         base_url: str = "",
         url_expires_s: int = 3600,
+        callback_key: bytes | None = None,
     ) -> None:
         """``storage``, ``base_url``, ``url_expires_s``: how presigned download URLs are
-        made (without ``storage``, events carry none)."""
+        made (without ``storage``, events carry none); ``callback_key``: how a waiting
+        callback step's answer URLs are signed (without it, events carry none)."""
         self._store = store
+        self._callback_key = callback_key
         self._storage = storage
         self._base_url = base_url.rstrip("/")
         self._url_expires_s = url_expires_s
@@ -271,6 +275,8 @@ class Deliverer:
             doc = JobDoc.from_json(prediction.definition or "{}")
             data = job_dict(prediction, doc, urls=await self._job_urls(prediction, doc))
             type_ = f"batch_job.{row.event_type}"
+        elif row.event_type == callback.EVENT:  # a run's callback step waits
+            data, type_ = await self._waiting(prediction, row), WAITING
         else:
             data, type_ = await self._view(prediction, row), f"prediction.{row.event_type}"
         event = Event.for_prediction(
@@ -329,6 +335,32 @@ class Deliverer:
             return await render(started, self._presign)
         steps = await self._store.steps(prediction.id) if prediction.kind == Kind.PIPELINE else None
         return await render(prediction, self._presign, steps=steps)
+
+    async def _waiting(self, run: Prediction, row: OutboxRow) -> dict[str, Any]:
+        """A ``step.waiting`` event: the run as GET renders it (with its steps), and under
+        ``callback`` the wait it announces (its step, input, deadline and answer URLs,
+        signed for that wait: once it is over they answer 409; ``deadline`` then null)."""
+        steps = await self._store.steps(run.id)
+        data = await render(run, self._presign, steps=steps)
+        add_callbacks(data, run, steps, self._token, self._absolute)
+        claim = callback.claim_of_event(row.event_id)
+        step = None if claim is None else await self._store.get(claim.row_id)
+        if claim is None or step is None or self._callback_key is None:
+            return data
+        token = callback.token_of(self._callback_key, claim)
+        announced = callback_dict(step, token, self._absolute)
+        if not (claim.names(step) and callback.waits(step)):
+            announced |= {"attempt": claim.attempt, "deadline": None}
+        data["callback"] = announced
+        return data
+
+    def _token(self, row: Prediction) -> str | None:
+        if self._callback_key is None:
+            return None
+        return callback.token_of(self._callback_key, callback.Claim.of(row))
+
+    def _absolute(self, path: str) -> str:
+        return self._base_url + path
 
     async def _presign(self, key: str) -> str | None:
         if self._storage is None:

@@ -23,6 +23,7 @@ from freight.api.routes import (
     predictions,
     sagemaker,
 )
+from freight.api.routes import callbacks as callback_routes
 from freight.api.routes import chunks as chunk_routes
 from freight.api.routes import usage as usage_routes
 from freight.api.traced import TraceMiddleware
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from freight.batch.service import BatchService
+    from freight.callbacks import CallbackService
     from freight.insight import InsightService
     from freight.keyring import Keyring
     from freight.service import PredictionService
@@ -61,6 +63,7 @@ def create_app(
     keyring: Keyring,
     usage: UsageService,
     insight: InsightService | None = None,
+    callbacks: CallbackService | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="freight",
@@ -77,6 +80,7 @@ def create_app(
     app.state.usage = usage
     app.state.insight = insight
     app.state.sagemaker = SageMakerService(service)
+    app.state.callbacks = callbacks
     app.state.public_url = service.public_url
     errors.install(app)
     _install_metrics(system)
@@ -95,6 +99,7 @@ def create_app(
         batch_jobs,
         access,
         usage_routes,
+        callback_routes,
     )
     for module in (*routers, objects, health):
         app.include_router(module.router)

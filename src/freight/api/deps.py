@@ -18,6 +18,7 @@ from freight.access import ANONYMOUS, Principal, Scope
 from freight.errors import ForbiddenError, UnauthorizedError
 
 if TYPE_CHECKING:
+    from freight.callbacks import CallbackService
     from freight.keyring import Keyring
     from freight.sagemaker import SageMakerService
     from freight.service import PredictionService
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 
 def service(request: Request) -> PredictionService:
     svc: PredictionService = request.app.state.service
+    return svc
+
+
+def callbacks(request: Request) -> CallbackService:
+    svc: CallbackService = request.app.state.callbacks
     return svc
 
 

@@ -61,7 +61,8 @@ MEANING: dict[type[errors.FreightError], str] = {
     "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`, "
     "`webhook_refused`, `unknown_event`, `invalid_location`; batch jobs: `unknown_format`; "
     "keys: `invalid_tenant`, `invalid_expiry`; the console: `invalid_time`, `invalid_status`, "
-    "`invalid_form`)",
+    "`invalid_form`; a callback's answer: `answer_invalid` (against the step's schema), "
+    "`invalid_failure`)",
     errors.UnauthorizedError: "no key or token (`missing_credentials`), or one that is not "
     "valid: unknown, revoked, expired or malformed (`invalid_credentials`); a SigV4 "
     "signature (the SageMaker routes, which answer 403 as AWS does): "
@@ -69,15 +70,19 @@ MEANING: dict[type[errors.FreightError], str] = {
     "`signature_expired`",
     errors.ForbiddenError: "the key lacks the scope (`missing_scope`), is limited to other "
     "models (`target_not_allowed`), or names objects outside its tenant (`uri_not_allowed`); "
-    "a console form without its CSRF token or from another origin (`csrf_failed`)",
+    "a console form without its CSRF token or from another origin (`csrf_failed`); a "
+    "callback token that is not valid (`invalid_callback_token`)",
     errors.UrlError: "missing, tampered or expired signed URL "
     "(`missing_signature`, `bad_signature`, `url_expired`)",
     errors.NotFoundError: "unknown model (or version: `unknown_version`), prediction or object "
     "(`unknown_target`, `unknown_pipeline`, `prediction_not_found`, `object_not_found`, "
-    "`input_not_found`, `key_not_found`; the console: `no_input`, `batch_not_served`)",
+    "`input_not_found`, `key_not_found`, `callback_not_found`; the console: `no_input`, "
+    "`batch_not_served`)",
     errors.ConflictError: "idempotency key reused with another body "
     "(`idempotency_conflict`), or the prediction is in another state (`invalid_state`; "
-    "`not_finished`, `no_output` for its output; `input_gone` for a retry)",
+    "`not_finished`, `no_output` for its output; `input_gone` for a retry; a callback "
+    "answered already or past its deadline, `callback_closed`, or of an earlier wait, "
+    "`callback_superseded`)",
     errors.PayloadTooLargeError: "payload over the limit (`payload_too_large`); JSON too "
     "large for the templates of a pipeline that read into its input (`json_input_too_large`)",
     errors.UnsupportedMediaTypeError: "content type not taken (`unsupported_media_type`)",

@@ -23,8 +23,8 @@ StatusName = Literal[
 ]
 
 
-WebhookEvent = Literal["started", "completed"]
-WEBHOOK_EVENTS: tuple[str, ...] = ("started", "completed")
+WebhookEvent = Literal["started", "completed", "waiting"]
+WEBHOOK_EVENTS: tuple[str, ...] = ("started", "completed", "waiting")
 #: what the API takes as a webhook URL before the SSRF guard looks at it (the service's)
 WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://"
 WEBHOOK_URL_MAX = 2048
@@ -60,7 +60,8 @@ class WebhookIn(BaseModel):
     events: list[WebhookEvent] = Field(
         default_factory=_completed_only,
         min_length=1,
-        description="which events to send: started (it began running), completed (any end)",
+        description="which events to send: started (it began running), completed (any end), "
+        "waiting (a pipeline run's callback step waits for its answer: step.waiting)",
     )
 
     @field_validator("events", mode="before")
@@ -119,6 +120,28 @@ class StepItemOut(BaseModel):
     error: ErrorInfo | None
 
 
+class CallbackOut(BaseModel):
+    """A callback step waiting for an outside answer: what it asks, until when, and the
+    URLs that answer it. The URLs carry the wait's single-use token: they are the
+    credential (no API key needed), so hand them only to whom should answer."""
+
+    step: str | None
+    prediction_id: str = Field(description="the step's own prediction")
+    run_id: str | None = Field(description="the run it belongs to (a nested run's)")
+    attempt: int = Field(description="the wait: a retry or redrive waits under a new token")
+    input: Any = Field(description="the step's rendered input: what it asks about")
+    input_uri: str | None = Field(None, description="the input, when stored as an object")
+    deadline: str | None = Field(
+        description="it times out then unless answered (a heartbeat moves it on, up to "
+        "timeout_at)"
+    )
+    timeout_at: str = Field(description="started_at + timeout_s: the latest deadline")
+    urls: dict[str, str] = Field(
+        description="POST success (a JSON body: the step's output, checked against its "
+        "schema), failure ({error, cause}) and heartbeat"
+    )
+
+
 class StepOut(BaseModel):
     """One step of a pipeline run. A nested pipeline's own steps are on its
     ``prediction_id`` (fetch it to drill down)."""
@@ -137,6 +160,9 @@ class StepOut(BaseModel):
     error: ErrorInfo | None
     waiting_reason: Reason | None = Field(None, description="why a queued step waits")
     items: list[StepItemOut] | None = Field(None, description="for_each steps only")
+    callback: CallbackOut | None = Field(
+        None, description="a callback step waiting for its answer: what answers it"
+    )
 
 
 class NotificationsOut(BaseModel):
@@ -208,7 +234,8 @@ class PredictionOut(BaseModel):
         "(no upload yet), retry_backoff (a failed attempt's back-off), quota (its tenant's "
         "max_in_flight), no_replica (no live worker serves the model, or its replicas fail "
         "to load), cold_start (replicas starting), lower_priority (replicas busy, higher "
-        "priorities first), at_capacity (replicas busy)",
+        "priorities first), at_capacity (replicas busy); awaiting_callback (a callback "
+        "step waiting for its answer: it runs, holding nothing)",
     )
     waiting_message: str | None = Field(None, description="the reason in words")
     notifications: NotificationsOut | None = Field(
@@ -222,6 +249,9 @@ class PredictionOut(BaseModel):
     item_index: int | None = Field(None, description="a for_each element: its index")
     steps: dict[str, StepOut] | None = Field(
         None, description="a pipeline run: its steps by name, in run order"
+    )
+    callback: CallbackOut | None = Field(
+        None, description="a callback step waiting for its answer: what answers it"
     )
 
 
@@ -316,6 +346,11 @@ class PipelineStepOut(BaseModel):
         None,
         description="a kind: http step's call: method, url (as declared), headers (each a "
         "value, or the environment variable its secret is read from: never the secret)",
+    )
+    callback: dict[str, Any] | None = Field(
+        None,
+        description="a kind: callback step's wait: heartbeat_s (null: none required) and "
+        "schema (the JSON Schema its answer must satisfy; null: any JSON)",
     )
 
 

@@ -177,8 +177,8 @@ def predict(
         list[str] | None,
         typer.Option(
             "--webhook-event",
-            help="An event to send to --webhook: started, completed (repeatable; "
-            "default completed).",
+            help="An event to send to --webhook: started, completed, waiting (a run's "
+            "callback step waits) (repeatable; default completed).",
         ),
     ] = None,
     stream: Annotated[

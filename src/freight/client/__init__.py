@@ -46,6 +46,8 @@ from freight.client._models import (
     BatchOptions,
     BatchOutput,
     BatchOutputLocation,
+    CallbackAnswered,
+    CallbackInfo,
     Delivery,
     DeliveryTry,
     ErrorInfo,

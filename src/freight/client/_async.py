@@ -27,6 +27,7 @@ from freight.client._flows import BatchJobOptions, When
 from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
     BatchJob,
+    CallbackAnswered,
     Delivery,
     FreightClientError,
     HandleBase,
@@ -340,6 +341,29 @@ class AsyncClient:
 
     async def cancel(self, prediction_id: str) -> Prediction:
         return await self._drive(_flows.cancel(prediction_id))
+
+    async def callback_success(self, url_or_token: str, output: Any = None) -> CallbackAnswered:
+        """Answer a waiting callback step (``step.callback.urls``, or its token): it
+        succeeds with ``output`` as its output, checked against the step's schema first.
+        Raises :class:`FreightClientError` 400 ``answer_invalid`` (nothing changed), 403
+        ``invalid_callback_token``, 409 ``callback_closed`` (answered, timed out) or
+        ``callback_superseded`` (the token of an earlier wait)."""
+        flow = _flows.callback_answer(url_or_token, "success", output, has_body=True)
+        return await self._drive(flow)
+
+    async def callback_failure(
+        self, url_or_token: str, error: str = "", cause: str = ""
+    ) -> CallbackAnswered:
+        """Answer a waiting callback step with a failure: it fails with
+        ``callback_failed``, its message naming ``error`` and ``cause``."""
+        body = {"error": error, "cause": cause}
+        flow = _flows.callback_answer(url_or_token, "failure", body, has_body=True)
+        return await self._drive(flow)
+
+    async def callback_heartbeat(self, url_or_token: str) -> CallbackAnswered:
+        """Tell a waiting callback step its answer is being worked on: its deadline
+        moves to now + its ``heartbeat_s`` (never past its ``timeout_s``)."""
+        return await self._drive(_flows.callback_answer(url_or_token, "heartbeat"))
 
     async def redrive(self, prediction_id: str) -> Prediction:
         """Restart a failed, timed-out or canceled pipeline run where it stopped: the

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from freight.client._events import deliveries_from, delivery_from
 from freight.client._models import (
     BatchJob,
+    CallbackAnswered,
     Delivery,
     FreightClientError,
     ModelInfo,
@@ -29,6 +30,7 @@ from freight.client._models import (
 from freight.client._protocol import (
     Call,
     Flow,
+    answered_from,
     batch_job_from,
     batch_page_from,
     check,
@@ -215,6 +217,35 @@ def cancel(prediction_id: str) -> Flow[Prediction]:
 def redrive(prediction_id: str) -> Flow[Prediction]:
     """Restart a failed or canceled pipeline run where it stopped."""
     return prediction_from((yield from request(Call("POST", _path(prediction_id) + "/redrive"))))
+
+
+#: where a callback step's answers live (``/v1/callbacks/{token}/{answer}``)
+CALLBACKS = "/v1/callbacks/"
+
+
+def callback_url(url_or_token: str, answer: str) -> str:
+    """The URL of ``answer`` (success, failure, heartbeat) for a waiting callback step
+    named by any of its three URLs (absolute, its server's), or by its bare token (on
+    this client's server)."""
+    text = url_or_token.strip()
+    if CALLBACKS not in text:
+        if not text or "/" in text:
+            raise ValueError("give a callback step's URL or its token")
+        return f"{CALLBACKS}{quote(text, safe='')}/{answer}"
+    head, _, tail = text.partition(CALLBACKS)
+    token = tail.split("?")[0].split("/")[0]
+    if not token:
+        raise ValueError("the URL names no callback token")
+    return f"{head}{CALLBACKS}{token}/{answer}"
+
+
+def callback_answer(
+    url_or_token: str, answer: str, body: Any = None, *, has_body: bool = False
+) -> Flow[CallbackAnswered]:
+    """Answer a waiting callback step (``success`` with its output, ``failure`` with
+    ``{error, cause}``, ``heartbeat``): the token in the URL is the credential."""
+    call = Call("POST", callback_url(url_or_token, answer), json=body, has_json=has_body)
+    return answered_from((yield from request(call)))
 
 
 def page(

@@ -88,6 +88,36 @@ class StepItem(_Wire):
     error: ErrorInfo | None = None
 
 
+class CallbackInfo(_Wire):
+    """A callback step waiting for its answer: what it asks (``input``), until when
+    (``deadline``), and the URLs that answer it (``success``, ``failure``,
+    ``heartbeat``: each carries the wait's single-use token, the only credential they
+    need). Answer with ``client.callback_success(url, output)`` and its siblings."""
+
+    step: str | None = None
+    prediction_id: str
+    run_id: str | None = None
+    attempt: int = 1
+    input: Any = None
+    input_uri: str | None = None
+    deadline: datetime | None = None
+    timeout_at: datetime | None = None
+    urls: dict[str, str] = Field(default_factory=dict)
+
+
+class CallbackAnswered(_Wire):
+    """A callback step as an answer left it: ``succeeded``, ``failed``, or ``running``
+    again (a failure its ``retry:`` covers waits anew; a heartbeat: the new
+    ``deadline``)."""
+
+    prediction_id: str
+    run_id: str | None = None
+    step: str | None = None
+    status: str
+    attempt: int = 1
+    deadline: datetime | None = None
+
+
 class StepInfo(_Wire):
     """One step of a pipeline run. A nested run (``kind == "pipeline"``) lists its own
     steps on its own prediction: ``client.get(step.prediction_id).steps``."""
@@ -106,6 +136,7 @@ class StepInfo(_Wire):
     error: ErrorInfo | None = None
     waiting_reason: str | None = None  # why a queued step is not running yet
     items: list[StepItem] | None = None
+    callback: CallbackInfo | None = None  # a callback step waiting for its answer
 
 
 class Notifications(_Wire):
@@ -174,6 +205,8 @@ class Prediction(_Wire):
     steps: dict[str, StepInfo] | None = None
     #: None where it has no subscriptions (nobody is notified of it)
     notifications: Notifications | None = None
+    #: a callback step waiting for its answer: what answers it
+    callback: CallbackInfo | None = None
 
     @property
     def terminal(self) -> bool:

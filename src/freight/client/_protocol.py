@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from freight.client._models import (
     BatchJob,
+    CallbackAnswered,
     FreightClientError,
     ModelInfo,
     PipelineInfo,
@@ -196,6 +197,15 @@ def json_body(response: httpx.Response) -> Any:
         return response.json()
     except ValueError as exc:
         raise _invalid(response, "the response is not JSON") from exc
+
+
+def answered_from(response: httpx.Response) -> CallbackAnswered:
+    """A callback step as an answer left it."""
+    body = json_body(response)
+    try:
+        return CallbackAnswered.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(response, f"not a callback answer: {exc.error_count()} errors") from exc
 
 
 def prediction_from(response: httpx.Response) -> Prediction:

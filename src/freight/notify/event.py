@@ -13,13 +13,15 @@ import orjson
 
 from freight.prediction import TERMINAL, Status
 
-#: the event names a subscriber picks from (``events: [completed]``)
-EventName = Literal["started", "completed"]
-EVENT_NAMES: Final[tuple[EventName, ...]] = ("started", "completed")
+#: the event names a subscriber picks from (``events: [completed]``); ``waiting``: a
+#: callback step of a pipeline run waits for its answer (``pipelines/callback.py``)
+EventName = Literal["started", "completed", "waiting"]
+EVENT_NAMES: Final[tuple[EventName, ...]] = ("started", "completed", "waiting")
 STARTED: Final = "prediction.started"
 COMPLETED: Final = "prediction.completed"
+WAITING: Final = "step.waiting"
 #: every event type, in the order a prediction emits them
-EVENT_TYPES: Final[tuple[str, ...]] = (STARTED, COMPLETED)
+EVENT_TYPES: Final[tuple[str, ...]] = (STARTED, WAITING, COMPLETED)
 
 
 def event_type(status: str) -> str | None:

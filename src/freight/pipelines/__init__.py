@@ -3,7 +3,8 @@
 This package is the pure core: declarations (:mod:`declare`), checks
 (:mod:`validate`), specs (:mod:`spec`), templates (:mod:`template`), and the
 "what next" decision and the Mermaid graph (:mod:`plan`). It does
-no I/O and imports only the standard library, ``jmespath`` and freight's domain,
+no I/O and imports only the standard library, ``jmespath``, ``orjson``, ``jsonschema``
+(a callback step's answer, :mod:`callback`) and freight's domain,
 so the durable layer can call it inside a transaction and tests need no store.
 """
 

@@ -369,6 +369,9 @@ def _node(node_id: str, step: StepSpec) -> str:
     lines = [step.name, f"{step.kind}: {step.target}"]
     if step.http is not None:  # what it calls, rather than its rows' target
         lines[1] = f"http: {step.http.method} {step.http.url}"
+    if step.callback is not None:  # what it waits for, and how long
+        lines[1] = "callback: waits for an answer"
+        lines.append(_waits(step))
     if step.for_each is not None:
         lines.append(f"for each {step.for_each}")
     if step.when is not None:
@@ -385,7 +388,17 @@ def _node(node_id: str, step: StepSpec) -> str:
         return f'    {node_id}[["{label}"]]'
     if step.kind == "http":
         return f'    {node_id}[/"{label}"/]'
+    if step.kind == "callback":  # a flag: it waits for the outside
+        return f'    {node_id}>"{label}"]'
     return f'    {node_id}["{label}"]'
+
+
+def _waits(step: StepSpec) -> str:
+    """A callback step's bounds: its timeout (the run's when it gives none), heartbeat."""
+    bounds = [f"timeout {step.timeout_s:g}s" if step.timeout_s else "timeout: the run's"]
+    if step.callback is not None and step.callback.heartbeat_s is not None:
+        bounds.append(f"heartbeat {step.callback.heartbeat_s:g}s")
+    return ", ".join(bounds)
 
 
 def _reads_input(step: StepSpec) -> bool:

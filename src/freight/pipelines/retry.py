@@ -36,6 +36,7 @@ RETRYABLE = frozenset(
         ErrorCode.REPLICA_FAILED,
         ErrorCode.BATCH_MISMATCH,
         ErrorCode.MODEL_UNAVAILABLE,
+        ErrorCode.CALLBACK_FAILED,  # a callback step asks again, under a new token
         ErrorCode.HTTP_ERROR,  # an http step's call answered non-2xx, or broke off
     }
 )

@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from freight.media import JSON
+from freight.pipelines import callback
 from freight.pipelines.http import request_fields
 from freight.pipelines.plan import (
     BROKEN,
@@ -59,8 +60,19 @@ from freight.prediction import ErrorCode, Kind, Prediction, Status
 
 RUN = Kind.PIPELINE
 FOR_EACH = Kind.FOR_EACH
+#: what a failed attempt leaves behind when its step waits again (a callback's retry)
+_AGAIN: dict[str, Any] = {
+    "finished_at": None,
+    "error_code": None,
+    "error_message": None,
+    "error_detail": None,
+    "output_json": None,
+    "output_key": None,
+    "output_content_type": None,
+    "output_bytes": None,
+}
 #: the kinds of step a ``retry:`` runs again (pipelines/retry.py)
-_RETRIED = frozenset({Kind.MODEL, Kind.HTTP})
+_RETRIED = frozenset({Kind.MODEL, Kind.HTTP, Kind.CALLBACK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +122,7 @@ class Changes:
     finished: list[str] = field(default_factory=list)  # ids that became terminal
     ended: list[Prediction] = field(default_factory=list)  # rows of runs that ended
     again: list[str] = field(default_factory=list)  # runs to advance next
+    waits: list[Prediction] = field(default_factory=list)  # callback steps that began a wait
 
 
 # -- creating rows ------------------------------------------------------------------
@@ -270,8 +283,29 @@ class _Advance:
             )
             self.changes.inserted += self.children(started)
             return
+        if row.kind == Kind.CALLBACK:
+            self.wait(row, **fields)
+            return
         self.write(row, status=Status.QUEUED, queued_at=self.now, waiting_on=0, **fields)
         self.changes.queued.add(row.target)
+
+    def wait(self, row: Prediction, **fields: Any) -> None:
+        """A callback step begins a wait (:mod:`freight.pipelines.callback`): running at
+        once, claimed by no worker, one more attempt (its token's), its deadline as its
+        lease; announced to the run's subscribers by the store (``Changes.waits``)."""
+        step = _spec(self.run.definition or "", self.run.target).steps.get(row.step or "")
+        beat = step.callback.heartbeat_s if step is not None and step.callback else None
+        waiting = self.write(
+            row,
+            status=Status.RUNNING,
+            queued_at=self.now,
+            started_at=self.now,
+            attempts=self.current(row).attempts + 1,
+            waiting_on=0,
+            lease_expires_at=callback.deadline(self.now, row.timeout_s, beat, self.now),
+            **fields,
+        )
+        self.changes.waits.append(waiting)
 
     def start_new(self, row: Prediction) -> Prediction:
         """Start an element created in this same advancement (not yet a stored row)."""
@@ -297,7 +331,8 @@ class _Advance:
     def retry(self, spec: PipelineSpec) -> None:
         """Queue again each model step that just failed with a code its ``retry:`` covers
         and attempts left (:mod:`freight.pipelines.retry`): held back by its delay, the
-        failed attempt kept in its ``attempt_history``; the run goes on."""
+        failed attempt kept in its ``attempt_history``; the run goes on. A callback step
+        waits again at once, under a new token (nothing runs: nothing to back off from)."""
         for name, head in self.heads.items():
             step = spec.steps.get(name)
             row = self.current(head)
@@ -311,6 +346,10 @@ class _Advance:
                 f"{row.attempts},{row.started_at or 0},{ended},{row.worker_id or ''},"
                 f"{row.error_code};"
             )
+            if row.kind == Kind.CALLBACK:
+                self.write(row, **_AGAIN, attempt_history=(row.attempt_history or "") + history)
+                self.wait(row)
+                continue
             self.write(
                 row,
                 status=Status.QUEUED,

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from freight.pipelines import graph
+from freight.pipelines.callback import CallbackSpec, parse_callback
 from freight.pipelines.declare import as_raw
 from freight.pipelines.http import DEFAULT_TIMEOUT_S, HttpStep, parse_http, template_of
 from freight.pipelines.retry import DEFAULT_ON, HTTP_DEFAULT_ON, RetryPolicy, parse_retry
@@ -55,6 +56,7 @@ class StepSpec:
     for_each_expression: Expression | None = field(compare=False, hash=False, repr=False)
     retry: RetryPolicy | None = None  # what failures run again (pipelines/retry.py)
     http: HttpStep | None = None  # kind: http: its method and headers (pipelines/http.py)
+    callback: CallbackSpec | None = None  # kind: callback: heartbeat_s, schema
 
     @property
     def conditional(self) -> bool:
@@ -133,6 +135,7 @@ def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
             raw.get("retry"), default_on=DEFAULT_ON if http is None else HTTP_DEFAULT_ON
         ),
         http=http,
+        callback=parse_callback(raw),
         input_template=template,
         when_expression=when_expression,
         for_each_expression=for_each_expression,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from freight.errors import PipelineDefinitionError
 from freight.pipelines import graph
+from freight.pipelines.callback import check_callback
 from freight.pipelines.declare import Pipeline, as_raw
 from freight.pipelines.http import check_http
 from freight.pipelines.retry import check_retry
@@ -44,6 +45,7 @@ Targets = Mapping[str, TargetKind] | Collection[str]
 STEP_KEYS = frozenset(
     {"model", "pipeline", "kind", "input", "when", "for_each", "max_concurrency", "optional",
      "timeout_s", "max_attempts", "retry",
+     "heartbeat_s", "schema",  # kind: callback
      "method", "url", "headers"}  # kind: http
 )  # fmt: skip
 PIPELINE_KEYS = frozenset({"steps", "output", "timeout_s"})
@@ -317,6 +319,8 @@ class _Pipeline:
                     kind="retry",
                     step=step,
                 )
+        for problem in check_callback(raw):  # heartbeat_s, schema (freight.pipelines.callback)
+            self.add(problem, kind="callback", step=step)
         if raw.get("when") is not None and not isinstance(raw["when"], str):
             self.add(f"when must be a JMESPath string, got {raw['when']!r}", kind="type", step=step)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from freight import ledger
 from freight.ids import new_id
+from freight.pipelines import callback
 from freight.pipelines.runs import Advancing, Changes, advance
 from freight.prediction import Completion, Kind, Prediction
 from freight.store import sql, usage
@@ -66,6 +67,8 @@ def advance_runs(
             advance(run, heads, elements.pop(run_id, []), now=now, new_id=new_id), run_id
         )
         canceled = yield from _save(run_id, changes, now)
+        if changes.waits:
+            yield from _announce(run, changes.waits, now)
         told.queued |= changes.queued
         told.finished += changes.finished + [row.id for row in canceled]
         ended += [changes.updated[i] for i in changes.finished] + canceled
@@ -86,6 +89,19 @@ def _note_ended(
             elements.setdefault(row.run_id, []).append(row)
         if row.run_id not in todo:
             todo.append(row.run_id)
+
+
+def _announce(run: Prediction, waits: list[Prediction], now: float) -> Op[None]:
+    """The ``waiting`` events of callback steps that began a wait, for the subscribers
+    of the top-level run (a nested run's own row has none): ``pipelines/callback.py``."""
+    root: Prediction | None = run
+    while root is not None and root.run_id is not None:
+        root = yield from fetch_one(sql.GET, {"id": root.run_id})
+    if root is None or root.notify is None:
+        return
+    rows = callback.announcements(root, waits, now)
+    if rows:
+        yield Sql(sql.INSERT_WAITING, rows)
 
 
 def _answer(steps: Advancing, run_id: str) -> Op[Changes]:

@@ -38,6 +38,7 @@ from typing import Protocol
 
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
+from freight.pipelines.callback import Answer, Claim
 from freight.prediction import (
     RETRY_BACKOFF_S,
     Completion,
@@ -191,6 +192,16 @@ class Records(Protocol):
         ready ones queued by the time this returns; ``redrives`` counted. Raises
         NotFoundError, or ConflictError(code="invalid_state") for a row that is not such
         a run (running, succeeded, a step of another run, not a run)."""
+
+    async def answer_callback(self, claim: Claim, answer: Answer, *, now: float) -> Prediction:
+        """End a waiting callback step as ``answer`` says, once, and advance its run
+        (``ops.answer_callback``): the row after it. ConflictError ``callback_closed`` /
+        ``callback_superseded``, NotFoundError ``callback_not_found``."""
+
+    async def heartbeat_callback(
+        self, claim: Claim, *, heartbeat_s: float | None, now: float
+    ) -> Prediction:
+        """Move a waiting callback step's deadline on (``ops.heartbeat_callback``)."""
 
     async def stats(self) -> dict[str, TargetStats]:
         """Queued / running / awaiting_input counts per target."""

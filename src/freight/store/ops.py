@@ -29,6 +29,8 @@ from freight.bounds import cap_of
 from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
 from freight.errors import ConflictError, NotFoundError
 from freight.ids import new_id
+from freight.pipelines import callback
+from freight.pipelines.callback import Answer, Claim
 from freight.pipelines.redrive import redrive as redriven
 from freight.pipelines.redrive import refusal
 from freight.prediction import (
@@ -144,6 +146,43 @@ def redrive(run_id: str, now: float) -> Op[tuple[Prediction, Told]]:
     told = yield from advance_runs(changes.runs, [], now=now)
     told.queued |= changes.queued
     return (yield from get(run.id)) or run, told
+
+
+def answer_callback(claim: Claim, answer: Answer, now: float) -> Op[tuple[Prediction, Told]]:
+    """A callback step answered (``pipelines/callback.py``): the step ends as ``answer``
+    says and its run advances, in one transaction; the answer is taken once. Locks the
+    run (its ancestors), then the row, and checks that it still waits under the token's
+    attempt and start, before its deadline: ConflictError ``callback_superseded`` (an
+    earlier wait's token) or ``callback_closed`` (answered, timed out, canceled);
+    NotFoundError ``callback_not_found`` for a row no longer stored. Returns the row
+    after the advancement (a failure its ``retry:`` covers waits again)."""
+    yield from lock_runs_of([claim.row_id])
+    row = yield from _waiting(claim, now)
+    params = answer.params() | {"id": row.id, "attempt": row.attempts, "now": now}
+    ended = yield from fetch(sql.ANSWER_CALLBACK, params)
+    told = yield from advance_runs([], ended, now=now)
+    return (yield from get(row.id)) or ended[0], told
+
+
+def heartbeat_callback(claim: Claim, heartbeat_s: float | None, now: float) -> Op[Prediction]:
+    """A waiting callback step heard of: its deadline moves to ``now + heartbeat_s``
+    (never past ``started_at + timeout_s``). Refused as an answer is."""
+    row = yield from _waiting(claim, now)
+    started = row.started_at if row.started_at is not None else now
+    lease = callback.deadline(started, row.timeout_s, heartbeat_s, now)
+    params = {"id": row.id, "attempt": row.attempts, "lease_expires_at": lease}
+    return (yield from fetch_one(sql.CALLBACK_HEARTBEAT, params)) or row
+
+
+def _waiting(claim: Claim, now: float) -> Op[Prediction]:
+    """The row ``claim`` names, locked, still waiting under it (else the refusal)."""
+    row = yield from fetch_one(sql.GET_FOR_UPDATE, {"id": claim.row_id})
+    if row is None:
+        raise NotFoundError("the callback's step no longer exists", code="callback_not_found")
+    refused = callback.refusal(row, claim, now)
+    if refused is not None:
+        raise refused
+    return row
 
 
 def purge(before: float, limit: int) -> Op[list[Prediction]]:
@@ -289,7 +328,7 @@ def reap(now: float, backoff_s: float = RETRY_BACKOFF_S) -> Op[tuple[ReapResult,
     is not expired in the same sweep (each id lands in one list). The rows due in every
     sweep are found first and locked at once (their runs, then themselves, by id: one
     lock order for the whole transaction); then each sweep changes the rows still due."""
-    names = ("TTL", "UPLOAD", "RUN_TIMEOUT", "LEASE_FAIL", "LEASE_REQUEUE")
+    names = ("TTL", "UPLOAD", "RUN_TIMEOUT", "CALLBACK_TIMEOUT", "LEASE_FAIL", "LEASE_REQUEUE")
     due: dict[str, list[str]] = {}
     for name in names:
         due[name] = [r[0] for r in (yield Sql(sql.REAPS[name][0], {"now": now}))]
@@ -312,7 +351,9 @@ def reap(now: float, backoff_s: float = RETRY_BACKOFF_S) -> Op[tuple[ReapResult,
     told = yield from advance_runs(runs, rows, now=now)
     result = ReapResult(
         requeued=[r.id for r in requeued],
-        failed=[r.id for r in ended["RUN_TIMEOUT"] + ended["LEASE_FAIL"]],
+        failed=[
+            r.id for r in ended["RUN_TIMEOUT"] + ended["CALLBACK_TIMEOUT"] + ended["LEASE_FAIL"]
+        ],
         expired=[r.id for r in ended["TTL"] + ended["UPLOAD"]],
     )
     return result, told
@@ -396,12 +437,14 @@ __all__ = [
     "Op",
     "Sql",
     "Told",
+    "answer_callback",
     "cancel",
     "claim",
     "complete",
     "create",
     "create_run",
     "heartbeat",
+    "heartbeat_callback",
     "mark_input_ready",
     "purge",
     "reap",

@@ -29,6 +29,7 @@ from freight import metrics
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.errors import ConflictError, StoreUnavailableError
+from freight.pipelines.callback import Answer, Claim
 from freight.prediction import (
     RETRY_BACKOFF_S,
     Completion,
@@ -289,6 +290,14 @@ class PostgresStore:
 
     async def redrive(self, run_id: str, *, now: float) -> Prediction:
         return await self._run_told(lambda: ops.redrive(run_id, now))
+
+    async def answer_callback(self, claim: Claim, answer: Answer, *, now: float) -> Prediction:
+        return await self._run_told(lambda: ops.answer_callback(claim, answer, now))
+
+    async def heartbeat_callback(
+        self, claim: Claim, *, heartbeat_s: float | None, now: float
+    ) -> Prediction:
+        return await self._run(lambda: ops.heartbeat_callback(claim, heartbeat_s, now))
 
     async def reap(self, *, now: float, backoff_s: float = RETRY_BACKOFF_S) -> ReapResult:
         return await self._run_told(lambda: ops.reap(now, backoff_s))

@@ -260,6 +260,15 @@ REAPS: dict[str, tuple[str, str]] = {
         f"status = 'failed', {_ENDED}, error_code = 'timeout', "
         "error_message = 'the pipeline did not finish within its timeout_s'",
     ),
+    # a callback step's deadline is its lease (pipelines/callback.py): no answer in time
+    # (right-hand sides read the row as it was: lease_expires_at before it is cleared)
+    "CALLBACK_TIMEOUT": _reap(
+        "status = 'running' AND lease_expires_at < :now AND kind = 'callback'",
+        f"status = 'failed', {_ENDED}, error_code = 'timeout', error_message = CASE "
+        "WHEN lease_expires_at < started_at + timeout_s "
+        "THEN 'the callback had no heartbeat within its heartbeat_s' "
+        "ELSE 'the callback had no answer within its timeout_s' END",
+    ),
     "LEASE_FAIL": _reap(
         "status = 'running' AND lease_expires_at < :now AND attempts >= max_attempts "
         f"AND kind IN {LEASED_KINDS}",
@@ -274,6 +283,30 @@ REAPS: dict[str, tuple[str, str]] = {
         "not_before = :now + NULLIF(:backoff_s, 0) * attempts",
     ),
 }
+
+# A callback step answered (store/ops.py answer_callback, the row locked and checked to
+# wait under the token's attempt and start): its end, guarded by the attempt it waits in
+ANSWER_CALLBACK = f"""
+UPDATE predictions SET status = :status, finished_at = :now, lease_expires_at = NULL,
+    output_json = :output_json, output_content_type = :output_content_type,
+    output_bytes = :output_bytes, error_code = :error_code, error_message = :error_message,
+    error_detail = :error_detail
+WHERE id = :id AND status = 'running' AND kind = 'callback' AND attempts = :attempt
+{RETURNING}"""
+# its heartbeat: the deadline moved on (computed from the locked row)
+CALLBACK_HEARTBEAT = f"""
+UPDATE predictions SET lease_expires_at = :lease_expires_at
+WHERE id = :id AND status = 'running' AND kind = 'callback' AND attempts = :attempt
+{RETURNING}"""
+# the event of a callback step that began a wait, for the top-level run's subscribers
+# that asked for it (pipelines/callback.py announcements): the run's own outbox, ordered
+# with its events by seq (its ``started``'s: sent before its ``completed``)
+INSERT_WAITING = """
+INSERT INTO outbox (id, event_id, subscription, prediction_id, event_type, seq, status,
+    attempts, created_at, next_at)
+VALUES (:id, :event_id, :subscription, :prediction_id, :event_type, :seq, 'pending', 0,
+    :now, :now)
+ON CONFLICT (id) DO NOTHING"""
 
 # After this (only) writer's own crash every running row is an orphan; the crash may
 # have been the prediction's doing (an input that kills the server): its attempt counts.

@@ -19,6 +19,7 @@ from typing import Any
 from freight import metrics
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
+from freight.pipelines.callback import Answer, Claim
 from freight.prediction import (
     RETRY_BACKOFF_S,
     Completion,
@@ -217,6 +218,14 @@ class SqliteStore:
 
     async def redrive(self, run_id: str, *, now: float) -> Prediction:
         return await self._write_told(ops.redrive(run_id, now))
+
+    async def answer_callback(self, claim: Claim, answer: Answer, *, now: float) -> Prediction:
+        return await self._write_told(ops.answer_callback(claim, answer, now))
+
+    async def heartbeat_callback(
+        self, claim: Claim, *, heartbeat_s: float | None, now: float
+    ) -> Prediction:
+        return await self._write(ops.heartbeat_callback(claim, heartbeat_s, now))
 
     async def reap(self, *, now: float, backoff_s: float = RETRY_BACKOFF_S) -> ReapResult:
         return await self._write_told(ops.reap(now, backoff_s))

@@ -17,6 +17,7 @@ from freight.api import deps
 from freight.api.console.pages import Console, ConsoleRoute, back, changing, page
 from freight.api.console.runs import run_context
 from freight.errors import InvalidRequestError, NotFoundError
+from freight.pipelines import callback
 from freight.prediction import Kind, Prediction, Status, attempts_of
 from freight.service import Download, PredictionService
 from freight.views import error_of
@@ -149,6 +150,7 @@ async def _detail(svc: PredictionService, row: Prediction, who: Principal) -> di
         "deliveries": await svc.deliveries(row.id, who),
         "waiting_reason": view.get("waiting_reason"),
         "waiting_message": view.get("waiting_message"),
+        "callback": view.get("callback"),  # a waiting callback step: what answers it
     }
 
 
@@ -159,6 +161,9 @@ async def detail(request: Request, session: Console, prediction_id: str) -> Resp
     svc = deps.service(request)
     row = await svc.get(prediction_id, session.who)
     context = await _detail(svc, row, session.who)
+    if context["callback"]:  # its answer URLs as a caller reaches them
+        urls = context["callback"]["urls"]
+        context["callback"]["urls"] = {k: deps.absolute(request, u) for k, u in urls.items()}
     if row.kind == Kind.PIPELINE:
         context["run"] = run_context(deps.system(request), row, context["view"])
     notice = request.query_params.get("notice")
@@ -179,6 +184,34 @@ async def redrive(request: Request, session: Console, prediction_id: str) -> Res
     await changing(request, session, Scope.PREDICT)
     row = await deps.service(request).redrive(prediction_id, session.who)
     return back(f"/ui/predictions/{row.id}", f"redriven ({row.redrives} in all)")
+
+
+@router.post("/{prediction_id}/answer")
+async def answer(request: Request, session: Console, prediction_id: str) -> Response:
+    """Answer a waiting callback step from its page, as its URLs would: ``approve`` (it
+    succeeds, the JSON given its output, checked against its schema) or ``reject`` (it
+    fails with ``callback_failed``, the reason given its cause)."""
+    fields = await changing(request, session, Scope.PREDICT)
+    svc = deps.service(request)
+    row = await svc.get(prediction_id, session.who)
+    if not callback.waits(row):
+        raise InvalidRequestError(
+            f"{row.id} is no callback step waiting for its answer", code="invalid_form"
+        )
+    token = svc.callback_token(row)
+    if fields.get("answer") == "reject":
+        cause = fields.get("cause", "").strip() or "rejected in the console"
+        body = {"error": "Rejected", "cause": cause}
+        done = await deps.callbacks(request).fail(token, body)
+    else:
+        try:
+            value = orjson.loads(fields.get("output", "").strip() or "{}")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequestError(
+                f"the output is not JSON: {exc}", code="invalid_form"
+            ) from None
+        done = await deps.callbacks(request).succeed(token, value)
+    return back(f"/ui/predictions/{row.id}", f"answered: {done.status}")
 
 
 @router.post("/{prediction_id}/retry")

@@ -66,6 +66,9 @@ def _step_dict(step: StepSpec) -> dict[str, Any]:
             "url": step.http.url,
             "headers": {h.name: h.declared() for h in step.http.headers},
         },
+        "callback": None
+        if step.callback is None
+        else {"heartbeat_s": step.callback.heartbeat_s, "schema": step.callback.schema},
     }
 
 
