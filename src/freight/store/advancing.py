@@ -102,6 +102,7 @@ def _announce(run: Prediction, waits: list[Prediction], now: float) -> Op[None]:
     rows = callback.announcements(root, waits, now)
     if rows:
         yield Sql(sql.INSERT_WAITING, rows)
+        yield Sql(sql.NOTIFY_OUTBOX, {"id": root.id})
 
 
 def _answer(steps: Advancing, run_id: str) -> Op[Changes]:

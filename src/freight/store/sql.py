@@ -2,7 +2,8 @@
 
 Statements are plain text with ``:name`` parameters (what stdlib ``sqlite3``
 takes). Where the dialects differ the text holds a ``{lock}`` / ``{skip_locked}``
-slot, filled by :func:`render`; for PostgreSQL :func:`render` also converts the
+slot (``{notify_outbox}``: PostgreSQL's wake-up of the deliverers), filled by
+:func:`render`; for PostgreSQL :func:`render` also converts the
 parameters once, at import time of the backend, to psycopg's ``%(name)s``.
 Hand-written SQL rather than SQLAlchemy on this path: ~10x fewer microseconds
 per statement, measured on both drivers. Status predicates are *literals* so that the
@@ -45,8 +46,12 @@ _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 def render(sql: str, dialect: Dialect) -> str:
     """Fill the dialect slots of ``sql`` and, for PostgreSQL, convert its parameters."""
     if dialect == "sqlite":
-        return sql.format(lock="", skip_locked="")
-    filled = sql.format(lock="FOR UPDATE", skip_locked="FOR UPDATE SKIP LOCKED")
+        return sql.format(lock="", skip_locked="", notify_outbox="NULL")
+    filled = sql.format(
+        lock="FOR UPDATE",
+        skip_locked="FOR UPDATE SKIP LOCKED",
+        notify_outbox="pg_notify('freight_outbox', :id)",
+    )
     return to_pyformat(filled)
 
 
@@ -307,6 +312,9 @@ INSERT INTO outbox (id, event_id, subscription, prediction_id, event_type, seq, 
 VALUES (:id, :event_id, :subscription, :prediction_id, :event_type, :seq, 'pending', 0,
     :now, :now)
 ON CONFLICT (id) DO NOTHING"""
+# ... and the deliverers woken, as the outbox trigger wakes them (migration 0006): on
+# PostgreSQL a NOTIFY, sent at commit; SQLite's deliverer is this process's (it polls)
+NOTIFY_OUTBOX = "SELECT {notify_outbox}"
 
 # After this (only) writer's own crash every running row is an orphan; the crash may
 # have been the prediction's doing (an input that kills the server): its attempt counts.
