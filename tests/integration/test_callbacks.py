@@ -33,8 +33,8 @@ __all__ = ["receiver"]  # the webhook receiver fixture, shared with the notifica
 def _start(make_server: Callable[..., Server], shape: dict[str, str], **env: str) -> list[Server]:
     """The server: one process embedded; an API and a worker in the cluster shape (the
     API, which answers, first)."""
-    if shape["FREIGHT_SHAPE"] == "embedded":
-        return [make_server(project=PROJECT, **SECRET, **env)]
+    if shape["FREIGHT_SHAPE"] == "embedded":  # its key generated, kept in its state_dir
+        return [make_server(project=PROJECT, **env)]
     api = make_server(project=PROJECT, command="api", **SECRET, **env)
     # the worker's step.waiting events name the API (its public URL), as deployed
     worker = make_server(
