@@ -82,6 +82,7 @@ class Keyring:
         self._max_failures = max_failures
         self._clock = clock
         self._keys: dict[str, _Cached] = {}
+        self._secrets: dict[str, tuple[str, str]] = {}  # a pair's id: (sealed, opened)
         self._required: tuple[bool, float] | None = None
         self._failures: dict[str, deque[float]] = {}
 
@@ -133,11 +134,7 @@ class Keyring:
             key = await self._cached(auth.access_key_id) if sigv4.is_access_key_id(
                 auth.access_key_id
             ) else None
-            secret = (
-                self._sealer.open(key.key_id, key.secret)
-                if key is not None and key.secret is not None and self._sealer is not None
-                else None
-            )
+            secret = self._opened(key) if key is not None else None
             if key is None or secret is None or not key.active(self._clock()):
                 raise UnauthorizedError(
                     "The security token included in the request is invalid.",
@@ -148,6 +145,21 @@ class Keyring:
             self._failed(source)
             raise
         return key.principal()
+
+    def _opened(self, key: ApiKey) -> str | None:
+        """A pair's secret, opened (kept in memory beside its sealed form, so a pair's
+        every request does not open it again; None: no pair, or it does not open)."""
+        if key.secret is None or self._sealer is None:
+            return None
+        kept = self._secrets.get(key.key_id)
+        if kept is not None and kept[0] == key.secret:
+            return kept[1]
+        secret = self._sealer.open(key.key_id, key.secret)
+        if secret is not None:
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            self._secrets[key.key_id] = (key.secret, secret)
+        return secret
 
     async def holder(self, key_id: str) -> Principal:
         """The caller an active key names, by its public id alone (a console session

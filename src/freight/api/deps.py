@@ -148,7 +148,7 @@ def signed(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         elif is_sigv4(header):
             signed_request = SignedRequest(
                 method=request.method,
-                raw_path=request.scope.get("raw_path", request.url.path.encode()).decode(
+                raw_path=(request.scope.get("raw_path") or request.url.path.encode()).decode(
                     "latin-1"
                 ),
                 query=request.scope.get("query_string", b"").decode("latin-1"),
