@@ -199,6 +199,28 @@ def test_a_runs_stream_names_a_callback_steps_wait_step_waiting() -> None:
     assert "step.waiting" in types and "step.running" not in types
 
 
+def test_freight_status_shows_how_to_answer_a_waiting_step() -> None:
+    from rich.console import Console
+
+    from freight.cli._render import steps_table
+    from freight.client import StepInfo
+
+    url = "http://api.test/v1/callbacks/tok.1.2.sig/success"
+    step = StepInfo.model_validate(
+        {
+            "status": "running",
+            "prediction_id": "p1",
+            "target": callback.TARGET,
+            "kind": "callback",
+            "waiting_reason": "awaiting_callback",
+            "callback": {"prediction_id": "p1", "urls": {"success": url}},
+        }
+    )
+    console = Console(width=200, record=True)
+    console.print(steps_table({"approve": step}))
+    assert f"awaiting its callback: freight callback succeed {url} OUTPUT" in console.export_text()
+
+
 def test_the_sdk_finds_the_answer_url_from_any_of_the_three_or_the_token() -> None:
     url = "https://api.test/v1/callbacks/tok.1.2.sig/success"
     assert callback_url(url, "heartbeat") == "https://api.test/v1/callbacks/tok.1.2.sig/heartbeat"

@@ -186,6 +186,9 @@ def _step_detail(step: StepInfo) -> Text:
         return Text(f"{done}/{len(step.items)} elements succeeded")
     if step.kind == "pipeline":
         return Text(f"freight status {step.prediction_id}", style="dim")
+    if step.callback is not None:  # a waiting callback step: how to answer it
+        url = step.callback.urls.get("success", "")
+        return Text(f"awaiting its callback: freight callback succeed {url} OUTPUT", "yellow")
     if step.waiting_reason is not None:
         return Text(f"waiting: {step.waiting_reason}", style="yellow")
     return Text("")
