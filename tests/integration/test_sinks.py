@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import ssl
@@ -392,6 +393,41 @@ async def test_redis_stream_gets_a_cloudevent(redis_url: str) -> None:
         assert parsed.get_type() == "dev.freight.prediction.completed"
         assert parsed.get_source() == SOURCE and parsed.get_subject() == event.prediction_id
         assert parsed.get_data() == event.data
+    finally:
+        await sinks.close_all()
+        await reader.delete(stream)
+        await reader.aclose()
+
+
+async def test_redis_stream_gets_sagemakers_notification(redis_url: str) -> None:
+    """With format: sagemaker the entry is SageMaker's async notification JSON, for a
+    completed event only (a started one writes nothing)."""
+    stream = f"freight-test-{uuid.uuid4().hex}"
+    config = parse_notifications(
+        {
+            "sinks": [
+                {
+                    "name": "sns",
+                    "type": "redis",
+                    "url_env": "R",
+                    "stream": stream,
+                    "format": "sagemaker",
+                }
+            ]
+        }
+    )
+    sinks = build_sinks(config, env={"R": redis_url}, source=SOURCE)
+    reader = aioredis.Redis.from_url(redis_url)
+    try:
+        await sinks.open_all()
+        assert (await sinks["sns"].send(_event("running"))).delivered
+        done = _event(metadata={"sagemaker": {"inference_id": "inf-9"}})
+        assert (await sinks["sns"].send(done)).delivered
+        ((_entry_id, fields),) = await reader.xrange(stream)
+        document = json.loads(fields[b"event"])
+        assert document["inferenceId"] == "inf-9"
+        assert document["invocationStatus"] == "Completed"
+        assert document["eventTime"] == "2024-06-01T12:00:03.500Z"
     finally:
         await sinks.close_all()
         await reader.delete(stream)
