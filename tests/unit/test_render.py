@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
+import pytest
 
 from freight.api.render import iso, json_response, prediction_dict
 from freight.prediction import Prediction, Status
@@ -236,19 +239,29 @@ def test_a_run_with_no_step_rows_has_an_empty_map() -> None:
 # -- event stream and deliveries (api/routes/events.py) ------------------------------------
 
 
-def test_a_stream_event_reaches_the_client_as_the_prediction_object() -> None:
+async def test_a_stream_event_reaches_the_client_as_the_prediction_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """An SSE event carries the integer id as text, the type as ``event`` and the
     prediction object as ``data``; FastAPI's framing of it (a stored JSON text with
     newlines spans several ``data:`` lines) parses back in the client to the same id,
     type and prediction."""
     from fastapi.sse import format_sse_event
 
-    from freight.api.routes.events import _sse
+    from freight.api import render as api_render
     from freight.client._events import SseParser, event_from
     from freight.streams import StreamEvent
 
     p = done(output_json='{"a":\n1}')
-    sent = _sse(StreamEvent(3, "succeeded", p), prediction_dict(p))
+
+    async def rendered(request: Any, row: Prediction) -> dict[str, Any]:
+        return prediction_dict(row)
+
+    async def one() -> AsyncIterator[StreamEvent]:
+        yield StreamEvent(3, "succeeded", p)
+
+    monkeypatch.setattr(api_render, "rendered", rendered)
+    (sent,) = [e async for e in api_render.sse_events(None, one())]  # type: ignore[arg-type]
     assert (sent.id, sent.event) == ("3", "succeeded")
     wire = format_sse_event(data_str=sent.raw_data, event=sent.event, id=sent.id).decode()
     parser = SseParser()

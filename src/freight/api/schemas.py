@@ -371,6 +371,15 @@ class UsageOut(BaseModel):
 
     tenant: str | None
     target: str | None = Field(description="the model or pipeline")
+    catch: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="where a failure goes, tried in order: on (error codes; null: every "
+        "code) and then (the handler step) or default (the template standing in)",
+    )
+    handles: str | None = Field(None, description="the step whose errors this one handles")
+    tolerate: dict[str, Any] | None = Field(
+        None, description="for_each: the failed elements it survives, count or percent"
+    )
     kind: str | None = Field(description="model, pipeline, chunk or batch")
     hour: str | None = Field(description="the hour's start (ISO 8601)")
     status: str | None = Field(description="the outcome: succeeded, failed, canceled, ...")

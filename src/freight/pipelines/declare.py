@@ -23,10 +23,10 @@ reports its faults exactly as a YAML one does. Nothing is checked here, so that
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from freight.pipelines.retry import with_yaml_on
+from freight.pipelines import catch, retry
 
 
 #: a template left out (``input`` of a step: the run's whole input; ``output`` of a
@@ -59,6 +59,15 @@ class Step:
     # run again on failure: {"on": [...], "max_attempts", "interval_s", "backoff",
     # "max_interval_s", "jitter"} (freight.pipelines.retry)
     retry: Mapping[str, Any] | None = None
+    # hand a failure on: [{"on": [...], "then": STEP} | {"on": [...], "default": V}]
+    # (freight.pipelines.catch); ``default`` alone stands in for any failure
+    catch: list[Mapping[str, Any]] | None = None
+    default: Any = UNSET
+    # for_each only: how many failed elements the step survives ({"count"} | {"percent"})
+    tolerate: Mapping[str, Any] | None = None
+    # kind: callback
+    heartbeat_s: float | None = None
+    schema: Mapping[str, Any] | None = None  # a JSON Schema the answer must satisfy
     # kind: http (the body is ``input``)
     method: str | None = None
     url: str | None = None
@@ -67,23 +76,18 @@ class Step:
     def to_dict(self) -> dict[str, Any]:
         """The ``freight.yaml`` form: only the keys that were given."""
         out: dict[str, Any] = {}
-        for key in ("model", "pipeline", "kind", "when", "for_each", "max_concurrency"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        if self.input is not UNSET:
-            out["input"] = self.input
-        if self.optional is not False:
-            out["optional"] = self.optional
-        for key in ("timeout_s", "max_attempts"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        if self.retry is not None:
-            out["retry"] = dict(self.retry)
-        for key in ("method", "url"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        if self.headers is not None:
-            out["headers"] = dict(self.headers)
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            templates = spec.name in ("input", "default")  # None there is a literal null
+            if value is UNSET or (value is None and not templates):
+                continue
+            if spec.name == "optional" and not value:
+                continue
+            if isinstance(value, Mapping):
+                value = dict(value)
+            elif spec.name == "catch":
+                value = [dict(entry) for entry in value]
+            out[spec.name] = value
         return out
 
 
@@ -113,4 +117,6 @@ class Pipeline:
 def as_raw(value: Any) -> Any:
     """A pipeline's ``freight.yaml`` form, whether it was declared in YAML or in Python
     (``{p.name: p for p in declared}`` can be parsed with the YAML section merged in)."""
-    return value.to_dict() if isinstance(value, Pipeline) else with_yaml_on(value)
+    if isinstance(value, Pipeline):
+        return value.to_dict()
+    return catch.with_yaml_on(retry.with_yaml_on(value))

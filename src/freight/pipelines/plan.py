@@ -13,9 +13,10 @@ Semantics, decided here:
   skipped, failed-but-optional); it then starts, or is skipped when its ``when``
   is false. A skipped dependency does not skip its dependants: they see null
   (their own ``when`` can say otherwise, e.g. ``steps.a.status == 'succeeded'``);
-* an optional step's failure resolves to a null output; a required step's
-  failure (or cancellation) fails the run with that step's error, and every
-  unfinished step is canceled;
+* an optional step's failure resolves to a null output; a caught step's failure
+  (``catch:``/``default:``, see ``catch.py``) to its default or its handler's
+  output, the handler run only then; any other step's failure (or cancellation)
+  fails the run with that step's error, and every unfinished step is canceled;
 * ``for_each`` over null or ``[]`` completes at once with output ``[]``; over
   anything else that is no list, the step fails (``input_error``), as it does
   when its input, condition or list cannot be evaluated;
@@ -42,8 +43,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from freight.pipelines.catch import Catcher, catcher_for
 from freight.pipelines.spec import PipelineSpec, StepSpec
 from freight.pipelines.template import TemplateError, truthy
+from freight.pipelines.tolerate import Tolerance, marker
 from freight.pipelines.validate import StepKind
 from freight.prediction import ErrorCode, Status
 
@@ -171,14 +174,17 @@ def unblock(
 
 def context(spec: PipelineSpec, run_input: Any, states: Mapping[str, StepState]) -> dict[str, Any]:
     """The value references are evaluated over: ``{"input", "steps": {name: {"output",
-    "status"}}}``; a step's output is null unless it succeeded."""
+    "status", "error"}}}``; a step's output is null unless it succeeded (or failed and
+    was caught: :class:`_Pass` puts its stand-in there)."""
     steps = {name: _view(states.get(name, PENDING)) for name in spec.order}
     return {"input": run_input, "steps": steps}
 
 
 def _view(state: StepState) -> dict[str, Any]:
     output = state.output if state.status is StepStatus.SUCCEEDED else None
-    return {"output": output, "status": state.status.value}
+    error = state.error
+    shown = {"code": error.code, "message": error.message} if error is not None else None
+    return {"output": output, "status": state.status.value, "error": shown}
 
 
 class _Pass:
@@ -192,9 +198,14 @@ class _Pass:
         self.skip: list[str] = []
         self.complete: dict[str, Any] = {}
         self.fail: dict[str, StepError] = {}
+        self.uncaught: set[str] = set()  # caught, but their default failed to render
+        for name in spec.order:
+            if self.states[name].status is StepStatus.FAILED and spec.steps[name].catch:
+                self.stand_in(name)
 
     def ready(self, step: StepSpec) -> bool:
-        """Pending, with every dependency finished (failed ones only if optional)."""
+        """Pending, with every dependency finished (a failed one is caught or optional,
+        else the run has ended)."""
         if self.states[step.name].status is not StepStatus.PENDING:
             return False
         return all(self.states[dep].status.finished for dep in step.needs)
@@ -203,6 +214,51 @@ class _Pass:
         """Record a step's new state where later steps of this pass will read it."""
         self.states[name] = state
         self.context["steps"][name] = _view(state)
+        step = self.spec.steps[name]
+        if state.status is StepStatus.FAILED and step.catch:
+            self.stand_in(name)
+        if step.handles is not None and self.caught(step.handles) is not None:
+            self.stand_in(step.handles)  # the handler's output stands in for its step's
+
+    def caught(self, name: str) -> Catcher | None:
+        """The catch entry that takes this step's failure, if it failed and one does."""
+        state = self.states[name]
+        if state.status is not StepStatus.FAILED or name in self.uncaught:
+            return None
+        code = state.error.code if state.error is not None else ErrorCode.MODEL_ERROR
+        return catcher_for(self.spec.steps[name].catch, code)
+
+    def stand_in(self, name: str) -> None:
+        """A caught step's output as its dependants read it: its handler's output (null
+        until the handler succeeds), or its default rendered (it may read the error).
+        A default that cannot be rendered leaves the step uncaught: the run fails."""
+        catcher = self.caught(name)
+        if catcher is None:
+            return
+        view = self.context["steps"][name]
+        if catcher.then is not None:
+            handler = self.states[catcher.then]
+            ok = handler.status is StepStatus.SUCCEEDED
+            view["output"] = handler.output if ok else None
+            return
+        assert catcher.default_template is not None
+        try:
+            view["output"] = catcher.default_template.render(self.context)
+        except TemplateError as exc:
+            error = self.states[name].error
+            message = f"{error.message if error else 'it failed'}; and its default: {exc}"
+            self.uncaught.add(name)
+            self.states[name] = StepState(
+                StepStatus.FAILED, error=StepError(ErrorCode.OUTPUT_ERROR, message)
+            )
+            self.context["steps"][name] = _view(self.states[name])
+
+    def ends_run(self, name: str) -> bool:
+        """Whether this step's state ends the run: failed or canceled, neither optional
+        nor caught."""
+        if self.states[name].status not in _BROKEN or self.spec.steps[name].optional:
+            return False
+        return self.caught(name) is None
 
     def decide(self, step: StepSpec) -> None:
         """Skip, complete, fail or start one ready step (and record its new state)."""
@@ -234,7 +290,12 @@ class _Pass:
             self.set(step.name, StepState(StepStatus.QUEUED))
 
     def evaluate(self, step: StepSpec) -> Start | None:
-        """The step's Start (rendered input), or None when its condition is false."""
+        """The step's Start (rendered input), or None when its condition is false (or it
+        is a handler whose step handed it no error)."""
+        if step.handles is not None:
+            catcher = self.caught(step.handles)
+            if catcher is None or catcher.then != step.name:
+                return None
         if step.when_expression is not None and not truthy(
             step.when_expression.search(self.context)
         ):
@@ -252,11 +313,8 @@ class _Pass:
         return Start(step.name, step.target, step.kind, inputs=inputs)
 
     def broken(self) -> str | None:
-        """The first required step that failed or was canceled, if any."""
-        for name in self.spec.order:
-            if self.states[name].status in _BROKEN and not self.spec.steps[name].optional:
-                return name
-        return None
+        """The first step whose failure (or cancellation) ends the run, if any."""
+        return next((name for name in self.spec.order if self.ends_run(name)), None)
 
     def decision(self, outcome: Outcome | None, cancel: tuple[str, ...] = ()) -> Decision:
         """The decision; once the run is over, nothing more starts."""
@@ -280,7 +338,7 @@ def plan(spec: PipelineSpec, run_input: Any, states: Mapping[str, StepState]) ->
             step = spec.steps[name]
             if run.ready(step):
                 run.decide(step)
-                if name in run.fail and not step.optional:
+                if name in run.fail and run.ends_run(name):
                     broken = name
                     break
     if broken is not None:
@@ -324,25 +382,37 @@ def abort(
     return Decision(cancel=cancel, outcome=Outcome(status, error=error))
 
 
-def fan_in(elements: Sequence[StepState]) -> StepState:
+def fan_in(elements: Sequence[StepState], tolerance: Tolerance | None = None) -> StepState:
     """A for_each step's state from its elements': failed with the first failed
-    element's error (cancel the rest), succeeded with the outputs in element order
-    once all succeeded, else running."""
-    for index, element in enumerate(elements):
-        if element.status in _BROKEN:
-            error = element.error or StepError(ErrorCode.MODEL_ERROR, "no error was recorded")
-            return StepState(
-                StepStatus.FAILED, error=StepError(error.code, f"element {index}: {error.message}")
-            )
-    if all(e.status is StepStatus.SUCCEEDED for e in elements):
-        return StepState(StepStatus.SUCCEEDED, output=[e.output for e in elements])
+    element's error (cancel the rest) once more failed than ``tolerance`` lets
+    (none without one), succeeded with the outputs in element order once all
+    finished (a tolerated failure's place marked: ``tolerate.marker``), else running."""
+    broken = [i for i, e in enumerate(elements) if e.status in _BROKEN]
+    if broken and (tolerance is None or not tolerance.allows(len(broken), len(elements))):
+        index = broken[0]
+        error = elements[index].error or StepError(ErrorCode.MODEL_ERROR, "no error was recorded")
+        message = f"element {index}: {error.message}"
+        if tolerance is not None:
+            message = tolerance.exceeded(len(broken), len(elements)) + message
+        return StepState(StepStatus.FAILED, error=StepError(error.code, message))
+    if all(e.status.finished for e in elements):
+        return StepState(StepStatus.SUCCEEDED, output=[_gathered(e) for e in elements])
     return StepState(StepStatus.RUNNING)
 
 
-def next_elements(elements: Sequence[StepStatus], max_concurrency: int | None) -> list[int]:
+def _gathered(element: StepState) -> Any:
+    if element.status not in _BROKEN:
+        return element.output
+    error = element.error or StepError(ErrorCode.MODEL_ERROR, "no error was recorded")
+    return marker(error.code, error.message)
+
+
+def next_elements(
+    elements: Sequence[StepStatus], max_concurrency: int | None, tolerated: bool = False
+) -> list[int]:
     """Indexes of the pending elements to start now, keeping at most ``max_concurrency``
-    in flight (None: all of them); none once an element failed."""
-    if any(s in _BROKEN for s in elements):
+    in flight (None: all of them); none once an element failed (unless ``tolerated``)."""
+    if not tolerated and any(s in _BROKEN for s in elements):
         return []
     flight = sum(s in (StepStatus.QUEUED, StepStatus.RUNNING) for s in elements)
     room = len(elements) if max_concurrency is None else max(0, max_concurrency - flight)
@@ -381,6 +451,10 @@ def _node(node_id: str, step: StepSpec) -> str:
     if step.retry is not None:
         on = ", ".join(sorted(step.retry.on))
         lines.append(f"retry {on} x{step.retry.max_attempts}")
+    for catcher in step.catch:
+        on = ", ".join(sorted(catcher.on)) if catcher.on is not None else "any error"
+        then = f"-> {catcher.then}" if catcher.then is not None else "default"
+        lines.append(f"catch {on} {then}")
     label = "<br/>".join(_label(line) for line in lines)
     if step.when is not None:
         return f'    {node_id}{{{{"{label}"}}}}'
@@ -420,7 +494,17 @@ def mermaid(spec: PipelineSpec) -> str:
         arrow = "-.->" if step.when is not None else "-->"
         if _reads_input(step):
             lines.append(f"    input {arrow} {ids[name]}")
-        lines += [f"    {ids[dep]} {arrow} {ids[name]}" for dep in spec.order if dep in step.needs]
+        lines += [
+            f"    {ids[dep]} {arrow} {ids[name]}"
+            for dep in spec.order
+            if dep in step.needs and dep != step.handles  # that edge is drawn as its catch
+        ]
+    lines += [
+        f"    {ids[name]} -. catch .-> {ids[c.then]}"
+        for name in spec.order
+        for c in spec.steps[name].catch
+        if c.then is not None
+    ]
     lines += [f"    {ids[name]} --> output" for name in spec.order if name in spec.output_needs]
     if "input" in spec.output_template.roots:
         lines.append("    input --> output")

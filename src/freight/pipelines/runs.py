@@ -55,6 +55,7 @@ from freight.pipelines.plan import (
     step_status,
 )
 from freight.pipelines.refs import Stored, refs_of, refs_text, restore
+from freight.pipelines.retry import RetryPolicy
 from freight.pipelines.spec import PipelineSpec, StepSpec, build_pipeline
 from freight.prediction import ErrorCode, Kind, Prediction, Status
 
@@ -339,32 +340,38 @@ class _Advance:
             policy = step.retry if step is not None else None
             if policy is None or row.kind not in _RETRIED or row.status != Status.FAILED:
                 continue
-            if not policy.covers(row.error_code) or row.attempts >= policy.max_attempts:
-                continue
-            ended = row.finished_at if row.finished_at is not None else self.now
-            history = (
-                f"{row.attempts},{row.started_at or 0},{ended},{row.worker_id or ''},"
-                f"{row.error_code};"
-            )
-            if row.kind == Kind.CALLBACK:
-                self.write(row, **_AGAIN, attempt_history=(row.attempt_history or "") + history)
-                self.wait(row)
-                continue
-            self.write(
-                row,
-                status=Status.QUEUED,
-                queued_at=self.now,
-                not_before=self.now + policy.delay_s(row.attempts, row.id),
-                finished_at=None,
-                error_code=None,
-                error_message=None,
-                error_detail=None,
-                batch_size=None,
-                worker_id=None,
-                lease_expires_at=None,
-                attempt_history=(row.attempt_history or "") + history,
-            )
-            self.changes.queued.add(row.target)
+            self.again(row, policy)
+
+    def again(self, row: Prediction, policy: RetryPolicy) -> bool:
+        """Run a failed step (or for_each element) again if ``policy`` covers its error and
+        attempts are left; whether it does."""
+        if not policy.covers(row.error_code) or row.attempts >= policy.max_attempts:
+            return False
+        ended = row.finished_at if row.finished_at is not None else self.now
+        history = (
+            f"{row.attempts},{row.started_at or 0},{ended},{row.worker_id or ''},"
+            f"{row.error_code};"
+        )
+        if row.kind == Kind.CALLBACK:
+            self.write(row, **_AGAIN, attempt_history=(row.attempt_history or "") + history)
+            self.wait(row)
+            return True
+        self.write(
+            row,
+            status=Status.QUEUED,
+            queued_at=self.now,
+            not_before=self.now + policy.delay_s(row.attempts, row.id),
+            finished_at=None,
+            error_code=None,
+            error_message=None,
+            error_detail=None,
+            batch_size=None,
+            worker_id=None,
+            lease_expires_at=None,
+            attempt_history=(row.attempt_history or "") + history,
+        )
+        self.changes.queued.add(row.target)
+        return True
 
     def states(
         self, spec: PipelineSpec, ended: dict[str, list[Prediction]]
@@ -382,15 +389,29 @@ class _Advance:
     def gather(
         self, step: StepSpec, head: Prediction, ended: list[Prediction]
     ) -> Generator[Elements, list[Prediction], None]:
-        """Some elements of a running for_each step ended: fail the step at the first
-        broken one, finish it when none is left (the only read of every element), or
-        start as many pending ones as ended. Linear in the elements over the step's
-        life: the head counts its unfinished elements (``waiting_on``)."""
+        """Some elements of a running for_each step ended: run again those its ``retry:``
+        covers; fail the step at the first broken one past what it tolerates; finish it
+        when none is left (the only read of every element), or start as many pending
+        ones as ended. Linear in the elements over the step's life: the head counts its
+        unfinished elements (``waiting_on``) and, with ``tolerate:``, its failed ones."""
+        if step.retry is not None:
+            ended = [
+                e
+                for e in ended
+                if step_status(e.status) is not StepStatus.FAILED or not self.again(e, step.retry)
+            ]
         broken = [e for e in ended if step_status(e.status) in BROKEN]
         if broken:
             first = min(broken, key=lambda e: e.item_index or 0)
-            self.fail_elements(step, head, first)
-            return
+            if step.tolerate is None:
+                self.fail_elements(step, head, first)
+                return
+            items, failed = _tolerated(head)
+            failed += len(broken)
+            if not step.tolerate.allows(failed, items):
+                self.fail_elements(step, head, first, step.tolerate.exceeded(failed, items))
+                return
+            self.write(head, error_detail=_counts(items, failed))
         left = (head.waiting_on or 0) - len(ended)
         if left <= 0:  # none left by the count: read them all, once, and gather
             elements = yield Elements(step.name)
@@ -401,9 +422,11 @@ class _Advance:
             for element in (yield Elements(step.name, pending=True, limit=len(ended))):
                 self.start(element, value_of_input(element))
 
-    def fail_elements(self, step: StepSpec, head: Prediction, element: Prediction) -> None:
+    def fail_elements(
+        self, step: StepSpec, head: Prediction, element: Prediction, why: str = ""
+    ) -> None:
         error = state_of(element).error or StepError(ErrorCode.MODEL_ERROR, "no error recorded")
-        message = f"element {element.item_index}: {error.message}"
+        message = f"{why}element {element.item_index}: {error.message}"
         self.finish(head, Status.FAILED, error_code=error.code, error_message=message)
         self.changes.cancel_elements.append(
             (step.name, f"another element of step {step.name!r} failed")
@@ -412,7 +435,8 @@ class _Advance:
     def settle(self, step: StepSpec, head: Prediction, elements: list[Prediction]) -> None:
         """Every element read: the step's outcome, or (a count that drifted, e.g. a run
         started before the count existed) the count made right and the next started."""
-        gathered = fan_in([state_of(e) for e in elements])
+        elements = [self.current(e) for e in elements]  # as this advancement left them
+        gathered = fan_in([state_of(e) for e in elements], step.tolerate)
         if gathered.status is StepStatus.SUCCEEDED:
             output = orjson.dumps(gathered.output).decode()
             refs = refs_text(gathered.output)
@@ -425,12 +449,21 @@ class _Advance:
             )
             return
         if gathered.status is StepStatus.FAILED:
-            broken = [e for e in elements if step_status(e.status) in BROKEN]
-            self.fail_elements(step, head, broken[0])
+            assert gathered.error is not None
+            self.finish(
+                head,
+                Status.FAILED,
+                error_code=gathered.error.code,
+                error_message=gathered.error.message,
+            )
+            self.changes.cancel_elements.append(
+                (step.name, f"another element of step {step.name!r} failed")
+            )
             return
         statuses = [step_status(e.status) for e in elements]
         self.write(head, waiting_on=sum(not s.finished for s in statuses))
-        for index in next_elements(statuses, step.max_concurrency):
+        tolerated = step.tolerate is not None
+        for index in next_elements(statuses, step.max_concurrency, tolerated):
             self.start(elements[index], value_of_input(elements[index]))
 
     def apply(self, spec: PipelineSpec, decision: Decision) -> None:
@@ -460,7 +493,13 @@ class _Advance:
         if not inputs:
             self.finish(head, Status.SUCCEEDED, output_json="[]", output_content_type=JSON)
             return
-        self.write(head, status=Status.RUNNING, started_at=self.now, waiting_on=len(inputs))
+        self.write(
+            head,
+            status=Status.RUNNING,
+            started_at=self.now,
+            waiting_on=len(inputs),
+            error_detail=_counts(len(inputs), 0) if step.tolerate is not None else None,
+        )
         first = len(inputs) if step.max_concurrency is None else step.max_concurrency
         for index, value in enumerate(inputs):
             row = _new_row(step, self.run, self.bundle, self.new_id(), 0, item_index=index)
@@ -528,6 +567,17 @@ def advance(
     job.apply(spec, decision)
     job.count_waiting(spec)
     return job.changes
+
+
+def _counts(items: int, failed: int) -> str:
+    """A tolerant for_each step's count of its failed elements (its ``error_detail``)."""
+    return orjson.dumps({"items": items, "failed_items": failed}).decode()
+
+
+def _tolerated(head: Prediction) -> tuple[int, int]:
+    """How many elements a tolerant for_each step has, and how many of them failed."""
+    counts = orjson.loads(head.error_detail) if head.error_detail else {}
+    return int(counts.get("items", 0)), int(counts.get("failed_items", 0))
 
 
 def _output_fields(value: Any) -> dict[str, Any]:

@@ -15,16 +15,18 @@ never declared twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from freight.pipelines import graph
 from freight.pipelines.callback import CallbackSpec, parse_callback
+from freight.pipelines.catch import Catcher, parse_catch
 from freight.pipelines.declare import as_raw
 from freight.pipelines.http import DEFAULT_TIMEOUT_S, HttpStep, parse_http, template_of
 from freight.pipelines.retry import DEFAULT_ON, HTTP_DEFAULT_ON, RetryPolicy, parse_retry
 from freight.pipelines.template import Expression, Template, expression, reference_text
+from freight.pipelines.tolerate import Tolerance, parse_tolerate
 from freight.pipelines.validate import (
     BUILTIN_KINDS,
     BUILTIN_TARGETS,
@@ -55,6 +57,9 @@ class StepSpec:
     when_expression: Expression | None = field(compare=False, hash=False, repr=False)
     for_each_expression: Expression | None = field(compare=False, hash=False, repr=False)
     retry: RetryPolicy | None = None  # what failures run again (pipelines/retry.py)
+    catch: tuple[Catcher, ...] = ()  # where a failure goes (pipelines/catch.py)
+    handles: str | None = None  # the step whose errors this one handles (catch: then:)
+    tolerate: Tolerance | None = None  # for_each: failed elements it survives
     http: HttpStep | None = None  # kind: http: its method and headers (pipelines/http.py)
     callback: CallbackSpec | None = None  # kind: callback: heartbeat_s, schema
 
@@ -119,6 +124,10 @@ def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
     for extra in (when_expression, for_each_expression):
         if extra is not None:
             needs |= extra.steps
+    catchers = parse_catch(raw)
+    for catcher in catchers:  # a default may read other steps (its own error is no need)
+        if catcher.default_template is not None:
+            needs |= catcher.default_template.steps - {name}
     return StepSpec(
         name=name,
         target=target,
@@ -134,6 +143,8 @@ def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
         retry=parse_retry(
             raw.get("retry"), default_on=DEFAULT_ON if http is None else HTTP_DEFAULT_ON
         ),
+        catch=catchers,
+        tolerate=parse_tolerate(raw),
         http=http,
         callback=parse_callback(raw),
         input_template=template,
@@ -144,7 +155,9 @@ def build_step(name: str, raw: Mapping[str, Any]) -> StepSpec:
 
 def build_pipeline(name: str, raw: Mapping[str, Any]) -> PipelineSpec:
     """A spec from a pipeline that passed the checks."""
-    steps = {str(s): build_step(str(s), spec) for s, spec in raw["steps"].items()}
+    steps = _with_handlers(
+        {str(s): build_step(str(s), spec) for s, spec in raw["steps"].items()}
+    )
     needs = {s: spec.needs for s, spec in steps.items()}
     output = raw.get("output", default_output(list(steps)))
     return PipelineSpec(
@@ -156,6 +169,23 @@ def build_pipeline(name: str, raw: Mapping[str, Any]) -> PipelineSpec:
         dependants=MappingProxyType(graph.dependants(needs)),
         output_template=Template(output),
     )
+
+
+def _with_handlers(steps: dict[str, StepSpec]) -> dict[str, StepSpec]:
+    """The handlers' edges (``catch: then:``) added to the steps' needs: a handler needs
+    the step it handles, whose dependants need the handler (its output stands in)."""
+    owner = {c.then: s.name for s in steps.values() for c in s.catch if c.then is not None}
+    if not owner:
+        return steps
+    out = dict(steps)
+    for handler, name in owner.items():
+        spec = out[handler]
+        out[handler] = replace(spec, needs=spec.needs | {name}, handles=name)
+    for other, spec in list(out.items()):
+        extra = {h for h, name in owner.items() if name in spec.needs and h != other}
+        if extra:
+            out[other] = replace(spec, needs=spec.needs | extra)
+    return out
 
 
 def parse_pipelines(raw: Mapping[str, Any], *, targets: Targets) -> dict[str, PipelineSpec]:

@@ -34,8 +34,9 @@ from jmespath.functions import Functions
 
 #: the names a reference or condition may read at the root of the context
 ROOTS = frozenset({"input", "steps", "item"})
-#: what a step exposes to references (``$steps.NAME.output``, ``$steps.NAME.status``)
-STEP_FIELDS = frozenset({"output", "status"})
+#: what a step exposes to references (``$steps.NAME.output``, ``.status``, and ``.error``:
+#: ``{code, message}`` once it failed, else null)
+STEP_FIELDS = frozenset({"output", "status", "error"})
 
 _FUNCTIONS: Mapping[str, Any] = Functions().FUNCTION_TABLE
 #: node types evaluated head first: only their first child sees the current value

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from freight.errors import PipelineDefinitionError
 from freight.pipelines import graph
 from freight.pipelines.callback import check_callback
+from freight.pipelines.catch import check_catch, entries
 from freight.pipelines.declare import Pipeline, as_raw
 from freight.pipelines.http import check_http
 from freight.pipelines.retry import check_retry
@@ -31,6 +32,7 @@ from freight.pipelines.template import (
     reference_text,
     scan,
 )
+from freight.pipelines.tolerate import check_tolerate
 
 TargetKind = Literal["model", "pipeline"]
 #: what a step is: a target's run, or one of the steps that run no target (``kind:``)
@@ -44,7 +46,7 @@ Targets = Mapping[str, TargetKind] | Collection[str]
 
 STEP_KEYS = frozenset(
     {"model", "pipeline", "kind", "input", "when", "for_each", "max_concurrency", "optional",
-     "timeout_s", "max_attempts", "retry",
+     "timeout_s", "max_attempts", "retry", "catch", "default", "tolerate",
      "heartbeat_s", "schema",  # kind: callback
      "method", "url", "headers"}  # kind: http
 )  # fmt: skip
@@ -183,10 +185,44 @@ class _Pipeline:
             return
         self.steps = {str(s) for s in steps}
         needs = {str(s): self.check_step(str(s), spec) for s, spec in steps.items()}
+        needs = self.handlers(steps, needs)
         for loop in graph.cycles(needs):
             self.add(f"steps form a cycle: {' -> '.join(loop)}", kind="cycle", cycle=loop)
         if "output" in raw:
             self.template(raw["output"], "output", step=None, item=False)
+
+    def handlers(
+        self, steps: Mapping[Any, Any], needs: dict[str, set[str]]
+    ) -> dict[str, set[str]]:
+        """Each ``catch: then:`` names another step of this pipeline that handles no other
+        step's errors; returns the dependencies with the handlers' edges added (a handler
+        needs its step; its step's dependants need the handler, whose output stands in)."""
+        owner: dict[str, str] = {}
+        for name, raw in steps.items():
+            if not isinstance(raw, Mapping) or not isinstance(raw.get("catch"), list):
+                continue
+            for entry in entries(raw):
+                handler = entry.get("then")
+                if not isinstance(handler, str):
+                    continue
+                if handler not in self.steps:
+                    self.add(f"catch: then: unknown step {handler!r}", kind="catch", step=name)
+                elif handler == name:
+                    self.add("catch: then: a step cannot handle itself", kind="catch", step=name)
+                elif owner.setdefault(handler, str(name)) != name:
+                    self.add(
+                        f"catch: then: {handler!r} already handles step {owner[handler]!r} "
+                        "(a handler handles one step)",
+                        kind="catch",
+                        step=name,
+                    )
+        out = {name: set(deps) for name, deps in needs.items()}
+        for handler, name in owner.items():
+            out[handler].add(name)
+            for other, deps in needs.items():
+                if name in deps and other != handler:
+                    out[other].add(handler)
+        return out
 
     def unknown_keys(
         self, raw: Mapping[str, Any], known: Collection[str], step: str | None = None
@@ -220,6 +256,8 @@ class _Pipeline:
             needs |= self.condition(raw["when"], step)
         if fan_out:
             needs |= self.for_each(raw["for_each"], step)
+        if "default" in raw:  # rendered once the step failed: may read its own error
+            needs |= self.template(raw["default"], "default", step=step, item=False, own=True)
         return needs
 
     def check_http_step(self, step: str, raw: Mapping[str, Any], *, item: bool) -> set[str]:
@@ -294,6 +332,14 @@ class _Pipeline:
                 self.add(f"{key} must be {wanted}, got {value!r}", kind="number", step=step)
         if raw.get("max_concurrency") is not None and raw.get("for_each") is None:
             self.add("max_concurrency applies only to a for_each step", kind="option", step=step)
+        self.check_failure_options(step, raw)
+        for problem in check_callback(raw):  # heartbeat_s, schema (freight.pipelines.callback)
+            self.add(problem, kind="callback", step=step)
+        if raw.get("when") is not None and not isinstance(raw["when"], str):
+            self.add(f"when must be a JMESPath string, got {raw['when']!r}", kind="type", step=step)
+
+    def check_failure_options(self, step: str, raw: Mapping[str, Any]) -> None:
+        """What a failure does: ``retry:``, ``catch:`` / ``default:``, ``optional:``."""
         if not isinstance(raw.get("optional", False), bool):
             self.add(
                 f"optional must be true or false, got {raw['optional']!r}", kind="type", step=step
@@ -307,22 +353,22 @@ class _Pipeline:
                     kind="retry",
                     step=step,
                 )
-            elif raw.get("for_each") is not None:
-                self.add(
-                    "retry of a for_each step's elements is not supported yet",
-                    kind="retry",
-                    step=step,
-                )
             elif raw.get("max_attempts") is not None:
                 self.add(
                     "max_attempts and retry.max_attempts both bound the attempts: give one",
                     kind="retry",
                     step=step,
                 )
-        for problem in check_callback(raw):  # heartbeat_s, schema (freight.pipelines.callback)
-            self.add(problem, kind="callback", step=step)
-        if raw.get("when") is not None and not isinstance(raw["when"], str):
-            self.add(f"when must be a JMESPath string, got {raw['when']!r}", kind="type", step=step)
+        for problem in check_catch(raw):
+            self.add(problem, kind="catch", step=step)
+        for problem in check_tolerate(raw):
+            self.add(problem, kind="tolerate", step=step)
+        if raw.get("catch") is not None and raw.get("optional"):
+            self.add(
+                "optional and catch both decide what a failure passes on: give one",
+                kind="catch",
+                step=step,
+            )
 
     def condition(self, when: Any, step: str) -> set[str]:
         """Check a ``when:`` (evaluated once per step, so no ``item``); returns its steps."""
@@ -345,8 +391,11 @@ class _Pipeline:
             return set()
         return self.expression(text, f"for_each {value!r}", step=step, item=False)
 
-    def template(self, template: Any, where: str, *, step: str | None, item: bool) -> set[str]:
-        """Check a template's every part; returns the steps it references."""
+    def template(
+        self, template: Any, where: str, *, step: str | None, item: bool, own: bool = False
+    ) -> set[str]:
+        """Check a template's every part; returns the steps it references (``own``: it may
+        read its own step's error and status, which is no dependency)."""
         needs: set[str] = set()
         for spot in scan(template, where):
             if spot.problem is not None or spot.reference is None:
@@ -359,11 +408,13 @@ class _Pipeline:
                 continue
             assert text is not None  # scan yields only references
             needs |= self.expression(
-                text, f"{spot.where}: {spot.reference!r}", step=step, item=item
+                text, f"{spot.where}: {spot.reference!r}", step=step, item=item, own=own
             )
         return needs
 
-    def expression(self, text: str, where: str, *, step: str | None, item: bool) -> set[str]:
+    def expression(
+        self, text: str, where: str, *, step: str | None, item: bool, own: bool = False
+    ) -> set[str]:
         """Compile one expression and check what it reads; returns the steps it reads."""
         try:
             compiled = expression(text)
@@ -372,6 +423,8 @@ class _Pipeline:
             return set()
         needs: set[str] = set()
         for path in compiled.reads:
+            if own and path[:2] == ("steps", step) and path[2:3] in (("error",), ("status",)):
+                continue
             problem = self.read_problem(path, step, item)
             if problem:
                 self.add(f"{where}: {problem[1]}", kind=problem[0], step=step)
@@ -398,5 +451,8 @@ class _Pipeline:
         if name not in self.steps:
             return "unknown_step", f"references unknown step {name!r}"
         if len(path) > 2 and path[2] not in STEP_FIELDS:
-            return "unknown_field", f"steps.{name}.{path[2]}: a step has only output and status"
+            return (
+                "unknown_field",
+                f"steps.{name}.{path[2]}: a step has only output, status and error",
+            )
         return None

@@ -59,6 +59,17 @@ def _step_dict(step: StepSpec) -> dict[str, Any]:
             "max_interval_s": step.retry.max_interval_s,
             "jitter": step.retry.jitter,
         },
+        "catch": [
+            {"on": sorted(c.on) if c.on is not None else None, "then": c.then}
+            | ({} if c.then is not None else {"default": c.default})
+            for c in step.catch
+        ],
+        "handles": step.handles,
+        "tolerate": None
+        if step.tolerate is None
+        else {"count": step.tolerate.count}
+        if step.tolerate.count is not None
+        else {"percent": step.tolerate.percent},
         "http": None
         if step.http is None
         else {
