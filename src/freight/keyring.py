@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -119,10 +119,16 @@ class Keyring:
         return key.principal()
 
     async def authenticate_sigv4(
-        self, header: str, request: SignedRequest, source: str = ""
+        self,
+        header: str,
+        amz_date: str | None,
+        request: Callable[[], Awaitable[SignedRequest]],
+        source: str = "",
     ) -> Principal:
-        """The caller whose SigV4 pair signed ``request`` (``header``: its Authorization).
-        401 ``unknown_access_key`` for an id that names no active pair, ``invalid_signature``
+        """The caller whose SigV4 pair signed the request (``header``: its Authorization,
+        ``amz_date``: its X-Amz-Date; ``request``: what the signature covers, its body
+        read only once the header, the time and the key are good). 401
+        ``unknown_access_key`` for an id that names no active pair, ``invalid_signature``
         for a signature its secret does not give, ``signature_expired`` past the clock
         skew AWS allows; counted as failures like a bearer key's."""
         from freight import sigv4
@@ -130,7 +136,7 @@ class Keyring:
         self._check_failures(source)
         try:
             auth = sigv4.parse(header)
-            amz_date = sigv4.check_time(_header(request, "x-amz-date"), auth, self._clock())
+            signed_at = sigv4.check_time(amz_date, auth, self._clock())
             key = await self._cached(auth.access_key_id) if sigv4.is_access_key_id(
                 auth.access_key_id
             ) else None
@@ -140,7 +146,7 @@ class Keyring:
                     "The security token included in the request is invalid.",
                     code="unknown_access_key",
                 )
-            sigv4.verify(request, auth, amz_date, secret)
+            sigv4.verify(await request(), auth, signed_at, secret)
         except UnauthorizedError:
             self._failed(source)
             raise
@@ -365,10 +371,6 @@ class Keyring:
         return await self._store.execute(
             lambda: tenancy.audit_log(tenant, before_id, limit), write=False
         )
-
-
-def _header(request: SignedRequest, name: str) -> str | None:
-    return next((v for k, v in request.headers if k.lower() == name), None)
 
 
 def _require_admin(who: Principal) -> None:

@@ -124,16 +124,28 @@ def sagemaker(request: Request) -> SageMakerService:
 def signed(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """The dependency of a route that AWS clients call: the caller of an
     ``AWS4-HMAC-SHA256`` signature (its SigV4 pair checked against the whole body,
-    read here up to ``max_json_bytes``, the bound of a body read whole, and kept as
-    ``request.state.body``), or of a bearer key. A server without keys takes any
-    signature, as it takes any caller."""
+    read here up to ``max_json_bytes``, the bound of a body read whole, once the
+    header, its time and its key are good, and kept as ``request.state.body``), or of a
+    bearer key. A server without keys takes any signature, as it takes any caller."""
 
     async def authenticated(request: Request) -> Principal:
         from freight.api.bodies import read_limited
         from freight.sigv4 import SignedRequest, is_sigv4
 
-        body = await read_limited(request, service(request).limits.max_json_bytes)
-        request.state.body = body
+        limit = service(request).limits.max_json_bytes
+
+        async def signed_request() -> SignedRequest:
+            request.state.body = await read_limited(request, limit)
+            return SignedRequest(
+                method=request.method,
+                raw_path=(request.scope.get("raw_path") or request.url.path.encode()).decode(
+                    "latin-1"
+                ),
+                query=request.scope.get("query_string", b"").decode("latin-1"),
+                headers=request.headers.items(),
+                body=request.state.body,
+            )
+
         ring: Keyring = request.app.state.keyring
         header = request.headers.get("authorization")
         source = request.client.host if request.client else ""
@@ -146,16 +158,9 @@ def signed(scope: Scope) -> Callable[..., Awaitable[Principal]]:
                 )
             who = ANONYMOUS
         elif is_sigv4(header):
-            signed_request = SignedRequest(
-                method=request.method,
-                raw_path=(request.scope.get("raw_path") or request.url.path.encode()).decode(
-                    "latin-1"
-                ),
-                query=request.scope.get("query_string", b"").decode("latin-1"),
-                headers=request.headers.items(),
-                body=body,
-            )
-            who = await ring.authenticate_sigv4(header, signed_request, source)
+            amz_date = request.headers.get("x-amz-date")
+            # the body is read once the header, its time and its key are good
+            who = await ring.authenticate_sigv4(header, amz_date, signed_request, source)
         else:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token:
@@ -164,6 +169,8 @@ def signed(scope: Scope) -> Callable[..., Awaitable[Principal]]:
                     code="malformed_authorization",
                 )
             who = await ring.authenticate(token.strip(), source)
+        if not hasattr(request.state, "body"):
+            request.state.body = await read_limited(request, limit)
         if not who.has(scope):
             raise ForbiddenError(
                 f"this route needs a key with the {scope} scope",
