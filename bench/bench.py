@@ -1,7 +1,7 @@
 """freight benchmarks B1 (async throughput), B2 (a burst into a batched model) and B3
 (real-time) (workloads in bench/README.md).
 
-    .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B2,B3] [--tracing off|on|both]
+    .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B1-bulk,B2,B3] [--tracing off|on|both]
 
 Starts ``freight serve examples/`` (embedded shape: SQLite + local directory) on
 a free port in a temporary state directory, runs each workload ``--rounds``
@@ -178,22 +178,38 @@ def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-async def _b1_burst(url: str, n: int, id0: int, target: str = "echo") -> dict[str, Any]:
+async def _b1_burst(
+    url: str, n: int, id0: int, target: str = "echo", bulk: int = 0
+) -> dict[str, Any]:
     """Submit ``n`` predictions with freight's AsyncClient, ``B1_CONCURRENCY`` in flight:
-    B1's ``echo`` with ~1 KB, or B2's ``sleep`` costing 20 ms + 1 ms per batch item."""
+    B1's ``echo`` with ~1 KB, or B2's ``sleep`` costing 20 ms + 1 ms per batch item.
+    With ``bulk``: ``bulk`` predictions per request (``create_many``), 4 in flight."""
     async with freight.AsyncClient(url, timeout_s=60) as client:
         submitted: dict[str, float] = {}
         todo = iter(range(n))
 
+        def value(i: int) -> Any:
+            return {"id": id0 + i, "blob": BLOB} if target == "echo" else {"ms": B2_MS}
+
         async def submitter() -> None:
             for i in todo:
                 t = time.time()
-                value = {"id": id0 + i, "blob": BLOB} if target == "echo" else {"ms": B2_MS}
-                handle = await client.predict(target, value)
+                handle = await client.predict(target, value(i))
                 submitted[handle.id] = t
 
+        async def bulk_submitter() -> None:
+            while page := [i for _, i in zip(range(bulk), todo, strict=False)]:
+                t = time.time()
+                items = [{"target": target, "input": value(i)} for i in page]
+                for created in await client.create_many(items):
+                    assert created.id is not None, created.error
+                    submitted[created.id] = t
+
         t_first = time.time()
-        await asyncio.gather(*(submitter() for _ in range(B1_CONCURRENCY)))
+        if bulk:
+            await asyncio.gather(*(bulk_submitter() for _ in range(4)))
+        else:
+            await asyncio.gather(*(submitter() for _ in range(B1_CONCURRENCY)))
         t_submitted = time.time()
         done: dict[str, Any] = {}
         gate = asyncio.Semaphore(B1_CONCURRENCY)
@@ -241,6 +257,20 @@ def b1(url: str, round_: int, server_pid: int) -> dict[str, Any]:
     return emit(
         "B1", round=round_, client=f"freight.AsyncClient, {B1_CONCURRENCY} in flight", **result
     )
+
+
+def b1_bulk(url: str, round_: int, server_pid: int) -> dict[str, Any]:
+    """B1 submitted in bulk: 250 predictions per request, 4 requests in flight."""
+    asyncio.run(_b1_burst(url, B1_WARMUP, 10**6, bulk=50))
+    server0, wall0 = tree_cpu_s(server_pid), time.monotonic()
+    result = asyncio.run(_b1_burst(url, B1_N * 2, 0, bulk=250))
+    server_cpu = tree_cpu_s(server_pid) - server0
+    result.update(
+        server_cpu_ms_per_prediction=server_cpu * 1000 / (B1_N * 2),
+        server_cores_busy=server_cpu / (time.monotonic() - wall0),
+    )
+    client = "freight.AsyncClient.create_many, 250 per request, 4 in flight"
+    return emit("B1-bulk", round=round_, client=client, **result)
 
 
 def b2(url: str, round_: int) -> dict[str, Any]:
@@ -344,6 +374,9 @@ def main() -> None:
                 try:
                     found = {
                         "B1": b1(server.url, round_, server.proc.pid) if "B1" in only else None,
+                        "B1-bulk": b1_bulk(server.url, round_, server.proc.pid)
+                        if "B1-bulk" in only
+                        else None,
                         "B2": b2(server.url, round_) if "B2" in only else None,
                         "B3": b3(server.url, round_, state) if "B3" in only else None,
                     }

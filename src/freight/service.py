@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from freight.deliveries import summarize
 from freight.errors import (
     ConflictError,
     ForbiddenError,
+    FreightError,
     NotFoundError,
     PredictionFailedError,
     UnsupportedMediaTypeError,
@@ -263,6 +264,65 @@ class PredictionService:
     ) -> Prediction:
         """Queue a prediction of a model, or start a run of a pipeline (its first steps
         queued in the same transaction), owned by the caller's tenant."""
+        row, written = await self._prepare(target, new_input, options, who)
+        try:
+            stored, inserted = await self._insert(row, new_input)
+        except BaseException:
+            if written:
+                await self._discard_unless_kept(row.id, written)
+            raise
+        await self._settle(stored, inserted, written)
+        return stored
+
+    async def create_many(
+        self, items: Sequence[tuple[str, NewInput, CreateOptions]], *, who: Principal = ANONYMOUS
+    ) -> list[Prediction | FreightError]:
+        """Create many predictions in one call (the bulk route): each item as
+        :meth:`create` would, checked on its own (an item refused is its error in its
+        place, the others go on), the models' predictions inserted in one transaction
+        (idempotency keys honoured per item), pipeline runs one transaction each."""
+        out: list[Prediction | FreightError] = []
+        prepared: list[tuple[int, Prediction, NewInput, str | None]] = []
+        for target, new_input, options in items:
+            try:
+                row, written = await self._prepare(target, new_input, options, who)
+            except FreightError as exc:
+                out.append(exc)
+                continue
+            out.append(row)
+            prepared.append((len(out) - 1, row, new_input, written))
+        plain = [(i, row, w) for i, row, _, w in prepared if row.kind != RUN]
+        try:
+            results = await self._store.create_many([row for _, row, _ in plain])
+        except BaseException:
+            for _, row, written in plain:
+                if written:
+                    await self._discard_unless_kept(row.id, written)
+            raise
+        for (index, _, written), result in zip(plain, results, strict=True):
+            if isinstance(result, FreightError):
+                out[index] = result
+                if written:
+                    await self._storage.delete(written)
+                continue
+            await self._settle(*result, written)
+            out[index] = result[0]
+        for index, row, new_input, written in prepared:
+            if row.kind == RUN:  # a run inserts its steps and advances: one each
+                try:
+                    stored, inserted = await self._insert(row, new_input)
+                except FreightError as exc:
+                    out[index] = exc
+                    continue
+                await self._settle(stored, inserted, written)
+                out[index] = stored
+        return out
+
+    async def _prepare(
+        self, target: str, new_input: NewInput, options: CreateOptions, who: Principal
+    ) -> tuple[Prediction, str | None]:
+        """Check a new prediction (access, quotas, the backlog) and make its row, its
+        input written to the store first when it is not kept inline (those keys)."""
         now = time.time()
         self.allow(who, target)
         if self._quotas is not None:
@@ -300,21 +360,18 @@ class PredictionService:
         row.metadata = orjson.dumps(options.metadata).decode() if options.metadata else None
         ttl_s = options.ttl_s or self._settings.default_ttl_s
         row.expires_at = now + ttl_s if ttl_s else None
-        written = await self._intake.write(row, new_input)
-        try:
-            stored, inserted = await self._insert(row, new_input)
-        except BaseException:
-            if written:
-                await self._discard_unless_kept(row.id, written)
-            raise
+        return row, await self._intake.write(row, new_input)
+
+    async def _settle(self, stored: Prediction, inserted: bool, written: str | None) -> None:
+        """After the insert: an idempotent replay's objects dropped (the original's are
+        kept), a new one counted and its workers woken."""
         if not inserted and written:
-            await self._storage.delete(written)  # an idempotent replay: keep the original
+            await self._storage.delete(written)
         if inserted:
-            metrics.created.labels(target).inc()
+            metrics.created.labels(stored.target).inc()
         if inserted and stored.status == Status.QUEUED:
-            self._backlog.add(target)
-            self._signal.notify(target)
-        return stored
+            self._backlog.add(stored.target)
+            self._signal.notify(stored.target)
 
     def _run_row(self, target: str, options: CreateOptions, now: float) -> Prediction:
         """A pipeline run (:func:`freight.pipelines.start.new_run`)."""

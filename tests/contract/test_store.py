@@ -605,3 +605,25 @@ async def test_memory_urls_open_separate_stores(memory_url: str) -> None:
     await second.open()
     await add(first, make())
     assert await second.list() == []
+
+
+async def test_create_many_inserts_in_one_call_and_keeps_each_key(store: Store) -> None:
+    """create_many inserts rows without keys in one statement; a keyed row replayed with
+    the same request is the stored one (not inserted), with another request its
+    ConflictError in its place; the others are inserted all the same."""
+    (kept,) = await add(store, make(idempotency_key="k", request_hash="h"))
+    plain = [make() for _ in range(3)]
+    replay = make(idempotency_key="k", request_hash="h")
+    clash = make(idempotency_key="k", request_hash="other")
+    fresh = make(idempotency_key="new", request_hash="h")
+    results = await store.create_many([plain[0], replay, plain[1], clash, fresh, plain[2]])
+    assert [r[1] for r in results if not isinstance(r, ConflictError)] == [
+        True, False, True, True, True,
+    ]  # fmt: skip
+    assert results[1] == (kept, False)
+    assert isinstance(results[3], ConflictError) and results[3].code == "idempotency_conflict"
+    for row in [*plain, fresh]:
+        assert (await store.get(row.id)) is not None
+    assert await store.get(clash.id) is None and await store.get(replay.id) is None
+    claimed = await store.claim("m", 10, worker_id="w", lease_s=LEASE_S, now=T0 + 1)
+    assert {r.id for r in claimed} == {kept.id, fresh.id, *(p.id for p in plain)}

@@ -59,6 +59,7 @@ MEANING: dict[type[errors.FreightError], str] = {
     errors.InvalidRequestError: "invalid request (`invalid_json`, `invalid_cursor`, "
     "`invalid_tensor`, `not_a_tensor_model`, `unsupported_encoding`, "
     "`ambiguous_input`, `unsupported_input_uri`, `bad_content_length`, `invalid_key`, "
+    "`too_many_predictions` (a bulk create), "
     "`webhook_refused`, `unknown_event`, `invalid_location`; batch jobs: `unknown_format`; "
     "keys: `invalid_tenant`, `invalid_expiry`; the console: `invalid_time`, `invalid_status`, "
     "`invalid_form`; a callback's answer: `answer_invalid` (against the step's schema), "

@@ -99,6 +99,35 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
+class BulkItem(CreatePrediction):
+    """One prediction of ``POST /v1/predictions/bulk``: a single create's body, and the
+    idempotency key its ``Idempotency-Key`` header would carry."""
+
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+
+
+class BulkCreate(BaseModel):
+    """Body of ``POST /v1/predictions/bulk``: up to 1,000 predictions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    predictions: list[BulkItem] = Field(min_length=1, max_length=1000)
+
+
+class BulkResult(BaseModel):
+    index: int = Field(description="the item's place in the request")
+    status: int = Field(description="202 created (or an idempotent replay), else the error's")
+    id: str | None = None
+    target: str | None = None
+    prediction_status: str | None = None
+    url: str | None = Field(None, description="where to follow it")
+    error: ErrorInfo | None = None
+
+
+class BulkOut(BaseModel):
+    data: list[BulkResult]
+
+
 class Metrics(BaseModel):
     queue_ms: float | None
     run_ms: float | None
@@ -342,6 +371,15 @@ class PipelineStepOut(BaseModel):
         description="failures run again: on (error codes), max_attempts (every attempt), "
         "interval_s, backoff, max_interval_s, jitter",
     )
+    catch: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="where a failure goes, tried in order: on (error codes; null: every "
+        "code) and then (the handler step) or default (the template standing in)",
+    )
+    handles: str | None = Field(None, description="the step whose errors this one handles")
+    tolerate: dict[str, Any] | None = Field(
+        None, description="for_each: the failed elements it survives, count or percent"
+    )
     http: dict[str, Any] | None = Field(
         None,
         description="a kind: http step's call: method, url (as declared), headers (each a "
@@ -371,15 +409,6 @@ class UsageOut(BaseModel):
 
     tenant: str | None
     target: str | None = Field(description="the model or pipeline")
-    catch: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="where a failure goes, tried in order: on (error codes; null: every "
-        "code) and then (the handler step) or default (the template standing in)",
-    )
-    handles: str | None = Field(None, description="the step whose errors this one handles")
-    tolerate: dict[str, Any] | None = Field(
-        None, description="for_each: the failed elements it survives, count or percent"
-    )
     kind: str | None = Field(description="model, pipeline, chunk or batch")
     hour: str | None = Field(description="the hour's start (ISO 8601)")
     status: str | None = Field(description="the outcome: succeeded, failed, canceled, ...")

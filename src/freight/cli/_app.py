@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import mimetypes
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -233,6 +234,58 @@ def predict(
         _show_output(client, handle, prediction, output)
         if prediction.steps and prediction.succeeded:
             err.print(_render.steps_table(prediction.steps))
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="Model or pipeline name.")],
+    inputs: Annotated[
+        Path, typer.Argument(help="JSON Lines: one input per line ('-': standard input).")
+    ],
+    key_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--key-prefix",
+            help="Give line N the idempotency key PREFIX-N: submitting the file again "
+            "creates nothing twice.",
+        ),
+    ] = None,
+    priority: Annotated[int | None, typer.Option("--priority", help="Of every one.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Queue one prediction per line of a JSON Lines file, 1,000 per request; print
+    each line's prediction id (or its error) as a JSON line; exit 1 if any failed."""
+    text = sys.stdin.read() if str(inputs) == "-" else inputs.read_text()
+    items: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"line {number} is not JSON: {exc}") from None
+        item: dict[str, Any] = {"target": target, "input": value}
+        if key_prefix is not None:
+            item["idempotency_key"] = f"{key_prefix}-{number}"
+        if priority is not None:
+            item["priority"] = priority
+        items.append(item)
+    if not items:
+        raise typer.BadParameter("no inputs: the file has no lines")
+    with _client(ctx, url) as client:
+        results = client.create_many(items)
+    failed = 0
+    for result in results:
+        if result.error is None:
+            typer.echo(json.dumps({"index": result.index, "id": result.id}))
+        else:
+            failed += 1
+            error = {"code": result.error.code, "message": result.error.message}
+            typer.echo(json.dumps({"index": result.index, "error": error}))
+    err.print(f"{len(results) - failed:,} queued, {failed:,} refused")
+    if failed:
+        raise typer.Exit(1)
 
 
 def _print_chunks(chunks: Iterator[Any], output: Path | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack
@@ -20,6 +20,7 @@ from freight.client._events import deliveries_from, delivery_from
 from freight.client._models import (
     BatchJob,
     CallbackAnswered,
+    Created,
     Delivery,
     FreightClientError,
     ModelInfo,
@@ -35,6 +36,7 @@ from freight.client._protocol import (
     batch_page_from,
     check,
     held_for,
+    json_body,
     model_from,
     models_from,
     number,
@@ -118,6 +120,23 @@ def create(
         if wait is not None and not prediction.terminal:
             prediction = yield from get(prediction.id, wait=wait)
     return prediction
+
+
+#: the most predictions one bulk request carries (the server's bound)
+MAX_BULK = 1000
+
+
+def create_many(items: Sequence[Mapping[str, Any]]) -> Flow[list[Created]]:
+    """Create many predictions, ``MAX_BULK`` per request: each item a single create's
+    body (``target``, ``input`` or ``input_uri``, ``metadata``, ``priority``, ``ttl_s``,
+    ``webhook``) plus its own ``idempotency_key``; one result per item, in order."""
+    out: list[Created] = []
+    for start in range(0, len(items), MAX_BULK):
+        page = [dict(item) for item in items[start : start + MAX_BULK]]
+        call = Call("POST", "/v1/predictions/bulk", json={"predictions": page}, has_json=True)
+        body = json_body((yield from request(call)))
+        out += [Created.model_validate({**r, "index": r["index"] + start}) for r in body["data"]]
+    return out
 
 
 def _events_field(events: Sequence[str] | None) -> dict[str, Any]:

@@ -222,6 +222,24 @@ class Prediction(_Wire):
 BATCH_TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 
+class Created(_Wire):
+    """One item's result of a bulk create (:meth:`Client.create_many`), in the request's
+    order: ``status`` 202 with its ``id`` (also for an idempotent replay), else the
+    status and ``error`` a single create would have raised with."""
+
+    index: int
+    status: int
+    id: str | None = None
+    target: str | None = None
+    prediction_status: str | None = None
+    url: str | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
 class BatchOptions(_Wire):
     """How a batch job splits, calls and joins (the server's defaults filled in)."""
 

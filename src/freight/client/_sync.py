@@ -26,6 +26,7 @@ from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
     BatchJob,
     CallbackAnswered,
+    Created,
     Delivery,
     FreightClientError,
     HandleBase,
@@ -361,6 +362,14 @@ class Client:
         """Tell a waiting callback step its answer is being worked on: its deadline
         moves to now + its ``heartbeat_s`` (never past its ``timeout_s``)."""
         return self._drive(_flows.callback_answer(url_or_token, "heartbeat"))
+
+    def create_many(self, items: Sequence[Mapping[str, Any]]) -> builtins.list[Created]:
+        """Create many predictions at once (``POST /v1/predictions/bulk``, 1,000 per
+        request): each item a dict as :meth:`create`'s body (``target``, ``input`` or
+        ``input_uri``, ``metadata``, ``priority``, ``ttl_s``, ``webhook``: ``{"url",
+        "events"}``) and its own ``idempotency_key``. Returns one :class:`Created` per
+        item, in order: an item refused carries its error, the others are created."""
+        return self._drive(_flows.create_many(items))
 
     def redrive(self, prediction_id: str) -> Prediction:
         """Restart a failed, timed-out or canceled pipeline run where it stopped: the

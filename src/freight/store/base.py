@@ -38,6 +38,7 @@ from typing import Protocol
 
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
+from freight.errors import ConflictError
 from freight.pipelines.callback import Answer, Claim
 from freight.prediction import (
     RETRY_BACKOFF_S,
@@ -153,6 +154,13 @@ class Records(Protocol):
         """Insert a prediction. With an ``idempotency_key`` that exists already,
         return ``(existing, False)`` when ``request_hash`` matches, else raise
         ConflictError(code="idempotency_conflict"). Returns ``(row, True)`` when inserted."""
+
+    async def create_many(
+        self, rows: Sequence[Prediction]
+    ) -> list[tuple[Prediction, bool] | ConflictError]:
+        """Insert many predictions (never runs) in one transaction, each as
+        :meth:`create` would: ``(row, inserted)``, or the ConflictError of a key
+        reused with a different request, in the rows' order."""
 
     async def create_run(
         self, run: Prediction, steps: Sequence[Prediction]

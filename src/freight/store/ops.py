@@ -77,6 +77,25 @@ def create(prediction: Prediction) -> Op[tuple[Prediction, bool]]:
     return check_idempotent(existing, prediction), False
 
 
+def create_many(rows: Sequence[Prediction]) -> Op[list[tuple[Prediction, bool] | ConflictError]]:
+    """Insert many predictions in one transaction (the bulk route): those without an
+    idempotency key in one statement, each other one as :func:`create` (its replay
+    is the row stored under its key; a different request under it, its error)."""
+    plain = [row for row in rows if row.idempotency_key is None]
+    if plain:
+        yield Sql(sql.INSERT_STEP, [prediction_params(row) for row in plain])
+    out: list[tuple[Prediction, bool] | ConflictError] = []
+    for row in rows:
+        if row.idempotency_key is None:
+            out.append((row, True))
+            continue
+        try:
+            out.append((yield from create(row)))
+        except ConflictError as exc:
+            out.append(exc)
+    return out
+
+
 def create_run(
     run: Prediction, steps: Sequence[Prediction]
 ) -> Op[tuple[tuple[Prediction, bool], Told]]:

@@ -216,6 +216,11 @@ class PostgresStore:
     async def create(self, prediction: Prediction) -> tuple[Prediction, bool]:
         return await self._run(lambda: ops.create(prediction))
 
+    async def create_many(
+        self, rows: Sequence[Prediction]
+    ) -> list[tuple[Prediction, bool] | ConflictError]:
+        return await self._run(lambda: ops.create_many(rows))
+
     async def create_run(
         self, run: Prediction, steps: Sequence[Prediction]
     ) -> tuple[Prediction, bool]:

@@ -19,6 +19,7 @@ from typing import Any
 from freight import metrics
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
+from freight.errors import ConflictError
 from freight.pipelines.callback import Answer, Claim
 from freight.prediction import (
     RETRY_BACKOFF_S,
@@ -167,6 +168,11 @@ class SqliteStore:
             input_json=input_json,
         )
         return await self._write_told(ops.mark_input_ready(params))
+
+    async def create_many(
+        self, rows: Sequence[Prediction]
+    ) -> list[tuple[Prediction, bool] | ConflictError]:
+        return await self._write(ops.create_many(rows))
 
     async def create_run(
         self, run: Prediction, steps: Sequence[Prediction]

@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 
 from freight.api import deps
 from freight.api.bodies import body_stream, content_type_of, read_json
-from freight.api.errors import responses
+from freight.api.errors import RequestInvalid, responses, status_of
 from freight.api.params import (
     CursorQuery,
     PreferHeader,
@@ -23,9 +23,17 @@ from freight.api.params import (
     webhook_in,
 )
 from freight.api.render import absolute, json_response, rendered, respond
-from freight.api.schemas import CreatePrediction, PredictionOut, PredictionPage
+from freight.api.schemas import (
+    BulkCreate,
+    BulkItem,
+    BulkOut,
+    CreatePrediction,
+    PredictionOut,
+    PredictionPage,
+)
 from freight.errors import (
     ConflictError,
+    FreightError,
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
@@ -35,7 +43,7 @@ from freight.errors import (
     UrlError,
 )
 from freight.media import OCTET_STREAM
-from freight.prediction import Kind, Status
+from freight.prediction import Kind, Prediction, Status
 from freight.service import CreateOptions, NewInput, request_hash
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -106,6 +114,94 @@ async def create_prediction(
     if wait_s:
         row = await svc.wait(row.id, wait_s, who)
     return await respond(request, row)
+
+
+#: the most predictions one bulk request creates (its body is bounded by max_json_bytes too)
+MAX_BULK = 1000
+
+
+def _item(raw: Any) -> tuple[str, NewInput, CreateOptions]:
+    """One item of a bulk request, as the single create reads its body and headers."""
+    try:
+        item = BulkItem.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "item"
+        raise RequestInvalid(f"{where}: {first['msg']}", field=where) from None
+    has_json = "input" in item.model_fields_set
+    if has_json and item.input_uri is not None:
+        raise InvalidRequestError("give input or input_uri, not both", code="ambiguous_input")
+    key = item.idempotency_key
+    fields = {k: v for k, v in raw.items() if k != "idempotency_key"} if key else {}
+    return (
+        item.target,
+        NewInput(
+            json=item.input, has_json=has_json, uri=item.input_uri,
+            content_type=item.input_content_type,
+        ),
+        CreateOptions(
+            metadata=item.metadata, priority=item.priority, ttl_s=item.ttl_s,
+            idempotency_key=key, request_hash=request_hash(fields) if key else None,
+            webhook=webhook_in(item.webhook),
+        ),
+    )  # fmt: skip
+
+
+def _result(index: int, outcome: Prediction | FreightError) -> dict[str, Any]:
+    if isinstance(outcome, FreightError):
+        error = {"code": outcome.code, "message": outcome.message, "detail": outcome.detail}
+        return {"index": index, "status": status_of(outcome), "error": error}
+    return {
+        "index": index,
+        "status": 202,
+        "id": outcome.id,
+        "target": outcome.target,
+        "prediction_status": str(outcome.status),
+        "url": f"/v1/predictions/{outcome.id}",
+    }
+
+
+@router.post(
+    "/bulk",
+    response_model=BulkOut,
+    responses=responses(InvalidRequestError, PayloadTooLargeError),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": BulkCreate.model_json_schema()}},
+        }
+    },
+)
+async def create_predictions(request: Request, who: deps.Predictor) -> Response:
+    """Create many predictions in one request (inline JSON or ``input_uri`` inputs):
+    ``data`` holds one result per item, in order: ``status`` 202 with its ``id``, or
+    the status and ``error`` the single create would have answered. An item refused
+    leaves no trace and the others go on; each item's ``idempotency_key`` is kept as
+    the ``Idempotency-Key`` header of a single create is."""
+    svc = deps.service(request)
+    raw = await read_json(request, svc.limits.max_json_bytes)
+    items = raw.get("predictions") if isinstance(raw, dict) else None
+    if not isinstance(items, list) or not items or set(raw) != {"predictions"}:
+        raise RequestInvalid('the body must be {"predictions": [ … ]}, a non-empty list')
+    if len(items) > MAX_BULK:
+        raise InvalidRequestError(
+            f"{len(items)} predictions in one request; at most {MAX_BULK}",
+            code="too_many_predictions",
+            limit=MAX_BULK,
+        )
+    parsed: list[tuple[str, NewInput, CreateOptions] | FreightError] = []
+    for item in items:
+        try:
+            if not isinstance(item, dict):
+                raise RequestInvalid("a prediction is an object")
+            parsed.append(_item(item))
+        except FreightError as exc:
+            parsed.append(exc)
+    valid = [p for p in parsed if not isinstance(p, FreightError)]
+    created = iter(await svc.create_many(valid, who=who))
+    outcomes = [p if isinstance(p, FreightError) else next(created) for p in parsed]
+    results = [_result(i, outcome) for i, outcome in enumerate(outcomes)]
+    return json_response({"data": results})
 
 
 @router.get("/{prediction_id}", response_model=PredictionOut, responses=responses(NotFoundError))
