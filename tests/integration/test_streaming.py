@@ -230,4 +230,3 @@ def test_the_real_time_route_streams_and_waits_for_a_cold_model(
     assert failing.returncode != 0
     assert failing.stdout.decode() == told(2)
     assert b"model_error" in failing.stderr
-

@@ -8,8 +8,11 @@ default 2, it waits until ``DIR/open`` exists: a test connects, reconnects, or c
 meanwhile) and ``"fail_at": K`` (it raises before its K-th chunk).
 
 ``Counter`` is an async generator yielding JSON chunks ``{"i": i, "square": i*i}``; its
-output is their list. ``Sleeper`` is ``Teller`` at zero replicas: its first request
-waits for a replica to load. ``Spiller`` yields the bytes of its input back in pieces.
+output is their list. ``Sleeper`` is ``Teller`` under another name, one no other test
+wakes: its first request waits for a replica to load. ``Spiller`` yields the bytes of
+its input back in pieces. All start at zero replicas (``idle_s=60`` keeps one up for a
+test's length): every server of the test project serves them, and a runner each would
+slow every server's start.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def _wait_for(gate: Path) -> None:
 
 class Teller(freight.Model):
     name = "teller"
-    replicas = freight.Replicas(min=1, max=1)
+    replicas = freight.Replicas(min=0, max=1, idle_s=60)
 
     def predict(self, input: dict[str, Any]) -> Iterator[str]:
         gate = Path(input["gate"]) / "open" if input.get("gate") else None
@@ -64,7 +67,7 @@ class Teller(freight.Model):
 
 class Counter(freight.Model):
     name = "counter"
-    replicas = freight.Replicas(min=1, max=1)
+    replicas = freight.Replicas(min=0, max=1, idle_s=60)
     stream_output = "list"
 
     async def predict(self, input: dict[str, Any]) -> AsyncIterator[dict[str, int]]:
@@ -80,7 +83,7 @@ class Sleeper(Teller):
 
 class Spiller(freight.Model):
     name = "spiller"
-    replicas = freight.Replicas(min=1, max=1)
+    replicas = freight.Replicas(min=0, max=1, idle_s=60)
 
     def predict(self, input: bytes) -> Iterator[bytes]:
         for start in range(0, len(input), 4):
