@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from freight.access import MAX_KEY_LIFETIME_S
 from freight.batch.options import Options
@@ -104,14 +104,6 @@ class BulkItem(CreatePrediction):
     idempotency key its ``Idempotency-Key`` header would carry."""
 
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)
-
-
-class BulkCreate(BaseModel):
-    """Body of ``POST /v1/predictions/bulk``: up to 1,000 predictions."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    predictions: list[BulkItem] = Field(min_length=1, max_length=1000)
 
 
 class BulkResult(BaseModel):
@@ -477,7 +469,7 @@ class CreateKey(BaseModel):
     expires_in_s: float | None = Field(
         None, gt=0, le=MAX_KEY_LIFETIME_S, description="lifetime in seconds (10 years at most)"
     )
-    sigv4: bool = Field(
+    sigv4: StrictBool = Field(
         False,
         description="an access-key pair for AWS clients (SigV4) instead of a bearer key",
     )

@@ -24,7 +24,6 @@ from freight.api.params import (
 )
 from freight.api.render import absolute, json_response, rendered, respond
 from freight.api.schemas import (
-    BulkCreate,
     BulkItem,
     BulkOut,
     CreatePrediction,
@@ -161,14 +160,32 @@ def _result(index: int, outcome: Prediction | FreightError) -> dict[str, Any]:
     }
 
 
+#: the bulk body as the route reads it: any items, each checked on its own (an item that
+#: is not a valid prediction is that item's 422 in the answer, not the request's)
+BULK_BODY = {
+    "type": "object",
+    "required": ["predictions"],
+    "additionalProperties": False,
+    "properties": {
+        "predictions": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_BULK,
+            "items": {},
+            "description": "each a prediction as BulkItem describes it",
+        }
+    },
+}
+
+
 @router.post(
     "/bulk",
     response_model=BulkOut,
-    responses=responses(InvalidRequestError, PayloadTooLargeError),
+    responses=responses(InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError),
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": BulkCreate.model_json_schema()}},
+            "content": {"application/json": {"schema": BULK_BODY}},
         }
     },
 )
