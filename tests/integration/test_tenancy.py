@@ -27,8 +27,8 @@ from tests.unit.test_identity import AUDIENCE, Issuer, Signer, _rsa
 
 __all__ = ["receiver"]  # the fixture, used here too
 
-#: operations anyone may call: probes, the document, and presigned routes (their
-#: signature is the credential)
+#: operations anyone may call: probes, the document, presigned routes (their signature
+#: is the credential) and a callback step's answers (its signed token is)
 PUBLIC = {
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -39,6 +39,9 @@ PUBLIC = {
     ("put", "/v1/predictions/{prediction_id}/input"),
     ("put", "/v1/batch-jobs/{job_id}/input/{name}"),
     ("get", "/v1/objects/{key}"),
+    ("post", "/v1/callbacks/{token}/success"),
+    ("post", "/v1/callbacks/{token}/failure"),
+    ("post", "/v1/callbacks/{token}/heartbeat"),
 }
 #: path parameters that name a tenant's own rows
 OWNED = {"prediction_id", "job_id"}
