@@ -427,7 +427,12 @@ class _Advance:
     ) -> None:
         error = state_of(element).error or StepError(ErrorCode.MODEL_ERROR, "no error recorded")
         message = f"{why}element {element.item_index}: {error.message}"
-        self.finish(head, Status.FAILED, error_code=error.code, error_message=message)
+        self.fail_step(step, head, StepError(error.code, message))
+
+    def fail_step(self, step: StepSpec, head: Prediction, error: StepError) -> None:
+        """A for_each step failed: its gathering row ends, what is left of its elements
+        is canceled in the same transaction."""
+        self.finish(head, Status.FAILED, error_code=error.code, error_message=error.message)
         self.changes.cancel_elements.append(
             (step.name, f"another element of step {step.name!r} failed")
         )
@@ -450,15 +455,7 @@ class _Advance:
             return
         if gathered.status is StepStatus.FAILED:
             assert gathered.error is not None
-            self.finish(
-                head,
-                Status.FAILED,
-                error_code=gathered.error.code,
-                error_message=gathered.error.message,
-            )
-            self.changes.cancel_elements.append(
-                (step.name, f"another element of step {step.name!r} failed")
-            )
+            self.fail_step(step, head, gathered.error)
             return
         statuses = [step_status(e.status) for e in elements]
         self.write(head, waiting_on=sum(not s.finished for s in statuses))
