@@ -2,6 +2,7 @@
 (real-time) (workloads in bench/README.md).
 
     .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B1-bulk,B2,B3] [--tracing off|on|both]
+        [--n 2000] [--duration 10]   # B1's predictions (B1-bulk: twice), B3's seconds
 
 Starts ``freight serve examples/`` (embedded shape: SQLite + local directory) on
 a free port in a temporary state directory, runs each workload ``--rounds``
@@ -239,18 +240,18 @@ async def _b1_burst(
         }
 
 
-def b1(url: str, round_: int, server_pid: int) -> dict[str, Any]:
+def b1(url: str, round_: int, server_pid: int, n: int = B1_N) -> dict[str, Any]:
     asyncio.run(_b1_burst(url, B1_WARMUP, 10**6))
     server0, client0, wall0 = tree_cpu_s(server_pid), self_cpu_s(), time.monotonic()
     runners0 = tree_cpu_s(server_pid, children_only=True)
-    result = asyncio.run(_b1_burst(url, B1_N, 0))
+    result = asyncio.run(_b1_burst(url, n, 0))
     wall = time.monotonic() - wall0
     server_cpu, client_cpu = tree_cpu_s(server_pid) - server0, self_cpu_s() - client0
     runners_cpu = tree_cpu_s(server_pid, children_only=True) - runners0
     result.update(
-        server_cpu_ms_per_prediction=server_cpu * 1000 / B1_N,
-        runners_cpu_ms_per_prediction=runners_cpu * 1000 / B1_N,
-        client_cpu_ms_per_prediction=client_cpu * 1000 / B1_N,
+        server_cpu_ms_per_prediction=server_cpu * 1000 / n,
+        runners_cpu_ms_per_prediction=runners_cpu * 1000 / n,
+        client_cpu_ms_per_prediction=client_cpu * 1000 / n,
         server_cores_busy=server_cpu / wall,
         client_cores_busy=client_cpu / wall,
     )
@@ -259,14 +260,15 @@ def b1(url: str, round_: int, server_pid: int) -> dict[str, Any]:
     )
 
 
-def b1_bulk(url: str, round_: int, server_pid: int) -> dict[str, Any]:
-    """B1 submitted in bulk: 250 predictions per request, 4 requests in flight."""
+def b1_bulk(url: str, round_: int, server_pid: int, n: int = B1_N) -> dict[str, Any]:
+    """B1 submitted in bulk (twice B1's ``n``): 250 predictions per request, 4 requests
+    in flight."""
     asyncio.run(_b1_burst(url, B1_WARMUP, 10**6, bulk=50))
     server0, wall0 = tree_cpu_s(server_pid), time.monotonic()
-    result = asyncio.run(_b1_burst(url, B1_N * 2, 0, bulk=250))
+    result = asyncio.run(_b1_burst(url, n * 2, 0, bulk=250))
     server_cpu = tree_cpu_s(server_pid) - server0
     result.update(
-        server_cpu_ms_per_prediction=server_cpu * 1000 / (B1_N * 2),
+        server_cpu_ms_per_prediction=server_cpu * 1000 / (n * 2),
         server_cores_busy=server_cpu / (time.monotonic() - wall0),
     )
     client = "freight.AsyncClient.create_many, 250 per request, 4 in flight"
@@ -314,7 +316,9 @@ def _wrk(url: str, lua: Path, duration_s: int) -> dict[str, Any]:
     return res
 
 
-def b3(url: str, round_: int, workdir: Path) -> dict[str, Any] | None:
+def b3(
+    url: str, round_: int, workdir: Path, duration_s: int = B3_DURATION_S
+) -> dict[str, Any] | None:
     if shutil.which("wrk") is None:
         print("wrk not installed (apt-get install wrk): skipping B3", file=sys.stderr)
         return None
@@ -331,8 +335,8 @@ def b3(url: str, round_: int, workdir: Path) -> dict[str, Any] | None:
     return emit(
         "B3",
         round=round_,
-        tool=f"wrk -t1 -c{B3_CONNECTIONS} -d{B3_DURATION_S}s",
-        **_wrk(target, lua, B3_DURATION_S),
+        tool=f"wrk -t1 -c{B3_CONNECTIONS} -d{duration_s}s",
+        **_wrk(target, lua, duration_s),
     )
 
 
@@ -340,6 +344,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="B1,B2,B3")
+    parser.add_argument("--n", type=int, default=B1_N, help="B1's predictions (B1-bulk: 2n)")
+    parser.add_argument("--duration", type=int, default=B3_DURATION_S, help="B3's seconds")
     parser.add_argument(
         "--with-key",
         action="store_true",
@@ -373,12 +379,16 @@ def main() -> None:
                     os.environ["FREIGHT_API_KEY"] = server.make_key()
                 try:
                     found = {
-                        "B1": b1(server.url, round_, server.proc.pid) if "B1" in only else None,
-                        "B1-bulk": b1_bulk(server.url, round_, server.proc.pid)
+                        "B1": b1(server.url, round_, server.proc.pid, args.n)
+                        if "B1" in only
+                        else None,
+                        "B1-bulk": b1_bulk(server.url, round_, server.proc.pid, args.n)
                         if "B1-bulk" in only
                         else None,
                         "B2": b2(server.url, round_) if "B2" in only else None,
-                        "B3": b3(server.url, round_, state) if "B3" in only else None,
+                        "B3": b3(server.url, round_, state, args.duration)
+                        if "B3" in only
+                        else None,
                     }
                     for workload, r in found.items():
                         if r:

@@ -1,6 +1,6 @@
 """freight benchmark B10: notifications under B1's load (workloads in bench/README.md).
 
-    .venv/bin/python bench/notify.py [--rounds 3]
+    .venv/bin/python bench/notify.py [--rounds 3] [--n 2000]
 
 One embedded server (``freight serve examples/``); per round, B1 (2,000 ``echo``
 predictions, freight's AsyncClient, 32 in flight) without webhooks, then B1 with
@@ -121,23 +121,23 @@ async def _unloaded(url: str, receiver: Receiver, n: int = 100) -> dict[str, Any
     }
 
 
-async def _round(url: str, receiver: Receiver, round_: int) -> tuple[float, float, float]:
+async def _round(url: str, receiver: Receiver, round_: int, n: int) -> tuple[float, float, float]:
     await bench._b1_burst(url, bench.B1_WARMUP, 10**6)
-    plain = await bench._b1_burst(url, bench.B1_N, round_ * 10**5)
+    plain = await bench._b1_burst(url, n, round_ * 10**5)
     bench.emit("B1", round=round_, webhooks=False, **plain)
     await _hooked_burst(url, receiver, bench.B1_WARMUP, 10**7)
-    hooked = await _hooked_burst(url, receiver, bench.B1_N, 10**8 + round_ * 10**5)
+    hooked = await _hooked_burst(url, receiver, n, 10**8 + round_ * 10**5)
     bench.emit("B10", round=round_, webhooks=True, **hooked)
     return plain["completed_per_s"], hooked["completed_per_s"], hooked["delivery_p50_ms"]
 
 
-async def _main(rounds: int) -> None:
+async def _main(rounds: int, n: int) -> None:
     receiver = Receiver()
     runner = await receiver.start()
     with tempfile.TemporaryDirectory(dir=bench.ROOT / ".freight") as state:
         server = bench.ServerProcess(Path(state))
         try:
-            results = [await _round(server.url, receiver, r) for r in range(rounds)]
+            results = [await _round(server.url, receiver, r, n) for r in range(rounds)]
             bench.emit("B10-unloaded", **await _unloaded(server.url, receiver))
         finally:
             server.stop()
@@ -157,9 +157,10 @@ async def _main(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--n", type=int, default=bench.B1_N, help="predictions per B1 run")
     args = parser.parse_args()
     (bench.ROOT / ".freight").mkdir(exist_ok=True)
-    asyncio.run(_main(args.rounds))
+    asyncio.run(_main(args.rounds, args.n))
 
 
 if __name__ == "__main__":
