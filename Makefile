@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: $(VENV)/.dev lint  ## install dev extras, lint, type-check, run every test
 
 bench: $(VENV)/.examples  ## B1 + B2 + B3 (bench/README.md), 3 rounds, JSON lines
 	$(BIN)/python bench/bench.py --rounds 3
+
+# every workload of bench/README.md, BASE (default: where this branch left main) against
+# this checkout, in one sitting: make bench-compare BASE=REV [ROUNDS=2] [QUICK=1] [ONLY=B1,B2]
+bench-compare: $(VENV)/.dev
+	$(BIN)/python bench/compare.py --rounds $(or $(ROUNDS),2) $(if $(BASE),--base $(BASE)) \
+	  $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) $(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf $(VENV) .freight .pytest_cache .mypy_cache .ruff_cache
