@@ -208,7 +208,7 @@ def run_once(
 
 
 def _log(record: dict[str, Any], raw: IO[str] | None = None) -> None:
-    line = json.dumps(record)
+    line = json.dumps(record, ensure_ascii=False)
     print(line, flush=True)
     if raw is not None:
         raw.write(line + "\n")
@@ -244,7 +244,7 @@ def sitting(
                     if raw is not None:
                         for line in parse_lines(text):
                             tag = {"compare": workload.id, "side": side, "round": round_}
-                            raw.write(json.dumps({**tag, "line": line}) + "\n")
+                            raw.write(json.dumps({**tag, "line": line}, ensure_ascii=False) + "\n")
                     _log(
                         {
                             "compare": workload.id,
