@@ -177,15 +177,22 @@ def test_a_forked_runner_killed_mid_prediction_is_retried(
     assert running(template)
 
 
-def test_killing_the_agent_ends_the_template_and_its_runners(tmp_path: Path) -> None:
-    """SIGKILL of the server process alone (not its group): the template dies with it,
-    and every runner forked from it too."""
+def test_a_dead_template_is_replaced_and_the_agents_death_ends_all(tmp_path: Path) -> None:
+    """SIGKILL of the template ends its runners: they are crashed replicas, replaced
+    from a new template. SIGKILL of the server process alone (not its group): the
+    template dies with it, and every runner forked from it too."""
     server = start(tmp_path, ["Who"])
     assert server.proc is not None
-    seen = loaded(tmp_path, 2)
+    first = loaded(tmp_path, 2)
+    (old,) = {int(str(s["ppid"])) for s in first}
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: not any(running(int(str(s["pid"]))) for s in first))
+    seen = [s for s in loaded(tmp_path, 4) if s not in first]
     pids = [int(str(s["pid"])) for s in seen]
     (template,) = {int(str(s["ppid"])) for s in seen}
+    assert template != old and is_template(template)
     assert all(running(pid) for pid in [template, *pids])
+    assert f"runner template (pid {old}) lost" in server.logs()
     os.kill(server.proc.pid, signal.SIGKILL)
     server.wait_exit()
     wait_until(lambda: not any(running(pid) for pid in [template, *pids]))
