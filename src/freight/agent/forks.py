@@ -147,14 +147,14 @@ class _Template:
 
     async def spawn(self, args: list[str], env: dict[str, str]) -> ForkedRunner:
         """A runner forked with ``args`` (its main's) and exactly ``env``."""
+        if not self.alive:
+            raise TemplateError(self.lost or "closed")
         pipes = [os.pipe() for _ in range(3)]
         theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
         ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
         request = next(self._ids)
         future: asyncio.Future[ForkedRunner] = self._loop.create_future()
         try:
-            if not self.alive:
-                raise TemplateError(self.lost or "closed")
             self._pending[request] = future
             try:
                 message = {"op": SPAWN, "id": request, "argv": args, "env": env}
