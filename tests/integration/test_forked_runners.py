@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,6 +106,23 @@ def start(tmp_path: Path, models: list[str], **extra: str) -> Server:
     return Server(env=env, cwd=tmp_path, project=project).start(probe="/healthz")
 
 
+Start = Callable[..., Server]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Start]:
+    """``start`` in the test's directory; every server it started killed at teardown."""
+    servers: list[Server] = []
+
+    def make(models: list[str], **extra: str) -> Server:
+        servers.append(start(tmp_path, models, **extra))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop(kill=True)
+
+
 def parent_of(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat.rpartition(")")[2].split()[1])
@@ -177,11 +194,13 @@ def test_a_forked_runner_killed_mid_prediction_is_retried(
     assert running(template)
 
 
-def test_a_dead_template_is_replaced_and_the_agents_death_ends_all(tmp_path: Path) -> None:
+def test_a_dead_template_is_replaced_and_the_agents_death_ends_all(
+    serve: Start, tmp_path: Path
+) -> None:
     """SIGKILL of the template ends its runners: they are crashed replicas, replaced
     from a new template. SIGKILL of the server process alone (not its group): the
     template dies with it, and every runner forked from it too."""
-    server = start(tmp_path, ["Who"])
+    server = serve(["Who"])
     assert server.proc is not None
     first = loaded(tmp_path, 2)
     (old,) = {int(str(s["ppid"])) for s in first}
@@ -198,11 +217,13 @@ def test_a_dead_template_is_replaced_and_the_agents_death_ends_all(tmp_path: Pat
     wait_until(lambda: not any(running(pid) for pid in [template, *pids]))
 
 
-def test_a_module_that_stops_importing_is_a_load_error_until_fixed(tmp_path: Path) -> None:
+def test_a_module_that_stops_importing_is_a_load_error_until_fixed(
+    serve: Start, tmp_path: Path
+) -> None:
     """models.py broken after the template imported it: the next replica's start is a
     load error naming the import's failure (fresh interpreters, as without a template);
     fixed, the next start forks from a new template that runs the new file."""
-    server = start(tmp_path, ["Late"], FREIGHT_MAX_LOAD_ATTEMPTS="0")
+    server = serve(["Late"], FREIGHT_MAX_LOAD_ATTEMPTS="0")
     project = tmp_path / "project"
     with server.client() as client:
         first = wait_done(client, create(client, "late", {})["id"])["output"]
@@ -224,9 +245,9 @@ def test_a_module_that_stops_importing_is_a_load_error_until_fixed(tmp_path: Pat
     assert is_template(fixed["ppid"]) and fixed["ppid"] != first["ppid"]
 
 
-def test_exec_starts_fresh_interpreters(tmp_path: Path) -> None:
+def test_exec_starts_fresh_interpreters(serve: Start) -> None:
     """runner_start: exec — the runner is the agent's own child, no template runs."""
-    server = start(tmp_path, ["Late"], FREIGHT_RUNNER_START="exec")
+    server = serve(["Late"], FREIGHT_RUNNER_START="exec")
     assert server.proc is not None
     with server.client() as client:
         done = wait_done(client, create(client, "late", {})["id"])
