@@ -1,6 +1,7 @@
 """freight benchmarks B6 (burst elasticity) and B7 (scale from zero) (bench/README.md).
 
-    .venv/bin/python bench/scaling.py [--only B6,B7] [--rate 6] [--phase-s 20] [--rounds 5]
+    .venv/bin/python bench/scaling.py [--only B6,B7,B7-sklearn] [--rate 6] [--phase-s 20]
+        [--rounds 5]
 
 Serves ``bench/scaling_project/`` (embedded shape: SQLite + local directory, state
 under ``.freight/``) on a free port.
@@ -17,6 +18,11 @@ under ``.freight/``) on a free port.
   runner reported: what scaling from zero costs beyond the model's own load.
   Also split: *spawn* (spawn -> ready minus load(): the runner process starting)
   and *rest* (wake-up, claim, run, completion). Target <= 300 ms.
+- **B7-sklearn**: B7 for ``cold-sklearn`` (``scaling_project/sk.py``: its module imports
+  scikit-learn, load() fits a small classifier), on one server per runner start
+  (``FREIGHT_RUNNER_START=exec``, then ``fork``): a first round (a fork's includes
+  starting the template), then ``--rounds`` more; their medians and the ratio
+  exec / fork. Target: fork >= 5x faster.
 
 Prints one JSON line per phase / round, then a summary line per workload.
 Bounded: every wait has a deadline.
@@ -49,12 +55,16 @@ REQUEST_TIMEOUT_S = 30.0
 COLD_LOAD_MS = 200.0
 ZERO_DEADLINE_S = 30.0
 B7_TARGET_MS = 300.0
+B7_SKLEARN_TARGET_RATIO = 5.0
+#: the models of B6/B7's server (sk.py is B7-sklearn's: its server serves it alone)
+SCALING_MODELS = '["models:Elastic", "models:Cold"]'
+SKLEARN_MODELS = '["sk:ColdSklearn"]'
 
 
 class Server:
     """``freight serve bench/scaling_project`` in its own session (like bench.ServerProcess)."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, **extra_env: str) -> None:
         self.port = bench.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = state / "server.log"
@@ -63,6 +73,8 @@ class Server:
             "FREIGHT_STATE_DIR": str(state),
             "FREIGHT_LOG_LEVEL": "info",  # the scale decisions are logged at INFO
             "BENCH_COLD_LOAD_MS": str(COLD_LOAD_MS),
+            "FREIGHT_MODELS": SCALING_MODELS,
+            **extra_env,
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "freight.cli", "serve", str(PROJECT), "--port", str(self.port)],
@@ -166,40 +178,44 @@ async def b6(url: str, rate: float, phase_s: float, ms: float) -> list[dict[str,
 # -- B7 -------------------------------------------------------------------------------
 
 
-def _cold(client: httpx.Client) -> dict[str, Any]:
-    body: dict[str, Any] = client.get("/v1/models/cold").json()
+def _cold(client: httpx.Client, model: str = "cold") -> dict[str, Any]:
+    body: dict[str, Any] = client.get(f"/v1/models/{model}").json()
     return body
 
 
-def _at_zero(client: httpx.Client) -> None:
+def _at_zero(client: httpx.Client, model: str) -> None:
     deadline = time.monotonic() + ZERO_DEADLINE_S
     while time.monotonic() < deadline:
-        if _cold(client)["replicas"]["total"] == 0:
+        if _cold(client, model)["replicas"]["total"] == 0:
             return
         time.sleep(0.1)
-    raise SystemExit(f"cold did not scale to zero within {ZERO_DEADLINE_S} s")
+    raise SystemExit(f"{model} did not scale to zero within {ZERO_DEADLINE_S} s")
 
 
-def b7_round(client: httpx.Client, round_: int) -> dict[str, Any]:
-    _at_zero(client)
-    starts_before = len(_cold(client)["scaling"]["cold_starts"])
+def b7_round(
+    client: httpx.Client, round_: int, model: str = "cold", workload: str = "B7"
+) -> dict[str, Any]:
+    _at_zero(client, model)
+    starts_before = len(_cold(client, model)["scaling"]["cold_starts"])
     t0 = time.perf_counter()
     response = client.post(
-        "/v1/predictions", json={"target": "cold", "input": {}}, headers={"Prefer": "wait=30"}
+        "/v1/predictions", json={"target": model, "input": {}}, headers={"Prefer": "wait=30"}
     )
     client_s = time.perf_counter() - t0
     row = response.json()
     if response.status_code not in (200, 201, 202) or row.get("status") != "succeeded":
-        raise SystemExit(f"B7: the prediction did not succeed: {response.status_code} {row}")
-    starts = _cold(client)["scaling"]["cold_starts"]
+        raise SystemExit(
+            f"{workload}: the prediction did not succeed: {response.status_code} {row}"
+        )
+    starts = _cold(client, model)["scaling"]["cold_starts"]
     if len(starts) <= starts_before and len(starts) < 5:
-        raise SystemExit("B7: no cold start was recorded for the prediction")
+        raise SystemExit(f"{workload}: no cold start was recorded for the prediction")
     cold = starts[-1]
     load_ms = (cold["load_s"] or 0.0) * 1000
     total_ms = (bench._ts(row["finished_at"]) - bench._ts(row["created_at"])) * 1000
     spawn_ms = cold["seconds"] * 1000 - load_ms
     return bench.emit(
-        "B7",
+        workload,
         round=round_,
         create_to_finished_ms=total_ms,
         load_ms=load_ms,
@@ -210,9 +226,45 @@ def b7_round(client: httpx.Client, round_: int) -> dict[str, Any]:
     )
 
 
+def b7_sklearn(rounds: int) -> None:
+    """B7 of ``cold-sklearn``, on a server per runner start: exec, then fork."""
+    medians: dict[str, float] = {}
+    for start in ("exec", "fork"):
+        with tempfile.TemporaryDirectory(prefix="bench-scaling-", dir=ROOT / ".freight") as tmp:
+            server = Server(Path(tmp), FREIGHT_MODELS=SKLEARN_MODELS, FREIGHT_RUNNER_START=start)
+            try:
+                with httpx.Client(base_url=server.url, timeout=60) as client:
+                    name = f"B7-sklearn-{start}"
+                    first = b7_round(client, 0, "cold-sklearn", f"{name}-first")
+                    later = [
+                        b7_round(client, r, "cold-sklearn", name) for r in range(1, rounds + 1)
+                    ]
+            finally:
+                server.stop()
+        medians[start] = statistics.median(r["overhead_ms"] for r in later)
+        bench.emit(
+            f"B7-sklearn-{start}-summary",
+            rounds=len(later),
+            first_overhead_ms=first["overhead_ms"],
+            overhead_p50_ms=medians[start],
+            overhead_max_ms=max(r["overhead_ms"] for r in later),
+            spawn_p50_ms=statistics.median(r["spawn_ms"] for r in later),
+            load_p50_ms=statistics.median(r["load_ms"] for r in later),
+        )
+    ratio = medians["exec"] / medians["fork"]
+    bench.emit(
+        "B7-sklearn-summary",
+        exec_p50_ms=medians["exec"],
+        fork_p50_ms=medians["fork"],
+        ratio=ratio,
+        target_ratio=B7_SKLEARN_TARGET_RATIO,
+        met=ratio >= B7_SKLEARN_TARGET_RATIO,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="B6,B7")
+    parser.add_argument("--only", default="B6,B7,B7-sklearn")
     parser.add_argument("--rate", type=float, default=6.0, help="B6 steady requests per second")
     parser.add_argument("--phase-s", type=float, default=20.0)
     parser.add_argument("--ms", type=float, default=100.0, help="B6 model time per request")
@@ -220,6 +272,10 @@ def main() -> None:
     args = parser.parse_args()
     only = {w.strip().upper() for w in args.only.split(",")}
     (ROOT / ".freight").mkdir(exist_ok=True)
+    if "B7-SKLEARN" in only:
+        b7_sklearn(args.rounds)
+    if not only & {"B6", "B7"}:
+        return
     with tempfile.TemporaryDirectory(prefix="bench-scaling-", dir=ROOT / ".freight") as tmp:
         server = Server(Path(tmp))
         try:

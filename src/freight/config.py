@@ -7,6 +7,7 @@ names it (:func:`load_settings` raises ConfigError).
 from __future__ import annotations
 
 import secrets
+import sys
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +88,10 @@ class Settings(BaseSettings):
     # failed loads in a row after which a model's queued predictions fail
     # model_unavailable (loading is still retried); 0 = never give up
     max_load_attempts: int = Field(5, ge=0)
+    # how a replica's runner process starts: forked from a template process that imported
+    # the runner and the models' modules once (agent/forks.py; Linux), or a fresh
+    # interpreter that imports them again
+    runner_start: Literal["fork", "exec"] = "fork" if sys.platform == "linux" else "exec"
     # autoscaling (embedded and worker agents): replicas of all models together on this
     # node (None: no cap), how often the autoscaler looks, and the node's GPUs ("0,1",
     # "none"; empty: what nvidia-smi lists)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def test_defaults_without_yaml_or_environment(tmp_path: Path) -> None:
     assert settings.lease_s == 30.0
     assert settings.realtime_timeout_s == 60.0
     assert settings.default_ttl_s is None
+    assert settings.runner_start == ("fork" if sys.platform == "linux" else "exec")
 
 
 def test_yaml_sets_values_and_ignores_feature_sections(tmp_path: Path) -> None:
@@ -55,10 +57,12 @@ def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     project = yaml_project(tmp_path, "port: 9100\nlease_s: 10\n")
     monkeypatch.setenv("FREIGHT_PORT", "9200")
     monkeypatch.setenv("FREIGHT_MODELS", '["a:B"]')
+    monkeypatch.setenv("FREIGHT_RUNNER_START", "exec")
     settings = load_settings(project)
     assert settings.port == 9200
     assert settings.lease_s == 10.0
     assert settings.models == ["a:B"]
+    assert settings.runner_start == "exec"
 
 
 def test_overrides_win_over_yaml_and_none_is_ignored(tmp_path: Path) -> None:
@@ -109,6 +113,7 @@ def test_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
         ("lease_s: -1\n", "lease_s"),
         ("models: not-a-list\n", "models"),
         ("no_such_setting: 1\n", "no_such_setting"),
+        ("runner_start: spawn\n", "runner_start"),
     ],
 )
 def test_invalid_yaml_values_name_the_field(tmp_path: Path, text: str, field: str) -> None:

@@ -51,9 +51,10 @@ from freight.agent.duties import (
     StoreOutage,
     Supervisor,
 )
+from freight.agent.forks import Forkserver
 from freight.agent.http_steps import HttpCaller, warn_missing_secrets
 from freight.agent.logs import LogWriter
-from freight.agent.replica import RunnerCommand
+from freight.agent.replica import RunnerCommand, exec_runner
 from freight.agent.streamed import StreamWriter
 from freight.agent.worker import ModelWorker, Persist, ReplicaLauncher
 from freight.batch.driver import BatchDriver
@@ -142,6 +143,12 @@ class Agent:
         self.not_served = _deployable(specs, self.devices)
         served = {name: spec for name, spec in specs.items() if name not in self.not_served}
         _warn_about_the_cap(served, settings.max_replicas)
+        # a template per agent: replicas fork from it (started at the first replica start)
+        self.forks = (
+            Forkserver(Path(settings.project_dir).resolve(), [spec.ref for spec in served.values()])
+            if settings.runner_start == "fork"
+            else None
+        )
         self.workers = {
             name: self._worker(spec, scratch, storage_url, launch) for name, spec in served.items()
         }
@@ -181,6 +188,7 @@ class Agent:
             retry_backoff_s=settings.retry_backoff_s,
             logs=self.logs,
             streamed=self.streamed,
+            spawn=self.forks.spawn if self.forks is not None else exec_runner,
         )
 
     def _build_duties(self, store: Store, storage: Storage) -> None:
@@ -276,6 +284,8 @@ class Agent:
         await self.supervisor.stop()
         await self.logs.close()
         await self.streamed.close()
+        if self.forks is not None:
+            await self.forks.aclose()
         await self.census.goodbye()
 
     def stop_claiming(self) -> None:

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,10 +83,12 @@ class RunnerCommand:
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
 
     def argv(self) -> list[str]:
+        """The command line of a fresh interpreter running the runner."""
+        return [sys.executable, "-m", "freight.runner", *self.args()]
+
+    def args(self) -> list[str]:
+        """The runner's own arguments (``freight.runner.process.main``'s)."""
         return [
-            sys.executable,
-            "-m",
-            "freight.runner",
             "--ref",
             self.ref,
             "--project",
@@ -100,6 +102,46 @@ class RunnerCommand:
         ]
 
 
+class RunnerProcess(Protocol):
+    """What a replica uses of its runner process: an ``asyncio.subprocess.Process``
+    (a fresh interpreter) or a runner forked from a template (:mod:`freight.agent.forks`)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter | None: ...
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+
+    @property
+    def stderr(self) -> asyncio.StreamReader | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signal: int) -> None: ...
+
+
+#: how a replica's runner process is started (:func:`exec_runner`, or a template's fork)
+Spawn = Callable[[RunnerCommand], Awaitable[RunnerProcess]]
+
+
+async def exec_runner(command: RunnerCommand) -> RunnerProcess:
+    """A runner in a fresh interpreter: stdin, stdout (the frames) and stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        *command.argv(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(command.env or {})},
+        limit=protocol.MAX_FRAME_BYTES,
+    )
+
+
 class Replica:
     def __init__(
         self,
@@ -107,15 +149,18 @@ class Replica:
         command: RunnerCommand,
         on_logs: Callable[[Logs], None] | None = None,
         on_streamed: Callable[[Streamed], None] | None = None,
+        spawn: Spawn = exec_runner,
     ) -> None:
         """``on_logs``: what the model printed, as the runner sends it (its load's lines
         before :meth:`start` returns, then each batch's before :meth:`run` returns);
-        ``on_streamed``: a streaming model's chunks, each as it was yielded."""
+        ``on_streamed``: a streaming model's chunks, each as it was yielded;
+        ``spawn``: how its runner process starts (default: a fresh interpreter)."""
         self.name = name
         self._command = command
         self._on_logs = on_logs
         self._on_streamed = on_streamed
-        self._proc: asyncio.subprocess.Process | None = None
+        self._spawn = spawn
+        self._proc: RunnerProcess | None = None
         self._log_task: asyncio.Task[None] | None = None
         self.load_ms: float | None = None
         self.ready = False  # the model is loaded and the runner takes batches
@@ -135,16 +180,8 @@ class Replica:
 
     async def start(self) -> None:
         """Spawn the runner and wait until its model is loaded."""
-        env = {**os.environ, **(self._command.env or {})}
         began = time.monotonic()
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._command.argv(),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            limit=protocol.MAX_FRAME_BYTES,
-        )
+        self._proc = await self._spawn(self._command)
         self._log_task = asyncio.create_task(self._pump_logs(), name=f"logs:{self.name}")
         frame = await self._first_frame()
         if isinstance(frame, LoadFailed):

@@ -47,6 +47,8 @@ from freight.agent.replica import (
     ReplicaHandle,
     ReplicaLoadError,
     RunnerCommand,
+    Spawn,
+    exec_runner,
 )
 from freight.agent.streamed import StreamWriter
 from freight.agent.traces import BatchTrace
@@ -166,6 +168,7 @@ class ModelWorker:
         retry_backoff_s: float = RETRY_BACKOFF_S,
         logs: LogWriter | None = None,
         streamed: StreamWriter | None = None,
+        spawn: Spawn = exec_runner,
     ) -> None:
         """``logs``: where what the runners print goes (None: their stderr only);
         ``streamed``: where a streaming model's chunks go (None: nowhere).
@@ -173,7 +176,8 @@ class ModelWorker:
         ``make_replica`` (a replica from its name) or ``launch`` (from its name and
         command) replace the runner process; ``gpu_pool``: the node's GPUs, of which
         each slot holds ``spec.resources.gpus`` (without a pool the runners' GPU
-        environment is left alone)."""
+        environment is left alone); ``spawn``: how its runner processes start (a fresh
+        interpreter, or a fork of the agent's template: :mod:`freight.agent.forks`)."""
         self.spec = spec
         self._command = command
         if make_replica is not None:
@@ -182,6 +186,7 @@ class ModelWorker:
             self._launch = launch or self._replica
         self._logs = logs
         self._streamed = streamed
+        self._spawn_runner = spawn
         self._gpu_pool = gpu_pool
         self._caps = caps
         self._retry_backoff_s = retry_backoff_s
@@ -323,6 +328,7 @@ class ModelWorker:
             command,
             lambda frame: self._printed(name, frame),
             lambda frame: self._yielded(name, frame),
+            spawn=self._spawn_runner,
         )
 
     def _yielded(self, name: str, frame: Streamed) -> None:

@@ -50,7 +50,7 @@ class BatchMismatchError(Exception):
     """predict_batch did not return a list of one output per input."""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: get SIGKILL when the agent dies, so no runner outlives a killed server."""
     try:
         import ctypes
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inline-output-max-bytes", type=int, default=256 * 1024)
     parser.add_argument("--max-log-bytes", type=int, default=DEFAULT_MAX_LOG_BYTES)
     args = parser.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
     proto_in, proto_out = _private_pipes()
     frames = _Frames(proto_out, args.max_log_bytes)
     frames.install()
