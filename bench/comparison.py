@@ -179,6 +179,19 @@ WORKLOADS: tuple[Workload, ...] = (
         requires=_COLD,
     ),
     Workload(
+        "B7-sklearn",
+        "scaling.py",
+        ("--only", "B7-sklearn", "--rounds"),
+        ("3",),
+        ("1",),
+        (
+            _f("overhead p50 ms, exec", "B7-sklearn-summary", "exec_p50_ms", "lower"),
+            _f("overhead p50 ms, fork", "B7-sklearn-summary", "fork_p50_ms", "lower"),
+        ),
+        240,
+        requires=_COLD,
+    ),
+    Workload(
         "B9",
         "batch.py",
         ("--rounds", "1"),
