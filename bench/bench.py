@@ -89,7 +89,9 @@ class Discard:
 
 
 class ServerProcess:
-    def __init__(self, state: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, state: Path, extra_env: dict[str, str] | None = None, project: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -105,7 +107,7 @@ class ServerProcess:
                 "-m",
                 "freight.cli",
                 "serve",
-                str(ROOT / "examples"),
+                str(project or ROOT / "examples"),
                 "--port",
                 str(self.port),
             ],
@@ -180,7 +182,7 @@ def _ts(iso: str) -> float:
 
 
 async def _b1_burst(
-    url: str, n: int, id0: int, target: str = "echo", bulk: int = 0
+    url: str, n: int, id0: int, target: str = "echo", bulk: int = 0, in_flight: int = 0
 ) -> dict[str, Any]:
     """Submit ``n`` predictions with freight's AsyncClient, ``B1_CONCURRENCY`` in flight:
     B1's ``echo`` with ~1 KB, or B2's ``sleep`` costing 20 ms + 1 ms per batch item.
@@ -210,7 +212,7 @@ async def _b1_burst(
         if bulk:
             await asyncio.gather(*(bulk_submitter() for _ in range(4)))
         else:
-            await asyncio.gather(*(submitter() for _ in range(B1_CONCURRENCY)))
+            await asyncio.gather(*(submitter() for _ in range(in_flight or B1_CONCURRENCY)))
         t_submitted = time.time()
         done: dict[str, Any] = {}
         gate = asyncio.Semaphore(B1_CONCURRENCY)
@@ -275,15 +277,23 @@ def b1_bulk(url: str, round_: int, server_pid: int, n: int = B1_N) -> dict[str, 
     return emit("B1-bulk", round=round_, client=client, **result)
 
 
-def b2(url: str, round_: int) -> dict[str, Any]:
+def b2(url: str, round_: int, server_pid: int, in_flight: int = B1_CONCURRENCY) -> dict[str, Any]:
     """B2: a burst of 500 into the batched ``sleep`` model (max_size 32, max_wait 10 ms):
-    the burst's completion time, first submit to last finished_at."""
-    asyncio.run(_b1_burst(url, 64, 10**6, target="sleep"))
-    result = asyncio.run(_b1_burst(url, B2_N, 0, target="sleep"))
-    result["burst_s"] = result["wall_s"]
-    return emit(
-        "B2", round=round_, client=f"freight.AsyncClient, {B1_CONCURRENCY} in flight", **result
+    the burst's completion time, first submit to last finished_at, and the server's CPU
+    per prediction (its runners apart). ``in_flight``: 32 as B1, or 500 for B2-flood (the
+    whole burst at once, as 500 independent callers would send it)."""
+    asyncio.run(_b1_burst(url, 64, 10**6, target="sleep", in_flight=in_flight))
+    server0, runners0 = tree_cpu_s(server_pid), tree_cpu_s(server_pid, children_only=True)
+    result = asyncio.run(_b1_burst(url, B2_N, 0, target="sleep", in_flight=in_flight))
+    runners_cpu = tree_cpu_s(server_pid, children_only=True) - runners0
+    server_cpu = tree_cpu_s(server_pid) - server0 - runners_cpu
+    result.update(
+        burst_s=result["wall_s"],
+        server_cpu_ms_per_prediction=server_cpu * 1000 / B2_N,
+        runners_cpu_ms_per_prediction=runners_cpu * 1000 / B2_N,
     )
+    name = "B2" if in_flight == B1_CONCURRENCY else "B2-flood"
+    return emit(name, round=round_, client=f"freight.AsyncClient, {in_flight} in flight", **result)
 
 
 def _wrk(url: str, lua: Path, duration_s: int) -> dict[str, Any]:
@@ -347,6 +357,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=B1_N, help="B1's predictions (B1-bulk: 2n)")
     parser.add_argument("--duration", type=int, default=B3_DURATION_S, help="B3's seconds")
     parser.add_argument(
+        "--project", type=Path, default=None, help="serve this project, not examples/"
+    )
+    parser.add_argument(
         "--with-key",
         action="store_true",
         help="make an API key first and send it on every request (the cost of auth)",
@@ -372,7 +385,7 @@ def main() -> None:
                 state.mkdir()
                 extra = discard.env() if mode == "on" and discard else {}
                 tag = "" if args.tracing == "off" else f"-tracing-{mode}"
-                server = ServerProcess(state, extra)
+                server = ServerProcess(state, extra, args.project)
                 if tag:  # the lines that follow are of this mode
                     emit("tracing", round=round_, mode=mode)
                 if args.with_key:  # every request of the clients below carries it
@@ -385,7 +398,10 @@ def main() -> None:
                         "B1-bulk": b1_bulk(server.url, round_, server.proc.pid, args.n)
                         if "B1-bulk" in only
                         else None,
-                        "B2": b2(server.url, round_) if "B2" in only else None,
+                        "B2": b2(server.url, round_, server.proc.pid) if "B2" in only else None,
+                        "B2-flood": b2(server.url, round_, server.proc.pid, B2_N)
+                        if "B2-flood" in only
+                        else None,
                         "B3": b3(server.url, round_, state, args.duration)
                         if "B3" in only
                         else None,

@@ -8,8 +8,10 @@ query of the nodes, and one of the queue per target and priority.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Generic, TypeVar
 
 from freight.prediction import Kind, Prediction, Status
 from freight.quotas import Quotas
@@ -31,6 +33,33 @@ def _higher_queued(target: str, priority: int) -> Op[bool]:
     return bool(rows)
 
 
+T = TypeVar("T")
+
+
+class _Reads(Generic[T]):
+    """Reads reused for :data:`CACHE_S`, each made once however many ask at the same
+    time: a burst of requests that all find an entry expired shares one query (each
+    reading it alone made a herd of identical queries, one per request in flight)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[float, asyncio.Future[T]]] = {}
+
+    async def get(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is None or now - entry[0] >= CACHE_S:
+            if len(self._entries) > 1024:
+                self._entries.clear()
+            entry = (now, asyncio.ensure_future(read()))
+            self._entries[key] = entry
+        try:
+            return await asyncio.shield(entry[1])
+        except Exception:
+            if self._entries.get(key) is entry:  # the next caller reads again
+                del self._entries[key]
+            raise
+
+
 class Roster:
     def __init__(
         self, store: Store, *, census_interval_s: float, quotas: Quotas | None = None
@@ -38,18 +67,16 @@ class Roster:
         self._store = store
         self._interval_s = census_interval_s
         self._quotas = quotas
-        self._nodes: tuple[float, list[NodeReport]] | None = None
-        self._higher: dict[tuple[str, int], tuple[float, bool]] = {}
+        self._nodes: _Reads[list[NodeReport]] = _Reads()
+        self._higher: _Reads[bool] = _Reads()
 
     async def nodes(self) -> list[NodeReport]:
         """The nodes that reported lately (cached for :data:`CACHE_S`)."""
-        now = time.monotonic()
-        if self._nodes is not None and now - self._nodes[0] < CACHE_S:
-            return self._nodes[1]
+        return await self._nodes.get("nodes", self._read_nodes)
+
+    async def _read_nodes(self) -> list[NodeReport]:
         since = live_since(time.time(), self._interval_s)
-        found = await self._store.execute(lambda: node_rows.live(since), write=False)
-        self._nodes = (now, found)
-        return found
+        return await self._store.execute(lambda: node_rows.live(since), write=False)
 
     async def why(self, row: Prediction) -> Waiting | None:
         """Why ``row`` waits (None: it does not)."""
@@ -74,15 +101,10 @@ class Roster:
         return found
 
     async def _higher_queued(self, target: str, priority: int) -> bool:
-        now = time.monotonic()
-        cached = self._higher.get((target, priority))
-        if cached is not None and now - cached[0] < CACHE_S:
-            return cached[1]
-        higher = await self._store.execute(lambda: _higher_queued(target, priority), write=False)
-        if len(self._higher) > 1024:
-            self._higher.clear()
-        self._higher[(target, priority)] = (now, higher)
-        return higher
+        return await self._higher.get(
+            (target, priority),
+            lambda: self._store.execute(lambda: _higher_queued(target, priority), write=False),
+        )
 
     async def _quota_full(self, row: Prediction) -> bool:
         if self._quotas is None:

@@ -216,7 +216,8 @@ def test_idempotent_retry_skips_a_done_upload(api: Api, client: Client) -> None:
 
 
 def test_wait_long_polls_until_terminal(api: Api, client: Client) -> None:
-    """On a server without event streams, wait() repeats GET ?wait= until terminal."""
+    """wait() repeats GET ?wait= until terminal (a server that answers early is asked
+    again), each asking the server to hold the answer."""
     api.on(
         "GET",
         "/v1/predictions/p1",
@@ -226,11 +227,8 @@ def test_wait_long_polls_until_terminal(api: Api, client: Client) -> None:
     )
     result = client.wait("p1", timeout=30, poll_s=0)
     assert isinstance(result, Prediction) and result.terminal
-    # one read, then the stream (this server answers 404 for it), then the polls
-    read, probe, *polls = api.requests
-    assert (read.url.path, probe.url.path) == ("/v1/predictions/p1", "/v1/predictions/p1/events")
-    assert len(polls) == 2
-    assert all(float(r.url.params["wait"]) > 0 for r in polls)
+    assert [r.url.path for r in api.requests] == ["/v1/predictions/p1"] * 3
+    assert all(float(r.url.params["wait"]) > 0 for r in api.requests)
 
 
 def test_wait_times_out(api: Api, client: Client) -> None:

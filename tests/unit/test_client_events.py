@@ -162,34 +162,27 @@ def test_a_deadline_passed_mid_stream_raises_timeout(api: Api, client: Client) -
         list(client.events("p1", timeout=0))
 
 
-def test_wait_follows_the_stream_without_polling(api: Api, client: Client) -> None:
-    """handle.wait() on a live prediction reads it once, then returns the final event's
-    prediction: no polls."""
-    api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=prediction()))
-    api.on("GET", EVENTS, stream(*LIFE))
+def test_wait_long_polls_and_opens_no_stream(api: Api, client: Client) -> None:
+    """handle.wait() on a live prediction is held by the server (GET ?wait=) until it
+    ends: one request, no event stream to set up (cheaper for the server in a burst)."""
+    api.on(
+        "GET",
+        "/v1/predictions/p1",
+        httpx.Response(200, json=prediction()),
+        httpx.Response(200, json=prediction("succeeded", output={"y": 1})),
+    )
     handle = client.handle("p1")
     done = handle.wait(timeout=30)
     assert (done.status, done.output, handle.output()) == ("succeeded", {"y": 1}, {"y": 1})
-    assert api.paths() == ["/v1/predictions/p1", "/v1/predictions/p1", EVENTS]
+    assert api.paths() == ["/v1/predictions/p1"] * 2
+    assert float(api.requests[-1].url.params["wait"]) > 0
 
 
-def test_wait_on_a_finished_prediction_opens_no_stream(api: Api, client: Client) -> None:
-    """A prediction already terminal is answered by one GET (a stream would cost the
-    server more than the answer)."""
+def test_wait_on_a_finished_prediction_is_one_get(api: Api, client: Client) -> None:
+    """A prediction already terminal is answered by the first GET."""
     api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=prediction("succeeded")))
     assert client.wait("p1", timeout=30).status == "succeeded"
     assert api.paths() == ["/v1/predictions/p1"]
-
-
-def test_wait_long_polls_a_server_without_streams_and_remembers(api: Api, client: Client) -> None:
-    """A 404 for the stream route falls back to ?wait= polls, and later waits skip it."""
-    running, done = prediction("running"), prediction("succeeded")
-    answers = [httpx.Response(200, json=body) for body in (running, running, done, running, done)]
-    api.on("GET", "/v1/predictions/p1", *answers)
-    assert client.wait("p1", timeout=30, poll_s=0).status == "succeeded"
-    assert client.wait("p1", timeout=30, poll_s=0).status == "succeeded"
-    p1 = "/v1/predictions/p1"
-    assert api.paths() == [p1, EVENTS, p1, p1, p1, p1]  # the second wait skips the stream
 
 
 def test_wait_raises_an_unknown_prediction(api: Api, client: Client) -> None:
@@ -319,12 +312,12 @@ def test_webhook_goes_in_the_body_or_the_query(api: Api, client: Client) -> None
 
 
 async def test_the_async_client_follows_resumes_and_waits(api: Api) -> None:
-    """AsyncClient: the same events across a reconnect, and wait() from the stream."""
+    """AsyncClient: the same events across a reconnect, and wait() long-polled."""
     api.on("GET", EVENTS, stream(*LIFE[:1]), stream(*LIFE[1:]), stream(*LIFE))
-    api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=prediction()))
+    api.on("GET", "/v1/predictions/p1", httpx.Response(200, json=LIFE[-1][2]))
     api.on("GET", "/v1/predictions/p1/deliveries", httpx.Response(200, json={"data": []}))
     async with AsyncClient("http://freight.test", transport=httpx.MockTransport(api)) as client:
         assert [e.id async for e in client.events("p1")] == [1, 2, 3]
-        assert (await client.wait("p1", timeout=30)).output == {"y": 1}
+        assert (await client.wait("p1", timeout=30)).output == {"y": 1}  # long-polled
         assert await client.deliveries("p1") == []
     assert [r.headers.get("Last-Event-ID") for r in api.requests[:2]] == [None, "1"]

@@ -13,10 +13,11 @@ HTTP ``status`` (0 when there was no response), the API's stable ``code`` and
 its ``detail``; a 429 also carries ``retry_after_s``. ``handle.wait(timeout)``
 raises the built-in ``TimeoutError``; invalid arguments raise ``ValueError``.
 
-Following: ``handle.wait()`` follows the prediction's server-sent event stream
-(``client.events(id)`` yields each :class:`StreamEvent`, resuming a dropped
-connection where it left off; ``client.events(id, logs=True)`` each line the model
-prints too, a :class:`LogEvent`) and long-polls a server that has none.
+Following: ``handle.wait()`` long-polls (``GET /v1/predictions/{id}?wait=``: the server
+holds the answer until the prediction ends); ``client.events(id)`` yields each
+:class:`StreamEvent` of its server-sent event stream, resuming a dropped connection
+where it left off (``client.events(id, logs=True)``: each line the model prints too,
+a :class:`LogEvent`).
 
 Streaming: ``for chunk in client.stream("teller", {"n": 10})`` runs a model whose
 ``predict`` is a generator and yields each chunk as the model yields it (``async for``

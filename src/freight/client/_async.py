@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
@@ -22,7 +21,7 @@ import httpx
 from freight.client import _flows, _logs
 from freight.client._aiohttp import AiohttpTransport
 from freight.client._chunks import ChunkEvent, stream_call
-from freight.client._events import Event, Follower, check_stream, fallback, outcome
+from freight.client._events import Event, Follower, check_stream, outcome
 from freight.client._flows import BatchJobOptions, When
 from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
@@ -70,7 +69,7 @@ class AsyncPredictionHandle(HandleBase):
 
     async def wait(self, timeout: float | None = None, poll_s: float = 0.5) -> Prediction:
         """Wait until terminal (TimeoutError after ``timeout`` seconds) and return it:
-        follows the event stream, or long-polls a server without one."""
+        long-polls the server, which holds each answer until the prediction ends."""
         if not self.prediction.terminal:
             self.prediction = await self._client.wait(self.id, timeout=timeout, poll_s=poll_s)
         return self.prediction
@@ -128,7 +127,6 @@ class AsyncClient:
             )
         else:
             self._net = AiohttpTransport(self.url, timeout_s, dict(headers or {}), key)
-        self._streams = True  # False once the server showed it has no event streams
 
     # -- predictions ----------------------------------------------------------------------
 
@@ -219,24 +217,11 @@ class AsyncClient:
     async def wait(
         self, prediction_id: str, *, timeout: float | None = None, poll_s: float = 0.5
     ) -> Prediction:
-        """The prediction once terminal: at once when it already is, else following its
-        event stream; long-polling (every ``poll_s`` at worst) where the stream fails,
-        e.g. a server without one."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        current = await self.get(prediction_id)  # one GET answers a finished one: no stream
-        if current.terminal:
-            return current
-        if self._streams:
-            try:
-                async with aclosing(self.events(prediction_id, timeout=timeout)) as events:
-                    async for event in events:
-                        if event.final:
-                            return event.prediction
-            except FreightClientError as exc:
-                self._streams = fallback(exc)
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        flow = _flows.wait_for(prediction_id, timeout=left, poll_s=poll_s)
-        return await self._drive(flow)
+        """The prediction once terminal: long-polls ``GET /v1/predictions/{id}?wait=``,
+        which the server answers at once for a finished one, else holds until it ends
+        (one request, no stream to set up: a burst of waits costs the server least);
+        a server that answers early anyway is asked again every ``poll_s`` at worst."""
+        return await self._drive(_flows.wait_for(prediction_id, timeout=timeout, poll_s=poll_s))
 
     @overload
     def events(

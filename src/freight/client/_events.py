@@ -140,15 +140,6 @@ def check_stream(response: httpx.Response) -> None:
         )
 
 
-def fallback(error: FreightClientError) -> bool:
-    """A waiter whose stream failed long-polls instead, unless the prediction itself is
-    missing; returns whether streams are still worth trying next time (not after a
-    server showed it has no such route)."""
-    if error.code == "prediction_not_found":
-        raise error
-    return error.status not in (404, 405)
-
-
 def _retryable(error: FreightClientError) -> bool:
     """No answer at all, or the server's own trouble: worth reconnecting."""
     return error.status == 0 or error.status >= 500

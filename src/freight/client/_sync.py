@@ -20,7 +20,7 @@ import httpx
 
 from freight.client import _flows, _logs
 from freight.client._chunks import ChunkEvent, stream_call
-from freight.client._events import Event, Follower, check_stream, fallback, outcome
+from freight.client._events import Event, Follower, check_stream, outcome
 from freight.client._flows import BatchJobOptions, When
 from freight.client._logs import LogEvent, LogLine
 from freight.client._models import (
@@ -68,7 +68,7 @@ class PredictionHandle(HandleBase):
 
     def wait(self, timeout: float | None = None, poll_s: float = 0.5) -> Prediction:
         """Block until terminal (TimeoutError after ``timeout`` seconds) and return it:
-        follows the event stream, or long-polls a server without one."""
+        long-polls the server, which holds each answer until the prediction ends."""
         if not self.prediction.terminal:
             self.prediction = self._client.wait(self.id, timeout=timeout, poll_s=poll_s)
         return self.prediction
@@ -125,7 +125,6 @@ class Client:
             transport=transport,
             auth=ServerKey(key, self.url) if key else None,
         )
-        self._streams = True  # False once the server showed it has no event streams
 
     # -- predictions ----------------------------------------------------------------------
 
@@ -216,23 +215,11 @@ class Client:
     def wait(
         self, prediction_id: str, *, timeout: float | None = None, poll_s: float = 0.5
     ) -> Prediction:
-        """The prediction once terminal: at once when it already is, else following its
-        event stream; long-polling (every ``poll_s`` at worst) where the stream fails,
-        e.g. a server without one."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        current = self.get(prediction_id)  # one GET answers a finished one: no stream
-        if current.terminal:
-            return current
-        if self._streams:
-            try:
-                with closing(self.events(prediction_id, timeout=timeout)) as events:
-                    for event in events:
-                        if event.final:
-                            return event.prediction
-            except FreightClientError as exc:
-                self._streams = fallback(exc)
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        return self._drive(_flows.wait_for(prediction_id, timeout=left, poll_s=poll_s))
+        """The prediction once terminal: long-polls ``GET /v1/predictions/{id}?wait=``,
+        which the server answers at once for a finished one, else holds until it ends
+        (one request, no stream to set up: a burst of waits costs the server least);
+        a server that answers early anyway is asked again every ``poll_s`` at worst."""
+        return self._drive(_flows.wait_for(prediction_id, timeout=timeout, poll_s=poll_s))
 
     @overload
     def events(
