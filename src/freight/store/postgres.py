@@ -233,6 +233,14 @@ class PostgresStore:
     async def get(self, prediction_id: str) -> Prediction | None:
         return await self._run(lambda: _op.get(prediction_id))
 
+    async def get_many(self, ids: Sequence[str]) -> list[Prediction]:
+        return await self._run(lambda: _op.get_many(ids))
+
+    def sibling(self) -> PostgresStore:
+        """Its own small pool on the same database (the deliverer's: a claim, a read
+        and a record per batch)."""
+        return PostgresStore(self.url, min_size=1, max_size=4)
+
     async def mark_input_ready(
         self,
         prediction_id: str,

@@ -149,6 +149,14 @@ class SqliteStore:
     async def get(self, prediction_id: str) -> Prediction | None:
         return self._read(_op.get(prediction_id))
 
+    async def get_many(self, ids: Sequence[str]) -> list[Prediction]:
+        return self._read(_op.get_many(ids))
+
+    def sibling(self) -> SqliteStore:
+        """Another writer connection on the same file (WAL: readers never wait; two
+        writers take turns on SQLite's lock, within ``busy_timeout``)."""
+        return SqliteStore(self.path)
+
     async def mark_input_ready(
         self,
         prediction_id: str,
