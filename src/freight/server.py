@@ -49,7 +49,7 @@ from freight.store import Store, migrate, open_store
 from freight.subscriptions import Subscriptions
 from freight.system import SystemService
 from freight.usage import UsageService
-from freight.wiring import check_sinks, server_sinks, sink_factory
+from freight.wiring import SinkFactory, check_sinks, server_sinks
 from freight.wiring import keys_create as keys_create
 from freight.wiring import keys_list as keys_list
 from freight.wiring import keys_revoke as keys_revoke
@@ -132,11 +132,12 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
             signal=signal_,
             hub=hub,
             storage_url=settings.resolved_storage_url,
-            sink_for=sink_factory(
+            # made on the deliverer's thread, with its own store handle
+            sinks=lambda own: SinkFactory(
                 parts.settings,
                 parts.notifications,
                 parts.allow_private_webhooks,
-                AsyncResults(store, storage),
+                AsyncResults(own, storage),
             ),
             pipelines=parts.pipelines,
             allow_private=parts.allow_private_webhooks,  # http steps: the webhooks' guard

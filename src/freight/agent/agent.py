@@ -9,7 +9,8 @@ given only the store role it needs:
 - ``heartbeat`` and ``reaper`` (``Queue``): this node's leases renewed, everyone's
   expired leases and TTLs enforced;
 - ``purger`` (``Records``): retention;
-- ``deliverer`` (``Outbox``, and the records it renders): notifications;
+- ``deliverer`` (``Outbox``, and the records it renders): notifications, on a
+  thread of its own with its own store handle (:mod:`freight.agent.delivery_thread`);
 - ``http-steps`` (``Queue``): the calls of pipelines' http steps
   (:mod:`freight.agent.http_steps`), beside the deliverer, on every node;
 - ``batch-driver``: batch jobs (:mod:`freight.batch.driver`).
@@ -35,13 +36,14 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from freight.agent.autoscaler import Autoscaler
 from freight.agent.caps import InFlightCaps
 from freight.agent.census import Census
 from freight.agent.delivery import Deliverer, RetryPolicy, SinkFor, links_base
+from freight.agent.delivery_thread import DeliveryThread
 from freight.agent.duties import (
     Duty,
     Heartbeat,
@@ -83,13 +85,15 @@ class Agent:
         signal: WorkSignal,
         hub: CompletionHub,
         storage_url: str,
-        sink_for: SinkFor | None = None,
+        sinks: Callable[[Store], SinkFor] | None = None,
         devices: Sequence[str] | None = None,
         launch: ReplicaLauncher | None = None,
         pipelines: Pipelines | None = None,
         allow_private: bool | None = None,
     ) -> None:
-        """``devices``: the node's GPUs (default: detected); ``launch``: replaces the
+        """``sinks``: how the deliverer reaches its subscriptions, given the store handle
+        of its thread (without it, nothing is delivered); ``devices``: the node's GPUs
+        (default: detected); ``launch``: replaces the
         runner processes (tests); ``allow_private``: whether http steps may call private
         addresses (default: the ``webhook_allow_private`` setting)."""
         self._settings = settings
@@ -100,8 +104,11 @@ class Agent:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = False
         self.deliverer = (
-            _deliverer(settings, store, storage, sink_for, self.worker_id)
-            if sink_for is not None
+            DeliveryThread(
+                store,
+                lambda own: _deliverer(settings, own, storage, sinks(own), self.worker_id),
+            )
+            if sinks is not None
             else None
         )
         self.driver = BatchDriver(
@@ -232,8 +239,6 @@ class Agent:
         duties: list[Duty] = [self.autoscaler, self.heartbeat, self.reaper, self.census]
         if settings.retention_s:
             duties.append(self.purger)
-        if self.deliverer is not None:
-            duties.append(Loop("deliverer", self.deliverer.run))
         duties.append(Loop("batch-driver", self.driver.run))
         duties.append(Loop("http-steps", self.http.run))
         self.duties = duties
@@ -259,6 +264,8 @@ class Agent:
             log.exception("census report failed (the next tick tries again)")
         for duty in self.duties:
             self.supervisor.start(duty)
+        if self.deliverer is not None:
+            self.deliverer.start()
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop claiming, let running work finish within the grace, requeue the rest."""
@@ -271,7 +278,6 @@ class Agent:
         )
         if self.deliverer is not None:
             await self.deliverer.stop()  # the last completions' events, within a grace
-            await self.supervisor.finish("deliverer")
         self._stopping = True
         await self.supervisor.stop()
         await self.logs.close()
