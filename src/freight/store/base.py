@@ -264,6 +264,10 @@ class Outbox(Protocol):
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         """A prediction's outbox rows and every attempt made on them."""
 
+    async def delivery_counts(self, prediction_id: str) -> list[tuple[str, int, int]]:
+        """A prediction's outbox rows as ``(status, attempts, rows)`` groups (what every
+        view of a prediction with subscriptions summarizes: an index read)."""
+
     async def webhook_secrets(
         self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT
     ) -> list[str]:

@@ -336,6 +336,9 @@ class PostgresStore:
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         return await self._run(lambda: ops.deliveries(prediction_id))
 
+    async def delivery_counts(self, prediction_id: str) -> list[tuple[str, int, int]]:
+        return await self._run(lambda: ops.delivery_counts(prediction_id))
+
     async def webhook_secrets(
         self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT
     ) -> list[str]:

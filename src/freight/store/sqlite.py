@@ -262,6 +262,11 @@ class SqliteStore:
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         return self._read(ops.deliveries(prediction_id))
 
+    async def delivery_counts(self, prediction_id: str) -> list[tuple[str, int, int]]:
+        # a point read on the loop's thread: as a scan (a reader thread) its hop cost more
+        # than the query, on every create's answer under B10's load
+        return self._read(ops.delivery_counts(prediction_id))
+
     async def webhook_secrets(
         self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT
     ) -> list[str]:
