@@ -12,8 +12,11 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +25,11 @@ from urllib.parse import urlsplit
 import uvicorn
 from fastapi import FastAPI
 
-from freight import logsetup, tracing
+from freight import deliverer, logsetup, tracing
 from freight.agent import Agent
+from freight.agent.delivery import Deliverer, DeliveryHost, deliverer_for
+from freight.agent.delivery_process import DeliveryProcess
+from freight.agent.delivery_thread import DeliveryThread
 from freight.api import create_app, create_probe_app
 from freight.api.routes import objects
 from freight.backlog import BacklogGauge
@@ -45,6 +51,7 @@ from freight.service import PredictionService
 from freight.signing import UrlSigner
 from freight.sigv4 import Sealer
 from freight.storage import open_storage
+from freight.storage.base import Storage
 from freight.store import Store, migrate, open_store
 from freight.subscriptions import Subscriptions
 from freight.system import SystemService
@@ -118,6 +125,29 @@ class Services:
     callbacks: CallbackService | None = None
 
 
+#: how long a stopping deliverer lets its sends in flight finish
+DELIVERY_GRACE_S = 5.0
+
+
+def _delivery_host(parts: Parts, store: Store, storage: Storage) -> DeliveryHost:
+    """Where this node delivers notifications: a process of its own, or a thread (the
+    ``delivery_process`` setting; a ``memory://`` store or storage is this process's
+    alone, so a thread), each with its own store handle."""
+    settings = parts.settings
+    urls = (settings.resolved_database_url, settings.resolved_storage_url)
+    if settings.delivery_process and not any(url.startswith("memory://") for url in urls):
+        return DeliveryProcess(deliverer.command(settings, DELIVERY_GRACE_S))
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def make(own: Store) -> Deliverer:  # on the thread: its sinks are made on its loop
+        sinks = SinkFactory(
+            settings, parts.notifications, parts.allow_private_webhooks, AsyncResults(own, storage)
+        )
+        return deliverer_for(settings, own, storage, sinks, worker_id)
+
+    return DeliveryThread(store, make)
+
+
 def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
     settings = parts.settings
     signer = UrlSigner(settings.secret())
@@ -132,13 +162,7 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
             signal=signal_,
             hub=hub,
             storage_url=settings.resolved_storage_url,
-            # made on the deliverer's thread, with its own store handle
-            sinks=lambda own: SinkFactory(
-                parts.settings,
-                parts.notifications,
-                parts.allow_private_webhooks,
-                AsyncResults(own, storage),
-            ),
+            deliverer=_delivery_host(parts, store, storage),
             pipelines=parts.pipelines,
             allow_private=parts.allow_private_webhooks,  # http steps: the webhooks' guard
         )

@@ -9,8 +9,10 @@ given only the store role it needs:
 - ``heartbeat`` and ``reaper`` (``Queue``): this node's leases renewed, everyone's
   expired leases and TTLs enforced;
 - ``purger`` (``Records``): retention;
-- ``deliverer`` (``Outbox``, and the records it renders): notifications, on a
-  thread of its own with its own store handle (:mod:`freight.agent.delivery_thread`);
+- ``deliverer`` (``Outbox``, and the records it renders): notifications, in a
+  process of its own (:mod:`freight.agent.delivery_process`) or a thread
+  (:mod:`freight.agent.delivery_thread`), with its own store handle; started and
+  stopped with the agent, woken by it;
 - ``http-steps`` (``Queue``): the calls of pipelines' http steps
   (:mod:`freight.agent.http_steps`), beside the deliverer, on every node;
 - ``batch-driver``: batch jobs (:mod:`freight.batch.driver`).
@@ -36,14 +38,13 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from freight.agent.autoscaler import Autoscaler
 from freight.agent.caps import InFlightCaps
 from freight.agent.census import Census
-from freight.agent.delivery import Deliverer, RetryPolicy, SinkFor, links_base
-from freight.agent.delivery_thread import DeliveryThread
+from freight.agent.delivery import DeliveryHost
 from freight.agent.duties import (
     Duty,
     Heartbeat,
@@ -63,7 +64,6 @@ from freight.config import Settings
 from freight.errors import ConfigError
 from freight.events import CompletionHub, WorkSignal
 from freight.fleet import ModelState
-from freight.pipelines import callback
 from freight.project import Pipelines
 from freight.registry import ModelSpec
 from freight.scaling import GpuPool, check_deployable, detect_devices
@@ -85,14 +85,14 @@ class Agent:
         signal: WorkSignal,
         hub: CompletionHub,
         storage_url: str,
-        sinks: Callable[[Store], SinkFor] | None = None,
+        deliverer: DeliveryHost | None = None,
         devices: Sequence[str] | None = None,
         launch: ReplicaLauncher | None = None,
         pipelines: Pipelines | None = None,
         allow_private: bool | None = None,
     ) -> None:
-        """``sinks``: how the deliverer reaches its subscriptions, given the store handle
-        of its thread (without it, nothing is delivered); ``devices``: the node's GPUs
+        """``deliverer``: where the node's notifications are delivered (its own thread
+        or process; without it, nothing is delivered); ``devices``: the node's GPUs
         (default: detected); ``launch``: replaces the
         runner processes (tests); ``allow_private``: whether http steps may call private
         addresses (default: the ``webhook_allow_private`` setting)."""
@@ -103,14 +103,7 @@ class Agent:
         self._hub = hub
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = False
-        self.deliverer = (
-            DeliveryThread(
-                store,
-                lambda own: _deliverer(settings, own, storage, sinks(own), self.worker_id),
-            )
-            if sinks is not None
-            else None
-        )
+        self.deliverer = deliverer
         self.driver = BatchDriver(
             store,
             storage,
@@ -323,30 +316,6 @@ class Agent:
         for worker in self.workers.values():
             await worker.interrupt(ids)
         await self.http.interrupt(ids)
-
-
-def _deliverer(
-    settings: Settings, store: Store, storage: Storage, sink_for: SinkFor, worker_id: str
-) -> Deliverer:
-    return Deliverer(
-        store,
-        sink_for,
-        worker_id=worker_id,
-        policy=RetryPolicy(
-            base_s=settings.delivery_backoff_s,
-            max_delay_s=settings.delivery_backoff_max_s,
-            max_age_s=settings.delivery_max_age_s,
-        ),
-        concurrency=settings.delivery_concurrency,
-        timeout_s=settings.delivery_timeout_s,
-        poll_s=settings.poll_interval_s,
-        secrets_overlap_s=settings.webhook_secret_overlap_s,
-        storage=storage,  # events carry presigned URLs as GET does
-        base_url=links_base(settings),
-        url_expires_s=settings.download_url_expires_s,
-        # a callback step's waiting event carries its answer URLs (one key per cluster)
-        callback_key=callback.key_of(settings.secret()),
-    )
 
 
 def _detect_devices(settings: Settings) -> list[str]:

@@ -143,6 +143,21 @@ class DeliveryStore(Outbox, Records, Protocol):
     """The store roles the deliverer uses: the outbox it sends, the records it renders."""
 
 
+class DeliveryHost(Protocol):
+    """Where a node's deliverer runs, apart from the API's event loop: its own thread
+    (:class:`~freight.agent.delivery_thread.DeliveryThread`) or process
+    (:class:`~freight.agent.delivery_process.DeliveryProcess`)."""
+
+    def start(self) -> None: ...
+
+    def wake(self) -> None:
+        """Something may be due (an outbox row was committed); from any thread, cheap."""
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Claim nothing more; sends in flight finish within the grace (their rows are
+        sent again after the lease otherwise); return once it has ended."""
+
+
 class SinkFor(Protocol):
     """Builds the sink of one subscription entry of a prediction's ``notify`` list."""
 
@@ -451,4 +466,38 @@ class Deliverer:
         return cached[0]
 
 
-__all__ = ["Deliverer", "RetryPolicy", "SinkFor", "attempt_of", "links_base", "result_of"]
+def deliverer_for(
+    settings: Settings, store: DeliveryStore, storage: Storage, sink_for: SinkFor, worker_id: str
+) -> Deliverer:
+    """The deliverer the settings describe."""
+    return Deliverer(
+        store,
+        sink_for,
+        worker_id=worker_id,
+        policy=RetryPolicy(
+            base_s=settings.delivery_backoff_s,
+            max_delay_s=settings.delivery_backoff_max_s,
+            max_age_s=settings.delivery_max_age_s,
+        ),
+        concurrency=settings.delivery_concurrency,
+        timeout_s=settings.delivery_timeout_s,
+        poll_s=settings.poll_interval_s,
+        secrets_overlap_s=settings.webhook_secret_overlap_s,
+        storage=storage,  # events carry presigned URLs as GET does
+        base_url=links_base(settings),
+        url_expires_s=settings.download_url_expires_s,
+        # a callback step's waiting event carries its answer URLs (one key per cluster)
+        callback_key=callback.key_of(settings.secret()),
+    )
+
+
+__all__ = [
+    "Deliverer",
+    "DeliveryHost",
+    "RetryPolicy",
+    "SinkFor",
+    "attempt_of",
+    "deliverer_for",
+    "links_base",
+    "result_of",
+]

@@ -109,38 +109,56 @@ class DeliveryThread:
         self._halted = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         if self._halt.is_set():  # stop() came before the loop existed
-            return
-        store = await self._open()
-        if store is None:
-            return
+            self._halted.set()
+        await serve(
+            self._halted, self._store.sibling, self._make, self._ready, lambda: self._grace_s
+        )
+
+    def _ready(self, deliverer: Deliverer | None) -> None:
+        self._deliverer = deliverer
+
+
+async def serve(
+    halted: asyncio.Event,
+    open_store: Callable[[], Store],
+    make: Callable[[Store], Deliverer],
+    ready: Callable[[Deliverer | None], None],
+    grace_s: Callable[[], float],
+) -> None:
+    """A deliverer on this loop until ``halted``: its store handle opened (tried again
+    while the database is down), the deliverer made and supervised, then stopped within
+    the grace and its handle closed. ``ready`` is told the deliverer, then None."""
+    store = await _open(halted, open_store)
+    if store is None:
+        return
+    try:
+        deliverer = make(store)
+        ready(deliverer)
+        supervisor = Supervisor()
+        supervisor.start(Loop("deliverer", deliverer.run))
+        await halted.wait()
+        await deliverer.stop(grace_s())
+        await supervisor.finish("deliverer")
+        await supervisor.stop()
+    finally:
+        ready(None)
+        await store.close()
+
+
+async def _open(halted: asyncio.Event, open_store: Callable[[], Store]) -> Store | None:
+    """A store handle, tried again while the database is down; None when halted first."""
+    wait_s = OPEN_RETRY_S
+    while not halted.is_set():
+        store = open_store()
         try:
-            deliverer = self._deliverer = self._make(store)
-            supervisor = Supervisor()
-            supervisor.start(Loop("deliverer", deliverer.run))
-            await self._halted.wait()
-            await deliverer.stop(self._grace_s)
-            await supervisor.finish("deliverer")
-            await supervisor.stop()
-        finally:
-            self._deliverer = None
-            await store.close()
-
-    async def _open(self) -> Store | None:
-        """The thread's own store handle, tried again while the database is down; None
-        when asked to stop first."""
-        assert self._halted is not None
-        wait_s = OPEN_RETRY_S
-        while not self._halt.is_set():
-            store = self._store.sibling()
-            try:
-                await store.open()
-                return store
-            except Exception as exc:
-                log.warning("delivery: cannot open the store (%s); again in %.1fs", exc, wait_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._halted.wait(), wait_s)
-            wait_s = min(wait_s * 2, OPEN_RETRY_MAX_S)
-        return None
+            await store.open()
+            return store
+        except Exception as exc:
+            log.warning("delivery: cannot open the store (%s); again in %.1fs", exc, wait_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(halted.wait(), wait_s)
+        wait_s = min(wait_s * 2, OPEN_RETRY_MAX_S)
+    return None
 
 
-__all__ = ["DeliveryThread"]
+__all__ = ["DeliveryThread", "serve"]
