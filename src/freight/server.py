@@ -432,7 +432,7 @@ def _exit_during_start(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Fewer, later collections: everything imported so far lives for the whole run
     (frozen out of the collector's scans), and a request makes thousands of short-lived
     objects, so the default gen-0 threshold of 700 triggered collections mid-request."""
@@ -456,7 +456,7 @@ def _main(
         parts.worker_port = worker_port
         shape = "serve" if with_api and with_agent else "api" if with_api else "worker"
         tracing.configure(f"freight-{shape}")  # only where OTEL_* variables ask for it
-        _tune_gc()
+        tune_gc()
         return asyncio.run(_run(parts, with_api=with_api, with_agent=with_agent))
     except FreightError as exc:
         print(f"freight: error: {exc.message}", file=sys.stderr)
