@@ -9,8 +9,9 @@ together as they come in (one transaction for all that ended meanwhile):
 delivered, retried later with exponential back-off and full jitter, dead once
 ``max_age_s`` has passed, or stopped by a ``410 Gone``. A slow or dead receiver
 holds only its own rows: other rows are claimed and sent meanwhile, and
-predictions never wait for any of it. It runs on a thread of its own, with its
-own event loop and store handle (:mod:`freight.agent.delivery_thread`).
+predictions never wait for any of it. It runs apart from the API's event loop, in
+a process (:mod:`freight.agent.delivery_process`) or a thread
+(:mod:`freight.agent.delivery_thread`) of its own, with its own store handle.
 
 Delivery is at least once: a worker that dies mid-send leaves its rows leased
 until the lease expires, then any worker sends them again under the same event
