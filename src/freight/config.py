@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     delivery_backoff_s: float = Field(0.5, gt=0)  # the first retry's ceiling
     delivery_backoff_max_s: float = Field(600.0, gt=0)
     delivery_max_age_s: float = Field(24 * 3600.0, gt=0)
+    # the node's deliverer in a process of its own (else a thread of the agent's: one
+    # process less, but the API's GIL shared; memory:// stores always use a thread)
+    delivery_process: bool = True
     webhook_secret_overlap_s: float = Field(24 * 3600.0, ge=0)  # old key signs this long
     webhook_allow_private: bool = False  # also `notifications: {webhooks: {allow_private}}`
     # pipelines' http steps (agent/http_steps.py): calls in flight per worker (their URLs

@@ -12,8 +12,11 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +25,11 @@ from urllib.parse import urlsplit
 import uvicorn
 from fastapi import FastAPI
 
-from freight import logsetup, tracing
+from freight import deliverer, logsetup, tracing
 from freight.agent import Agent
+from freight.agent.delivery import Deliverer, DeliveryHost, deliverer_for
+from freight.agent.delivery_process import DeliveryProcess
+from freight.agent.delivery_thread import DeliveryThread
 from freight.api import create_app, create_probe_app
 from freight.api.routes import objects
 from freight.backlog import BacklogGauge
@@ -45,11 +51,12 @@ from freight.service import PredictionService
 from freight.signing import UrlSigner
 from freight.sigv4 import Sealer
 from freight.storage import open_storage
+from freight.storage.base import Storage
 from freight.store import Store, migrate, open_store
 from freight.subscriptions import Subscriptions
 from freight.system import SystemService
 from freight.usage import UsageService
-from freight.wiring import check_sinks, server_sinks, sink_factory
+from freight.wiring import SinkFactory, check_sinks, server_sinks
 from freight.wiring import keys_create as keys_create
 from freight.wiring import keys_list as keys_list
 from freight.wiring import keys_revoke as keys_revoke
@@ -118,6 +125,29 @@ class Services:
     callbacks: CallbackService | None = None
 
 
+#: how long a stopping deliverer lets its sends in flight finish
+DELIVERY_GRACE_S = 5.0
+
+
+def _delivery_host(parts: Parts, store: Store, storage: Storage) -> DeliveryHost:
+    """Where this node delivers notifications: a process of its own, or a thread (the
+    ``delivery_process`` setting; a ``memory://`` store or storage is this process's
+    alone, so a thread), each with its own store handle."""
+    settings = parts.settings
+    urls = (settings.resolved_database_url, settings.resolved_storage_url)
+    if settings.delivery_process and not any(url.startswith("memory://") for url in urls):
+        return DeliveryProcess(deliverer.command(settings, DELIVERY_GRACE_S))
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def make(own: Store) -> Deliverer:  # on the thread: its sinks are made on its loop
+        sinks = SinkFactory(
+            settings, parts.notifications, parts.allow_private_webhooks, AsyncResults(own, storage)
+        )
+        return deliverer_for(settings, own, storage, sinks, worker_id)
+
+    return DeliveryThread(store, make)
+
+
 def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
     settings = parts.settings
     signer = UrlSigner(settings.secret())
@@ -132,12 +162,7 @@ def _wire(parts: Parts, store: Store, *, with_agent: bool) -> Services:
             signal=signal_,
             hub=hub,
             storage_url=settings.resolved_storage_url,
-            sink_for=sink_factory(
-                parts.settings,
-                parts.notifications,
-                parts.allow_private_webhooks,
-                AsyncResults(store, storage),
-            ),
+            deliverer=_delivery_host(parts, store, storage),
             pipelines=parts.pipelines,
             allow_private=parts.allow_private_webhooks,  # http steps: the webhooks' guard
         )
@@ -407,7 +432,7 @@ def _exit_during_start(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Fewer, later collections: everything imported so far lives for the whole run
     (frozen out of the collector's scans), and a request makes thousands of short-lived
     objects, so the default gen-0 threshold of 700 triggered collections mid-request."""
@@ -431,7 +456,7 @@ def _main(
         parts.worker_port = worker_port
         shape = "serve" if with_api and with_agent else "api" if with_api else "worker"
         tracing.configure(f"freight-{shape}")  # only where OTEL_* variables ask for it
-        _tune_gc()
+        tune_gc()
         return asyncio.run(_run(parts, with_api=with_api, with_agent=with_agent))
     except FreightError as exc:
         print(f"freight: error: {exc.message}", file=sys.stderr)

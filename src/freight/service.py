@@ -698,7 +698,7 @@ class PredictionService:
     async def notifications(self, row: Prediction) -> dict[str, Any]:
         """The summary of a prediction's notifications (:func:`summarize`): one
         grouped count of its outbox rows."""
-        counts = await self._store.execute(lambda: ops.delivery_counts(row.id), write=False)
+        counts = await self._store.delivery_counts(row.id)
         summary = summarize(counts, ended=row.status.terminal)
         return asdict(summary) | {"state": str(summary.state)}
 

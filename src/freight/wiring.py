@@ -8,14 +8,16 @@ section and the settings, and is the ``freight webhooks secret`` command.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import getpass
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
+
 from freight.access import DEFAULT_TENANT, ApiKey, Principal, Scope
-from freight.agent.delivery import SinkFor
 from freight.config import Settings, load_settings
 from freight.errors import ConfigError
 from freight.keyring import Keyring, local_operator
@@ -25,7 +27,7 @@ from freight.notify.event import COMPLETED, Event, Outcome
 from freight.notify.sagemaker import FORMAT as SAGEMAKER_FORMAT
 from freight.notify.signing import WebhookSecrets
 from freight.notify.sinks.base import Sink, Subscription
-from freight.notify.sinks.webhook import WebhookSink, webhook_client
+from freight.notify.sinks.webhook import WebhookSink, webhook_session
 from freight.sagemaker import ASYNC_RESULTS_SINK, METADATA_KEY, AsyncResults
 from freight.sigv4 import Sealer
 from freight.store import migrate, open_store
@@ -95,21 +97,28 @@ def _with_locations(event: Event, locations: dict[str, str]) -> Event:
     return dataclasses.replace(event, data=data)
 
 
-def sink_factory(
-    settings: Settings,
-    config: NotificationsConfig,
-    allow: bool,
-    results: AsyncResults | None = None,
-) -> SinkFor:
+class SinkFactory:
     """How the deliverer reaches one subscription: a caller's webhook (one shared,
-    address-guarded HTTP client), or a sink of ``freight.yaml``, built with the
-    signing keys of the moment (the deliverer asks again after a rotation);
-    ``results``: who writes SageMaker async results (``@sagemaker-async``, and before
-    a ``format: sagemaker`` sink sends)."""
-    client = webhook_client(timeout_s=settings.delivery_timeout_s, allow_private=allow)
-    formats = {sink.name: sink.format for sink in config.sinks}
+    address-guarded aiohttp session, made on the first webhook: on the deliverer's own
+    loop), or a sink of ``freight.yaml``, built with the signing keys of the moment
+    (the deliverer asks again after a rotation); ``results``: who writes SageMaker
+    async results (``@sagemaker-async``, and before a ``format: sagemaker`` sink
+    sends)."""
 
-    def sink_for(entry: dict[str, Any], secrets: WebhookSecrets) -> Sink:
+    def __init__(
+        self,
+        settings: Settings,
+        config: NotificationsConfig,
+        allow: bool,
+        results: AsyncResults | None = None,
+    ) -> None:
+        self._settings, self._config, self._allow = settings, config, allow
+        self._results = results
+        self._formats = {sink.name: sink.format for sink in config.sinks}
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self, entry: dict[str, Any], secrets: WebhookSecrets) -> Sink:
+        results = self._results
         if entry.get("sink") == ASYNC_RESULTS_SINK and results is not None:
             return AsyncResultsSink(results)
         if "url" in entry:
@@ -117,19 +126,32 @@ def sink_factory(
                 "webhook",
                 str(entry["url"]),
                 secrets=secrets,
-                timeout_s=settings.delivery_timeout_s,
-                allow_private=allow,
-                client=client,
+                timeout_s=self._settings.delivery_timeout_s,
+                allow_private=self._allow,
+                client=self._webhooks(),
             )
-        sinks = build_sinks(config, public_url=settings.public_url, webhook_secrets=secrets)
+        sinks = build_sinks(
+            self._config, public_url=self._settings.public_url, webhook_secrets=secrets
+        )
         name = str(entry.get("sink"))
         if name not in sinks:
             raise ConfigError(f"no sink named {name!r} is configured", sink=name)
-        if formats.get(name) == SAGEMAKER_FORMAT and results is not None:
+        if self._formats.get(name) == SAGEMAKER_FORMAT and results is not None:
             return SageMakerFormatSink(sinks[name], results)
         return sinks[name]
 
-    return sink_for
+    def _webhooks(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = webhook_session(
+                timeout_s=self._settings.delivery_timeout_s, allow_private=self._allow
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await session.close()
 
 
 async def check_sinks(settings: Settings, config: NotificationsConfig) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from freight.deliveries import DeliveryStatus, NotificationState, summarize
-from freight.store import Store, open_store, ops
+from freight.store import Store, open_store
 from tests.contract.test_store_outbox import BOTH, T0, make, ok, run_once
 
 
@@ -23,7 +23,7 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 
 
 async def counts(store: Store, prediction_id: str) -> list[tuple[str, int, int]]:
-    return sorted(await store.execute(lambda: ops.delivery_counts(prediction_id), write=False))
+    return sorted(await store.delivery_counts(prediction_id))
 
 
 async def test_counts_group_rows_by_status_and_attempts(store: Store) -> None:

@@ -197,3 +197,31 @@ async def test_webhook_secrets_rotate_with_an_overlap(store: Store) -> None:
     await store.rotate_webhook_secret("whsec_two", now=T0 + 10)
     assert await store.webhook_secrets(now=T0 + 20, overlap_s=60) == ["whsec_two", "whsec_one"]
     assert await store.webhook_secrets(now=T0 + 100, overlap_s=60) == ["whsec_two"]
+
+
+async def test_get_many_reads_a_batchs_rows_at_once(store: Store) -> None:
+    """The rows of the ids that exist, each once (an id twice, an unknown id: ignored)."""
+    a, b = make(), make(notify=None)
+    await store.create(a)
+    await store.create(b)
+    got = await store.get_many([b.id, a.id, a.id, new_id()])
+    assert sorted(p.id for p in got) == sorted([a.id, b.id])
+    assert await store.get_many([]) == []
+
+
+async def test_a_sibling_handle_delivers_on_the_same_database(store: Store) -> None:
+    """Another handle (the deliverer's thread has one) claims, records and reads the
+    outbox the first handle's transactions wrote; the first sees what it recorded."""
+    p = make(notify=[{"url": "http://a", "events": ["completed"]}])
+    await store.create(p)
+    await run_once(store, p)
+    other = store.sibling()
+    await other.open()
+    try:
+        (row,) = await other.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 2)
+        assert [q.id for q in await other.get_many([row.prediction_id])] == [p.id]
+        await other.finish_deliveries([ok(row.id)])
+    finally:
+        await other.close()
+    rows, attempts = await store.deliveries(p.id)
+    assert rows[0].status == DeliveryStatus.DELIVERED and len(attempts) == 1

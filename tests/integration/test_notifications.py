@@ -11,6 +11,7 @@ server SIGKILLed between a status change and its delivery losing nothing; and a
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -176,6 +177,48 @@ def test_a_kill_between_the_change_and_its_delivery_loses_nothing(
     # (60 s) on PostgreSQL before anyone sends it again (SQLite requeues it at start)
     got = wait_until(lambda: receiver.accepted(secret), timeout_s=90)
     assert [(g["type"], g["data"]["id"]) for g in got] == [("prediction.completed", created["id"])]
+
+
+def _deliverers(parent: int) -> list[int]:
+    """The running delivery processes whose parent is ``parent`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == parent and state != "Z" and b"freight.deliverer" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
+def test_deliveries_come_from_a_process_that_ends_with_its_server(
+    make_server: Callable[..., Server], receiver: Receiver
+) -> None:
+    """The server delivers from a process of its own; the server SIGKILLed alone (not
+    its process group), that process sees its stdin end and exits by itself."""
+    server = make_server(models=["Echo"], **FAST_DELIVERY)
+    assert server.proc is not None
+    with server.client() as client:
+        created = hooked(client, receiver, ["completed"])
+        wait_done(client, created["id"])
+    wait_until(lambda: len(receiver.received) >= 1)
+    (child,) = _deliverers(server.proc.pid)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.wait_exit()
+    wait_until(lambda: not _running(child))
 
 
 def test_410_gone_stops_the_subscription(

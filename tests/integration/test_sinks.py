@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+import aiohttp
 import nats
 import pytest
 import redis.asyncio as aioredis
@@ -46,7 +47,7 @@ from freight.notify.signing import WebhookSecrets
 from freight.notify.sinks.amqp import AmqpSink
 from freight.notify.sinks.nats import NatsSink
 from freight.notify.sinks.smtp import SmtpSink
-from freight.notify.sinks.webhook import WebhookSink
+from freight.notify.sinks.webhook import AddressRefusedError, WebhookSink, webhook_session
 
 REDIS_URL = os.environ.get("FREIGHT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("FREIGHT_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -313,6 +314,46 @@ async def test_the_connection_goes_to_the_address_that_was_checked(
     assert outcome.delivered, outcome.error
     assert asked == ["receiver.freight.test"]
     assert receiver.requests[0].headers["host"] == f"receiver.freight.test:{receiver.port}"
+
+
+async def test_the_socket_itself_is_checked_for_an_address_never_resolved(
+    receiver: Receiver,
+) -> None:
+    """An IP literal goes to no resolver (aiohttp connects to it as is): the guarded
+    session's socket factory refuses a loopback one before connecting; nothing arrives."""
+    session = webhook_session(allow_private=False)
+    try:
+        with pytest.raises(aiohttp.ClientConnectorError) as caught:
+            await session.post(receiver.url("/ok"), data=b"{}", allow_redirects=False)
+    finally:
+        await session.close()
+    assert isinstance(caught.value.os_error, AddressRefusedError)
+    assert "127.0.0.1 is a loopback address" in str(caught.value.os_error)
+    assert receiver.requests == []
+
+
+async def test_a_name_resolving_to_a_private_address_is_refused_through_the_session(
+    receiver: Receiver, webhook_secrets: WebhookSecrets
+) -> None:
+    """Through the sink's aiohttp session, a name that resolves to a private address is
+    refused by the guard; the mix of a public and a private answer is refused whole."""
+    answers = {"private.freight.test": ["10.1.2.3"], "mixed.freight.test": ["8.8.8.8", "127.0.0.1"]}
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return answers[host]
+
+    for host, address in (
+        ("private.freight.test", "10.1.2.3"),
+        ("mixed.freight.test", "127.0.0.1"),
+    ):
+        url = receiver.url("/ok", host=host)
+        sink = WebhookSink("hook", url, secrets=webhook_secrets, resolver=resolver)
+        await sink.open()
+        outcome = await sink.send(_event())
+        await sink.close()
+        assert not outcome.delivered and outcome.retry
+        assert f"resolves to {address}" in (outcome.error or "")
+    assert receiver.requests == []
 
 
 @pytest.fixture

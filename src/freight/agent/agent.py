@@ -9,7 +9,10 @@ given only the store role it needs:
 - ``heartbeat`` and ``reaper`` (``Queue``): this node's leases renewed, everyone's
   expired leases and TTLs enforced;
 - ``purger`` (``Records``): retention;
-- ``deliverer`` (``Outbox``, and the records it renders): notifications;
+- ``deliverer`` (``Outbox``, and the records it renders): notifications, in a
+  process of its own (:mod:`freight.agent.delivery_process`) or a thread
+  (:mod:`freight.agent.delivery_thread`), with its own store handle; started and
+  stopped with the agent, woken by it;
 - ``http-steps`` (``Queue``): the calls of pipelines' http steps
   (:mod:`freight.agent.http_steps`), beside the deliverer, on every node;
 - ``batch-driver``: batch jobs (:mod:`freight.batch.driver`).
@@ -41,7 +44,7 @@ from pathlib import Path
 from freight.agent.autoscaler import Autoscaler
 from freight.agent.caps import InFlightCaps
 from freight.agent.census import Census
-from freight.agent.delivery import Deliverer, RetryPolicy, SinkFor, links_base
+from freight.agent.delivery import DeliveryHost
 from freight.agent.duties import (
     Duty,
     Heartbeat,
@@ -62,7 +65,6 @@ from freight.config import Settings
 from freight.errors import ConfigError
 from freight.events import CompletionHub, WorkSignal
 from freight.fleet import ModelState
-from freight.pipelines import callback
 from freight.project import Pipelines
 from freight.registry import ModelSpec
 from freight.scaling import GpuPool, check_deployable, detect_devices
@@ -84,13 +86,15 @@ class Agent:
         signal: WorkSignal,
         hub: CompletionHub,
         storage_url: str,
-        sink_for: SinkFor | None = None,
+        deliverer: DeliveryHost | None = None,
         devices: Sequence[str] | None = None,
         launch: ReplicaLauncher | None = None,
         pipelines: Pipelines | None = None,
         allow_private: bool | None = None,
     ) -> None:
-        """``devices``: the node's GPUs (default: detected); ``launch``: replaces the
+        """``deliverer``: where the node's notifications are delivered (its own thread
+        or process; without it, nothing is delivered); ``devices``: the node's GPUs
+        (default: detected); ``launch``: replaces the
         runner processes (tests); ``allow_private``: whether http steps may call private
         addresses (default: the ``webhook_allow_private`` setting)."""
         self._settings = settings
@@ -100,11 +104,7 @@ class Agent:
         self._hub = hub
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = False
-        self.deliverer = (
-            _deliverer(settings, store, storage, sink_for, self.worker_id)
-            if sink_for is not None
-            else None
-        )
+        self.deliverer = deliverer
         self.driver = BatchDriver(
             store,
             storage,
@@ -240,8 +240,6 @@ class Agent:
         duties: list[Duty] = [self.autoscaler, self.heartbeat, self.reaper, self.census]
         if settings.retention_s:
             duties.append(self.purger)
-        if self.deliverer is not None:
-            duties.append(Loop("deliverer", self.deliverer.run))
         duties.append(Loop("batch-driver", self.driver.run))
         duties.append(Loop("http-steps", self.http.run))
         self.duties = duties
@@ -267,6 +265,8 @@ class Agent:
             log.exception("census report failed (the next tick tries again)")
         for duty in self.duties:
             self.supervisor.start(duty)
+        if self.deliverer is not None:
+            self.deliverer.start()
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop claiming, let running work finish within the grace, requeue the rest."""
@@ -279,7 +279,6 @@ class Agent:
         )
         if self.deliverer is not None:
             await self.deliverer.stop()  # the last completions' events, within a grace
-            await self.supervisor.finish("deliverer")
         self._stopping = True
         await self.supervisor.stop()
         await self.logs.close()
@@ -327,30 +326,6 @@ class Agent:
         for worker in self.workers.values():
             await worker.interrupt(ids)
         await self.http.interrupt(ids)
-
-
-def _deliverer(
-    settings: Settings, store: Store, storage: Storage, sink_for: SinkFor, worker_id: str
-) -> Deliverer:
-    return Deliverer(
-        store,
-        sink_for,
-        worker_id=worker_id,
-        policy=RetryPolicy(
-            base_s=settings.delivery_backoff_s,
-            max_delay_s=settings.delivery_backoff_max_s,
-            max_age_s=settings.delivery_max_age_s,
-        ),
-        concurrency=settings.delivery_concurrency,
-        timeout_s=settings.delivery_timeout_s,
-        poll_s=settings.poll_interval_s,
-        secrets_overlap_s=settings.webhook_secret_overlap_s,
-        storage=storage,  # events carry presigned URLs as GET does
-        base_url=links_base(settings),
-        url_expires_s=settings.download_url_expires_s,
-        # a callback step's waiting event carries its answer URLs (one key per cluster)
-        callback_key=callback.key_of(settings.secret()),
-    )
 
 
 def _detect_devices(settings: Settings) -> list[str]:

@@ -3,11 +3,15 @@
 The database writes an outbox row per event and subscription with each status
 change (migration 0006); this loop leases due rows (the oldest unfinished event
 of each prediction and subscription, so a receiver gets one prediction's events
-in order), sends each in its own task, bounded in concurrency and in time per
-attempt, and records the outcome: delivered, retried later with exponential
-back-off and full jitter, dead once ``max_age_s`` has passed, or stopped by a
-``410 Gone``. A slow or dead receiver holds only its own rows: other rows are
-claimed and sent meanwhile, and predictions never wait for any of it.
+in order), reads their predictions in one read, sends each in its own task,
+bounded in concurrency and in time per attempt, and records the outcomes,
+together as they come in (one transaction for all that ended meanwhile):
+delivered, retried later with exponential back-off and full jitter, dead once
+``max_age_s`` has passed, or stopped by a ``410 Gone``. A slow or dead receiver
+holds only its own rows: other rows are claimed and sent meanwhile, and
+predictions never wait for any of it. It runs apart from the API's event loop, in
+a process (:mod:`freight.agent.delivery_process`) or a thread
+(:mod:`freight.agent.delivery_thread`) of its own, with its own store handle.
 
 Delivery is at least once: a worker that dies mid-send leaves its rows leased
 until the lease expires, then any worker sends them again under the same event
@@ -34,7 +38,6 @@ import random
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,8 +62,6 @@ log = logging.getLogger("freight.delivery")
 
 #: sinks kept open (per-request webhooks make one per URL), least recently used closed
 MAX_OPEN_SINKS = 256
-#: builds the sink of one subscription entry of a prediction's ``notify`` list
-SinkFor = Callable[[dict[str, Any], WebhookSecrets], Sink]
 #: hosts that name no address a receiver could reach
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
@@ -143,6 +144,30 @@ class DeliveryStore(Outbox, Records, Protocol):
     """The store roles the deliverer uses: the outbox it sends, the records it renders."""
 
 
+class DeliveryHost(Protocol):
+    """Where a node's deliverer runs, apart from the API's event loop: its own thread
+    (:class:`~freight.agent.delivery_thread.DeliveryThread`) or process
+    (:class:`~freight.agent.delivery_process.DeliveryProcess`)."""
+
+    def start(self) -> None: ...
+
+    def wake(self) -> None:
+        """Something may be due (an outbox row was committed); from any thread, cheap."""
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Claim nothing more; sends in flight finish within the grace (their rows are
+        sent again after the lease otherwise); return once it has ended."""
+
+
+class SinkFor(Protocol):
+    """Builds the sink of one subscription entry of a prediction's ``notify`` list."""
+
+    def __call__(self, entry: dict[str, Any], secrets: WebhookSecrets) -> Sink: ...
+
+    async def aclose(self) -> None:
+        """Close what its sinks share (the webhooks' session), once they are closed."""
+
+
 class Deliverer:
     def __init__(
         self,
@@ -186,6 +211,8 @@ class Deliverer:
         # each tenant's signing keys, and when they were read
         self._secrets: dict[str, tuple[WebhookSecrets, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._results: list[DeliveryResult] = []  # ended attempts, not yet recorded
+        self._recorder: asyncio.Task[None] | None = None
         self._stopping = False
 
     def wake(self) -> None:
@@ -210,11 +237,14 @@ class Deliverer:
         self._wake.set()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace_s)
+        await self._record_all()  # what ended within the grace is recorded
         for sink in self._sinks.values():
             try:
                 await sink.close()
             except Exception as exc:
                 log.warning("delivery: closing sink %s: %s", sink.name, exc)
+        self._sinks.clear()
+        await self._sink_for.aclose()
 
     async def _sleep(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -229,19 +259,34 @@ class Deliverer:
         rows = await self._store.claim_deliveries(
             room, worker_id=self._worker_id, lease_s=self._lease_s, now=time.time()
         )
+        if not rows:
+            return 0
+        unread: Exception | None = None
+        try:  # the batch's predictions in one read
+            found = {p.id: p for p in await self._store.get_many([r.prediction_id for r in rows])}
+        except Exception as exc:  # the store is down: these attempts fail, retried later
+            log.warning("delivery: cannot read the claimed predictions (%s)", exc)
+            found, unread = {}, exc
         for row in rows:
-            task = asyncio.create_task(self._deliver(row), name=f"deliver:{row.id}")
+            task = asyncio.create_task(
+                self._deliver(row, found.get(row.prediction_id), unread), name=f"deliver:{row.id}"
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(rows)
 
-    async def _deliver(self, row: OutboxRow) -> None:
+    async def _deliver(
+        self, row: OutboxRow, prediction: Prediction | None, unread: Exception | None
+    ) -> None:
         logsetup.bind(prediction_id=row.prediction_id)  # this task's log lines name it
         async with self._slots:
             try:
-                outcome = await self._send(row)
+                if unread is not None:
+                    raise unread
+                outcome = await self._send(row, prediction)
             except Exception as exc:  # a bug in a sink must not lose the row
-                log.exception("delivery of %s failed", row.id)
+                if unread is None:
+                    log.exception("delivery of %s failed", row.id)
                 outcome = Outcome.failed(f"{type(exc).__name__}: {exc}")
             result = result_of(
                 row,
@@ -252,15 +297,27 @@ class Deliverer:
                 rng=self._rng,
             )
             log.debug("delivery %s: %s", row.id, result.status)
-            try:
-                await self._store.finish_deliveries([result])
-            except Exception as exc:  # left leased: sent again after the lease
-                log.warning("delivery: cannot record %s (%s)", row.id, exc)
-            if result.status is DeliveryStatus.PENDING:
-                self.wake()  # the next event of that subscription may be due later
+            self._record(result)
 
-    async def _send(self, row: OutboxRow) -> Outcome:
-        prediction = await self._store.get(row.prediction_id)
+    def _record(self, result: DeliveryResult) -> None:
+        """Record with whatever else ends meanwhile: one transaction for them all."""
+        self._results.append(result)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_all(), name="deliver:record")
+
+    async def _record_all(self) -> None:
+        if self._recorder is not None and self._recorder is not asyncio.current_task():
+            await asyncio.gather(self._recorder, return_exceptions=True)
+        while self._results:
+            batch, self._results = self._results, []
+            try:
+                await self._store.finish_deliveries(batch)
+            except Exception as exc:  # left leased: sent again after the lease
+                log.warning("delivery: cannot record %d attempts (%s)", len(batch), exc)
+            # the next event of each of their subscriptions may be due (now, or later)
+            self.wake()
+
+    async def _send(self, row: OutboxRow, prediction: Prediction | None) -> Outcome:
         if prediction is None or prediction.notify is None:
             return Outcome.gone(error="the prediction no longer exists")
         entries: list[dict[str, Any]] = orjson.loads(prediction.notify)
@@ -293,7 +350,8 @@ class Deliverer:
     async def _send_event(self, sink: Sink, event: Event) -> Outcome:
         began = time.monotonic()
         try:
-            outcome = await asyncio.wait_for(sink.send(event), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                outcome = await sink.send(event)
         except TimeoutError:
             outcome = Outcome.failed(f"no answer within {self._timeout_s:g} s")
         took = round((time.monotonic() - began) * 1000, 3)
@@ -409,4 +467,38 @@ class Deliverer:
         return cached[0]
 
 
-__all__ = ["Deliverer", "RetryPolicy", "SinkFor", "attempt_of", "links_base", "result_of"]
+def deliverer_for(
+    settings: Settings, store: DeliveryStore, storage: Storage, sink_for: SinkFor, worker_id: str
+) -> Deliverer:
+    """The deliverer the settings describe."""
+    return Deliverer(
+        store,
+        sink_for,
+        worker_id=worker_id,
+        policy=RetryPolicy(
+            base_s=settings.delivery_backoff_s,
+            max_delay_s=settings.delivery_backoff_max_s,
+            max_age_s=settings.delivery_max_age_s,
+        ),
+        concurrency=settings.delivery_concurrency,
+        timeout_s=settings.delivery_timeout_s,
+        poll_s=settings.poll_interval_s,
+        secrets_overlap_s=settings.webhook_secret_overlap_s,
+        storage=storage,  # events carry presigned URLs as GET does
+        base_url=links_base(settings),
+        url_expires_s=settings.download_url_expires_s,
+        # a callback step's waiting event carries its answer URLs (one key per cluster)
+        callback_key=callback.key_of(settings.secret()),
+    )
+
+
+__all__ = [
+    "Deliverer",
+    "DeliveryHost",
+    "RetryPolicy",
+    "SinkFor",
+    "attempt_of",
+    "deliverer_for",
+    "links_base",
+    "result_of",
+]

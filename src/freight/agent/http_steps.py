@@ -44,7 +44,7 @@ from freight.errors import InvalidRequestError
 from freight.events import WorkSignal
 from freight.media import JSON
 from freight.notify.addresses import check_url_text
-from freight.notify.sinks.webhook import webhook_client
+from freight.notify.guarded_httpx import guarded_client
 from freight.pipelines.http import (
     ANSWER_KEPT,
     MAX_BODY_BYTES,
@@ -104,7 +104,7 @@ class HttpCaller:
         self._allow_private = allow_private
         self._inline_max_bytes = inline_max_bytes
         self._environ = os.environ if environ is None else environ
-        self._client = client or webhook_client(
+        self._client = client or guarded_client(
             allow_private=allow_private, what=WHAT, user_agent=USER_AGENT
         )
         self._calls: dict[str, tuple[Prediction, asyncio.Task[None]]] = {}

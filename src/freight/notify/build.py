@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import httpx
+import aiohttp
 
 from freight.errors import InvalidRequestError, SinkError
 from freight.notify import config as cfg
@@ -283,14 +283,14 @@ def request_webhook(
     secrets: WebhookSecrets,
     events: Iterable[str] | None = None,
     env: Mapping[str, str] = os.environ,
-    client: httpx.AsyncClient | None = None,
+    client: aiohttp.ClientSession | None = None,
     name: str = "request",
     resolver: Resolver | None = None,
 ) -> WebhookSink:
     """The webhook a create body names, with the section's ``webhooks`` settings.
     Its URL's text is checked here (InvalidRequestError ``webhook_refused``); its
     addresses at each delivery. ``client``: one shared by all per-request webhooks
-    (``sinks.webhook.webhook_client`` with the same allow_private)."""
+    (``sinks.webhook.webhook_session`` with the same allow_private)."""
     private = cfg.allow_private(config, env)
     check_url_text(url, allow_private=private)
     return WebhookSink(

@@ -3,7 +3,7 @@ transaction builds on."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -57,6 +57,11 @@ def fetch_one(text: str, params: dict[str, Any]) -> Op[Prediction | None]:
 
 def get(prediction_id: str) -> Op[Prediction | None]:
     return (yield from fetch_one(sql.GET, {"id": prediction_id}))
+
+
+def get_many(ids: Sequence[str]) -> Op[list[Prediction]]:
+    in_list, params = sql.expand_in("id", sorted(set(ids)))
+    return (yield from fetch(sql.GET_MANY.format(ids=in_list), params))
 
 
 def lock_runs_of(ids: Iterable[str | None]) -> Op[None]:

@@ -76,6 +76,10 @@ class Lifecycle(Protocol):
     async def ping(self) -> None:
         """Raise StoreUnavailableError when the database does not answer."""
 
+    def sibling(self) -> Store:
+        """Another handle on the same database, not yet opened, for another thread's
+        event loop (the deliverer's): its own connections, nothing shared with this one."""
+
     async def execute(self, make: Callable[[], Op[T]], *, write: bool = True) -> T:
         """Run one transaction of ``store/tenancy.py`` (keys, audit log, usage ledger);
         ``make`` builds it afresh for each try."""
@@ -175,6 +179,10 @@ class Records(Protocol):
 
     async def get(self, prediction_id: str) -> Prediction | None: ...
 
+    async def get_many(self, ids: Sequence[str]) -> list[Prediction]:
+        """The rows of ``ids`` that exist, in no particular order: one read for a batch
+        (the deliverer renders a claimed batch of events with it)."""
+
     async def mark_input_ready(
         self,
         prediction_id: str,
@@ -255,6 +263,10 @@ class Outbox(Protocol):
 
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         """A prediction's outbox rows and every attempt made on them."""
+
+    async def delivery_counts(self, prediction_id: str) -> list[tuple[str, int, int]]:
+        """A prediction's outbox rows as ``(status, attempts, rows)`` groups (what every
+        view of a prediction with subscriptions summarizes: an index read)."""
 
     async def webhook_secrets(
         self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT

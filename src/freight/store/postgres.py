@@ -233,6 +233,14 @@ class PostgresStore:
     async def get(self, prediction_id: str) -> Prediction | None:
         return await self._run(lambda: _op.get(prediction_id))
 
+    async def get_many(self, ids: Sequence[str]) -> list[Prediction]:
+        return await self._run(lambda: _op.get_many(ids))
+
+    def sibling(self) -> PostgresStore:
+        """Its own small pool on the same database (the deliverer's: a claim, a read
+        and a record per batch)."""
+        return PostgresStore(self.url, min_size=1, max_size=4)
+
     async def mark_input_ready(
         self,
         prediction_id: str,
@@ -327,6 +335,9 @@ class PostgresStore:
 
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         return await self._run(lambda: ops.deliveries(prediction_id))
+
+    async def delivery_counts(self, prediction_id: str) -> list[tuple[str, int, int]]:
+        return await self._run(lambda: ops.delivery_counts(prediction_id))
 
     async def webhook_secrets(
         self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT

@@ -80,6 +80,7 @@ INSERT = (
 )
 
 GET = f"SELECT {COLS} FROM predictions WHERE id = :id"
+GET_MANY = f"SELECT {COLS} FROM predictions WHERE id IN {{ids}}"
 GET_FOR_UPDATE = f"SELECT {COLS} FROM predictions WHERE id = :id {{lock}}"
 GET_BY_IDEMPOTENCY_KEY = (
     f"SELECT {COLS} FROM predictions WHERE tenant = :tenant AND idempotency_key = :key"

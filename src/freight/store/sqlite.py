@@ -149,6 +149,14 @@ class SqliteStore:
     async def get(self, prediction_id: str) -> Prediction | None:
         return self._read(_op.get(prediction_id))
 
+    async def get_many(self, ids: Sequence[str]) -> list[Prediction]:
+        return self._read(_op.get_many(ids))
+
+    def sibling(self) -> SqliteStore:
+        """Another writer connection on the same file (WAL: readers never wait; two
+        writers take turns on SQLite's lock, within ``busy_timeout``)."""
+        return SqliteStore(self.path)
+
     async def mark_input_ready(
         self,
         prediction_id: str,
@@ -253,6 +261,11 @@ class SqliteStore:
 
     async def deliveries(self, prediction_id: str) -> tuple[list[OutboxRow], list[DeliveryAttempt]]:
         return self._read(ops.deliveries(prediction_id))
+
+    async def delivery_counts(self, prediction_id: str) -> list[tuple[str, int, int]]:
+        # a point read on the loop's thread: as a scan (a reader thread) its hop cost more
+        # than the query, on every create's answer under B10's load
+        return self._read(ops.delivery_counts(prediction_id))
 
     async def webhook_secrets(
         self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT

@@ -8,19 +8,22 @@ rotation overlaps). 2xx is delivered; 410 Gone stops (the receiver wants no
 more); anything else, redirects included (never followed: a redirect is an easy
 way around the SSRF guard), is a failure to retry, with its status recorded.
 
-SSRF and DNS rebinding: the client's connection backend resolves the host
-itself, refuses it when any address is in a refused range
-(``notify/addresses.py``), and connects to one of the addresses it just checked
--- so no second lookup happens between check and connect. TLS is untouched:
-httpcore sends SNI and verifies the certificate against the URL's hostname, not
-against the address connected to. The residual window: none for the TCP
-connection itself; a keep-alive connection is reused without a new lookup,
-which is safe (it goes to the address that was checked when it was opened).
-Environment proxies are ignored (``trust_env=False``): a proxy would connect
-on our behalf to an address we never checked.
+The client is aiohttp's (:func:`webhook_session`): per request it costs a
+fraction of httpx's here (B10 in bench/README.md). SSRF and DNS rebinding: the
+connector's resolver resolves the host itself and refuses it when any address is
+in a refused range (``notify/addresses.py``); the connector connects only to the
+addresses that resolver returned, so no second lookup happens between check and
+connect; and every socket is made by a factory that checks the address it is
+about to connect to once more (an IP literal in the URL, which aiohttp does not
+resolve, is judged there). TLS is untouched: aiohttp sends SNI and verifies the
+certificate against the URL's hostname, not against the address connected to. A
+keep-alive connection is reused without a new lookup, which is safe (it goes to
+the address that was checked when it was opened). Environment proxies are
+ignored (``trust_env=False``): a proxy would connect on our behalf to an address
+we never checked. No cookies are kept.
 
 A per-request webhook (the URL from a create body) and a server-wide one are
-the same class; per-request ones share one client (:func:`webhook_client`).
+the same class; per-request ones share one session (:func:`webhook_session`).
 """
 
 from __future__ import annotations
@@ -28,19 +31,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import ipaddress
+import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import aiohttp
+import certifi
 import orjson
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from freight.errors import InvalidRequestError
 from freight.notify import sagemaker
-from freight.notify.addresses import Resolver, check_url_text, resolve_allowed
+from freight.notify.addresses import Resolver, check_url_text, refusal, resolve_allowed
 from freight.notify.event import Event, Outcome
 from freight.notify.signing import WebhookSecrets
 from freight.notify.sinks.base import Subscription, describe, sink_error
@@ -49,136 +55,88 @@ USER_AGENT: Final = "freight-webhooks/1"
 DEFAULT_TIMEOUT_S: Final = 10.0
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves and checks the host, then connects to a checked address."""
+class AddressRefusedError(OSError):
+    """The address a socket was about to connect to is refused (``addresses.refusal``)."""
 
-    def __init__(
-        self, *, allow_private: bool, resolver: Resolver | None, what: str = "webhook"
-    ) -> None:
-        self._inner = httpcore.AnyIOBackend()
+
+class _GuardedResolver(AbstractResolver):
+    """Resolves and checks the host: every answer allowed, or the host refused whole."""
+
+    def __init__(self, *, allow_private: bool, resolver: Resolver | None, what: str) -> None:
         self._allow_private = allow_private
         self._resolver = resolver
         self._what = what
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         addresses = await resolve_allowed(
             host, port, allow_private=self._allow_private, resolver=self._resolver, what=self._what
         )
-        last: Exception | None = None
-        for address in addresses:  # each one checked above
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("webhooks never go to a unix socket")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        return None
 
 
-class _Body(httpx.AsyncByteStream):
-    """httpcore's response stream as the httpx stream a Response takes."""
+def _guarded_socket(allow_private: bool, what: str) -> Any:
+    """aiohttp's socket factory: the last check, on the very address connected to."""
 
-    def __init__(self, stream: AsyncIterable[bytes]) -> None:
-        self._stream = stream
+    def make(addr_info: Any) -> socket.socket:
+        family, type_, proto, _, sockaddr = addr_info
+        address = str(sockaddr[0])
+        why = refusal(ipaddress.ip_address(address.split("%", 1)[0]), allow_private=allow_private)
+        if why is not None:
+            raise AddressRefusedError(f"the {what} address {address} is {why}")
+        return socket.socket(family, type_, proto)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        aclose = getattr(self._stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    return make
 
 
-class _GuardedTransport(httpx.AsyncBaseTransport):
-    """httpx's default transport, on a connection pool whose backend is guarded."""
-
-    def __init__(
-        self,
-        *,
-        allow_private: bool,
-        resolver: Resolver | None,
-        tls: ssl.SSLContext | None,
-        what: str = "webhook",
-    ) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=tls or httpx.create_ssl_context(),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            network_backend=_GuardedBackend(
-                allow_private=allow_private, resolver=resolver, what=what
-            ),
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        resp = await self._pool.handle_async_request(core)
-        assert isinstance(resp.stream, AsyncIterable)
-        return httpx.Response(
-            status_code=resp.status,
-            headers=resp.headers,
-            stream=_Body(resp.stream),
-            extensions=resp.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """The system's CAs as certifi has them (what httpx verified with before)."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
-def webhook_client(
+def webhook_session(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     allow_private: bool = False,
     resolver: Resolver | None = None,
     tls: ssl.SSLContext | None = None,
     what: str = "webhook",
-    user_agent: str = USER_AGENT,
-) -> httpx.AsyncClient:
-    """An HTTP client for webhooks (and pipelines' http steps: ``what``, in the guard's
-    messages, and ``user_agent`` say which): guarded connections, no redirects, no env
-    proxies. ``tls``: the context that verifies receivers (default: the system's CAs
-    via certifi; an on-premise receiver signed by a private CA needs its own)."""
-    transport = _GuardedTransport(
-        allow_private=allow_private, resolver=resolver, tls=tls, what=what
+) -> aiohttp.ClientSession:
+    """An aiohttp session for webhooks, made on the event loop that uses it: guarded
+    connections (``resolver``: the one the guard asks, default the system's), no
+    redirects (each request says so), no env proxies, no cookies. ``tls``: the context
+    that verifies receivers (default: the system's CAs via certifi; an on-premise
+    receiver signed by a private CA needs its own)."""
+    connector = aiohttp.TCPConnector(
+        resolver=_GuardedResolver(allow_private=allow_private, resolver=resolver, what=what),
+        use_dns_cache=False,  # each new connection is checked on a fresh answer
+        ssl=tls or _default_tls(),
+        limit=100,
+        keepalive_timeout=5.0,
+        happy_eyeballs_delay=None,  # the checked addresses in turn, as httpx did
+        socket_factory=_guarded_socket(allow_private, what),
     )
-    return httpx.AsyncClient(
-        transport=transport,
-        follow_redirects=False,
-        timeout=httpx.Timeout(timeout_s),
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
         trust_env=False,
-        headers={"user-agent": user_agent},
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"user-agent": USER_AGENT},
     )
 
 
@@ -201,15 +159,16 @@ def webhook_body(event: Event, format: str = "freight") -> bytes | None:
 ANSWER_READ = 1024
 
 
-async def _head(resp: httpx.Response) -> str | None:
+async def _head(resp: aiohttp.ClientResponse) -> str | None:
     """The first KB of the answer's body, as text (None: it had none, or it broke off)."""
     kept = bytearray()
     try:
-        async for chunk in resp.aiter_bytes():
-            kept += chunk
-            if len(kept) >= ANSWER_READ:
+        while len(kept) < ANSWER_READ:
+            chunk = await resp.content.read(ANSWER_READ - len(kept))
+            if not chunk:
                 break
-    except httpx.HTTPError:
+            kept += chunk
+    except aiohttp.ClientError:
         pass  # the status was the answer; a body cut short is shown as far as it came
     return kept[:ANSWER_READ].decode("utf-8", "replace") or None
 
@@ -225,10 +184,10 @@ def _status_outcome(status: int, host: str) -> Outcome:
 
 
 class WebhookSink:
-    """POSTs each event to one URL. ``client``: a shared client (not closed here), made
-    by :func:`webhook_client` with the same ``allow_private`` (its transport, not the
-    sink, guards the connection); without one the sink makes its own on ``open`` (or
-    on first ``send``)."""
+    """POSTs each event to one URL. ``client``: a shared session (not closed here), made
+    by :func:`webhook_session` with the same ``allow_private`` on the loop that sends
+    (its connector, not the sink, guards the connection); without one the sink makes
+    its own on ``open`` (or on first ``send``)."""
 
     type = "webhook"
 
@@ -241,7 +200,7 @@ class WebhookSink:
         subscription: Subscription | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         allow_private: bool = False,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
         resolver: Resolver | None = None,
         tls: ssl.SSLContext | None = None,
         format: str = "freight",
@@ -265,16 +224,16 @@ class WebhookSink:
     __str__ = __repr__
 
     async def open(self) -> None:
-        """Check the URL's text (scheme, length, refused literals); make the client."""
+        """Check the URL's text (scheme, length, refused literals); make the session."""
         try:
             check_url_text(self._url, allow_private=self.allow_private)
         except InvalidRequestError as exc:
             raise sink_error(self, exc.message) from None
         self._ensure_client()
 
-    def _ensure_client(self) -> httpx.AsyncClient:
+    def _ensure_client(self) -> aiohttp.ClientSession:
         if self._client is None:
-            self._client = webhook_client(
+            self._client = webhook_session(
                 timeout_s=self.timeout_s,
                 allow_private=self.allow_private,
                 resolver=self._resolver,
@@ -289,15 +248,19 @@ class WebhookSink:
             check_url_text(self._url, allow_private=self.allow_private)
             async with asyncio.timeout(self.timeout_s):
                 return await self._post(event)
-        except InvalidRequestError as exc:  # refused by the SSRF guard
+        except InvalidRequestError as exc:  # refused by the SSRF guard (the resolver)
             return Outcome.failed(exc.message)
-        except (TimeoutError, httpx.TimeoutException, httpcore.TimeoutException):
+        except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
             return Outcome.failed(f"{self.host} did not answer within {self.timeout_s:g} s")
-        except (httpcore.ConnectError, httpx.ConnectError) as exc:
-            return Outcome.failed(f"cannot connect to {self.host}: {describe(exc, [self._url])}")
-        except ssl.SSLError as exc:
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
             return Outcome.failed(f"TLS with {self.host} failed: {describe(exc, [self._url])}")
-        except OSError as exc:  # the name does not resolve
+        except aiohttp.ClientConnectorDNSError as exc:  # the name does not resolve
+            return Outcome.failed(f"cannot resolve {self.host}: {describe(exc, [self._url])}")
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, AddressRefusedError):  # the socket factory's check
+                return Outcome.failed(str(exc.os_error))
+            return Outcome.failed(f"cannot connect to {self.host}: {describe(exc, [self._url])}")
+        except OSError as exc:  # the name does not resolve (the injected resolver's)
             return Outcome.failed(f"cannot resolve {self.host}: {describe(exc, [self._url])}")
         except Exception as exc:
             return Outcome.failed(f"delivery to {self.host} failed: {describe(exc, [self._url])}")
@@ -311,13 +274,15 @@ class WebhookSink:
         if event.traceparent:  # the receiver's spans join the prediction's trace
             headers["traceparent"] = event.traceparent
         client = self._ensure_client()
-        # streamed: of a huge answer only the first KB is read (kept for operators)
-        async with client.stream("POST", self._url, content=body, headers=headers) as resp:
-            outcome = _status_outcome(resp.status_code, self.host)
+        # of a huge answer only the first KB is read (kept for operators)
+        async with client.post(
+            self._url, data=body, headers=headers, allow_redirects=False
+        ) as resp:
+            outcome = _status_outcome(resp.status, self.host)
             return dataclasses.replace(outcome, response=await _head(resp))
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await client.close()
