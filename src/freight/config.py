@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     # full jitter for delivery_max_age_s, then dead)
     delivery_concurrency: int = Field(32, ge=1)
     delivery_timeout_s: float = Field(10.0, gt=0)  # one attempt
+    # a claimed event is another deliverer's to send again after this (its sender died);
+    # at least twice delivery_timeout_s, so a slow live attempt is never sent twice
+    delivery_lease_s: float = Field(60.0, gt=0)
     delivery_backoff_s: float = Field(0.5, gt=0)  # the first retry's ceiling
     delivery_backoff_max_s: float = Field(600.0, gt=0)
     delivery_max_age_s: float = Field(24 * 3600.0, gt=0)

@@ -162,7 +162,8 @@ def test_a_kill_between_the_change_and_its_delivery_loses_nothing(
 ) -> None:
     """The server is SIGKILLed while the receiver refuses; after a restart the receiver,
     back, gets the completed event."""
-    server = make_server(models=["Echo"], **FAST_DELIVERY)
+    short_lease = {"FREIGHT_DELIVERY_TIMEOUT_S": "3", "FREIGHT_DELIVERY_LEASE_S": "6"}
+    server = make_server(models=["Echo"], **FAST_DELIVERY, **short_lease)
     secret = secret_of(server.env, server.project)
     receiver.answer = 503
     with server.client() as client:
@@ -172,10 +173,11 @@ def test_a_kill_between_the_change_and_its_delivery_loses_nothing(
     server.signal(signal.SIGKILL)
     server.wait_exit()
     receiver.answer = 200
-    make_server(models=["Echo"], **FAST_DELIVERY)
+    make_server(models=["Echo"], **FAST_DELIVERY, **short_lease)
     # killed mid-send, the row stays leased to the dead sender for the delivery lease
-    # (60 s) on PostgreSQL before anyone sends it again (SQLite requeues it at start)
-    got = wait_until(lambda: receiver.accepted(secret), timeout_s=90)
+    # (FREIGHT_DELIVERY_LEASE_S, 6 s here: twice the attempt's timeout) before any
+    # deliverer sends it again
+    got = wait_until(lambda: receiver.accepted(secret), timeout_s=60)
     assert [(g["type"], g["data"]["id"]) for g in got] == [("prediction.completed", created["id"])]
 
 

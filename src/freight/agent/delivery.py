@@ -482,6 +482,7 @@ def deliverer_for(
         ),
         concurrency=settings.delivery_concurrency,
         timeout_s=settings.delivery_timeout_s,
+        lease_s=settings.delivery_lease_s,
         poll_s=settings.poll_interval_s,
         secrets_overlap_s=settings.webhook_secret_overlap_s,
         storage=storage,  # events carry presigned URLs as GET does
