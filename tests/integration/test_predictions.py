@@ -1,4 +1,7 @@
-"""The prediction API end to end against a real server, on both deployment shapes."""
+"""The prediction API end to end against a real server, on both deployment shapes.
+
+``server`` here is the module's shared server (one per shape): each test makes and
+reads its own predictions; those that configure a server start their own."""
 
 from __future__ import annotations
 
@@ -7,11 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.fixtures.server import Server, wait_until
 from tests.integration.helpers import create, error_code, status_of, wait_done
 
 BLOB = "a" * 1000
+
+
+@pytest.fixture
+def server(shared_server: Server) -> Server:
+    return shared_server
 
 
 def test_async_prediction_succeeds_with_timings_and_stored_input(server: Server) -> None:
@@ -135,8 +144,9 @@ def test_large_outputs_are_served_by_url(server: Server) -> None:
         assert httpx.get(done["output_url"]).json() == big
 
 
-def test_list_filters_and_paginates(server: Server) -> None:
+def test_list_filters_and_paginates(make_server: Callable[..., Server]) -> None:
     """Listing filters by target and status and pages with an opaque cursor."""
+    server = make_server()  # counts the whole server's rows
     with server.client() as client:
         ids = [create(client, "echo", {"i": i})["id"] for i in range(5)]
         for prediction_id in ids:
@@ -160,8 +170,9 @@ def test_list_filters_and_paginates(server: Server) -> None:
         assert bad.status_code == 400 and error_code(bad) == "invalid_cursor"
 
 
-def test_idempotency_key(server: Server) -> None:
+def test_idempotency_key(make_server: Callable[..., Server]) -> None:
     """The same Idempotency-Key and body return the same prediction; another body is 409."""
+    server = make_server()  # counts the whole server's rows
     with server.client() as client:
         headers = {"Idempotency-Key": "order-42"}
         body = {"target": "echo", "input": {"v": 1}}
@@ -222,8 +233,11 @@ def test_cancel_queued_and_running(server: Server, tmp_path: Path) -> None:
         assert again.status_code == 200 and again.json()["status"] == "canceled"
 
 
-def test_bad_requests_get_precise_errors_and_write_nothing(server: Server) -> None:
+def test_bad_requests_get_precise_errors_and_write_nothing(
+    make_server: Callable[..., Server],
+) -> None:
     """Malformed JSON, wrong content type, unknown model, invalid body: 4xx codes, no rows."""
+    server = make_server()  # counts the whole server's rows
     with server.client() as client:
         cases = [
             (
@@ -412,9 +426,10 @@ def _sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_metrics_count_predictions_and_expose_state(server: Server) -> None:
+def test_metrics_count_predictions_and_expose_state(make_server: Callable[..., Server]) -> None:
     """/metrics counts created and finished predictions with their timings, and reports
     backlog and ready replicas."""
+    server = make_server()  # counts the whole server's rows
     with server.client() as client:
         for i in range(3):
             wait_done(client, create(client, "echo", {"i": i})["id"])
