@@ -69,8 +69,9 @@ def read_jsonl(data: bytes) -> list[Any]:
 
 
 @pytest.fixture
-def server(make_server: Callable[..., Server]) -> Server:
-    return make_server(models=MODELS)
+def server(shared_server: Server) -> Server:
+    """The module's shared server (its jobs read their own inputs and outputs)."""
+    return shared_server
 
 
 def test_jsonl_in_order_with_calls_and_counts(server: Server) -> None:
@@ -244,9 +245,10 @@ def test_a_jobs_outputs_are_the_next_jobs_input(server: Server) -> None:
         assert second["counts"] == {"total": 19, "done": 19, "failed": 0}
 
 
-def test_prefix_input_and_list(server: Server) -> None:
+def test_prefix_input_and_list(make_server: Callable[..., Server]) -> None:
     """A prefix holding several files is one job over all of them; jobs list newest
     first and filter by target and status."""
+    server = make_server(models=MODELS)  # lists every job of the server
     with server.client() as client:
         first = wait_job(
             client,
@@ -267,9 +269,10 @@ def test_prefix_input_and_list(server: Server) -> None:
         assert client.get("/v1/batch-jobs", params={"target": "boom"}).json()["items"] == []
 
 
-def test_cancel_keeps_what_is_done(server: Server, tmp_path: Path) -> None:
+def test_cancel_keeps_what_is_done(make_server: Callable[..., Server], tmp_path: Path) -> None:
     """Cancel while later records are held: the job is canceled, its remaining chunks
     too, and the output keeps the records that were done, in order."""
+    server = make_server(models=MODELS)  # the latch model is served on demand
     gate = tmp_path / "gate"
     gate.mkdir()
     records = [{"dir": str(gate), "n": i, "hold": i >= 40} for i in range(400)]
