@@ -102,6 +102,15 @@ WORKLOADS: tuple[Workload, ...] = (
         (),
         _f("burst s", "B2", "burst_s", "lower"),
         _f("p99 ms", "B2", "p99_ms", "lower"),
+        _f("server CPU ms/prediction", "B2", "server_cpu_ms_per_prediction", "lower"),
+        deadline_s=180,
+    ),
+    _bench(
+        "B2-flood",
+        (),
+        _f("burst s", "B2-flood", "burst_s", "lower"),
+        _f("p99 ms", "B2-flood", "p99_ms", "lower"),
+        _f("server CPU ms/prediction", "B2-flood", "server_cpu_ms_per_prediction", "lower"),
         deadline_s=180,
     ),
     _bench(

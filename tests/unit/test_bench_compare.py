@@ -179,7 +179,7 @@ def test_render_writes_the_header_a_row_per_figure_and_the_failures() -> None:
     table = c.render(sitting, workloads, runs)
     assert "- before: aaa1111 base" in table and "2 cores" in table and "10.0 min" in table
     rows = [line for line in table.splitlines() if line.startswith("| B")]
-    assert len(rows) == 5
+    assert len(rows) == 6  # B1: 3 figures, B2: 3
     before, after = "1,025 (1,000 · 1,050)", "1,225 (1,200 · 1,250)"
     assert rows[0] == f"| B1 | completed/s ↑ | {before} | {after} | 1.20x **better** |"
     assert rows[3].startswith(
