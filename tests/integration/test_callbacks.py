@@ -21,7 +21,7 @@ import pytest
 
 from freight.client import Client, FreightClientError
 from tests.acceptance.conftest import run_cli
-from tests.fixtures.server import Server, wait_until
+from tests.fixtures.server import ModuleServers, Server, wait_until
 from tests.integration.helpers import create, error_code, wait_done
 from tests.integration.test_notifications import FAST_DELIVERY, Receiver, receiver, secret_of
 
@@ -43,6 +43,16 @@ def _start(make_server: Callable[..., Server], shape: dict[str, str], **env: str
     return [api, worker]
 
 
+@pytest.fixture
+def api(module_servers: ModuleServers) -> Server:
+    """The module's API of each shape (with its worker in the cluster shape), shared by
+    the tests that only make runs of their own and answer them."""
+    started: list[Server] = module_servers.once(
+        "callbacks", lambda: _start(module_servers, module_servers.shape)
+    )
+    return started[0]
+
+
 def _waiting(client: httpx.Client, run_id: str, attempt: int = 1) -> dict[str, Any]:
     """The run's approve step once it waits (its callback: step, input, URLs)."""
 
@@ -59,12 +69,9 @@ def _at(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def test_an_answered_success_finishes_the_run(
-    make_server: Callable[..., Server], shape: dict[str, str]
-) -> None:
+def test_an_answered_success_finishes_the_run(api: Server) -> None:
     """The step waits with its rendered input, the reason ``awaiting_callback``, and its
     three URLs; the SDK answers with the success URL; the next step runs on it."""
-    api = _start(make_server, shape)[0]
     with api.client() as http:
         run_id = create(http, "review", {"value": 1, "reviewer": "ana"})["id"]
         step = _waiting(http, run_id)
@@ -84,10 +91,7 @@ def test_an_answered_success_finishes_the_run(
     assert done.steps is not None and done.steps["approve"].callback is None
 
 
-def test_a_failure_fails_the_run_with_callback_failed(
-    make_server: Callable[..., Server], shape: dict[str, str]
-) -> None:
-    api = _start(make_server, shape)[0]
+def test_a_failure_fails_the_run_with_callback_failed(api: Server) -> None:
     with api.client() as http:
         run_id = create(http, "review", {"value": 1, "reviewer": "ana"})["id"]
         urls = _waiting(http, run_id)["callback"]["urls"]
@@ -100,12 +104,9 @@ def test_a_failure_fails_the_run_with_callback_failed(
     assert "Rejected" in done["error"]["message"] and "too vague" in done["error"]["message"]
 
 
-def test_a_heartbeat_then_the_cli_answers(
-    make_server: Callable[..., Server], shape: dict[str, str]
-) -> None:
+def test_a_heartbeat_then_the_cli_answers(api: Server) -> None:
     """A heartbeat moves the deadline on (a later one); then ``freight callback
     succeed`` with the token alone answers on the server it is pointed at."""
-    api = _start(make_server, shape)[0]
     with api.client() as http:
         run_id = create(http, "review", {"value": 5, "reviewer": "bo"})["id"]
         shown = _waiting(http, run_id)["callback"]
@@ -125,10 +126,7 @@ def test_a_heartbeat_then_the_cli_answers(
     assert done["steps"]["publish"]["status"] == "skipped"
 
 
-def test_a_wait_nobody_answers_times_out(
-    make_server: Callable[..., Server], shape: dict[str, str]
-) -> None:
-    api = _start(make_server, shape)[0]
+def test_a_wait_nobody_answers_times_out(api: Server) -> None:
     with api.client() as http:
         run_id = create(http, "brief", {"q": "anyone?"})["id"]
         done = wait_done(http, run_id)
@@ -136,12 +134,9 @@ def test_a_wait_nobody_answers_times_out(
     assert done["steps"]["ask"]["error"]["code"] == "timeout"
 
 
-def test_wrong_reused_and_invalid_answers_are_refused(
-    make_server: Callable[..., Server], shape: dict[str, str]
-) -> None:
+def test_wrong_reused_and_invalid_answers_are_refused(api: Server) -> None:
     """403 for a forged token; 400 for an answer that fails the schema (nothing changed:
     the right answer is taken after it); 409 for an answer given twice."""
-    api = _start(make_server, shape)[0]
     with api.client() as http:
         run_id = create(http, "review", {"value": 1, "reviewer": "ana"})["id"]
         urls = _waiting(http, run_id)["callback"]["urls"]
