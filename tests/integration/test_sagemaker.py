@@ -30,7 +30,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from freight.access import new_key
-from tests.fixtures.server import Server, wait_until
+from tests.fixtures.server import ModuleServers, Server, wait_until
 
 PROJECT = Path(__file__).resolve().parents[1] / "interop_project"
 MODELS = ["Echo", "Shout", "Fail", "Sleepy"]
@@ -54,8 +54,9 @@ class Hooks:
             return next((b for b in self.bodies if b.get("inferenceId") == inference_id), None)
 
 
-@pytest.fixture
-def hooks() -> Iterator[Hooks]:
+@pytest.fixture(scope="module")
+def hooks(module_servers: ModuleServers) -> Iterator[Hooks]:
+    """A receiver per shape (each shape's server notifies its own: ids repeat)."""
     state = Hooks()
 
     class Handler(BaseHTTPRequestHandler):
@@ -114,9 +115,14 @@ class Freight:
         )
 
 
-@pytest.fixture
-def freight(make_server: Callable[..., Server], hooks: Hooks) -> Freight:
+@pytest.fixture(scope="module")
+def freight(module_servers: ModuleServers, hooks: Hooks) -> Freight:
+    """One server of each shape for the module (each test its own keys and ids)."""
     admin = new_key().token
+    return module_servers.once("sagemaker", lambda: _started(module_servers, hooks, admin))
+
+
+def _started(make_server: Callable[..., Server], hooks: Hooks, admin: str) -> Freight:
     server = make_server(
         project=PROJECT,
         models=MODELS,
@@ -234,7 +240,7 @@ def test_errors_are_botocores_own_classes(freight: Freight) -> None:
     assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
-def test_sigv4_is_verified(freight: Freight, shape: dict[str, str]) -> None:
+def test_sigv4_is_verified(freight: Freight) -> None:
     """A good signature is taken; a wrong secret, an unknown or revoked access key, and
     no signature at all are refused with AWS's own error codes (403); the pair of
     `freight keys create --sigv4` works like one of the API."""
@@ -342,14 +348,13 @@ def _s3(shape: dict[str, str]) -> Any:
     )
 
 
-def test_async_results_land_where_the_answer_says(
-    freight: Freight, shape: dict[str, str], hooks: Hooks
-) -> None:
+def test_async_results_land_where_the_answer_says(freight: Freight, hooks: Hooks) -> None:
     """invoke_endpoint_async answers 202 with InferenceId, OutputLocation and
     FailureLocation; the output (or the failure) appears there, read by the store's own
     client; the sink of format sagemaker sends SageMaker's notification JSON naming them.
     On S3 the input may be an InputLocation the same S3 client wrote."""
     runtime = freight.runtime(*freight.pair())
+    shape = freight.server.env
     s3 = _s3(shape)
     bucket = urlsplit(shape["FREIGHT_STORAGE_URL"]).netloc if s3 else ""
     if s3 is not None:  # the tenant's own objects: under tenants/acme/
