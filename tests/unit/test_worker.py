@@ -177,6 +177,8 @@ def make_harness(
     max_load_attempts: int = 5,
     max_size: int = 4,
     gpus: int = 0,
+    replicas: int = 1,
+    poll_interval_s: float = 0.02,
 ) -> Harness:
     store, storage, signal = MemoryStore(), MemoryStorage(), WorkSignal()
     published: list[str] = []
@@ -204,8 +206,8 @@ def make_harness(
         signal=signal,
         worker_id="w1",
         lease_s=30.0,
-        poll_interval_s=0.02,
-        replicas=1,
+        poll_interval_s=poll_interval_s,
+        replicas=replicas,
         on_finished=Persist(store, published.extend, lambda: False),
         max_load_attempts=max_load_attempts,
         make_replica=factory,
@@ -270,6 +272,27 @@ async def test_queued_predictions_are_batched(start: Start) -> None:
     rows = [await running.until(i, Status.SUCCEEDED) for i in ids]
     assert [r.batch_size for r in rows] == [3, 3, 3]
     assert [len(b.items) for b in running.script.batches] == [1, 3]
+
+
+async def test_idle_slots_claim_in_turn(start: Start) -> None:
+    """With two idle replicas, each prediction costs one claim, not one per slot: the
+    slot whose turn it is waits for the signal and claims, the other waits its turn
+    (no poll in the way: the interval is a minute)."""
+    running = await start(replicas=2, poll_interval_s=60.0)
+    claims: list[int] = []
+    claim = running.store.claim
+
+    async def spy(target: str, limit: int, **kw: Any) -> list[Prediction]:
+        rows = await claim(target, limit, **kw)
+        claims.append(len(rows))
+        return rows
+
+    running.store.claim = spy  # type: ignore[method-assign]
+    await running.until(await running.submit(0), Status.SUCCEEDED)
+    claims.clear()
+    for n in range(1, 4):
+        await running.until(await running.submit(n), Status.SUCCEEDED)
+    assert claims == [1, 1, 1]
 
 
 async def test_timeout_kills_the_replica_and_fails(start: Start) -> None:
