@@ -1,7 +1,8 @@
 """freight benchmarks B1 (async throughput), B2 (a burst into a batched model) and B3
 (real-time) (workloads in bench/README.md).
 
-    .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B1-bulk,B2,B3] [--tracing off|on|both]
+    .venv/bin/python bench/bench.py [--rounds 3] [--only B1,B1-bulk,B2,B2-flood,B3]
+        [--tracing off|on|both] [--project DIR]
         [--n 2000] [--duration 10]   # B1's predictions (B1-bulk: twice), B3's seconds
 
 Starts ``freight serve examples/`` (embedded shape: SQLite + local directory) on
