@@ -27,7 +27,7 @@ from freight import ledger
 from freight.ids import new_id
 from freight.pipelines import callback
 from freight.pipelines.runs import Advancing, Changes, advance
-from freight.prediction import Completion, Kind, Prediction
+from freight.prediction import Completion, Kind, Prediction, Status
 from freight.store import sql, usage
 from freight.store._op import Op, Sql, Told, as_rows, fetch, fetch_one
 from freight.store.rows import prediction_params
@@ -122,12 +122,21 @@ def _answer(steps: Advancing, run_id: str) -> Op[Changes]:
         return changes
 
 
+def write_back(read: Prediction, row: Prediction, was: Status) -> Op[None]:
+    """One row of an advancement written back: the columns that differ from the row as
+    read, guarded by the status it was read with."""
+    before, after = prediction_params(read), prediction_params(row)
+    changed = tuple(c for c in sql.COLUMNS if c != "id" and after[c] != before[c])
+    if not changed:
+        return
+    params = {c: after[c] for c in changed} | {"id": row.id, "was": str(was)}
+    yield Sql(sql.update_columns(changed), params)
+
+
 def _save(run_id: str, changes: Changes, now: float) -> Op[list[Prediction]]:
     """Write an advancement; return the rows its cancels ended."""
-    if changes.updated:
-        rows = sorted(changes.updated.values(), key=lambda r: r.id)
-        written = [prediction_params(r) | {"was": str(changes.was[r.id])} for r in rows]
-        yield Sql(sql.UPDATE_ROW, written)
+    for row in sorted(changes.updated.values(), key=lambda r: r.id):
+        yield from write_back(changes.read[row.id], row, changes.was[row.id])
     if changes.inserted:
         yield Sql(sql.INSERT_STEP, [prediction_params(r) for r in changes.inserted])
     canceled: list[Prediction] = []

@@ -425,11 +425,23 @@ SELECT {COLS} FROM predictions
 WHERE run_id = :run_id AND step = :step AND item_index IS NOT NULL AND status = 'pending'
 ORDER BY item_index LIMIT :limit"""
 # an advancement's write-back: whole, unless the row changed since it was read
+# (``update_columns``: only the columns it changed)
 UPDATE_ROW = (
     "UPDATE predictions SET "
     + ", ".join(f"{c} = :{c}" for c in COLUMNS if c != "id")
     + " WHERE id = :id AND status = :was"
 )
+
+
+@functools.lru_cache(maxsize=256)
+def update_columns(columns: tuple[str, ...]) -> str:
+    """An advancement's write-back of these columns only, unless the row changed since
+    it was read (its status then is not ``:was``). Measured in B4: the whole-row
+    UPDATE (39 columns) cost ~0.13 ms; a run's advancement changes 2-8 of them."""
+    assignments = ", ".join(f"{c} = :{c}" for c in columns)
+    return f"UPDATE predictions SET {assignments} WHERE id = :id AND status = :was"
+
+
 INSERT_STEP = (
     f"INSERT INTO predictions ({COLS}) VALUES (" + ", ".join(f":{c}" for c in COLUMNS) + ")"
 )
