@@ -162,6 +162,11 @@ WHERE id IN (
 )
 {RETURNING}"""
 
+# after a claim: whether rows of the target are still queued (due or not, capped or not,
+# locked or not: only "none at all" lets a claimer wait for a notification instead of
+# claiming again). ``ix_predictions_claim``, one seek.
+QUEUED_ANY = "SELECT 1 FROM predictions WHERE status = 'queued' AND target = :target LIMIT 1"
+
 # Fenced: applies only while the row is still held by this worker and attempt.
 COMPLETE = f"""
 UPDATE predictions SET status = :status, finished_at = :finished_at,
