@@ -716,7 +716,9 @@ class ModelWorker:
             await self._logs.drain()
         if self._streamed is not None:  # every chunk stored before the end is
             await self._streamed.drain()
-        outbox = any(r.notify is not None or r.run_id is not None for r in rows)
+        # a step's run, if it has subscriptions, is the store's to announce (Told.outbox):
+        # waking the deliverer for every step made it claim nothing ~2.4 times a B4 run
+        outbox = any(r.notify is not None for r in rows)
         await self._persist.complete(outcomes, outbox=outbox)
         metrics.record_batch(self.spec.name, rows, outcomes)
 

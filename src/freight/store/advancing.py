@@ -62,13 +62,14 @@ def advance_runs(
         run = yield from fetch_one(sql.GET_FOR_UPDATE, {"id": run_id})
         if run is None:
             continue
+        told.outbox |= run.notify is not None  # its status may change: the trigger's rows
         heads = yield from fetch(sql.RUN_HEADS, {"run_id": run_id})
         changes = yield from _answer(
             advance(run, heads, elements.pop(run_id, []), now=now, new_id=new_id), run_id
         )
         canceled = yield from _save(run_id, changes, now)
         if changes.waits:
-            yield from _announce(run, changes.waits, now)
+            told.outbox |= yield from _announce(run, changes.waits, now)
         told.queued |= changes.queued
         told.finished += changes.finished + [row.id for row in canceled]
         ended += [changes.updated[i] for i in changes.finished] + canceled
@@ -91,18 +92,19 @@ def _note_ended(
             todo.append(row.run_id)
 
 
-def _announce(run: Prediction, waits: list[Prediction], now: float) -> Op[None]:
+def _announce(run: Prediction, waits: list[Prediction], now: float) -> Op[bool]:
     """The ``waiting`` events of callback steps that began a wait, for the subscribers
     of the top-level run (a nested run's own row has none): ``pipelines/callback.py``."""
     root: Prediction | None = run
     while root is not None and root.run_id is not None:
         root = yield from fetch_one(sql.GET, {"id": root.run_id})
     if root is None or root.notify is None:
-        return
+        return False
     rows = callback.announcements(root, waits, now)
     if rows:
         yield Sql(sql.INSERT_WAITING, rows)
         yield Sql(sql.NOTIFY_OUTBOX, {"id": root.id})
+    return bool(rows)
 
 
 def _answer(steps: Advancing, run_id: str) -> Op[Changes]:

@@ -80,6 +80,7 @@ class SqliteStore:
         self._readers = Readers(path, readers)
         self._on_work: Callable[[str], None] = _ignore
         self._on_done: Callable[[str], None] = _ignore
+        self._on_outbox: Callable[[], None] = _nobody
         #: per target, the tenant dealt the last claimed row (``ops.claim``'s round robin)
         self._turns: dict[str, str] = {}
         self._hands: Hands | None = None
@@ -101,6 +102,8 @@ class SqliteStore:
             self._on_work(target)
         for prediction_id in told.finished:
             self._on_done(prediction_id)
+        if told.outbox:
+            self._on_outbox()
 
     async def open(self) -> None:
         self._writer.start()
@@ -129,6 +132,7 @@ class SqliteStore:
         does inside a transaction (pipeline steps queued or finished by a run's
         advancement)."""
         self._on_work, self._on_done = on_work, on_done
+        self._on_outbox = on_outbox or _nobody
 
     async def ping(self) -> None:
         await self._readers.run(lambda conn: conn.execute("SELECT 1").fetchall())
@@ -307,6 +311,10 @@ class SqliteStore:
 
 def _ignore(_: str) -> None:
     """No one listens yet."""
+
+
+def _nobody() -> None:
+    """No deliverer listens."""
 
 
 def _schema_version(conn: sqlite3.Connection) -> str | None:
