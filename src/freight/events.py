@@ -10,32 +10,94 @@ correctness.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
+
+from freight.prediction import Prediction
 
 
 class WorkSignal:
-    """One event per target, set when work may be available for it."""
+    """One event per target, set when work may be available for it, and a count of the
+    notifications per target: a claimer that read :meth:`seen` before a claim that
+    left nothing queued knows, while the count is unchanged, that nothing was queued
+    since (every path that queues a row notifies after its commit)."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self._counts: dict[str, int] = defaultdict(int)
 
     def notify(self, target: str) -> None:
+        self._counts[target] += 1
+        self._events[target].set()
+
+    def nudge(self, target: str) -> None:
+        """Wake the target's waiters without counting a notification (rows were handed
+        to one of them: :class:`Hands`)."""
         self._events[target].set()
 
     def notify_all(self) -> None:
-        for event in self._events.values():
-            event.set()
+        for target in list(self._events):
+            self.notify(target)
 
-    async def wait(self, target: str, timeout_s: float) -> None:
-        """Wait until notified or the timeout passes (whichever first), then re-arm."""
+    def seen(self, target: str) -> int:
+        """How many notifications of ``target`` there were so far."""
+        return self._counts[target]
+
+    async def wait(self, target: str, timeout_s: float, since: int | None = None) -> bool:
+        """Wait until notified or the timeout passes (whichever first), then re-arm;
+        whether it was woken. ``since``: a :meth:`seen` count; a notification after it
+        ends the wait at once, one before it (already seen) does not."""
         event = self._events[target]
+        if since is not None:
+            if self._counts[target] != since:
+                event.clear()
+                return True
+            event.clear()
+        woken = True
         if not event.is_set():
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(event.wait(), timeout_s)
+            except TimeoutError:
+                woken = False
         event.clear()
+        return woken
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """An idle replica of ``target`` in this process, reserved for one transaction: the
+    ready rows it queues may be claimed for it in that transaction (``store/ops.py``
+    ``handing_off``), with the claim's own rules (fairness, lease, attempts)."""
+
+    target: str
+    limit: int
+    worker_id: str
+    lease_s: float
+    slot: int
+
+
+class Hands(Protocol):
+    """This process's idle replicas, as the store sees them (the agent's workers)."""
+
+    def offer(self, target: str) -> Offer | None:
+        """Reserve an idle replica of ``target`` (in memory, no I/O); None: none idle.
+        A reservation not followed by :meth:`take` lapses when the replica wakes."""
+
+    def take(self, offer: Offer, rows: list[Prediction]) -> None:
+        """After the commit: the rows claimed under ``offer`` (maybe none), to run."""
+
+
+class Claimed(list[Prediction]):
+    """A claim's rows, and whether rows of its target were still queued after it (held
+    back, capped, or more than its limit): where not, a claimer need not claim again
+    until notified."""
+
+    def __init__(self, rows: Iterable[Prediction] = (), *, more: bool = True) -> None:
+        super().__init__(rows)
+        self.more = more
 
 
 class CompletionHub:

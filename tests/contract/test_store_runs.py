@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from freight.config import Settings
-from freight.events import CompletionHub, WorkSignal
+from freight.events import Claimed, CompletionHub, Offer, WorkSignal
 from freight.model import Batching, InputKind, Replicas
 from freight.prediction import Completion, Prediction, Release, Status, attempts_of
 from freight.project import load_pipelines
@@ -539,3 +540,100 @@ async def test_a_step_out_of_retries_or_not_covered_fails_the_run(
     other = await start(service, "retry_timeouts", 1)
     assert await work(store, now=T0) == 1
     assert (await service.get(other.id)).status == Status.FAILED
+
+
+class Hands:
+    """This process's idle replicas as a test sees them: one per target in ``idle``,
+    reserved by ``offer``, given what was claimed for it by ``take``."""
+
+    def __init__(self, *idle: str, worker_id: str = "w1", lease_s: float = 30.0) -> None:
+        self.idle = set(idle)
+        self.worker_id, self.lease_s = worker_id, lease_s
+        self.taken: dict[str, list[Prediction]] = {}
+
+    def offer(self, target: str) -> Offer | None:
+        if target not in self.idle:
+            return None
+        self.idle.discard(target)
+        return Offer(target, 1, self.worker_id, self.lease_s, 0)
+
+    def take(self, offer: Offer, rows: list[Prediction]) -> None:
+        self.taken.setdefault(offer.target, []).extend(rows)
+
+
+def held(row: Prediction, model: Model, worker_id: str = "w1") -> Completion:
+    """The completion of a row by the replica it was handed to (``worker_id``)."""
+    done = outcome(row, model, T0)
+    done.worker_id = worker_id
+    return done
+
+
+async def test_ready_step_is_handed_to_an_idle_replica_in_its_transaction(
+    service: PredictionService, store: Store
+) -> None:
+    """The step a run's advancement queues is claimed for an idle replica of its model in
+    the same transaction (running, its lease and attempt taken); a target none waits for
+    stays queued, for a claim."""
+    hands = Hands("double", "inc")
+    store.hand_off_to(hands)
+    run = await start(service, "diamond", {"x": 3})
+    (a,) = hands.taken["double"]
+    row = await store.get(a.id)
+    assert row is not None
+    assert (row.status, row.worker_id, row.attempts) == (Status.RUNNING, "w1", 1)
+    assert row.lease_expires_at is not None and row.lease_expires_at > time.time()
+    await store.complete([held(row, MODELS["double"])])
+    steps = by_step(await service.steps(run.id))
+    # b (inc) went to the idle replica of inc; c (double): none idle any more, queued
+    assert (steps["b"].status, steps["b"].worker_id) == (Status.RUNNING, "w1")
+    assert [r.id for r in hands.taken["inc"]] == [steps["b"].id]
+    assert steps["c"].status == Status.QUEUED
+    (b,) = hands.taken["inc"]
+    await store.complete([held(b, MODELS["inc"])])
+    await work(store)
+    done = await store.get(run.id)
+    assert done is not None and done.status == Status.SUCCEEDED
+    assert orjson.loads(done.output_json or "null") == {"sum": 19, "a": 6}
+
+
+async def test_handed_off_step_of_a_dead_worker_runs_once_after_its_lease(
+    service: PredictionService, store: Store
+) -> None:
+    """A worker that dies right after a hand-off leaves a running row with a lease: once
+    it expires the reaper requeues it (an attempt spent, as for any claim), another
+    worker runs it, the run succeeds, and the dead worker's late completion is refused."""
+    hands = Hands("flaky", lease_s=2.0)
+    store.hand_off_to(hands)
+    run = await start(service, "retrying", 1)  # its step may take 3 attempts
+    (a,) = hands.taken["flaky"]  # handed to w1, which dies before it runs anything
+    store.hand_off_to(None)
+    assert await store.claim("flaky", 8, worker_id="w2", lease_s=30, now=time.time()) == []
+    after_lease = time.time() + 3
+    reaped = await store.reap(now=after_lease, backoff_s=0)
+    assert reaped.requeued == [a.id]
+    (again,) = await store.claim("flaky", 8, worker_id="w2", lease_s=30, now=after_lease)
+    assert (again.id, again.attempts) == (a.id, 2)
+    assert await store.complete([held(a, MODELS["flaky"])]) == []  # w1's attempt 1
+    assert await store.complete([held(again, MODELS["flaky"], "w2")]) == [a.id]
+    await work(store)
+    done = await store.get(run.id)
+    assert done is not None and done.status == Status.SUCCEEDED
+    assert orjson.loads(done.output_json or "null") == 2
+    row = await store.get(a.id)
+    assert row is not None
+    assert (row.status, row.attempts, row.worker_id) == (Status.SUCCEEDED, 2, "w2")
+
+
+async def test_claim_says_whether_rows_of_its_target_are_left(
+    service: PredictionService, store: Store
+) -> None:
+    """A claim's rows say whether rows of the target were still queued after it: a worker
+    that took the last one need not claim again until notified."""
+    for x in (1, 2):
+        await start(service, "diamond", {"x": x})
+    first = await store.claim("double", 1, worker_id="w", lease_s=30, now=time.time())
+    assert isinstance(first, Claimed) and len(first) == 1 and first.more
+    last = await store.claim("double", 8, worker_id="w", lease_s=30, now=time.time())
+    assert isinstance(last, Claimed) and len(last) == 1 and not last.more
+    none = await store.claim("double", 8, worker_id="w", lease_s=30, now=time.time())
+    assert isinstance(none, Claimed) and none == [] and not none.more

@@ -178,7 +178,7 @@ def make_harness(
     max_size: int = 4,
     gpus: int = 0,
     replicas: int = 1,
-    poll_interval_s: float = 0.02,
+    poll_s: float = 0.02,
 ) -> Harness:
     store, storage, signal = MemoryStore(), MemoryStorage(), WorkSignal()
     published: list[str] = []
@@ -206,7 +206,7 @@ def make_harness(
         signal=signal,
         worker_id="w1",
         lease_s=30.0,
-        poll_interval_s=poll_interval_s,
+        poll_interval_s=poll_s,
         replicas=replicas,
         on_finished=Persist(store, published.extend, lambda: False),
         max_load_attempts=max_load_attempts,
@@ -278,7 +278,7 @@ async def test_idle_slots_claim_in_turn(start: Start) -> None:
     """With two idle replicas, each prediction costs one claim, not one per slot: the
     slot whose turn it is waits for the signal and claims, the other waits its turn
     (no poll in the way: the interval is a minute)."""
-    running = await start(replicas=2, poll_interval_s=60.0)
+    running = await start(replicas=2, poll_s=60.0)
     claims: list[int] = []
     claim = running.store.claim
 
@@ -467,3 +467,60 @@ async def test_zero_never_gives_up_and_drain_interrupts_the_back_off(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def counting_claims(
+    harness: Harness, after: Callable[[], Awaitable[None]] | None = None
+) -> list[int]:
+    """Count the worker's claims (how many rows each took); ``after``: run right after
+    each claim returns, before the worker goes on."""
+    claims: list[int] = []
+    claim = harness.store.claim
+
+    async def counted(*args: Any, **kwargs: Any) -> list[Prediction]:
+        rows = await claim(*args, **kwargs)
+        claims.append(len(rows))
+        if after is not None:
+            await after()
+        return rows
+
+    harness.store.claim = counted  # type: ignore[method-assign]
+    return claims
+
+
+async def parked(harness: Harness) -> bool:
+    return all(slot.parked for slot in harness.worker.slots)
+
+
+async def test_no_claim_after_a_batch_that_took_the_last_queued_row(start: Start) -> None:
+    """A slot whose claim left nothing queued waits for a notification after its batch
+    instead of claiming again to find nothing (the poll is an hour away)."""
+    running = await start(poll_s=3600.0)
+    claims = counting_claims(running)
+    await until(lambda: parked(running))
+    first = await running.submit(1)
+    await running.until(first, Status.SUCCEEDED)
+    await until(lambda: parked(running))
+    second = await running.submit(2)
+    await running.until(second, Status.SUCCEEDED)
+    await until(lambda: parked(running))
+    assert claims == [0, 1, 1]  # the first, at start; then one per row, none after a batch
+
+
+async def test_row_queued_while_the_worker_decides_not_to_claim_still_wakes_it(
+    start: Start,
+) -> None:
+    """A row queued (and notified) after the claim that found the queue empty, before the
+    slot waits, is claimed at once: the notification is counted, not lost."""
+    running = await start(poll_s=3600.0)
+    queued: list[str] = []
+
+    async def queue_one_more() -> None:
+        if not queued:
+            queued.append(await running.submit(5))
+
+    claims = counting_claims(running, after=queue_one_more)
+    await until(lambda: parked(running))  # its first claim found nothing; one was queued
+    done = await running.until(queued[0], Status.SUCCEEDED)
+    assert done.output_json == '{"n":5}'
+    assert claims[:2] == [0, 1]

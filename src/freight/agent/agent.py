@@ -63,8 +63,9 @@ from freight.agent.worker import ModelWorker, Persist, ReplicaLauncher
 from freight.batch.driver import BatchDriver
 from freight.config import Settings
 from freight.errors import ConfigError
-from freight.events import CompletionHub, WorkSignal
+from freight.events import CompletionHub, Offer, WorkSignal
 from freight.fleet import ModelState
+from freight.prediction import Prediction
 from freight.project import Pipelines
 from freight.registry import ModelSpec
 from freight.scaling import GpuPool, check_deployable, detect_devices
@@ -254,6 +255,7 @@ class Agent:
                 log.warning("requeued %d predictions left running by a previous run", len(orphans))
         for worker in self.workers.values():
             worker.start()
+        self._store.hand_off_to(self)
         self.autoscaler.begin()
         try:
             await self.autoscaler.tick()  # the min replicas (and whatever is queued) start now
@@ -291,10 +293,19 @@ class Agent:
         """Claim nothing more (called the moment SIGTERM arrives, before the HTTP
         server finishes its open requests); running work goes on until :meth:`drain`."""
         self.autoscaler.stop()
+        self._store.hand_off_to(None)
         for worker in self.workers.values():
             worker.stop_claiming()
         self.driver.stop()
         self.http.stop_claiming()
+
+    # -- freight.events.Hands: steps handed to idle replicas by the store ------------
+    def offer(self, target: str) -> Offer | None:
+        worker = self.workers.get(target)
+        return worker.offer() if worker is not None else None
+
+    def take(self, offer: Offer, rows: list[Prediction]) -> None:
+        self.workers[offer.target].take(offer, rows)
 
     def model_states(self) -> dict[str, ModelState]:
         """The :class:`~freight.fleet.Fleet` view of this node's replicas."""

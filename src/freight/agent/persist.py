@@ -55,7 +55,7 @@ class Persist:
 
     async def complete(self, completions: list[Completion], *, outbox: bool = False) -> None:
         """``outbox``: the transaction may have written outbox rows (a prediction with
-        subscriptions, or a pipeline step that may end its run): wake the deliverer."""
+        subscriptions): wake the deliverer. A step's run is the store's to announce."""
 
         async def op() -> None:
             await self._store.complete(completions)

@@ -109,12 +109,14 @@ def spec_of(run: Prediction) -> PipelineSpec:
 class Changes:
     """What one advancement writes, and whom to tell once it committed.
 
-    ``updated`` rows are written back whole, each guarded by the status it had when
-    read (``was``): a row that changed meanwhile is not overwritten. Cancels are
-    guarded by "not terminal" only, so they also stop a step claimed meanwhile."""
+    ``updated`` rows are written back (the columns that differ from ``read``, the row
+    as it was read), each guarded by the status it had when read (``was``): a row that
+    changed meanwhile is not overwritten. Cancels are guarded by "not terminal" only,
+    so they also stop a step claimed meanwhile."""
 
     updated: dict[str, Prediction] = field(default_factory=dict)
     was: dict[str, Status] = field(default_factory=dict)  # id -> status when read
+    read: dict[str, Prediction] = field(default_factory=dict)  # id -> the row as read
     inserted: list[Prediction] = field(default_factory=list)
     canceled: dict[str, str] = field(default_factory=dict)  # id -> message, unless terminal
     cancel_elements: list[tuple[str, str]] = field(default_factory=list)  # (step, message)
@@ -246,6 +248,7 @@ class _Advance:
     def write(self, row: Prediction, **fields: Any) -> Prediction:
         before = self.current(row)
         self.changes.was.setdefault(row.id, row.status)
+        self.changes.read.setdefault(row.id, row)
         after = dataclasses.replace(before, **fields)
         self.changes.updated[row.id] = after
         if after.status.terminal and not before.status.terminal:

@@ -7,6 +7,7 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from freight.events import Offer
 from freight.ledger import UsageLine
 from freight.prediction import Prediction
 from freight.store import sql
@@ -36,11 +37,16 @@ class Told:
     whose steps it queued, waiters of rows it ended. The rows the caller itself
     changed are the caller's to announce (the agent publishes its completions).
     ``usage``: the ledger lines it appended, counted in this process's metrics once
-    it committed."""
+    it committed. ``handed``: rows claimed in the transaction for this process's idle
+    replicas (``ops.handing_off``), to give them once it committed. ``outbox``: it may
+    have written outbox rows (a run with subscriptions advanced): the deliverers' to
+    know (on PostgreSQL the outbox trigger NOTIFYs too)."""
 
     queued: set[str] = field(default_factory=set)
     finished: list[str] = field(default_factory=list)
     usage: list[UsageLine] = field(default_factory=list)
+    handed: list[tuple[Offer, list[Prediction]]] = field(default_factory=list)
+    outbox: bool = False
 
 
 # -- small steps ------------------------------------------------------------------

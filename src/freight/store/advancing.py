@@ -27,7 +27,7 @@ from freight import ledger
 from freight.ids import new_id
 from freight.pipelines import callback
 from freight.pipelines.runs import Advancing, Changes, advance
-from freight.prediction import Completion, Kind, Prediction
+from freight.prediction import Completion, Kind, Prediction, Status
 from freight.store import sql, usage
 from freight.store._op import Op, Sql, Told, as_rows, fetch, fetch_one
 from freight.store.rows import prediction_params
@@ -62,13 +62,14 @@ def advance_runs(
         run = yield from fetch_one(sql.GET_FOR_UPDATE, {"id": run_id})
         if run is None:
             continue
+        told.outbox |= run.notify is not None  # its status may change: the trigger's rows
         heads = yield from fetch(sql.RUN_HEADS, {"run_id": run_id})
         changes = yield from _answer(
             advance(run, heads, elements.pop(run_id, []), now=now, new_id=new_id), run_id
         )
         canceled = yield from _save(run_id, changes, now)
         if changes.waits:
-            yield from _announce(run, changes.waits, now)
+            told.outbox |= yield from _announce(run, changes.waits, now)
         told.queued |= changes.queued
         told.finished += changes.finished + [row.id for row in canceled]
         ended += [changes.updated[i] for i in changes.finished] + canceled
@@ -91,18 +92,19 @@ def _note_ended(
             todo.append(row.run_id)
 
 
-def _announce(run: Prediction, waits: list[Prediction], now: float) -> Op[None]:
+def _announce(run: Prediction, waits: list[Prediction], now: float) -> Op[bool]:
     """The ``waiting`` events of callback steps that began a wait, for the subscribers
     of the top-level run (a nested run's own row has none): ``pipelines/callback.py``."""
     root: Prediction | None = run
     while root is not None and root.run_id is not None:
         root = yield from fetch_one(sql.GET, {"id": root.run_id})
     if root is None or root.notify is None:
-        return
+        return False
     rows = callback.announcements(root, waits, now)
     if rows:
         yield Sql(sql.INSERT_WAITING, rows)
         yield Sql(sql.NOTIFY_OUTBOX, {"id": root.id})
+    return bool(rows)
 
 
 def _answer(steps: Advancing, run_id: str) -> Op[Changes]:
@@ -122,12 +124,21 @@ def _answer(steps: Advancing, run_id: str) -> Op[Changes]:
         return changes
 
 
+def write_back(read: Prediction, row: Prediction, was: Status) -> Op[None]:
+    """One row of an advancement written back: the columns that differ from the row as
+    read, guarded by the status it was read with."""
+    before, after = prediction_params(read), prediction_params(row)
+    changed = tuple(c for c in sql.COLUMNS if c != "id" and after[c] != before[c])
+    if not changed:
+        return
+    params = {c: after[c] for c in changed} | {"id": row.id, "was": str(was)}
+    yield Sql(sql.update_columns(changed), params)
+
+
 def _save(run_id: str, changes: Changes, now: float) -> Op[list[Prediction]]:
     """Write an advancement; return the rows its cancels ended."""
-    if changes.updated:
-        rows = sorted(changes.updated.values(), key=lambda r: r.id)
-        written = [prediction_params(r) | {"was": str(changes.was[r.id])} for r in rows]
-        yield Sql(sql.UPDATE_ROW, written)
+    for row in sorted(changes.updated.values(), key=lambda r: r.id):
+        yield from write_back(changes.read[row.id], row, changes.was[row.id])
     if changes.inserted:
         yield Sql(sql.INSERT_STEP, [prediction_params(r) for r in changes.inserted])
     canceled: list[Prediction] = []

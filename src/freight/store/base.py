@@ -39,6 +39,7 @@ from typing import Protocol
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.errors import ConflictError
+from freight.events import Hands
 from freight.pipelines.callback import Answer, Claim
 from freight.prediction import (
     RETRY_BACKOFF_S,
@@ -79,6 +80,10 @@ class Lifecycle(Protocol):
     def sibling(self) -> Store:
         """Another handle on the same database, not yet opened, for another thread's
         event loop (the deliverer's): its own connections, nothing shared with this one."""
+
+    def hand_off_to(self, hands: Hands | None) -> None:
+        """This process's idle replicas (the agent's): a transaction that queues rows of
+        a target with one idle claims them for it (``ops.handing_off``)."""
 
     async def execute(self, make: Callable[[], Op[T]], *, write: bool = True) -> T:
         """Run one transaction of ``store/tenancy.py`` (keys, audit log, usage ledger);

@@ -23,11 +23,12 @@ nothing another transaction waits on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from freight.bounds import cap_of
 from freight.deliveries import DeliveryAttempt, DeliveryResult, DeliveryStatus, OutboxRow
 from freight.errors import ConflictError, NotFoundError
+from freight.events import Claimed, Hands
 from freight.ids import new_id
 from freight.pipelines import callback
 from freight.pipelines.callback import Answer, Claim
@@ -50,6 +51,7 @@ from freight.store.rows import (
     attempt_row,
     check_idempotent,
     claim_order,
+    claim_params,
     completion_params,
     delivery_params,
     fair_shares,
@@ -242,7 +244,7 @@ def listing(
 # -- the claim / lease cycle --------------------------------------------------------
 
 
-def claim(params: dict[str, Any], turns: dict[str, str]) -> Op[list[Prediction]]:
+def claim(params: dict[str, Any], turns: dict[str, str]) -> Op[Claimed]:
     """Up to ``params["limit"]`` queued rows of ``params["target"]``, shared fairly
     between the tenants that have some queued (round robin, like Hatchet's concurrency
     keys: a backlog AAAAABBBBB is claimed ABAB...).
@@ -266,7 +268,17 @@ def claim(params: dict[str, Any], turns: dict[str, str]) -> Op[list[Prediction]]
     the claim of old (its scan). Every statement is ``SKIP LOCKED``: a claim never
     waits for a row lock, so it takes part in no lock-order cycle however many
     statements it makes.
+
+    The rows come as :class:`~freight.events.Claimed`, which says whether rows of the
+    target were still queued after it (``sql.QUEUED_ANY``): a worker that knows
+    there were none waits for a notification instead of claiming again.
     """
+    rows = yield from _claim(params, turns)
+    left = yield Sql(sql.QUEUED_ANY, {"target": params["target"]})
+    return Claimed(rows, more=bool(left))
+
+
+def _claim(params: dict[str, Any], turns: dict[str, str]) -> Op[list[Prediction]]:
     limit, target = params["limit"], params["target"]
     caps: dict[str, int] = params.get("caps") or {}
     found = yield Sql(sql.CLAIM_TENANTS, {"target": target, "after": turns.get(target)})
@@ -305,6 +317,37 @@ def claim(params: dict[str, Any], turns: dict[str, str]) -> Op[list[Prediction]]
             if len(rows) >= limit:
                 break
     return claim_order(rows)
+
+
+R = TypeVar("R")
+
+
+def handing_off(
+    op: Op[tuple[R, Told]], hands: Hands | None, turns: dict[str, str], now: float
+) -> Op[tuple[R, Told]]:
+    """``op``, then, for each target whose rows its run advancement queued (a run's
+    ready steps) and that has an idle replica in this process (``hands.offer``), a claim
+    of them for that replica in the same transaction: the step goes to the replica
+    without a wake-up and a claim of its own. The claim is :func:`claim` itself, so
+    fairness, the lease, the attempt count and fencing are a claim's, and a crash after
+    the hand-off leaves a ``running`` row with a lease, taken again when it expires.
+    A target left with nothing queued is not notified (``Told.queued``); the claimed
+    rows are given to the replicas once committed (``Told.handed``)."""
+    result, told = yield from op
+    if hands is None:
+        return result, told
+    for target in sorted(told.queued):
+        offer = hands.offer(target)
+        if offer is None:
+            continue
+        params = claim_params(
+            target, offer.limit, worker_id=offer.worker_id, lease_s=offer.lease_s, now=now
+        )
+        rows = yield from claim(params, turns)
+        told.handed.append((offer, rows))
+        if not rows.more:
+            told.queued.discard(target)
+    return result, told
 
 
 def complete(completions: Sequence[Completion]) -> Op[tuple[list[str], Told]]:
@@ -462,6 +505,7 @@ __all__ = [
     "complete",
     "create",
     "create_run",
+    "handing_off",
     "heartbeat",
     "heartbeat_callback",
     "mark_input_ready",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,6 +30,7 @@ from freight import metrics
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.errors import ConflictError, StoreUnavailableError
+from freight.events import Hands
 from freight.pipelines.callback import Answer, Claim
 from freight.prediction import (
     RETRY_BACKOFF_S,
@@ -115,6 +117,12 @@ class PostgresStore:
         #: per target, the tenant dealt the last row this process claimed (``ops.claim``'s
         #: round robin; each process keeps its own: each one's claims are fair)
         self._turns: dict[str, str] = {}
+        self._hands: Hands | None = None
+
+    def hand_off_to(self, hands: Hands | None) -> None:
+        """This process's idle replicas: the steps a transaction queues for one of them
+        are claimed for it in that transaction (``ops.handing_off``)."""
+        self._hands = hands
 
     async def open(self) -> None:
         try:
@@ -174,8 +182,14 @@ class PostgresStore:
     async def _run_told(self, make: Callable[[], Op[tuple[T, Told]]]) -> T:
         """Who to wake is told by the database's own triggers (NOTIFY); the usage the
         committed transaction recorded is counted here."""
-        result, told = await self._run(make)
+        hands = self._hands
+        result, told = await self._run(
+            lambda: ops.handing_off(make(), hands, self._turns, time.time())
+        )
         metrics.record_usage(told.usage)
+        if hands is not None:
+            for offer, rows in told.handed:
+                hands.take(offer, rows)
         return result
 
     async def listen(

@@ -163,6 +163,11 @@ WHERE id IN (
 )
 {RETURNING}"""
 
+# after a claim: whether rows of the target are still queued (due or not, capped or not,
+# locked or not: only "none at all" lets a claimer wait for a notification instead of
+# claiming again). ``ix_predictions_claim``, one seek.
+QUEUED_ANY = "SELECT 1 FROM predictions WHERE status = 'queued' AND target = :target LIMIT 1"
+
 # Fenced: applies only while the row is still held by this worker and attempt.
 COMPLETE = f"""
 UPDATE predictions SET status = :status, finished_at = :finished_at,
@@ -426,11 +431,23 @@ SELECT {COLS} FROM predictions
 WHERE run_id = :run_id AND step = :step AND item_index IS NOT NULL AND status = 'pending'
 ORDER BY item_index LIMIT :limit"""
 # an advancement's write-back: whole, unless the row changed since it was read
+# (``update_columns``: only the columns it changed)
 UPDATE_ROW = (
     "UPDATE predictions SET "
     + ", ".join(f"{c} = :{c}" for c in COLUMNS if c != "id")
     + " WHERE id = :id AND status = :was"
 )
+
+
+@functools.lru_cache(maxsize=256)
+def update_columns(columns: tuple[str, ...]) -> str:
+    """An advancement's write-back of these columns only, unless the row changed since
+    it was read (its status then is not ``:was``). Measured in B4: the whole-row
+    UPDATE (39 columns) cost ~0.13 ms; a run's advancement changes 2-8 of them."""
+    assignments = ", ".join(f"{c} = :{c}" for c in columns)
+    return f"UPDATE predictions SET {assignments} WHERE id = :id AND status = :was"
+
+
 INSERT_STEP = (
     f"INSERT INTO predictions ({COLS}) VALUES (" + ", ".join(f":{c}" for c in COLUMNS) + ")"
 )

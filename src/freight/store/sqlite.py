@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from freight import metrics
 from freight.access import DEFAULT_TENANT
 from freight.deliveries import DeliveryAttempt, DeliveryResult, OutboxRow
 from freight.errors import ConflictError
+from freight.events import Hands
 from freight.pipelines.callback import Answer, Claim
 from freight.prediction import (
     RETRY_BACKOFF_S,
@@ -78,18 +80,30 @@ class SqliteStore:
         self._readers = Readers(path, readers)
         self._on_work: Callable[[str], None] = _ignore
         self._on_done: Callable[[str], None] = _ignore
+        self._on_outbox: Callable[[], None] = _nobody
         #: per target, the tenant dealt the last claimed row (``ops.claim``'s round robin)
         self._turns: dict[str, str] = {}
+        self._hands: Hands | None = None
+
+    def hand_off_to(self, hands: Hands | None) -> None:
+        """This process's idle replicas: the steps a transaction queues for one of them
+        are claimed for it in that transaction (``ops.handing_off``)."""
+        self._hands = hands
 
     def _tell(self, told: Told) -> None:
-        """After a commit: wake claim loops of targets whose steps a run's advancement
-        queued, waiters of rows it ended (on PostgreSQL, its triggers NOTIFY); count
-        the usage it recorded."""
+        """After a commit: give the rows handed off to their replicas, wake claim loops
+        of targets whose steps a run's advancement queued, waiters of rows it ended (on
+        PostgreSQL, its triggers NOTIFY); count the usage it recorded."""
         metrics.record_usage(told.usage)
+        if self._hands is not None:
+            for offer, rows in told.handed:
+                self._hands.take(offer, rows)
         for target in told.queued:
             self._on_work(target)
         for prediction_id in told.finished:
             self._on_done(prediction_id)
+        if told.outbox:
+            self._on_outbox()
 
     async def open(self) -> None:
         self._writer.start()
@@ -118,6 +132,7 @@ class SqliteStore:
         does inside a transaction (pipeline steps queued or finished by a run's
         advancement)."""
         self._on_work, self._on_done = on_work, on_done
+        self._on_outbox = on_outbox or _nobody
 
     async def ping(self) -> None:
         await self._readers.run(lambda conn: conn.execute("SELECT 1").fetchall())
@@ -126,6 +141,7 @@ class SqliteStore:
         return await self._writer.submit(lambda conn: drive(conn, op))
 
     async def _write_told(self, op: Op[tuple[T, Told]]) -> T:
+        op = ops.handing_off(op, self._hands, self._turns, time.time())
         result, told = await self._write(op)
         self._tell(told)
         return result
@@ -308,6 +324,10 @@ class SqliteStore:
 
 def _ignore(_: str) -> None:
     """No one listens yet."""
+
+
+def _nobody() -> None:
+    """No deliverer listens."""
 
 
 def _schema_version(conn: sqlite3.Connection) -> str | None:
