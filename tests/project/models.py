@@ -97,6 +97,17 @@ class Reverse(freight.Model):
         return input[::-1]
 
 
+def _agent_pid() -> int:
+    """The agent that runs this runner: its parent, or the parent of the runner template
+    it was forked from (``runner_start: fork``)."""
+    parent = os.getppid()
+    cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    if b"freight.runner.template" not in cmdline:
+        return parent
+    stat = Path(f"/proc/{parent}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
 class _Gate(freight.Model):
     """Appends "<runner pid> <agent pid>" to input["dir"]/<input["tag"]>.runs on every run,
     waits until input["dir"]/open exists, then touches <tag>.done: a test holds
@@ -112,7 +123,7 @@ class _Gate(freight.Model):
     def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for item in inputs:
             with (Path(item["dir"]) / f"{item['tag']}.runs").open("a") as runs:
-                runs.write(f"{os.getpid()} {os.getppid()}\n")
+                runs.write(f"{os.getpid()} {_agent_pid()}\n")
         gates = {Path(item["dir"]) / "open" for item in inputs}
         deadline = time.monotonic() + 300
         while not all(gate.exists() for gate in gates):
