@@ -17,6 +17,11 @@ The data: rows of scikit-learn's bundled breast-cancer table, resampled to
   job, then while a job runs: what a big job costs interactive callers.
 - **rss**: the peak RSS of every freight process (server + runners) during jobs of
   each size in ``--rss``: it must not grow with the data set.
+- ``--base-src DIR`` (instead of the above): two servers at once, one running the
+  ``src`` at DIR (``before``), one this checkout's (``after``); each round runs the
+  loop, then a job on each side (their order alternating), and reports both ratios
+  to that round's loop and the CPU seconds of each side's server and runners: a
+  before/after that a busy machine's drift touches less than runs taken apart.
 
 Prints JSON lines, then a summary line. Bounded: every wait has a deadline.
 """
@@ -169,17 +174,67 @@ def interactive_p50(client: httpx.Client, n: int) -> float:
     return round(statistics.median(samples), 2)
 
 
+def _cpu_s(pid: int) -> dict[str, float]:
+    root = psutil.Process(pid)
+    runners = 0.0
+    for child in root.children(recursive=True):
+        try:
+            runners += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            continue
+    return {"server": sum(root.cpu_times()[:2]), "runners": runners}
+
+
+def versus(base_src: str, data: Path, records: int, rounds: int, work: Path) -> None:
+    """``--base-src``: the loop, then a job on each side, per round (see the docstring)."""
+    servers: dict[str, bench.ServerProcess] = {}
+    ratios: dict[str, list[float]] = {"before": [], "after": []}
+    try:
+        for side, src in (("before", base_src), ("after", str(ROOT / "src"))):
+            (work / side).mkdir()
+            servers[side] = bench.ServerProcess(work / side, extra_env={"PYTHONPATH": src})
+        clients = {side: httpx.Client(base_url=s.url, timeout=60) for side, s in servers.items()}
+        for client in clients.values():  # the runners loaded, the first chunks run once
+            run_job(client, data)
+        for round_ in range(rounds):
+            loop = reference(data, work / "ref.out")["rps"]
+            line: dict[str, Any] = {"round": round_, "reference_rps": loop}
+            for side in ("before", "after") if round_ % 2 == 0 else ("after", "before"):
+                started = _cpu_s(servers[side].proc.pid)
+                result = run_job(clients[side], data)
+                ended = _cpu_s(servers[side].proc.pid)
+                ratios[side].append(records / result["s"] / loop)
+                line[side] = {
+                    "rps": round(records / result["s"]),
+                    "ratio": round(ratios[side][-1], 3),
+                    "first_record_s": round(result["first_s"], 3),
+                    "cpu_s": {k: round(ended[k] - started[k], 2) for k in ended},
+                }
+            bench.emit("B9-versus", **line)
+    finally:
+        for server in servers.values():
+            server.stop()
+    bench.emit(
+        "B9-versus-summary",
+        **{f"ratio_{side}": round(statistics.median(r), 3) for side, r in ratios.items()},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--rss", default="10000,100000", help="job sizes for the RSS check")
+    parser.add_argument("--base-src", help="before/after against the src at this path")
     args = parser.parse_args()
     os.environ["FREIGHT_MODELS"] = json.dumps(["tabular:Tabular", "echo:Echo"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = work / "records.jsonl"
         make_data(data, args.records)
+        if args.base_src:
+            versus(args.base_src, data, args.records, args.rounds, work)
+            return
         ref = [reference(data, work / "ref.out") for _ in range(args.rounds)]
         server = bench.ServerProcess(work)
         try:

@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -320,6 +321,30 @@ def test_resumes_after_a_crash_without_rerunning_or_duplicating(
     runs = [int(n) for n in (gate / "runs").read_text().split()]
     early = [n for n in runs if n < 200]
     assert sorted(early) == list(range(200)), "a record done before the crash ran again"
+
+
+def test_a_chunk_run_again_after_its_runner_died_gives_each_record_once(
+    server: Server, tmp_path: Path
+) -> None:
+    """SIGKILL the runner while it holds a chunk: the chunk runs again on a fresh
+    runner, and the output holds every record once, in order; the chunks done before
+    did not run again."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    records = [{"dir": str(gate), "n": i, "hold": i >= 300} for i in range(600)]
+    with server.client() as client:
+        job = submit(client, "latch", {"r.jsonl": jsonl(records)}, records_per_call=20)
+        wait_until(lambda: (gate / "pid").exists())
+        os.kill(int((gate / "pid").read_text()), signal.SIGKILL)
+        wait_until(lambda: (gate / "runs").read_text().split().count("300") >= 2)
+        (gate / "open").touch()
+        final = wait_job(client, job["id"])
+        assert final["status"] == "succeeded", final
+        assert final["counts"]["done"] == 600
+        out = [r["n"] for r in read_jsonl(fetch(final["outputs"][0]["output_url"]))]
+    assert out == list(range(600))
+    runs = [int(n) for n in (gate / "runs").read_text().split()]
+    assert sorted(n for n in runs if n < 300) == list(range(300)), "a done chunk ran again"
 
 
 def test_a_pipeline_target_runs_each_record(make_server: Callable[..., Server]) -> None:

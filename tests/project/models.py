@@ -137,8 +137,9 @@ class _Gate(freight.Model):
 
 class _Latch(freight.Model):
     """Batch-job records: appends input["n"] to input["dir"]/runs for every record it
-    runs; a record with "hold" waits until input["dir"]/open exists. A test kills the
-    server while held records run, then counts how often each record ran."""
+    runs; a record with "hold" writes the runner's pid to input["dir"]/pid, then waits
+    until input["dir"]/open exists. A test kills the server (or the runner) while held
+    records run, then counts how often each record ran."""
 
     name = "latch"
     replicas = freight.Replicas(min=1, max=1)
@@ -149,6 +150,8 @@ class _Latch(freight.Model):
                 runs.write(f"{item['n']}\n")
         deadline = time.monotonic() + 300
         for item in inputs:
+            if item.get("hold"):
+                (Path(item["dir"]) / "pid").write_text(str(os.getpid()))
             while item.get("hold") and not (Path(item["dir"]) / "open").exists():
                 if time.monotonic() > deadline:
                     raise TimeoutError("the latch was never opened")

@@ -208,6 +208,35 @@ def test_calls_respect_max_call_bytes() -> None:
     assert call.calls == [["aaaa", "bb"], ["c"], ["dddddddddddd"], ["e"]]
 
 
+def test_a_call_is_written_before_the_next_records_are_read() -> None:
+    """A chunk runs a call's worth at a time: when a call runs, no later record has been
+    made into an input yet; outputs and errors still come out in input order, each
+    record once."""
+    read: list[int] = []
+
+    def to_input(record: Record) -> Any:
+        read.append(record.line)
+        return record.value
+
+    seen_at_call: list[tuple[list[Any], int]] = []
+
+    def call(inputs: list[Any]) -> list[Any]:
+        seen_at_call.append((list(inputs), max(read)))
+        return [RuntimeError("odd") if v % 3 == 0 else v for v in inputs]
+
+    data = b"1\n2\nbad\n3\n4\n\n5\n6\n7\nworse\n"
+    done = run_chunk(spec(records_per_call=2), data, call, to_input=to_input)
+    assert seen_at_call == [([1, 2], 11), ([3, 4], 14), ([5, 6], 17), ([7], 18)]
+    assert lines(done.output) == [1, 2, 4, 5, 7]
+    assert errors(done) == [
+        (12, "invalid_record"),
+        (13, "model_error"),
+        (17, "model_error"),
+        (19, "invalid_record"),
+    ]
+    assert done.summary == ChunkSummary(9, 4, len(done.output), len(done.errors), None)
+
+
 async def test_arun_chunk_awaits_an_async_call() -> None:
     """arun_chunk gives what run_chunk gives, with an async call (a pipeline)."""
 

@@ -381,6 +381,17 @@ def test_units_of_json_lines_are_lines() -> None:
     assert list(units(b'{"a":1}\n\n[2]\n', "jsonl")) == [(0, b'{"a":1}'), (1, b""), (2, b"[2]")]
 
 
+@given(st.lists(st.sampled_from([b"", b" ", b"{}", b"\r", b"a\nb", b"\n\n"]), max_size=8))
+def test_units_of_json_lines_are_the_split_lines(parts: list[bytes]) -> None:
+    """units() reads lines one at a time exactly as ``split(b"\\n")`` cuts them, a last
+    empty line (after the final newline) aside."""
+    data = b"".join(parts)
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    assert list(units(data, "jsonl")) == list(enumerate(lines))
+
+
 async def test_only_line_formats_split() -> None:
     """pieces() refuses format 'whole' (split=none is never cut)."""
     with pytest.raises(ValueError, match="only line formats"):

@@ -295,6 +295,47 @@ def test_a_runner_does_not_import_pydantic() -> None:
     assert out.stdout.strip() == "False"
 
 
+PIN_PROBE = """
+import ctypes
+from freight.runner.process import pin_mmap_threshold
+
+class Info(ctypes.Structure):  # struct mallinfo2: ten size_t
+    _fields_ = [("arena", ctypes.c_size_t), ("ordblks", ctypes.c_size_t),
+                ("smblks", ctypes.c_size_t), ("hblks", ctypes.c_size_t),
+                ("rest", ctypes.c_size_t * 6)]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+pinned = pin_mmap_threshold()
+freed = bytearray(8 << 20)
+del freed  # unpinned, glibc now serves blocks under 8 MiB from its heaps
+before = libc.mallinfo2().hblks
+block = bytearray(2 << 20)
+print(pinned, libc.mallinfo2().hblks - before)
+"""
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({}, "True 1"), ({"MALLOC_MMAP_THRESHOLD_": str(16 << 20)}, "False 0")],
+)
+def test_a_runner_maps_large_blocks_alone_for_good(
+    environ: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner pins glibc's mmap threshold (1 MiB): a block over it is mapped alone
+    even after a larger one was freed (glibc would serve it from a heap that keeps what
+    is freed), unless MALLOC_MMAP_THRESHOLD_ asks for another threshold."""
+    libc = pytest.importorskip("ctypes").CDLL("libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("not glibc 2.33 or later")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    out = subprocess.run(
+        [sys.executable, "-c", PIN_PROBE], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == expected
+
+
 class Teller(Model):
     """Yields the words of its input's text; ``fail_at`` raises before that word."""
 

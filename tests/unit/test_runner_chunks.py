@@ -58,6 +58,15 @@ class Payloads(Model):
         return {"type": input.content_type, "size": input.size, "value": input.json()}
 
 
+class Mutating(Model):
+    """A Payload model that changes the value ``json()`` gave it, then reads it again."""
+
+    def predict(self, input: Payload) -> Any:
+        first = input.json()
+        first["seen"] = True
+        return {"first": first, "again": input.json()}
+
+
 class Paths(Model):
     """A Path model: the parsed file, and where it was."""
 
@@ -188,6 +197,22 @@ async def test_a_payload_model_gets_in_memory_json_records(tmp_path: Path) -> No
     rows = list(csv.reader(io.StringIO((await written(storage, ".out")).decode())))
     assert rows == [["1", "x", "application/json", "15", '{"a":1,"b":"x"}']]
     assert isinstance(item, Stored) and item.content_type == "text/csv"
+
+
+async def test_a_payload_models_json_is_the_record_and_its_own(tmp_path: Path) -> None:
+    """A JSON Lines record's Payload answers ``json()`` with the record's value, a fresh
+    one each call; what the model changes never reaches the joined input."""
+    data = b'{"a":1}\n{"a":[2]}\n'
+    _, storage = await run(Mutating(), data, chunk_spec(), tmp_path)
+    assert jsonl(await written(storage, ".out")) == [
+        {"first": {"a": 1, "seen": True}, "again": {"a": 1}},
+        {"first": {"a": [2], "seen": True}, "again": {"a": [2]}},
+    ]
+    _, storage = await run(Mutating(), data, chunk_spec(join="input"), tmp_path)
+    assert [line["input"] for line in jsonl(await written(storage, ".out"))] == [
+        {"a": 1},
+        {"a": [2]},
+    ]
 
 
 async def test_a_path_model_gets_a_file_per_record_removed_after(tmp_path: Path) -> None:
@@ -367,6 +392,18 @@ def test_an_in_memory_payload_reads_like_a_file(tmp_path: Path) -> None:
     assert not on_disk.in_memory and on_disk.json() == {"a": 1}
     assert Payload.from_bytes(b"x", "t") == Payload.from_bytes(b"x", "t")
     assert on_disk == Payload(path=path, content_type="application/json", size=8)
+
+
+def test_a_parsed_payload_hands_its_value_once(tmp_path: Path) -> None:
+    """Payload.from_json: the first ``json()`` is the value given (not parsed again),
+    each later one a fresh parse of the bytes; the rest reads as from_bytes."""
+    value = {"a": 1}
+    payload = Payload.from_json(b'{"a": 1}', value, "application/json", temp_dir=tmp_path)
+    assert payload.json() is value
+    again = payload.json()
+    assert again == value and again is not value
+    assert payload == Payload.from_bytes(b'{"a": 1}', "application/json")
+    assert payload.read_bytes() == b'{"a": 1}' and payload.path.parent == tmp_path
 
 
 # -- the tabular example's predict_batch through a chunk ----------------------------

@@ -162,18 +162,28 @@ def whole_csv_line(line: bytes) -> bool:
     return b'"' not in line or _WHOLE_CSV_LINE.fullmatch(line) is not None
 
 
+def _lines(data: bytes) -> Iterator[bytes]:
+    """``data.split(b"\\n")`` without a last empty line, one line at a time."""
+    start, end = 0, len(data)
+    while start < end:
+        stop = data.find(b"\n", start)
+        if stop < 0:
+            yield data[start:]
+            return
+        yield data[start:stop]
+        start = stop + 1
+
+
 def units(data: bytes, format: Format) -> Iterator[tuple[int, bytes]]:
     """The records of a piece's data: ``(line offset, bytes without the last newline)``;
-    a CSV record may span lines (quoted newlines), as the splitter cut it."""
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
+    a CSV record may span lines (quoted newlines), as the splitter cut it. Lazy: a line
+    is copied out of ``data`` when its turn comes (the caller keeps a few at a time)."""
     if format != "csv":
-        yield from enumerate(lines)
+        yield from enumerate(_lines(data))
         return
     scanner = QuoteScanner()
     start, parts = 0, list[bytes]()
-    for number, line in enumerate(lines):
+    for number, line in enumerate(_lines(data)):
         if not parts and whole_csv_line(line):
             yield number, line
             start = number + 1

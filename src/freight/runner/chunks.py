@@ -25,7 +25,9 @@ parsed (filtered) value; bytes models the record's raw bytes (a filtered value
 as JSON text); Payload models an in-memory :class:`~freight.model.Payload` and
 Path models a file per record, both holding the record as a JSON document (a
 CSV row as its object of header -> value: a lone CSV line means nothing without
-its header). Files live in a directory removed after the chunk.
+its header). Files live in a directory removed after the chunk. A JSON Lines
+record's Payload carries the value parsed here, so that its first ``json()``
+does not parse the line a second time (:meth:`~freight.model.Payload.from_json`).
 
 ``split="none"`` (format ``whole``): the file is read exactly as a normal
 prediction's input (:class:`~freight.runner.payloads.PayloadIO`), so a Path or
@@ -97,11 +99,19 @@ def _document(record: Record, format: str) -> bytes:
     return orjson.dumps(record.value)
 
 
-def converter(kind: str, format: str, temp_dir: Path) -> ToInput:
-    """How this chunk's records become the model's input (see the module docstring)."""
+def converter(kind: str, format: str, temp_dir: Path, *, keeps_input: bool = False) -> ToInput:
+    """How this chunk's records become the model's input (see the module docstring).
+
+    A Payload model's JSON Lines record comes with its parsed value (its first
+    ``json()`` does not parse again), unless the chunk keeps the parsed record for its
+    output (``keeps_input``: join=input), which the model must not be able to change."""
     if kind == InputKind.BYTES:
         return _raw_or_json
     if kind == InputKind.PAYLOAD:
+        if format == "jsonl" and not keeps_input:
+            return lambda r: Payload.from_json(
+                _document(r, format), r.value, JSON, temp_dir=temp_dir
+            )
         return lambda r: Payload.from_bytes(_document(r, format), JSON, temp_dir=temp_dir)
     if kind == InputKind.PATH:
 
@@ -182,17 +192,23 @@ class ChunkRunner:
         )
 
     async def _read(self, key: str) -> bytes:
-        """The chunk's bytes, streamed in and refused past CHUNK_READ_MAX_BYTES."""
-        buffer = bytearray()
+        """The chunk's bytes, streamed in and refused past CHUNK_READ_MAX_BYTES; joined
+        once (a bytearray grown block by block, then copied, cost three chunk-sized
+        allocations per chunk)."""
+        blocks: list[bytes] = []
+        size = 0
         async for block in self._io.storage.get_stream(key):
-            buffer += block
-            if len(buffer) > CHUNK_READ_MAX_BYTES:
+            blocks.append(block)
+            size += len(block)
+            if size > CHUNK_READ_MAX_BYTES:
                 raise ValueError(f"chunk object {key!r} is over {CHUNK_READ_MAX_BYTES} bytes")
-        return bytes(buffer)
+        return blocks[0] if len(blocks) == 1 else b"".join(blocks)
 
     def _records(self, spec: ChunkSpec, data: bytes) -> _Output:
         with tempfile.TemporaryDirectory(prefix="freight-chunk-") as temp:
-            to_input = converter(self._io.input_kind, spec.format, Path(temp))
+            to_input = converter(
+                self._io.input_kind, spec.format, Path(temp), keeps_input=spec.join == "input"
+            )
             done = run_chunk(spec, data, self._call, to_input=to_input, describe=self.describe)
         return _Output(done.output, None, CSV if spec.format == "csv" else JSONL, done)
 
