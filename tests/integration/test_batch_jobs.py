@@ -176,10 +176,11 @@ def test_empty_input_succeeds_with_zero_records(server: Server) -> None:
         assert fetch(job["outputs"][0]["output_url"]) == b""
 
 
-def test_bad_requests_fail_at_create(server: Server) -> None:
+def test_bad_requests_fail_at_create(make_server: Callable[..., Server]) -> None:
     """Unknown target, unreadable input location, location outside the store or among
     freight's own objects, bad options and a bad filter: a precise 4xx at create, and
     no job left behind."""
+    server = make_server(models=MODELS)  # compares the whole list of jobs
     with server.client() as client:
         before = client.get("/v1/batch-jobs").json()["items"]
         cases = [
@@ -324,11 +325,12 @@ def test_resumes_after_a_crash_without_rerunning_or_duplicating(
 
 
 def test_a_chunk_run_again_after_its_runner_died_gives_each_record_once(
-    server: Server, tmp_path: Path
+    make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
     """SIGKILL the runner while it holds a chunk: the chunk runs again on a fresh
     runner, and the output holds every record once, in order; the chunks done before
     did not run again."""
+    server = make_server(models=MODELS)  # the latch model is served on demand
     gate = tmp_path / "gate"
     gate.mkdir()
     records = [{"dir": str(gate), "n": i, "hold": i >= 300} for i in range(600)]
