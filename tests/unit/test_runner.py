@@ -297,7 +297,7 @@ def test_a_runner_does_not_import_pydantic() -> None:
 
 PIN_PROBE = """
 import ctypes
-from freight.runner.process import pin_mmap_threshold
+from freight.runner.chunks import pin_mmap_threshold
 
 class Info(ctypes.Structure):  # struct mallinfo2: ten size_t
     _fields_ = [("arena", ctypes.c_size_t), ("ordblks", ctypes.c_size_t),
@@ -322,9 +322,11 @@ print(pinned, libc.mallinfo2().hblks - before)
 def test_a_runner_maps_large_blocks_alone_for_good(
     environ: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A runner pins glibc's mmap threshold (1 MiB): a block over it is mapped alone
-    even after a larger one was freed (glibc would serve it from a heap that keeps what
-    is freed), unless MALLOC_MMAP_THRESHOLD_ asks for another threshold."""
+    """A runner's first batch chunk pins glibc's mmap threshold (1 MiB): a block over it
+    is mapped alone even after a larger one was freed (glibc would serve it from a heap
+    that keeps what is freed), unless MALLOC_MMAP_THRESHOLD_ asks for another threshold.
+    A runner that serves no chunk keeps glibc's own threshold (pinned, 1 MiB reads of a
+    streamed input fault each block in afresh)."""
     libc = pytest.importorskip("ctypes").CDLL("libc.so.6")
     if not hasattr(libc, "mallinfo2"):
         pytest.skip("not glibc 2.33 or later")

@@ -61,36 +61,6 @@ def die_with_parent() -> None:
         pass
 
 
-#: glibc's mallopt parameter M_MMAP_THRESHOLD
-_M_MMAP_THRESHOLD = -3
-#: allocations of this size and more are mapped alone, and unmapped when freed
-MMAP_THRESHOLD_BYTES = 1 << 20
-
-
-def pin_mmap_threshold() -> bool:
-    """glibc: every allocation of MMAP_THRESHOLD_BYTES or more mapped alone and unmapped
-    when freed, for good (unless ``MALLOC_MMAP_THRESHOLD_`` says otherwise); whether
-    it was set.
-
-    Why: glibc raises its mmap threshold to the size of each mapped block freed (up to
-    32 MiB), and its trim threshold to twice that. After a batch job's first chunks,
-    their buffers (1 MiB read blocks, an 8 MiB chunk) come from the heaps instead, the
-    main one and one per thread that read a block, and each keeps up to 16 MiB free,
-    fragmented. Measured on B9 (glibc's mallinfo2 after each chunk): in use flat at
-    33 MiB while the heaps' free memory grew ~1 MiB per chunk (1 -> 44 MiB in 50
-    chunks), the runner's peak RSS 183 -> 206 MiB over four jobs; pinned: 2 MiB free
-    after 120 chunks, 137 / 150 / 150 MiB at 10k / 100k / 1M records."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-    except (OSError, AttributeError):  # not glibc
-        return False
-
-
 def _private_pipes() -> tuple[BinaryIO, BinaryIO]:
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
@@ -341,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-log-bytes", type=int, default=DEFAULT_MAX_LOG_BYTES)
     args = parser.parse_args(argv)
     die_with_parent()
-    pin_mmap_threshold()
     proto_in, proto_out = _private_pipes()
     frames = _Frames(proto_out, args.max_log_bytes)
     frames.install()
