@@ -28,6 +28,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from freight import bounds
 from freight.bounds import ANY_TENANT
+from freight.cached import Reads
 from freight.config import Quota, TenantQuota
 from freight.errors import QuotaExceededError
 from freight.store import tenancy
@@ -51,7 +52,7 @@ class Quotas:
         self._targets = targets  # every model and pipeline (a tenant-wide count's scope)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._rates: dict[str, limits.RateLimitItem] = {}
-        self._running: tuple[float, dict[tuple[str, str], int]] = (-RUNNING_CACHE_S, {})
+        self._running: Reads[dict[tuple[str, str], int]] = Reads(RUNNING_CACHE_S)
 
     def bounds(self, tenant: str) -> TenantQuota | None:
         return bounds.bounds_of(self._tenants, tenant)
@@ -81,11 +82,10 @@ class Quotas:
         allow (its queued ones wait for it)."""
         if not bounds.bounded(self._tenants):
             return False
-        now = time.monotonic()
-        if now - self._running[0] >= RUNNING_CACHE_S:
-            counts = await self._store.execute(tenancy.running_counts, write=False)
-            self._running = (now, counts)
-        caps = bounds.caps(self._tenants, self._running[1], target)
+        counts = await self._running.get(
+            "running", lambda: self._store.execute(tenancy.running_counts, write=False)
+        )
+        caps = bounds.caps(self._tenants, counts, target)
         return bounds.cap_of(caps, tenant) == 0
 
     async def _check_load(self, tenant: str, target: str | None, quota: Quota) -> None:

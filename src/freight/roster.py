@@ -8,11 +8,10 @@ query of the nodes, and one of the queue per target and priority.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import Generic, TypeVar
+from collections.abc import Iterable
 
+from freight.cached import Reads
 from freight.prediction import Kind, Prediction, Status
 from freight.quotas import Quotas
 from freight.store import nodes as node_rows
@@ -33,33 +32,6 @@ def _higher_queued(target: str, priority: int) -> Op[bool]:
     return bool(rows)
 
 
-T = TypeVar("T")
-
-
-class _Reads(Generic[T]):
-    """Reads reused for :data:`CACHE_S`, each made once however many ask at the same
-    time: a burst of requests that all find an entry expired shares one query (each
-    reading it alone made a herd of identical queries, one per request in flight)."""
-
-    def __init__(self) -> None:
-        self._entries: dict[Hashable, tuple[float, asyncio.Future[T]]] = {}
-
-    async def get(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
-        now = time.monotonic()
-        entry = self._entries.get(key)
-        if entry is None or now - entry[0] >= CACHE_S:
-            if len(self._entries) > 1024:
-                self._entries.clear()
-            entry = (now, asyncio.ensure_future(read()))
-            self._entries[key] = entry
-        try:
-            return await asyncio.shield(entry[1])
-        except Exception:
-            if self._entries.get(key) is entry:  # the next caller reads again
-                del self._entries[key]
-            raise
-
-
 class Roster:
     def __init__(
         self, store: Store, *, census_interval_s: float, quotas: Quotas | None = None
@@ -67,8 +39,8 @@ class Roster:
         self._store = store
         self._interval_s = census_interval_s
         self._quotas = quotas
-        self._nodes: _Reads[list[NodeReport]] = _Reads()
-        self._higher: _Reads[bool] = _Reads()
+        self._nodes: Reads[list[NodeReport]] = Reads(CACHE_S)
+        self._higher: Reads[bool] = Reads(CACHE_S)
 
     async def nodes(self) -> list[NodeReport]:
         """The nodes that reported lately (cached for :data:`CACHE_S`)."""
