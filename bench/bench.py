@@ -50,6 +50,17 @@ def pct(values: list[float], q: float) -> float:
     return s[max(1, math.ceil(q / 100 * len(s))) - 1] if s else float("nan")
 
 
+def medians(rows: list[dict[str, Any]], *skip: str) -> dict[str, float]:
+    """The median of each numeric field of ``rows`` (one per round), ``round`` and
+    ``skip`` left out: a workload's summary line."""
+    left_out = {"round", *skip}
+    return {
+        k: statistics.median(r[k] for r in rows)
+        for k in rows[0]
+        if isinstance(rows[0][k], int | float) and k not in left_out
+    }
+
+
 def emit(workload: str, **fields: Any) -> dict[str, Any]:
     record = {
         "system": "freight",
@@ -418,11 +429,7 @@ def main() -> None:
             emit(
                 f"{workload}-median",
                 rounds=len(rows),
-                **{
-                    k: statistics.median(r[k] for r in rows)
-                    for k in rows[0]
-                    if isinstance(rows[0][k], int | float) and k != "round"
-                },
+                **medians(rows),
                 headline=key,
             )
 

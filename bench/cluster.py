@@ -380,11 +380,7 @@ def main() -> None:
                     "B1-cluster-median",
                     workers=workers,
                     rounds=len(rows),
-                    **{
-                        k: statistics.median(r[k] for r in rows)
-                        for k in rows[0]
-                        if isinstance(rows[0][k], int | float) and k not in ("round", "workers")
-                    },
+                    **bench.medians(rows, "workers"),
                 )
         finally:
             moto.stop()

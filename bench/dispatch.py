@@ -208,11 +208,7 @@ def main() -> None:
         "B15-dispatch-median",
         s3=args.s3,
         rounds=len(rows),
-        **{
-            k: statistics.median(r[k] for r in rows)
-            for k in rows[0]
-            if isinstance(rows[0][k], int | float) and k != "round"
-        },
+        **bench.medians(rows),
     )
 
 

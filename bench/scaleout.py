@@ -188,11 +188,7 @@ def main() -> None:
                     "B16-scaleout-median",
                     workers=workers,
                     rounds=len(rows),
-                    **{
-                        k: statistics.median(r[k] for r in rows)
-                        for k in rows[0]
-                        if isinstance(rows[0][k], int | float) and k not in ("round", "workers")
-                    },
+                    **bench.medians(rows, "workers"),
                 )
         finally:
             s3.stop()
