@@ -84,14 +84,15 @@ def create_app(
     app.state.public_url = service.public_url
     errors.install(app)
     _install_metrics(system)
-    # routes are matched in order, one regex each: the hot ones first (real-time
-    # predict, create/get), the docs last
+    # routes are matched in order, one regex each and each router's twice (FastAPI
+    # finds the router, then the route in it): the hot ones first (real-time predict,
+    # create/get and its long-poll), the docs last
     routers = (
         models,
-        sagemaker,
-        inference,
         predictions,
         events,
+        sagemaker,
+        inference,
         logs,
         chunk_routes,
         deliveries,

@@ -204,11 +204,10 @@ class LocalStorage:
     # -- writes --------------------------------------------------------------
 
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> int:
-        dest = self._path(key)
         if len(data) <= SYNC_IO_MAX_BYTES:
-            await self._small.put(key, data)
+            await self._small.put(validate_key(key), data)
         else:
-            await asyncio.to_thread(self._write_whole, dest, data)
+            await asyncio.to_thread(self._write_whole, self._path(key), data)
             self._small.delete(key)  # a small earlier version must not shadow the file
         return len(data)
 

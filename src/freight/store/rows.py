@@ -46,8 +46,13 @@ def prediction_params(prediction: Prediction) -> dict[str, Any]:
     return params
 
 
+#: Completion's fields: read one by one, every one a scalar (``dataclasses.asdict``
+#: deep-copies recursively and cost 14 % of the server's time completing bulk B1)
+_COMPLETION_FIELDS = tuple(f.name for f in dataclasses.fields(Completion))
+
+
 def completion_params(completion: Completion) -> dict[str, Any]:
-    params = dataclasses.asdict(completion)
+    params = {name: getattr(completion, name) for name in _COMPLETION_FIELDS}
     params["status"] = Status(completion.status).value
     for name in ("error_message", "error_detail", "output_json"):
         params[name] = without_nul(params[name])
