@@ -136,7 +136,10 @@ def _delivery_host(parts: Parts, store: Store, storage: Storage) -> DeliveryHost
     settings = parts.settings
     urls = (settings.resolved_database_url, settings.resolved_storage_url)
     if settings.delivery_process and not any(url.startswith("memory://") for url in urls):
-        return DeliveryProcess(deliverer.command(settings, DELIVERY_GRACE_S))
+        # started once something is to be delivered: most servers never need it
+        return DeliveryProcess(
+            deliverer.command(settings, DELIVERY_GRACE_S), due=store.deliveries_open
+        )
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def make(own: Store) -> Deliverer:  # on the thread: its sinks are made on its loop

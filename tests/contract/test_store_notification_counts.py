@@ -74,3 +74,18 @@ async def test_a_stopped_subscription_counts_stopped(store: Store) -> None:
     await store.finish_deliveries([ok(started.id, status=DeliveryStatus.STOPPED, status_code=410)])
     summary = summarize(await counts(store, p.id), ended=True)
     assert (summary.state, summary.stopped, summary.deliveries) == (NotificationState.STOPPED, 2, 2)
+
+
+async def test_deliveries_open_while_a_row_is_pending_or_being_sent(store: Store) -> None:
+    """What starts a node's deliverer: no rows (or only finished ones) is False; a
+    pending row, then the same row leased (sending), is True."""
+    assert not await store.deliveries_open()
+    p = make(notify=[{"url": "http://a", "events": ["started"]}])
+    await store.create(p)
+    assert not await store.deliveries_open()  # subscribed, nothing happened yet
+    await run_once(store, p)
+    assert await store.deliveries_open()  # pending
+    (row,) = await store.claim_deliveries(10, worker_id="d", lease_s=30, now=T0 + 2)
+    assert await store.deliveries_open()  # sending
+    await store.finish_deliveries([ok(row.id)])
+    assert not await store.deliveries_open()  # delivered

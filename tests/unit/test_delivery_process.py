@@ -88,3 +88,58 @@ async def test_the_child_side_reads_wakes_until_end_of_file() -> None:
         os.close(read)
         if write >= 0:
             os.close(write)
+
+
+async def test_with_due_the_child_waits_for_the_first_wake(tmp_path: Path) -> None:
+    """Nothing due: no child at start; the first wake starts it (and its wakes reach it
+    from then on); a stop before any start ends cleanly."""
+    log = tmp_path / "wakes.log"
+    log.touch()
+    asked = 0
+
+    async def due() -> bool:
+        nonlocal asked
+        asked += 1
+        return False
+
+    command = [sys.executable, "-c", CHILD, str(log)]
+    process = DeliveryProcess(command, due=due, recheck_s=0.01)
+    process.start()
+    await until(lambda: asked >= 3, "asked again while nothing is due")
+    assert process.starts == 0 and process.pid is None
+    process.wake()
+    await until(lambda: process.pid is not None, "the first wake starts the child")
+    process.wake()
+    await until(lambda: log.read_text().split()[-1:] == ["1"], "the next wake reaches it")
+    await process.stop(grace_s=DEADLINE_S)
+    assert process.starts == 1
+
+    idle = DeliveryProcess(command, due=due, recheck_s=DEADLINE_S)
+    idle.start()
+    await idle.stop(grace_s=DEADLINE_S)
+    assert idle.starts == 0 and idle.pid is None
+
+
+async def test_with_due_rows_left_from_before_start_the_child(tmp_path: Path) -> None:
+    """Rows already due (an earlier life's, a dead node's leases) start the child without
+    a wake; a store that cannot tell starts it too."""
+    log = tmp_path / "wakes.log"
+    log.touch()
+    answers = iter([False, True])
+
+    async def due() -> bool:
+        return next(answers)
+
+    command = [sys.executable, "-c", CHILD, str(log)]
+    process = DeliveryProcess(command, due=due, recheck_s=0.01)
+    process.start()
+    await until(lambda: process.pid is not None, "started once due() said so")
+    await process.stop(grace_s=DEADLINE_S)
+
+    async def broken() -> bool:
+        raise OSError("the store is down")
+
+    unsure = DeliveryProcess(command, due=broken, recheck_s=DEADLINE_S)
+    unsure.start()
+    await until(lambda: unsure.pid is not None, "started when due() cannot tell")
+    await unsure.stop(grace_s=DEADLINE_S)

@@ -273,6 +273,10 @@ class Outbox(Protocol):
         """A prediction's outbox rows as ``(status, attempts, rows)`` groups (what every
         view of a prediction with subscriptions summarizes: an index read)."""
 
+    async def deliveries_open(self) -> bool:
+        """Whether any outbox row is pending or being sent, anyone's (a node starts its
+        deliverer when there is something to deliver)."""
+
     async def webhook_secrets(
         self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT
     ) -> list[str]:

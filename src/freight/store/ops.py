@@ -473,6 +473,11 @@ def delivery_counts(prediction_id: str) -> Op[list[tuple[str, int, int]]]:
     return [(str(status), int(attempts), int(rows)) for status, attempts, rows in found]
 
 
+def deliveries_open() -> Op[bool]:
+    """Whether any outbox row is pending or being sent (anyone's)."""
+    return bool((yield Sql(sql.OUTBOX_OPEN, {})))
+
+
 def outbox_row(outbox_id: str) -> Op[OutboxRow | None]:
     rows = yield Sql(sql.OUTBOX_ROW, {"id": outbox_id})
     return outbox_row_of(rows[0]) if rows else None

@@ -353,6 +353,9 @@ class PostgresStore:
     async def delivery_counts(self, prediction_id: str) -> list[tuple[str, int, int]]:
         return await self._run(lambda: ops.delivery_counts(prediction_id))
 
+    async def deliveries_open(self) -> bool:
+        return await self._run(ops.deliveries_open)
+
     async def webhook_secrets(
         self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT
     ) -> list[str]:

@@ -283,6 +283,9 @@ class SqliteStore:
         # than the query, on every create's answer under B10's load
         return self._read(ops.delivery_counts(prediction_id))
 
+    async def deliveries_open(self) -> bool:
+        return self._read(ops.deliveries_open())
+
     async def webhook_secrets(
         self, *, now: float, overlap_s: float, tenant: str = DEFAULT_TENANT
     ) -> list[str]:
