@@ -697,8 +697,16 @@ class PredictionService:
 
     async def notifications(self, row: Prediction) -> dict[str, Any]:
         """The summary of a prediction's notifications (:func:`summarize`): one
-        grouped count of its outbox rows."""
-        counts = await self._store.delivery_counts(row.id)
+        grouped count of its outbox rows. Not read for a prediction of a model never
+        claimed (each create's answer): its events come with its first claim or its
+        end (a step's run can be redriven, so only a top-level prediction)."""
+        never_ran = (
+            row.kind == Kind.MODEL
+            and row.run_id is None
+            and row.started_at is None  # kept when a claim is given back
+            and row.status in (Status.QUEUED, Status.AWAITING_INPUT)
+        )
+        counts = [] if never_ran else await self._store.delivery_counts(row.id)
         summary = summarize(counts, ended=row.status.terminal)
         return asdict(summary) | {"state": str(summary.state)}
 

@@ -4,12 +4,19 @@ dead and stopped rows each counted once, and the state the worst of them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from freight.config import Settings
 from freight.deliveries import DeliveryStatus, NotificationState, summarize
+from freight.events import CompletionHub, WorkSignal
+from freight.prediction import Release, Status
+from freight.service import PredictionService
+from freight.storage.memory import MemoryStorage
 from freight.store import Store, open_store
 from tests.contract.test_store_outbox import BOTH, T0, make, ok, run_once
 
@@ -89,3 +96,29 @@ async def test_deliveries_open_while_a_row_is_pending_or_being_sent(store: Store
     assert await store.deliveries_open()  # sending
     await store.finish_deliveries([ok(row.id)])
     assert not await store.deliveries_open()  # delivered
+
+
+async def test_a_claim_given_back_keeps_its_started_event_in_the_summary(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service skips the count for a prediction never claimed (nothing can be owed
+    yet); one claimed, then given back without counting the attempt (queued again, no
+    attempt spent), still shows its started event."""
+    for name in list(os.environ):
+        if name.startswith("FREIGHT_"):
+            monkeypatch.delenv(name)
+    settings = Settings(project_dir=tmp_path, state_dir=tmp_path / "state")
+    svc = PredictionService(
+        settings, {}, store, MemoryStorage(), signal=WorkSignal(), hub=CompletionHub()
+    )
+    p = make(notify=[{"url": "http://a", "events": ["started", "completed"]}])
+    await store.create(p)
+    fresh = await svc.notifications(await store.get(p.id))
+    assert (fresh["deliveries"], fresh["state"]) == (0, "pending")
+    (claimed,) = await store.claim("m", 1, worker_id="w", lease_s=30, now=T0)
+    back = Release(id=p.id, attempt=claimed.attempts, worker_id="w", count_attempt=False)
+    await store.release([back], now=T0 + 1)
+    again = await store.get(p.id)
+    assert again.status == Status.QUEUED and again.attempts == 0
+    summary = await svc.notifications(again)
+    assert (summary["deliveries"], summary["pending"]) == (1, 1)

@@ -23,6 +23,7 @@ no legitimate receiver lives there, and it is the address an attacker wants.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -113,7 +114,14 @@ def check_url_text(url: str, *, allow_private: bool = False, what: str = "webhoo
 
     Raises InvalidRequestError (``webhook_refused``) whose message says exactly why.
     The message names the host, never the whole URL (which may carry a token).
+    A URL accepted once is accepted from memory after (the text alone decides; most
+    creates of a service name the same few URLs): a refusal is never remembered.
     """
+    return _checked(url, allow_private, what)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked(url: str, allow_private: bool, what: str) -> str:
     if len(url) > MAX_URL_LENGTH:
         raise _refuse(
             f"the {what} URL is {len(url)} characters long; at most {MAX_URL_LENGTH} are taken",
