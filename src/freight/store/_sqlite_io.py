@@ -20,6 +20,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,10 @@ _Item = tuple[Op, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+#: while another process (a node's deliverer) holds the write lock, how often the
+#: loop's writer tries again (SQLite's own busy handler would sleep 1, 2, 5 ms... with
+#: the event loop's thread blocked)
+LOCK_RETRY_S = 0.0005
 
 
 def connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
@@ -152,6 +157,7 @@ class LoopWriter:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._scheduled = False
+        self._locked_since: float | None = None  # another process held the lock then
         self._interval_s = checkpoint_interval_s
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -160,6 +166,8 @@ class LoopWriter:
         try:
             self._conn = connect(self._path)
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+            # the lock is waited for off the loop's thread (see _flush), not by SQLite
+            self._conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise unavailable(exc) from exc
         self._stop.clear()
@@ -173,6 +181,9 @@ class LoopWriter:
         if self._checkpointer is not None:
             self._checkpointer.join()
             self._checkpointer = None
+        if self._conn is not None:  # stopping: SQLite may block this thread now
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if self._pending:
             self._flush()
         if self._conn is not None:
@@ -205,9 +216,21 @@ class LoopWriter:
         return await future
 
     def _flush(self) -> None:
+        """Run what is pending in one transaction. While another process holds the
+        write lock, try again in ``LOCK_RETRY_S`` with the loop free in between (what
+        is submitted meanwhile joins the group), up to the busy timeout."""
         self._scheduled = False
-        batch, self._pending = self._pending, []
         conn = self._conn
+        if conn is not None and self._pending:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if self._wait_for_lock(exc):
+                    return
+                self._fail_pending(unavailable(exc))
+                return
+            self._locked_since = None
+        batch, self._pending = self._pending, []
         if conn is None:
             outcomes: list[tuple[bool, Any]] = [
                 (False, StoreUnavailableError("the SQLite store is closed"))
@@ -217,11 +240,34 @@ class LoopWriter:
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             _settle(future, ok, value)
 
+    def _wait_for_lock(self, exc: sqlite3.OperationalError) -> bool:
+        """The lock is taken (SQLITE_BUSY): the flush is scheduled again, unless the
+        busy timeout passed since the first try (then False: the group fails)."""
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        busy = code == sqlite3.SQLITE_BUSY or (code is None and "locked" in str(exc))
+        if not busy or self._stop.is_set():  # stopping: SQLite itself waited
+            return False
+        now = time.monotonic()
+        if self._locked_since is None:
+            self._locked_since = now
+        if now - self._locked_since > BUSY_TIMEOUT_MS / 1000:
+            self._locked_since = None
+            return False
+        self._scheduled = True
+        asyncio.get_running_loop().call_later(LOCK_RETRY_S, self._flush)
+        return True
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        batch, self._pending = self._pending, []
+        log.warning("SQLite group transaction failed: %s", exc)
+        for _, future in batch:
+            _settle(future, False, exc)
+
 
 def _run_group(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
-    """Run ``ops`` in one transaction, each in its own savepoint (see _one)."""
+    """Run ``ops`` in one transaction (begun: BEGIN IMMEDIATE), each in its own
+    savepoint (see _one)."""
     try:
-        conn.execute("BEGIN IMMEDIATE")
         outcomes = [_one(conn, op) for op in ops]
         conn.execute("COMMIT")
         return outcomes
