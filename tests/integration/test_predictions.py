@@ -6,6 +6,7 @@ reads its own predictions; those that configure a server start their own."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,6 +185,30 @@ def test_idempotency_key(make_server: Callable[..., Server]) -> None:
         assert conflict.status_code == 409 and error_code(conflict) == "idempotency_conflict"
         listed = client.get("/v1/predictions", params={"target": "echo"}).json()["data"]
         assert len(listed) == 1
+
+
+def test_create_and_long_poll_parameters_are_checked(server: Server) -> None:
+    """The create route's Idempotency-Key (at most 255 characters) and the long-poll's
+    ``wait`` (a number >= 0) are refused with a 422 naming the parameter; a key of 255
+    is taken, and ``wait`` 0 reads at once."""
+    with server.client() as client:
+        body = {"target": "echo", "input": {"v": "keys"}}
+        key = uuid.uuid4().hex.ljust(255, "k")
+        long = client.post("/v1/predictions", json=body, headers={"Idempotency-Key": key + "k"})
+        assert long.status_code == 422 and error_code(long) == "validation_error"
+        (error,) = long.json()["error"]["detail"]["errors"]
+        assert (error["loc"], error["type"]) == (["header", "idempotency-key"], "string_too_long")
+        taken = client.post("/v1/predictions", json=body, headers={"Idempotency-Key": key})
+        assert taken.status_code == 202
+        url = f"/v1/predictions/{taken.json()['id']}"
+        for wait, kind in (("abc", "float_parsing"), ("-1", "greater_than_equal"),
+                           ("nan", "greater_than_equal"), ("", "float_parsing")):
+            refused = client.get(url, params={"wait": wait})
+            assert refused.status_code == 422, wait
+            (error,) = refused.json()["error"]["detail"]["errors"]
+            assert (error["loc"], error["type"]) == (["query", "wait"], kind), wait
+        assert client.get(url, params={"wait": "0"}).status_code == 200
+        assert wait_done(client, taken.json()["id"])["status"] == "succeeded"
 
 
 def test_model_error_fails_prediction_and_replica_keeps_serving(server: Server) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
@@ -14,12 +14,14 @@ from freight.api import deps
 from freight.api.bodies import body_stream, content_type_of, read_json
 from freight.api.errors import RequestInvalid, responses, status_of
 from freight.api.params import (
+    CREATE_PARAMETERS,
+    WAIT_PARAMETERS,
     CursorQuery,
-    PreferHeader,
-    WaitQuery,
     decode_cursor,
+    idempotency_key,
     next_cursor,
     prefer_wait,
+    wait_query,
     webhook_in,
 )
 from freight.api.render import absolute, json_response, rendered, respond
@@ -72,19 +74,16 @@ _CREATE_ERRORS = responses(
     response_model=PredictionOut,
     responses={**_CREATE_ERRORS, 200: {"model": PredictionOut, "description": "terminal"}},
     openapi_extra={
+        "parameters": CREATE_PARAMETERS,  # read by hand: the hottest route
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": CreatePrediction.model_json_schema()}},
-        }
+        },
     },
 )
-async def create_prediction(
-    request: Request,
-    who: deps.Predictor,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-    prefer: PreferHeader = None,
-) -> Response:
+async def create_prediction(request: Request, who: deps.Predictor) -> Response:
     """Queue a prediction; answers 202 at once (or waits with ``Prefer: wait=N``)."""
+    key = idempotency_key(request)
     svc = deps.service(request)
     raw = await read_json(request, svc.limits.max_json_bytes)
     body = _validate(raw)
@@ -103,13 +102,13 @@ async def create_prediction(
             metadata=body.metadata,
             priority=body.priority,
             ttl_s=body.ttl_s,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash(raw) if idempotency_key else None,
+            idempotency_key=key,
+            request_hash=request_hash(raw) if key else None,
             webhook=webhook_in(body.webhook),
         ),
         who=who,
     )
-    wait_s = prefer_wait(prefer)
+    wait_s = prefer_wait(request.headers.get("prefer"))
     if wait_s:
         row = await svc.wait(row.id, wait_s, who)
     return await respond(request, row)
@@ -221,13 +220,14 @@ async def create_predictions(request: Request, who: deps.Predictor) -> Response:
     return json_response({"data": results})
 
 
-@router.get("/{prediction_id}", response_model=PredictionOut, responses=responses(NotFoundError))
-async def get_prediction(
-    request: Request,
-    who: deps.Reader,
-    prediction_id: str,
-    wait: WaitQuery = None,
-) -> Response:
+@router.get(
+    "/{prediction_id}",
+    response_model=PredictionOut,
+    responses=responses(NotFoundError),
+    openapi_extra={"parameters": WAIT_PARAMETERS},  # read by hand: every wait() polls here
+)
+async def get_prediction(request: Request, who: deps.Reader, prediction_id: str) -> Response:
+    wait = wait_query(request)
     svc = deps.service(request)
     row = await (svc.wait(prediction_id, wait, who) if wait else svc.get(prediction_id, who))
     return await respond(request, row, 200)
