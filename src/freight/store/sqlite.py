@@ -61,6 +61,9 @@ def _execute(conn: sqlite3.Connection, statement: ops.Sql) -> list[tuple[Any, ..
         return []
     text = sql.render(statement.text, "sqlite")
     if isinstance(statement.params, list):
+        if "RETURNING" not in text:  # nothing to read back: one call for every row
+            conn.executemany(text, statement.params)
+            return []
         rows: list[tuple[Any, ...]] = []
         for params in statement.params:
             rows += conn.execute(text, params).fetchall()
