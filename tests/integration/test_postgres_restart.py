@@ -3,6 +3,7 @@ accepted prediction completes, none twice."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import httpx
 import psycopg
 import pytest
 
+from freight.errors import StoreUnavailableError
 from freight.store import migrate
+from freight.store.postgres import DOWN_ACQUIRE_S, PostgresStore
 from tests.fixtures.private_postgres import PrivatePostgres
 from tests.fixtures.server import FAST, PROJECT, Server, wait_until
 from tests.integration.helpers import (
@@ -105,3 +108,36 @@ def test_postgres_restart_with_work_in_flight(
             assert [len(gate_runs(gate, i)) for i in range(2)] == [1, 1]
     finally:
         server.stop(kill=True)
+
+
+async def test_in_an_outage_the_store_stops_waiting_the_whole_acquire_timeout(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    """After a transaction failed to reach the server, the next ones wait only
+    DOWN_ACQUIRE_S for a connection (each still StoreUnavailableError); the first one
+    that succeeds after the restart waits the pool's whole timeout again."""
+    url = _env(private_postgres, "memory://", tmp_path, "Nap")["FREIGHT_DATABASE_URL"]
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        assert store._acquire_s() is None
+        private_postgres.stop("fast")
+        for _ in range(2):
+            with pytest.raises(StoreUnavailableError):
+                await store.get_many(["x"])
+            assert store._acquire_s() == DOWN_ACQUIRE_S
+        private_postgres.start()
+
+        async def back() -> bool:
+            try:
+                await store.get_many(["x"])
+            except StoreUnavailableError:
+                return False
+            return True
+
+        async with asyncio.timeout(60):
+            while not await back():
+                await asyncio.sleep(0.1)
+        assert store._acquire_s() is None
+    finally:
+        await store.close()

@@ -10,7 +10,10 @@ Outages: every driver or pool failure to reach the server becomes
 :class:`~freight.errors.StoreUnavailableError` (the API answers 503). Connect
 and acquire timeouts are short so an outage surfaces within seconds, and the
 pool checks a connection before lending it, so after a server restart the dead
-connections are dropped and replaced without anyone restarting freight.
+connections are dropped and replaced without anyone restarting freight. Once a
+transaction failed to reach the server, the next ones wait ``DOWN_ACQUIRE_S`` at
+most for a connection (not the whole acquire timeout each) until one succeeds: in
+an outage every request gets its 503 at once instead of holding its caller 5 s.
 """
 
 from __future__ import annotations
@@ -88,6 +91,10 @@ async def _execute(conn: Conn, statement: ops.Sql) -> list[tuple[Any, ...]]:
     return rows
 
 
+#: while PostgreSQL is unreachable, how long a transaction waits for a pooled
+#: connection before it fails (the pool keeps reconnecting in the background)
+DOWN_ACQUIRE_S = 0.25
+
 class PostgresStore:
     """The :class:`~freight.store.base.Store` on PostgreSQL (the cluster shape)."""
 
@@ -114,6 +121,7 @@ class PostgresStore:
             name="freight-store",
         )
         self._connect_timeout_s = connect_timeout_s
+        self._down = False  # the last transaction could not reach the server
         #: per target, the tenant dealt the last row this process claimed (``ops.claim``'s
         #: round robin; each process keeps its own: each one's claims are fair)
         self._turns: dict[str, str] = {}
@@ -145,19 +153,28 @@ class PostgresStore:
     async def _connection(self) -> AsyncIterator[Conn]:
         """A pooled connection in a transaction; driver failures -> StoreUnavailableError."""
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=self._acquire_s()) as conn:
                 yield conn
         except psycopg.IntegrityError as exc:
             raise ConflictError(f"constraint violated: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._down = True
             raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
+        self._down = False
+
+    def _acquire_s(self) -> float | None:
+        """How long to wait for a pooled connection: the pool's timeout, or
+        ``DOWN_ACQUIRE_S`` while the server is unreachable (see the module)."""
+        return DOWN_ACQUIRE_S if self._down else None
 
     async def _run(self, make: Callable[[], Op[T]]) -> T:
         """One transaction of ``ops.py``; run again when it lost a deadlock."""
         for attempt in range(1, RETRIES + 1):
             try:
-                async with self._pool.connection() as conn:
-                    return await drive(conn, make())
+                async with self._pool.connection(timeout=self._acquire_s()) as conn:
+                    result = await drive(conn, make())
+                self._down = False
+                return result
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
                 if attempt == RETRIES:
                     raise StoreUnavailableError(f"PostgreSQL: {exc.sqlstate} {exc}") from exc
@@ -171,6 +188,7 @@ class PostgresStore:
             except psycopg.IntegrityError as exc:
                 raise ConflictError(f"constraint violated: {exc}") from exc
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._down = True
                 raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
