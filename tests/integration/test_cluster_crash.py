@@ -9,7 +9,9 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.fixtures.server import Server, wait_until
@@ -71,6 +73,18 @@ def test_killed_worker_is_taken_over_and_api_restart_loses_nothing(
 TOTAL = 1000
 
 
+def _listed(client: httpx.Client) -> list[dict[str, Any]]:
+    """Every prediction of ``latch``, 500 to a page."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"target": "latch", "limit": 500}
+    while True:
+        page = client.get("/v1/predictions", params=params).json()
+        found += page["data"]
+        if not page["next_cursor"]:
+            return found
+        params["cursor"] = page["next_cursor"]
+
+
 def test_three_workers_two_apis_share_1000_predictions_through_a_kill(
     make_server: Callable[..., Server],
     tmp_path: Path,
@@ -90,7 +104,14 @@ def test_three_workers_two_apis_share_1000_predictions_through_a_kill(
             ids.append(create(clients[n % 2], "latch", {"dir": str(runs_dir), "n": n})["id"])
             if n == TOTAL * 3 // 10:
                 workers[0].signal(signal.SIGKILL)
-        done = [wait_done(clients[i % 2], pid, timeout_s=120) for i, pid in enumerate(ids)]
+        # read back 500 to a page until every one ended (not a long-poll each)
+        def ended() -> dict[str, dict[str, Any]] | None:
+            listed = {p["id"]: p for p in _listed(clients[1])}
+            over = all(p["status"] in ("succeeded", "failed") for p in listed.values())
+            return listed if len(listed) == TOTAL and over else None
+
+        by_id = wait_until(ended, timeout_s=120, interval_s=0.5)
+        done = [by_id[pid] for pid in ids]
     finally:
         for client in clients:
             client.close()
