@@ -86,12 +86,12 @@ def create_app(
     _install_metrics(system)
     # routes are matched in order, one regex each and each router's twice (FastAPI
     # finds the router, then the route in it): the hot ones first (real-time predict,
-    # create/get and its long-poll), the docs last
+    # SageMaker's invocations, create/get and its long-poll), the docs last
     routers = (
         models,
+        sagemaker,
         predictions,
         events,
-        sagemaker,
         inference,
         logs,
         chunk_routes,
