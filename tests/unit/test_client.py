@@ -522,3 +522,22 @@ async def test_async_client_pipelines(api: Api) -> None:
         assert [p.name for p in await client.pipelines()] == ["claim"]
         assert (await client.pipeline("claim")).steps[0].name == "damage"
         assert await client.run_pipeline("claim", {"photos": [1]}) == [1]
+
+
+def test_the_async_transports_answers_name_their_request_when_asked() -> None:
+    """The aiohttp transport's answers carry their request only when something asks
+    (an error's message): a body that is not JSON names the method and path; a good
+    one parses, and its request is still there for whoever reads it."""
+    from freight.client._aiohttp import _Response
+    from freight.client._models import FreightClientError
+    from freight.client._protocol import json_body
+
+    url = "http://127.0.0.1:1/v1/predictions/p1?wait=5"
+    bad = _Response(200, content=b"<html>proxy error</html>", asked=("GET", url))
+    with pytest.raises(FreightClientError) as caught:
+        json_body(bad)
+    assert caught.value.code == "invalid_response"
+    assert "GET /v1/predictions/p1" in caught.value.message
+    good = _Response(202, content=b'{"id": "p1", "n": [1, 2]}', asked=("POST", url))
+    assert json_body(good) == {"id": "p1", "n": [1, 2]}
+    assert (good.request.method, str(good.request.url)) == ("POST", url)

