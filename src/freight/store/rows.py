@@ -169,8 +169,12 @@ def attempt_row(row: Sequence[Any]) -> DeliveryAttempt:
     return DeliveryAttempt(*row)
 
 
+#: DeliveryResult's fields, every one a scalar (bound one by one, as completions are)
+_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(DeliveryResult))
+
+
 def delivery_params(result: DeliveryResult) -> dict[str, Any]:
-    params = dataclasses.asdict(result)
+    params = {name: getattr(result, name) for name in _RESULT_FIELDS}
     params["status"] = DeliveryStatus(result.status).value
     return params
 
