@@ -169,7 +169,6 @@ def pin_mmap_threshold() -> bool:
         return False
 
 
-
 class ChunkRunner:
     """Runs chunk predictions through the loaded model (one runner process each).
 

@@ -243,8 +243,7 @@ class LoopWriter:
     def _wait_for_lock(self, exc: sqlite3.OperationalError) -> bool:
         """The lock is taken (SQLITE_BUSY): the flush is scheduled again, unless the
         busy timeout passed since the first try (then False: the group fails)."""
-        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-        busy = code == sqlite3.SQLITE_BUSY or (code is None and "locked" in str(exc))
+        busy = exc.sqlite_errorcode == sqlite3.SQLITE_BUSY
         if not busy or self._stop.is_set():  # stopping: SQLite itself waited
             return False
         now = time.monotonic()

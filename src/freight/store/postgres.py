@@ -95,6 +95,7 @@ async def _execute(conn: Conn, statement: ops.Sql) -> list[tuple[Any, ...]]:
 #: connection before it fails (the pool keeps reconnecting in the background)
 DOWN_ACQUIRE_S = 0.25
 
+
 class PostgresStore:
     """The :class:`~freight.store.base.Store` on PostgreSQL (the cluster shape)."""
 

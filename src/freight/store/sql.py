@@ -543,12 +543,12 @@ ATTEMPTS_OF = """
 SELECT outbox_id, attempt, prediction_id, at, status_code, error, next_at, latency_ms,
     response
 FROM delivery_attempts WHERE prediction_id = :id ORDER BY at, outbox_id, attempt"""
-# a prediction's outbox rows counted by status and attempts (its ix_outbox_prediction
-# index; no attempts read): what ``deliveries.summarize`` makes the summary of
 # is any row waiting to be sent or being sent (the partial indexes of each status)?
 OUTBOX_OPEN = """
 SELECT 1 FROM outbox WHERE status = 'pending'
 UNION ALL SELECT 1 FROM outbox WHERE status = 'sending' LIMIT 1"""
+# a prediction's outbox rows counted by status and attempts (its ix_outbox_prediction
+# index; no attempts read): what ``deliveries.summarize`` makes the summary of
 DELIVERY_COUNTS = """
 SELECT status, attempts, count(*) FROM outbox WHERE prediction_id = :id GROUP BY status, attempts"""
 WEBHOOK_SECRETS = (
